@@ -1,0 +1,15 @@
+//! rcmd: run commands on another machine over TCP, with every message framed by a length
+//! header packed exactly as Python's `struct` packs it.
+//!
+//! Data flows one way through the modules:
+//!
+//! ```text
+//! bytes ─▶ codec (frames, header) ─▶ protocol (messages) ─▶ server / client (actions)
+//!                                                          └▶ exec (running commands)
+//! ```
+
+pub mod codec;
+pub mod exec;
+pub mod header;
+pub mod protocol;
+pub mod status;

@@ -34,13 +34,21 @@ enum DecodeState {
 pub enum FrameError {
     Io(io::Error),
     /// The peer announced a frame larger than we accept.
-    TooLarge { len: u64, max: usize },
+    TooLarge {
+        len: u64,
+        max: usize,
+    },
     /// A signed header carried a negative length.
     Negative(HeaderError),
     /// The stream ended in the middle of a frame.
-    Truncated { buffered: usize },
+    Truncated {
+        buffered: usize,
+    },
     /// We were asked to send a payload the header format or the peer cannot take.
-    TooLargeToSend { len: usize, max: usize },
+    TooLargeToSend {
+        len: usize,
+        max: usize,
+    },
 }
 
 impl fmt::Display for FrameError {
@@ -235,8 +243,15 @@ mod tests {
         let mut buf = BytesMut::from(&b"\x7f\xff\xff\xff\xff\xff\xff\xff"[..]);
         let cap_before = buf.capacity();
         let err = c.decode(&mut buf).unwrap_err();
-        assert!(matches!(err, FrameError::TooLarge { max: 1024, .. }), "{err}");
-        assert_eq!(buf.capacity(), cap_before, "no buffer sized from the bad length");
+        assert!(
+            matches!(err, FrameError::TooLarge { max: 1024, .. }),
+            "{err}"
+        );
+        assert_eq!(
+            buf.capacity(),
+            cap_before,
+            "no buffer sized from the bad length"
+        );
     }
 
     #[test]
@@ -253,7 +268,10 @@ mod tests {
         assert!(c.decode_eof(&mut empty).unwrap().is_none());
         let mut partial = BytesMut::from(&b"\x00\x00\x00\x05ab"[..]);
         let err = c.decode_eof(&mut partial).unwrap_err();
-        assert!(matches!(err, FrameError::Truncated { buffered: 6 }), "{err}");
+        assert!(
+            matches!(err, FrameError::Truncated { buffered: 6 }),
+            "{err}"
+        );
     }
 
     #[test]
@@ -263,6 +281,9 @@ mod tests {
         c.encode(&[0u8; 127][..], &mut dst).unwrap();
         assert_eq!(dst[0], 127);
         let err = c.encode(&[0u8; 128][..], &mut dst).unwrap_err();
-        assert!(matches!(err, FrameError::TooLargeToSend { len: 128, max: 127 }));
+        assert!(matches!(
+            err,
+            FrameError::TooLargeToSend { len: 128, max: 127 }
+        ));
     }
 }

@@ -208,8 +208,7 @@ mod tests {
 
     #[tokio::test]
     async fn stdout_and_stderr_kept_apart() {
-        let (out, err, status) =
-            collect("echo out; echo err >&2; exit 3", ExecMode::Shell).await;
+        let (out, err, status) = collect("echo out; echo err >&2; exit 3", ExecMode::Shell).await;
         assert_eq!(out, b"out\n");
         assert_eq!(err, b"err\n");
         assert_eq!(status, Status::Exited(3));
@@ -223,7 +222,10 @@ mod tests {
             ExecMode::Shell,
         )
         .await;
-        assert_eq!((out.len(), err.len(), status), (600000, 300000, Status::Exited(0)));
+        assert_eq!(
+            (out.len(), err.len(), status),
+            (600000, 300000, Status::Exited(0))
+        );
     }
 
     #[tokio::test]

@@ -308,7 +308,11 @@ mod tests {
             .arg(&script)
             .output()
             .expect("python3 must be installed to cross-check struct packing");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout)
             .unwrap()
             .lines()
@@ -331,7 +335,11 @@ mod tests {
             "import struct\nfor f in {formats:?}: print(struct.calcsize(f))",
             formats = formats
         );
-        let out = Command::new("python3").arg("-c").arg(script).output().unwrap();
+        let out = Command::new("python3")
+            .arg("-c")
+            .arg(script)
+            .output()
+            .unwrap();
         let sizes: Vec<usize> = String::from_utf8(out.stdout)
             .unwrap()
             .lines()
@@ -349,7 +357,14 @@ mod tests {
         let mut cases = Vec::new();
         for f in all_formats() {
             let fmt: HeaderFormat = f.parse().unwrap();
-            for v in [0, 1, fmt.max_value(), fmt.max_value() + 1, fmt.min_value(), -1] {
+            for v in [
+                0,
+                1,
+                fmt.max_value(),
+                fmt.max_value() + 1,
+                fmt.min_value(),
+                -1,
+            ] {
                 cases.push((f.clone(), v));
             }
         }

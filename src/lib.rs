@@ -8,8 +8,13 @@
 //!                                                          └▶ exec (running commands)
 //! ```
 
+pub mod cli;
+pub mod client;
 pub mod codec;
 pub mod exec;
 pub mod header;
 pub mod protocol;
+pub mod server;
+pub mod spool;
 pub mod status;
+pub mod wire;

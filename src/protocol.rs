@@ -367,7 +367,10 @@ mod tests {
 
     #[test]
     fn every_message_round_trips() {
-        round_trip(ClientMessage::Hello(Hello::new(1 << 20, Bytes::from("tok"))));
+        round_trip(ClientMessage::Hello(Hello::new(
+            1 << 20,
+            Bytes::from("tok"),
+        )));
         round_trip(ClientMessage::Run(Bytes::from("echo hi")));
         round_trip(ServerMessage::Hello(Hello::new(4096, Bytes::new())));
         round_trip(ServerMessage::Stdout(Bytes::from(&b"\xff\x00bin"[..])));

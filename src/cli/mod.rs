@@ -1,0 +1,112 @@
+//! The command line: one module per subcommand, each an `Args` struct and a `run`.
+//! Exit codes are decided here and nowhere else.
+
+mod client;
+mod server;
+
+use clap::builder::TypedValueParser;
+use clap::{Args, Parser, Subcommand};
+
+use crate::codec::DEFAULT_MAX_FRAME;
+use crate::header::HeaderFormat;
+use crate::wire::{Protocol, Wire, DEFAULT_RECV_SIZE};
+
+/// Run commands on another machine over TCP, with every message framed by a length
+/// header packed exactly as Python's struct module packs it.
+#[derive(Debug, Parser)]
+#[command(name = "rcmd", version, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the commands that clients send and stream their output back.
+    Server(server::ServerArgs),
+    /// Run a command on a server (one-shot), or each line of standard input.
+    Client(client::ClientArgs),
+}
+
+/// The wire settings; both ends must use the same ones.
+#[derive(Debug, Args)]
+struct WireArgs {
+    /// Wire mode; see PROTOCOL.md for each byte.
+    #[arg(long, value_enum, default_value_t = Protocol::Framed)]
+    protocol: Protocol,
+
+    /// Short for --protocol naive: no length header, the sticky-packet bug on purpose.
+    #[arg(long, conflicts_with = "protocol")]
+    naive: bool,
+
+    /// Length header as a Python struct format for one integer, e.g. !I <H q i
+    /// [default: !I for framed, i for classic and json-header]
+    #[arg(long, value_name = "FMT")]
+    header: Option<HeaderFormat>,
+
+    /// Largest frame accepted from the peer, in bytes (framed; the JSON header in json-header)
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_FRAME,
+          value_parser = clap::value_parser!(u32).range(16..).map(|v| v as usize))]
+    max_frame: usize,
+
+    /// Bytes one read may return where the mode has no framing, like the tutorial's recv(1024)
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_RECV_SIZE,
+          value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize))]
+    recv_size: usize,
+}
+
+impl WireArgs {
+    fn wire(&self) -> Wire {
+        let protocol = if self.naive {
+            Protocol::Naive
+        } else {
+            self.protocol
+        };
+        Wire {
+            protocol,
+            header: self.header.unwrap_or(protocol.default_header()),
+            max_frame: self.max_frame,
+            recv_size: self.recv_size,
+        }
+    }
+}
+
+/// A failure that ends the program, with the exit code it ends with.
+pub struct Failure {
+    code: i32,
+    message: String,
+}
+
+impl Failure {
+    fn new(code: i32, message: impl std::fmt::Display) -> Failure {
+        Failure {
+            code,
+            message: message.to_string(),
+        }
+    }
+}
+
+/// Runs the parsed command line and returns the process exit code.
+pub fn run(cli: Cli) -> i32 {
+    let result = match cli.command {
+        Command::Server(args) => server::run(args),
+        Command::Client(args) => client::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(f) => {
+            eprintln!("rcmd: {}", f.message);
+            f.code
+        }
+    }
+}
+
+/// Sends `tracing` output to stderr, filtered by `RUST_LOG` or else by `default`.
+fn init_logging(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

@@ -1,0 +1,197 @@
+//! The tutorial's wire modes, server side: `classic`, `json-header` and `naive`.
+//!
+//! All three read a command as whatever one `recv(recv_size)` returns, exactly as the
+//! tutorial's server does, so request boundaries are as unreliable as the tutorial's
+//! (that is the point of `naive`, and what `classic` clients expect). They differ in the
+//! reply:
+//!
+//! ```text
+//! classic      pack(FMT, n) ‖ stderr ‖ stdout                      n = len(stderr)+len(stdout)
+//! json-header  pack(FMT, len(h)) ‖ h ‖ stderr ‖ stdout            h = {"total_size": n, ...}
+//! naive        stdout and stderr as the command produces them, nothing else
+//! ```
+
+use std::net::SocketAddr;
+
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::tcp::ReadHalf;
+use tokio::net::TcpStream;
+use tracing::info;
+
+use super::{ConnError, ServerConfig};
+use crate::exec::{self, Event};
+use crate::header::HeaderFormat;
+use crate::spool::{Spool, MEMORY_LIMIT};
+use crate::status::Status;
+use crate::wire::Protocol;
+
+pub(super) async fn serve(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    config: &ServerConfig,
+) -> Result<(), ConnError> {
+    let wire = config.wire;
+    let (mut rd, mut wr) = stream.split();
+    let mut buf = vec![0u8; wire.recv_size.max(1)];
+    loop {
+        let n = rd.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        let line = &buf[..n];
+        info!(%peer, command = %String::from_utf8_lossy(line).trim_end(), "running");
+        let outcome = match wire.protocol {
+            Protocol::Naive => stream_raw(line, &mut rd, &mut wr, config).await?,
+            _ => spool_reply(line, &mut rd, &mut wr, config).await?,
+        };
+        match outcome {
+            Some(status) => info!(%peer, "command {status}"),
+            None => {
+                info!(%peer, "client went away mid-command; command killed");
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Resolves when the peer has closed its side. Data waiting to be read (the next command,
+/// sent early) is left in place: the tutorial's server reads it only after replying.
+async fn peer_closed(rd: &mut ReadHalf<'_>) {
+    let mut probe = [0u8; 1];
+    match rd.peek(&mut probe).await {
+        Ok(0) | Err(_) => {}
+        Ok(_) => std::future::pending().await,
+    }
+}
+
+/// Where a command's output goes while it runs.
+enum Sink<'a, W> {
+    /// Straight to the peer, as produced (naive).
+    Raw(&'a mut W),
+    /// Held until the command ends, so the reply's length is known (classic, json-header).
+    Spooled {
+        stdout: &'a mut Spool,
+        stderr: &'a mut Spool,
+    },
+}
+
+impl<W: AsyncWrite + Unpin> Sink<'_, W> {
+    async fn take(&mut self, event: Event) -> std::io::Result<()> {
+        match (self, event) {
+            (Sink::Raw(w), Event::Stdout(b) | Event::Stderr(b)) => w.write_all(&b).await,
+            (Sink::Spooled { stdout, .. }, Event::Stdout(b)) => stdout.push(&b).await,
+            (Sink::Spooled { stderr, .. }, Event::Stderr(b)) => stderr.push(&b).await,
+            (_, Event::Done(_)) => Ok(()),
+        }
+    }
+}
+
+/// Runs the command, feeding its output to `sink`; `None` if the peer went away first
+/// (the command is then killed as its runner is dropped).
+async fn run_into<W: AsyncWrite + Unpin>(
+    line: &[u8],
+    rd: &mut ReadHalf<'_>,
+    config: &ServerConfig,
+    sink: &mut Sink<'_, W>,
+) -> Result<Option<Status>, ConnError> {
+    let mut running = match exec::spawn(line, config.exec) {
+        Ok(r) => r,
+        Err(status) => {
+            sink.take(Event::Stderr(format!("{status}\n").into()))
+                .await?;
+            return Ok(Some(status));
+        }
+    };
+    loop {
+        let event = tokio::select! {
+            e = running.next() => e?,
+            _ = peer_closed(rd) => return Ok(None),
+        };
+        if let Event::Done(status) = event {
+            return Ok(Some(status));
+        }
+        sink.take(event).await?;
+    }
+}
+
+async fn stream_raw<W: AsyncWrite + Unpin>(
+    line: &[u8],
+    rd: &mut ReadHalf<'_>,
+    wr: &mut W,
+    config: &ServerConfig,
+) -> Result<Option<Status>, ConnError> {
+    run_into(line, rd, config, &mut Sink::Raw(wr)).await
+}
+
+async fn spool_reply<W: AsyncWrite + Unpin>(
+    line: &[u8],
+    rd: &mut ReadHalf<'_>,
+    wr: &mut W,
+    config: &ServerConfig,
+) -> Result<Option<Status>, ConnError> {
+    let mut stdout = Spool::new(MEMORY_LIMIT);
+    let mut stderr = Spool::new(MEMORY_LIMIT);
+    let mut sink: Sink<'_, W> = Sink::Spooled {
+        stdout: &mut stdout,
+        stderr: &mut stderr,
+    };
+    let Some(status) = run_into(line, rd, config, &mut sink).await? else {
+        return Ok(None);
+    };
+    let header = config.wire.header;
+    let total = stdout.len() + stderr.len();
+    let mut head = Vec::new();
+    if config.wire.protocol == Protocol::JsonHeader {
+        let json = json_header(total, stdout.len(), stderr.len(), &status);
+        if header.pack_into(json.len() as i128, &mut head).is_err() {
+            let msg = too_large_message(header, json.len() as u64, "JSON header");
+            return send_message(wr, header, &msg).await.map(|_| Some(status));
+        }
+        head.extend_from_slice(json.as_bytes());
+    } else if header.pack_into(i128::from(total), &mut head).is_err() {
+        // A wrapped length would desynchronise the client for good; an explanation
+        // it can print is the honest reply.
+        let msg = too_large_message(header, total, "output");
+        return send_message(wr, header, &msg).await.map(|_| Some(status));
+    }
+    wr.write_all(&head).await?;
+    stderr.write_to(wr).await?;
+    stdout.write_to(wr).await?;
+    Ok(Some(status))
+}
+
+/// The tutorial's header dictionary, plus what a richer client can use to split the
+/// streams and report the exit status. Tutorial clients read only `total_size`.
+fn json_header(total: u64, stdout: u64, stderr: u64, status: &Status) -> String {
+    serde_json::json!({
+        "total_size": total,
+        "stderr_size": stderr,
+        "stdout_size": stdout,
+        "exit_code": status.exit_code(),
+    })
+    .to_string()
+}
+
+fn too_large_message(header: HeaderFormat, len: u64, what: &str) -> String {
+    format!(
+        "rcmd: the {what} is {len} bytes, more than header format '{header}' can describe \
+         (at most {}); use a wider --header such as q\n",
+        header.max_value()
+    )
+}
+
+/// Sends `msg` as a reply on its own, cut to what the header can describe.
+async fn send_message<W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    header: HeaderFormat,
+    msg: &str,
+) -> Result<(), ConnError> {
+    let bytes = &msg.as_bytes()[..msg.len().min(header.max_len())];
+    let mut out = Vec::new();
+    header
+        .pack_into(bytes.len() as i128, &mut out)
+        .expect("length cut to the header's maximum");
+    out.extend_from_slice(bytes);
+    wr.write_all(&out).await?;
+    Ok(())
+}

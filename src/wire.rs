@@ -1,0 +1,65 @@
+//! The wire settings both ends must agree on: protocol mode, header format and limits.
+
+use crate::codec::DEFAULT_MAX_FRAME;
+use crate::header::HeaderFormat;
+
+/// How messages are delimited on the connection. Byte-level layouts are in `PROTOCOL.md`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Protocol {
+    /// rcmd's own: every message length-prefixed, output streamed, exit status kept.
+    Framed,
+    /// The tutorial's fix: `struct.pack(FMT, n)` then stderr and stdout (n bytes in all).
+    Classic,
+    /// The tutorial's final version: packed length of a JSON header, the header, the output.
+    JsonHeader,
+    /// No header at all, as before the tutorial's fix: the sticky-packet bug, kept on purpose.
+    Naive,
+}
+
+impl Protocol {
+    /// The header format a mode uses unless told otherwise: `!I` for framed, the
+    /// tutorial's `i` for the modes that talk to its programs.
+    pub fn default_header(self) -> HeaderFormat {
+        match self {
+            Protocol::Framed => HeaderFormat::NETWORK_U32,
+            _ => HeaderFormat::NATIVE_INT,
+        }
+    }
+
+    /// The name used on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Framed => "framed",
+            Protocol::Classic => "classic",
+            Protocol::JsonHeader => "json-header",
+            Protocol::Naive => "naive",
+        }
+    }
+}
+
+/// Default size of one read in the modes without framing (the tutorial's `recv(1024)`).
+pub const DEFAULT_RECV_SIZE: usize = 1024;
+
+/// Everything about the byte stream that both peers must see the same way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Wire {
+    pub protocol: Protocol,
+    pub header: HeaderFormat,
+    /// Largest frame (or JSON header) accepted from the peer.
+    pub max_frame: usize,
+    /// Size of one read where the mode has no framing (naive, and commands in the
+    /// classic and json-header modes).
+    pub recv_size: usize,
+}
+
+impl Wire {
+    /// A mode with its default header and limits.
+    pub fn new(protocol: Protocol) -> Wire {
+        Wire {
+            protocol,
+            header: protocol.default_header(),
+            max_frame: DEFAULT_MAX_FRAME,
+            recv_size: DEFAULT_RECV_SIZE,
+        }
+    }
+}

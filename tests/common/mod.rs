@@ -1,0 +1,107 @@
+//! Helpers shared by the integration tests: an in-process server on 127.0.0.1:0, and the
+//! built `rcmd` binary or a Python peer run as a real process.
+#![allow(dead_code)]
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use rcmd::server::{serve, ServerConfig};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
+use tokio::process::Command;
+
+/// Generous bound so a hung process fails the test instead of hanging it; never a wait
+/// that the test relies on.
+pub const PROCESS_DEADLINE: Duration = Duration::from_secs(60);
+
+/// Starts a server in this test's runtime; it lives as long as the runtime.
+pub async fn start_server(config: ServerConfig) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(serve(listener, config, std::future::pending()));
+    addr
+}
+
+/// What a finished process did, printed in full when an assertion about it fails.
+pub struct Run {
+    pub command: String,
+    pub code: Option<i32>,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+impl Run {
+    pub fn stdout_str(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+    pub fn stderr_str(&self) -> String {
+        String::from_utf8_lossy(&self.stderr).into_owned()
+    }
+    /// Asserts the exit code, showing everything about the run if it differs.
+    #[track_caller]
+    pub fn expect_code(&self, code: i32) -> &Self {
+        assert_eq!(self.code, Some(code), "unexpected exit code\n{self}");
+        self
+    }
+}
+
+impl fmt::Display for Run {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "command: {}\nstatus: {:?}\nstdout: {}\nstderr: {}",
+            self.command,
+            self.code,
+            self.stdout_str(),
+            self.stderr_str()
+        )
+    }
+}
+
+pub fn rcmd_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_rcmd")
+}
+
+pub fn peer(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(name)
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// Runs a program to completion, feeding it `stdin` (or nothing).
+pub async fn run(program: &str, args: &[&str], stdin: &[u8]) -> Run {
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let command = format!("{program} {}", shell_words::join(args));
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawning {command}: {e}"));
+    let mut pipe = child.stdin.take().unwrap();
+    let input = stdin.to_vec();
+    tokio::spawn(async move {
+        let _ = pipe.write_all(&input).await;
+    });
+    let out = tokio::time::timeout(PROCESS_DEADLINE, child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("{command} did not finish"))
+        .unwrap();
+    Run {
+        command,
+        code: out.status.code(),
+        stdout: out.stdout,
+        stderr: out.stderr,
+    }
+}
+
+/// Runs the built `rcmd` binary.
+pub async fn rcmd(args: &[&str], stdin: &[u8]) -> Run {
+    run(rcmd_bin(), args, stdin).await
+}

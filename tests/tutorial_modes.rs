@@ -1,0 +1,195 @@
+//! The tutorial's own Python client and server (tests/peers) against rcmd, both ways, in
+//! the classic, json-header and naive modes.
+
+mod common;
+
+use std::process::Stdio;
+
+use common::{peer, rcmd, run, start_server, Run};
+use rcmd::server::ServerConfig;
+use rcmd::wire::Protocol;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+/// Starts the tutorial's Python server in `mode`; returns it and its address.
+async fn python_server(mode: &str, fmt: &str) -> (tokio::process::Child, String) {
+    let mut child = tokio::process::Command::new("python3")
+        .args([&peer("tests/peers/tutorial_server.py"), mode, fmt])
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("python3 must be installed");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let port = lines
+        .next_line()
+        .await
+        .unwrap()
+        .expect("server printed no port");
+    (child, format!("127.0.0.1:{port}"))
+}
+
+/// Runs the tutorial's Python client against `addr`; returns each reply's bytes.
+async fn python_client(
+    mode: &str,
+    addr: std::net::SocketAddr,
+    fmt: &str,
+    script: &str,
+) -> (Run, Vec<Vec<u8>>) {
+    let port = addr.port().to_string();
+    let r = run(
+        "python3",
+        &[&peer("tests/peers/tutorial_client.py"), mode, &port, fmt],
+        script.as_bytes(),
+    )
+    .await;
+    r.expect_code(0);
+    let replies = r
+        .stdout_str()
+        .lines()
+        .map(|hex| {
+            (0..hex.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+                .collect()
+        })
+        .collect();
+    (r, replies)
+}
+
+fn seq_output(n: u32) -> Vec<u8> {
+    (1..=n)
+        .map(|i| format!("{i}\n"))
+        .collect::<String>()
+        .into_bytes()
+}
+
+fn config(protocol: Protocol, header: &str) -> ServerConfig {
+    let mut c = ServerConfig::new(protocol);
+    c.wire.header = header.parse().unwrap();
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rcmd_classic_client_talks_to_tutorial_server() {
+    for fmt in ["i", "!Q", "<H"] {
+        let (_server, addr) = python_server("classic", fmt).await;
+        let r = rcmd(
+            &["client", &addr, "--protocol", "classic", "--header", fmt],
+            b"echo hello\nseq 1 2000\n",
+        )
+        .await;
+        r.expect_code(0);
+        let mut expected = b"hello\n".to_vec();
+        expected.extend(seq_output(2000));
+        assert_eq!(r.stdout, expected, "header {fmt}\n{r}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tutorial_classic_client_talks_to_rcmd_server() {
+    let addr = start_server(config(Protocol::Classic, "i")).await;
+    let (_, replies) = python_client(
+        "classic",
+        addr,
+        "i",
+        "echo hello; echo oops >&2\nseq 1 2000\n",
+    )
+    .await;
+    assert_eq!(replies, vec![b"oops\nhello\n".to_vec(), seq_output(2000)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn classic_output_too_big_for_the_header_gets_an_error_reply() {
+    let addr = start_server(config(Protocol::Classic, "b")).await;
+    let (_, replies) = python_client("classic", addr, "b", "seq 1 100\necho fits\n").await;
+    let first = String::from_utf8_lossy(&replies[0]);
+    assert!(first.contains("more than header format 'b'"), "{first}");
+    assert!(replies[0].len() <= 127);
+    assert_eq!(
+        replies[1], b"fits\n",
+        "the connection goes on after the error"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rcmd_json_client_talks_to_tutorial_server() {
+    let (_server, addr) = python_server("json", "i").await;
+    let r = rcmd(
+        &["client", &addr, "--protocol", "json-header"],
+        b"echo hello\nseq 1 500\n",
+    )
+    .await;
+    r.expect_code(0);
+    let mut expected = b"hello\n".to_vec();
+    expected.extend(seq_output(500));
+    assert_eq!(r.stdout, expected, "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tutorial_json_client_talks_to_rcmd_server() {
+    let addr = start_server(config(Protocol::JsonHeader, "!i")).await;
+    let (_, replies) =
+        python_client("json", addr, "!i", "echo hello; echo oops >&2\nseq 1 900\n").await;
+    assert_eq!(replies, vec![b"oops\nhello\n".to_vec(), seq_output(900)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rcmd_json_client_splits_streams_and_status_from_rcmd_server() {
+    let addr = start_server(config(Protocol::JsonHeader, "i"))
+        .await
+        .to_string();
+    let r = rcmd(
+        &[
+            "client",
+            &addr,
+            "--protocol",
+            "json-header",
+            "--",
+            "echo out; echo err >&2; exit 4",
+        ],
+        b"",
+    )
+    .await;
+    r.expect_code(4);
+    assert_eq!(r.stdout_str(), "out\n", "{r}");
+    assert_eq!(r.stderr_str(), "err\n", "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn naive_rcmd_server_reproduces_the_bug_for_the_tutorial_client() {
+    let addr = start_server(config(Protocol::Naive, "i")).await;
+    let (_, replies) = python_client("naive", addr, "i", "seq 1 1000\necho hello\n").await;
+    let seq = seq_output(1000);
+    // The first recv(1024) gets only the start of seq's 3893 bytes...
+    assert!(!replies[0].is_empty() && replies[0].len() <= 1024);
+    assert_eq!(replies[0], seq[..replies[0].len()]);
+    // ...and the reply to `echo hello` is more of seq's output, not hello.
+    let rest = &seq[replies[0].len()..];
+    assert_eq!(
+        replies[1],
+        rest[..replies[1].len()],
+        "the second reply is stale seq output"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn naive_rcmd_client_shows_the_bug_against_tutorial_server() {
+    let (_server, addr) = python_server("naive", "i").await;
+    let r = rcmd(&["client", &addr, "--naive"], b"seq 1 1000\necho hello\n").await;
+    r.expect_code(0);
+    let seq = seq_output(1000);
+    assert!(r.stdout.len() <= 2048);
+    assert_eq!(
+        r.stdout,
+        seq[..r.stdout.len()],
+        "both replies are seq's bytes\n{r}"
+    );
+    assert!(!r.stdout_str().contains("hello"), "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn naive_client_says_why_an_empty_reply_cannot_be_told_apart() {
+    let addr = start_server(config(Protocol::Naive, "i")).await.to_string();
+    let r = rcmd(&["client", &addr, "--naive", "--", "true"], b"").await;
+    r.expect_code(0);
+    assert!(r.stderr_str().contains("no reply within"), "{r}");
+}

@@ -37,6 +37,19 @@ impl std::fmt::Display for ConnError {
     }
 }
 
+impl ConnError {
+    /// The peer hung up (reset, or closed with our writes pending).
+    fn is_hang_up(&self) -> bool {
+        use crate::codec::FrameError;
+        use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset};
+        let io = match self {
+            ConnError::Io(e) | ConnError::Protocol(ProtocolError::Frame(FrameError::Io(e))) => e,
+            _ => return false,
+        };
+        matches!(io.kind(), ConnectionReset | BrokenPipe | ConnectionAborted)
+    }
+}
+
 impl From<ProtocolError> for ConnError {
     fn from(e: ProtocolError) -> Self {
         ConnError::Protocol(e)
@@ -111,6 +124,8 @@ async fn handle(stream: TcpStream, peer: SocketAddr, config: &ServerConfig) {
     };
     match result {
         Ok(()) => info!(%peer, "connection closed"),
+        // A peer hanging up with replies unread is a normal way to leave, not a fault.
+        Err(e) if e.is_hang_up() => info!(%peer, "connection closed by peer: {e}"),
         Err(e) => warn!(%peer, "connection closed: {e}"),
     }
 }

@@ -11,6 +11,7 @@
 pub mod cli;
 pub mod client;
 pub mod codec;
+pub mod demo;
 pub mod exec;
 pub mod header;
 pub mod protocol;

@@ -2,6 +2,7 @@
 //! Exit codes are decided here and nowhere else.
 
 mod client;
+mod demo;
 mod server;
 
 use clap::builder::TypedValueParser;
@@ -26,6 +27,8 @@ enum Command {
     Server(server::ServerArgs),
     /// Run a command on a server (one-shot), or each line of standard input.
     Client(client::ClientArgs),
+    /// Watch the sticky-packet bug happen, and its fix (`rcmd demo` lists the demos).
+    Demo(demo::DemoArgs),
 }
 
 /// The wire settings; both ends must use the same ones.
@@ -91,6 +94,7 @@ pub fn run(cli: Cli) -> i32 {
     let result = match cli.command {
         Command::Server(args) => server::run(args),
         Command::Client(args) => client::run(args),
+        Command::Demo(args) => demo::run(args),
     };
     match result {
         Ok(code) => code,
@@ -105,8 +109,12 @@ pub fn run(cli: Cli) -> i32 {
 fn init_logging(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // Colour only for a person watching, as the demos do (https://no-color.org).
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(ansi)
         .try_init();
 }

@@ -1,0 +1,101 @@
+//! `rcmd demo`.
+
+use clap::{Args, Subcommand};
+
+use super::{Failure, DEFAULT_RECV_SIZE};
+use crate::demo::render::Style;
+use crate::demo::{self, sticky};
+use crate::header::HeaderFormat;
+
+/// Exit code when a demo did not show what it exists to show (a regression).
+const NOT_REPRODUCED: i32 = 1;
+/// Exit code when a demo could not run at all.
+const DEMO_FAILED: i32 = 2;
+
+#[derive(Debug, Args)]
+pub(super) struct DemoArgs {
+    #[command(subcommand)]
+    demo: Option<Demo>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Demo {
+    /// The sticky-packet bug (粘包) over TCP, reproduced every run, then fixed with framing
+    Sticky(StickyArgs),
+    /// The same commands over UDP: boundaries kept, but long replies cut and lost
+    Udp(UdpArgs),
+}
+
+#[derive(Debug, Args)]
+struct StickyArgs {
+    /// Header format of the framed half (a Python struct format for one integer)
+    #[arg(long, value_name = "FMT", default_value = "!I")]
+    header: HeaderFormat,
+
+    /// Bytes one recv() may return, like the tutorial's recv(1024)
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_RECV_SIZE,
+          value_parser = clap::value_parser!(u16).range(16..).map(usize::from))]
+    recv_size: usize,
+
+    /// Which cause to show
+    #[arg(long, value_enum, default_value_t = sticky::Case::All)]
+    case: sticky::Case,
+
+    /// Print only the summary, as JSON
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct UdpArgs {
+    /// Size of the receive buffer
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_RECV_SIZE,
+          value_parser = clap::value_parser!(u16).range(16..).map(usize::from))]
+    recv_size: usize,
+
+    /// Print only the summary, as JSON
+    #[arg(long)]
+    json: bool,
+}
+
+use clap::builder::TypedValueParser;
+
+pub(super) fn run(args: DemoArgs) -> Result<i32, Failure> {
+    let Some(demo) = args.demo else {
+        println!("Demos (run one with `rcmd demo NAME`):");
+        for (name, what) in demo::DEMOS {
+            println!("  {name:<8} {what}");
+        }
+        return Ok(0);
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::new(DEMO_FAILED, e))?;
+    let style = Style::detect();
+    let mut stdout = std::io::stdout();
+    let (json, ok) = runtime
+        .block_on(async {
+            match demo {
+                Demo::Sticky(a) => {
+                    let opts = sticky::Options {
+                        header: a.header,
+                        recv_size: a.recv_size,
+                        case: a.case,
+                    };
+                    let s = sticky::run(&opts, style, &mut stdout, a.json).await?;
+                    Ok::<_, std::io::Error>((a.json.then(|| s.to_json()), s.as_expected()))
+                }
+                Demo::Udp(a) => {
+                    let s = demo::udp::run(a.recv_size, style, &mut stdout, a.json).await?;
+                    Ok((a.json.then(|| s.to_json()), s.as_expected()))
+                }
+            }
+        })
+        .map_err(|e| Failure::new(DEMO_FAILED, format!("demo failed: {e}")))?;
+    if let Some(json) = json {
+        println!("{json}");
+    }
+    Ok(if ok { 0 } else { NOT_REPRODUCED })
+}

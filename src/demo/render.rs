@@ -1,0 +1,162 @@
+//! How the demos draw: colour on a terminal, plain markers otherwise (or with `NO_COLOR`).
+
+use std::io::IsTerminal;
+
+use super::stream::Stream;
+
+/// Text styling; every escape code the demos print comes from here.
+#[derive(Debug, Clone, Copy)]
+pub struct Style {
+    color: bool,
+}
+
+const COMMAND_COLORS: [u8; 6] = [36, 33, 35, 32, 34, 31];
+
+impl Style {
+    /// Colour when stdout is a terminal and `NO_COLOR` is unset or empty
+    /// (<https://no-color.org>).
+    pub fn detect() -> Style {
+        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+        Style {
+            color: std::io::stdout().is_terminal() && !no_color,
+        }
+    }
+
+    /// No escape codes at all.
+    pub fn plain() -> Style {
+        Style { color: false }
+    }
+
+    fn paint(&self, code: u8, text: &str) -> String {
+        if self.color {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text.to_string()
+        }
+    }
+
+    /// `text` in command `i`'s colour.
+    pub fn command(&self, i: usize, text: &str) -> String {
+        self.paint(COMMAND_COLORS[i % COMMAND_COLORS.len()], text)
+    }
+
+    pub fn good(&self, text: &str) -> String {
+        self.paint(32, text)
+    }
+
+    pub fn bad(&self, text: &str) -> String {
+        self.paint(31, text)
+    }
+
+    pub fn dim(&self, text: &str) -> String {
+        self.paint(2, text)
+    }
+
+    pub fn bold(&self, text: &str) -> String {
+        self.paint(1, text)
+    }
+
+    /// The marker for command `i` (0-based): its number, coloured.
+    pub fn marker(&self, i: usize) -> String {
+        self.command(i, &marker_char(i).to_string())
+    }
+
+    /// Draws `stream` as a bar `width` columns wide: each column shows the number of the
+    /// command its bytes belong to, and `|` marks where each read ended. Bytes no read
+    /// returned are drawn dim after the last `|`. Every run gets at least one column so
+    /// even a 6-byte reply shows.
+    pub fn stream_bar(&self, stream: &Stream, reads: &[(usize, usize)], width: usize) -> String {
+        let total = stream.len().max(1);
+        let columns = |len: usize| ((len * width + total / 2) / total).max(1);
+        let mut bar = String::from("|");
+        let mut end = 0;
+        for &(start, len) in reads {
+            for p in stream.pieces(start, len) {
+                bar.push_str(&self.command(
+                    p.owner,
+                    &marker_char(p.owner).to_string().repeat(columns(p.len)),
+                ));
+            }
+            bar.push('|');
+            end = start + len;
+        }
+        for p in stream.pieces(end, stream.len() - end) {
+            bar.push_str(&self.dim(&marker_char(p.owner).to_string().repeat(columns(p.len))));
+        }
+        bar
+    }
+}
+
+fn marker_char(i: usize) -> char {
+    char::from_digit((i as u32 + 1) % 36, 36).unwrap_or('?')
+}
+
+/// Shows bytes the way Python's repr shows them, cut to `max` characters.
+pub fn snippet(bytes: &[u8], max: usize) -> String {
+    let mut s = String::new();
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            s.extend(c.escape_debug());
+        }
+        for b in chunk.invalid() {
+            s.push_str(&format!("\\x{b:02x}"));
+        }
+        if s.chars().count() > max {
+            break;
+        }
+    }
+    if s.chars().count() > max {
+        let cut: String = s.chars().take(max).collect();
+        format!("\"{cut}…\"")
+    } else {
+        format!("\"{s}\"")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_bar_marks_owners_and_read_ends() {
+        let s = Stream::new(vec![30, 5, 5]);
+        let bar = Style::plain().stream_bar(&s, &[(0, 20), (20, 20)], 40);
+        assert_eq!(
+            bar,
+            format!(
+                "|{}|{}{}{}|",
+                "1".repeat(20),
+                "1".repeat(10),
+                "22222",
+                "33333"
+            )
+        );
+    }
+
+    #[test]
+    fn unread_bytes_trail_the_last_read() {
+        let s = Stream::new(vec![10, 10]);
+        let bar = Style::plain().stream_bar(&s, &[(0, 10)], 20);
+        assert_eq!(bar, "|1111111111|2222222222");
+    }
+
+    #[test]
+    fn plain_style_has_no_escape_codes() {
+        let st = Style::plain();
+        for text in [
+            st.good("ok"),
+            st.bad("x"),
+            st.marker(2),
+            st.dim("d"),
+            st.bold("b"),
+        ] {
+            assert!(!text.contains('\x1b'), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn snippet_escapes_and_cuts() {
+        assert_eq!(snippet(b"a\nb\xff", 20), "\"a\\nb\\xff\"");
+        assert_eq!(snippet(b"0123456789", 4), "\"0123…\"");
+    }
+}

@@ -127,6 +127,21 @@ async fn large_output_split_into_frames_the_header_can_hold() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_split_to_the_client_max_frame() {
+    // The client accepts at most 100-byte frames; the server learns it from the hello
+    // and cuts seq's 3893 bytes to fit (the client would refuse a larger frame).
+    let addr = start_server(framed()).await.to_string();
+    let r = rcmd(
+        &["client", &addr, "--max-frame", "100", "--", "seq 1 1000"],
+        b"",
+    )
+    .await;
+    r.expect_code(0);
+    let expected: String = (1..=1000).map(|i| format!("{i}\n")).collect();
+    assert_eq!(r.stdout_str(), expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn command_too_long_for_the_header_is_refused_clearly() {
     let mut config = framed();
     config.wire.header = "b".parse().unwrap();

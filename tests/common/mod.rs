@@ -105,3 +105,48 @@ pub async fn run(program: &str, args: &[&str], stdin: &[u8]) -> Run {
 pub async fn rcmd(args: &[&str], stdin: &[u8]) -> Run {
     run(rcmd_bin(), args, stdin).await
 }
+
+/// Pids of processes whose whole command line, arguments joined by spaces, is `cmdline`.
+pub fn pids_running(cmdline: &str) -> Vec<u32> {
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(raw) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<String> = raw
+            .split(|&b| b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        if args.join(" ") == cmdline {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// Waits until `condition` holds, checking it every few milliseconds, or panics with
+/// `what` at the deadline. For conditions no event announces, such as another
+/// process's descendant having exited.
+pub async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + PROCESS_DEADLINE;
+    while !condition() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A string unlikely to appear in any other process's command line.
+pub fn unique_marker() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("{}.{:09}", 300 + std::process::id() % 100, nanos)
+}

@@ -10,10 +10,12 @@ use std::ffi::OsStr;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::process::Stdio;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncReadExt;
 use tokio::process::{Child, ChildStderr, ChildStdout, Command};
+use tokio::time::Instant;
 
 use crate::status::Status;
 
@@ -49,18 +51,27 @@ pub struct Running {
     out_buf: BytesMut,
     err_buf: BytesMut,
     reaped: bool,
+    /// When the command is killed for taking too long, and the limit, for the message.
+    deadline: Option<(Instant, Duration)>,
+    timed_out: bool,
 }
 
 /// A command that will never run; its status says why. Reported to the client as the
 /// command's result, so the connection carries on.
 pub type SpawnFailure = Status;
 
-/// Starts `line` according to `mode`, with stdin from `/dev/null`.
+/// Starts `line` according to `mode`, with stdin from `/dev/null`. With a `timeout`, the
+/// whole process group is killed when it runs out and the command ends with status 124,
+/// as `timeout(1)` reports it.
 ///
 /// # Errors
 /// A [`Status::Failed`] with the shell's conventional code: 127 when the program does not
 /// exist, 126 when it cannot be executed, 2 when the line cannot be parsed.
-pub fn spawn(line: &[u8], mode: ExecMode) -> Result<Running, SpawnFailure> {
+pub fn spawn(
+    line: &[u8],
+    mode: ExecMode,
+    timeout: Option<Duration>,
+) -> Result<Running, SpawnFailure> {
     let mut cmd = match mode {
         ExecMode::Shell => {
             let mut c = Command::new("sh");
@@ -103,6 +114,8 @@ pub fn spawn(line: &[u8], mode: ExecMode) -> Result<Running, SpawnFailure> {
         out_buf: BytesMut::new(),
         err_buf: BytesMut::new(),
         reaped: false,
+        deadline: timeout.map(|t| (Instant::now() + t, t)),
+        timed_out: false,
     })
 }
 
@@ -152,6 +165,7 @@ impl Running {
     /// An I/O error reading a pipe or waiting for the child.
     pub async fn next(&mut self) -> io::Result<Event> {
         while self.stdout.is_some() || self.stderr.is_some() {
+            let deadline = self.deadline.filter(|_| !self.timed_out).map(|(at, _)| at);
             // Both pipes are read concurrently: a command that fills one while we wait on
             // the other must not deadlock. read_buf is cancel safe, so losing a race
             // loses no bytes.
@@ -162,11 +176,37 @@ impl Running {
                 r = read_pipe(&mut self.stderr, &mut self.err_buf) => {
                     if let Some(b) = r? { return Ok(Event::Stderr(b)); }
                 }
+                _ = crate::deadline::until(deadline) => {
+                    // Killing the group closes every copy of the pipes, so the loop then
+                    // drains what was already written and ends.
+                    self.timed_out = true;
+                    self.kill_group();
+                }
             }
         }
         let status = self.child.wait().await?;
         self.reaped = true;
-        Ok(Event::Done(Status::from_exit(status)))
+        match self.deadline {
+            Some((_, limit)) if self.timed_out => Ok(Event::Done(Status::Failed {
+                code: 124,
+                message: format!(
+                    "rcmd: command timed out after {}s; its processes were killed",
+                    limit.as_secs_f64()
+                ),
+            })),
+            _ => Ok(Event::Done(Status::from_exit(status))),
+        }
+    }
+
+    fn kill_group(&self) {
+        // Until we reap the leader its pid cannot be reused, so signalling its group here
+        // cannot hit an unrelated process.
+        if let (false, Some(pgid)) = (self.reaped, self.pgid) {
+            // SAFETY: killpg has no memory-safety preconditions.
+            unsafe {
+                libc::killpg(pgid, libc::SIGKILL);
+            }
+        }
     }
 
     /// Process id of the command (the group leader).
@@ -177,16 +217,7 @@ impl Running {
 
 impl Drop for Running {
     fn drop(&mut self) {
-        // Until we reap the leader its pid cannot be reused, so signalling its group here
-        // cannot hit an unrelated process.
-        if !self.reaped {
-            if let Some(pgid) = self.pgid {
-                // SAFETY: killpg has no memory-safety preconditions.
-                unsafe {
-                    libc::killpg(pgid, libc::SIGKILL);
-                }
-            }
-        }
+        self.kill_group();
     }
 }
 
@@ -195,7 +226,7 @@ mod tests {
     use super::*;
 
     async fn collect(line: &str, mode: ExecMode) -> (Vec<u8>, Vec<u8>, Status) {
-        let mut r = spawn(line.as_bytes(), mode).unwrap();
+        let mut r = spawn(line.as_bytes(), mode, None).unwrap();
         let (mut out, mut err) = (Vec::new(), Vec::new());
         loop {
             match r.next().await.unwrap() {
@@ -236,9 +267,36 @@ mod tests {
 
     #[tokio::test]
     async fn missing_program_is_127() {
-        let err = spawn(b"no-such-program-rcmd", ExecMode::Direct).unwrap_err();
+        let err = spawn(b"no-such-program-rcmd", ExecMode::Direct, None).unwrap_err();
         assert_eq!(err.exit_code(), 127);
         assert!(err.to_string().contains("command not found"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn timeout_kills_the_group_and_reports_124() {
+        // The background sleep holds the pipes open: the run can only end if the whole
+        // group is killed, not just the shell. The guard is far above the 0.2s limit and
+        // far below the sleeps.
+        let mut r = spawn(
+            b"sleep 300 & sleep 300",
+            ExecMode::Shell,
+            Some(Duration::from_millis(200)),
+        )
+        .unwrap();
+        let status = tokio::time::timeout(Duration::from_secs(60), async {
+            loop {
+                if let Event::Done(status) = r.next().await.unwrap() {
+                    break status;
+                }
+            }
+        })
+        .await
+        .expect("the command's group was not killed at the timeout");
+        assert_eq!(status.exit_code(), 124);
+        assert!(
+            status.to_string().contains("timed out after 0.2s"),
+            "{status}"
+        );
     }
 
     #[tokio::test]

@@ -8,9 +8,11 @@
 //!                                                          └▶ exec (running commands)
 //! ```
 
+pub mod auth;
 pub mod cli;
 pub mod client;
 pub mod codec;
+pub mod deadline;
 pub mod demo;
 pub mod exec;
 pub mod header;

@@ -1,9 +1,13 @@
 //! `rcmd client`.
 
+use std::path::PathBuf;
+
 use clap::Args;
 
 use super::{init_logging, Failure, WireArgs};
+use crate::auth::Token;
 use crate::client::{self, ClientConfig, Input, Output};
+use crate::wire::Protocol;
 
 /// Exit code for a connection, protocol or usage error, as ssh uses.
 const CLIENT_FAILED: i32 = 255;
@@ -16,6 +20,15 @@ pub(super) struct ClientArgs {
 
     #[command(flatten)]
     wire: WireArgs,
+
+    /// Token the server requires (framed mode). Visible to other users in `ps`:
+    /// prefer --token-file or RCMD_TOKEN
+    #[arg(long, value_name = "TOKEN", conflicts_with = "token_file")]
+    token: Option<String>,
+
+    /// File holding the token (a trailing newline is ignored)
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
 
     /// Command to run remotely; without one, each line of standard input is a command.
     /// Several words are quoted so they arrive as typed; a single word is sent as the
@@ -30,9 +43,27 @@ pub(super) struct ClientArgs {
 
 pub(super) fn run(args: ClientArgs) -> Result<i32, Failure> {
     init_logging("rcmd=warn");
+    let wire = args.wire.wire();
+    let explicit_token = args.token.is_some() || args.token_file.is_some();
+    if explicit_token && wire.protocol != Protocol::Framed {
+        return Err(Failure::new(
+            CLIENT_FAILED,
+            format!(
+                "the {} mode has no way to carry a token",
+                wire.protocol.name()
+            ),
+        ));
+    }
+    let token = Token::from_sources(
+        args.token.as_deref(),
+        args.token_file.as_deref(),
+        std::env::var("RCMD_TOKEN").ok(),
+    )
+    .map_err(|e| Failure::new(CLIENT_FAILED, e))?;
     let config = ClientConfig {
-        wire: args.wire.wire(),
-        ..ClientConfig::new(args.wire.wire().protocol)
+        wire,
+        token,
+        ..ClientConfig::new(wire.protocol)
     };
     let input = if args.command.is_empty() {
         Input::stdin(format!("{}> ", args.addr))

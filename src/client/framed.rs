@@ -29,11 +29,12 @@ pub(super) async fn run<O: Write, E: Write>(
         MessageCodec::<ServerMessage>::new(wire.header, wire.max_frame),
     );
 
+    let token = config
+        .token
+        .as_ref()
+        .map_or_else(Bytes::new, |t| Bytes::copy_from_slice(t.as_bytes()));
     writer
-        .send(ClientMessage::Hello(Hello::new(
-            wire.max_frame,
-            Bytes::new(),
-        )))
+        .send(ClientMessage::Hello(Hello::new(wire.max_frame, token)))
         .await?;
     match reader.next().await {
         Some(Ok(ServerMessage::Hello(h))) => writer.encoder_mut().set_peer_max_frame(h.max_frame),

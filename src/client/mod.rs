@@ -16,6 +16,7 @@ use tokio::net::TcpStream;
 
 pub use input::Input;
 
+use crate::auth::Token;
 use crate::protocol::ProtocolError;
 use crate::wire::{Protocol, Wire};
 
@@ -28,6 +29,8 @@ pub struct ClientConfig {
     pub wire: Wire,
     /// How long the naive mode waits for the first bytes of a reply.
     pub naive_wait: Duration,
+    /// Sent in the hello when the server requires one (framed mode).
+    pub token: Option<Token>,
 }
 
 impl ClientConfig {
@@ -36,6 +39,7 @@ impl ClientConfig {
         ClientConfig {
             wire: Wire::new(protocol),
             naive_wait: NAIVE_WAIT,
+            token: None,
         }
     }
 }

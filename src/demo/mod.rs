@@ -59,7 +59,7 @@ impl Reference {
 /// An I/O error running it.
 pub async fn reference(command: &str) -> io::Result<Reference> {
     let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
-    let status = match exec::spawn(command.as_bytes(), ExecMode::Shell) {
+    let status = match exec::spawn(command.as_bytes(), ExecMode::Shell, None) {
         Err(status) => status,
         Ok(mut running) => loop {
             match running.next().await? {

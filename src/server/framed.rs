@@ -1,28 +1,27 @@
-//! The `framed` protocol, server side: handshake, then run requests in order and stream
-//! each reply while still reading the next requests (so a client may pipeline, and so we
-//! notice at once when it goes away).
+//! The `framed` protocol, server side: handshake (and authentication), then run requests
+//! in order and stream each reply while still reading the next requests, so a client may
+//! pipeline and we notice at once when it goes away.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
-use tokio_util::codec::{FramedRead, FramedWrite};
-use tracing::info;
+use tokio::time::Instant;
+use tokio_util::codec::{Encoder, FramedRead, FramedWrite};
+use tracing::{info, warn};
 
-use super::{ConnError, ServerConfig};
+use super::{ConnError, ServerConfig, Shutdown};
 use crate::exec::{self, Event, Running};
+use crate::header::HeaderFormat;
 use crate::protocol::{
     chunks, ClientMessage, Hello, MessageCodec, ProtocolError, ServerMessage, MAX_HELLO_FRAME,
     VERSION,
 };
 use crate::status::Status;
 
-/// How long a new connection has to send its hello.
-const HELLO_DEADLINE: Duration = Duration::from_secs(10);
 /// Requests read ahead while one runs; past this we stop reading and TCP pushes back.
 const MAX_QUEUED: usize = 64;
 
@@ -32,17 +31,27 @@ pub(super) async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
     config: &ServerConfig,
+    stop: &Shutdown,
 ) -> Result<(), ConnError> {
     let wire = config.wire;
+    let limits = &config.limits;
     let (rd, wr) = stream.into_split();
+    // Until the peer has said who it is, it gets only small frames.
     let mut reader = FramedRead::new(
         rd,
         MessageCodec::<ClientMessage>::new(wire.header, MAX_HELLO_FRAME),
     );
     let mut writer = FramedWrite::new(wr, MessageCodec::new(wire.header, wire.max_frame));
 
-    let hello = match tokio::time::timeout(HELLO_DEADLINE, reader.next()).await {
-        Err(_) => return refuse(&mut writer, "no hello within 10 seconds".into()).await,
+    let first = tokio::select! {
+        first = tokio::time::timeout(limits.auth_timeout, reader.next()) => first,
+        _ = stop.drain.cancelled() => return Ok(()),
+    };
+    let hello = match first {
+        Err(_) => {
+            let why = format!("no hello within {}s", limits.auth_timeout.as_secs_f64());
+            return refuse(&mut writer, why).await;
+        }
         Ok(None) => return Ok(()),
         Ok(Some(Err(e))) => return refuse(&mut writer, e.to_string()).await,
         Ok(Some(Ok(ClientMessage::Hello(h)))) => h,
@@ -51,11 +60,16 @@ pub(super) async fn serve(
         }
     };
     if hello.version == 0 {
-        return refuse(
-            &mut writer,
-            format!("protocol version 0 is not supported (this server speaks {VERSION})"),
-        )
-        .await;
+        let why = format!("protocol version 0 is not supported (this server speaks {VERSION})");
+        return refuse(&mut writer, why).await;
+    }
+    if let Some(token) = &config.token {
+        if !token.matches(&hello.token) {
+            warn!(%peer, "authentication failed");
+            let why = "authentication failed: wrong or missing token".to_string();
+            return refuse(&mut writer, why).await;
+        }
+        info!(%peer, "authenticated");
     }
     writer.encoder_mut().set_peer_max_frame(hello.max_frame);
     reader.decoder_mut().set_max_frame(wire.max_frame);
@@ -68,8 +82,13 @@ pub(super) async fn serve(
 
     let mut queue: VecDeque<Bytes> = VecDeque::new();
     let mut current: Option<Running> = None;
+    let mut last_activity = Instant::now();
+    let mut draining = false;
     loop {
         if current.is_none() {
+            if draining {
+                return goodbye(&mut writer, "the server is shutting down").await;
+            }
             if let Some(line) = queue.pop_front() {
                 match start(&line, peer, config) {
                     Ok(running) => current = Some(running),
@@ -78,9 +97,18 @@ pub(super) async fn serve(
                 continue;
             }
         }
+        // Idle means nothing to do and nothing received: a header trickled byte by byte
+        // never completes a frame, so it does not count as activity.
+        let idle_at = limits
+            .idle_timeout
+            .filter(|_| current.is_none() && queue.is_empty())
+            .map(|t| last_activity + t);
         tokio::select! {
-            msg = reader.next(), if queue.len() < MAX_QUEUED => match msg {
-                Some(Ok(ClientMessage::Run(line))) => queue.push_back(line),
+            msg = reader.next(), if !draining && queue.len() < MAX_QUEUED => match msg {
+                Some(Ok(ClientMessage::Run(line))) => {
+                    queue.push_back(line);
+                    last_activity = Instant::now();
+                }
                 Some(Ok(ClientMessage::Hello(_))) => {
                     return refuse(&mut writer, "unexpected second hello".into()).await;
                 }
@@ -98,20 +126,33 @@ pub(super) async fn serve(
                 Ok(Event::Stderr(b)) => send_output(&mut writer, b, ServerMessage::Stderr).await?,
                 Ok(Event::Done(status)) => {
                     current = None;
+                    last_activity = Instant::now();
                     send_status(&mut writer, status, peer).await?;
                 }
                 Err(e) => {
                     current = None;
-                    let status = Status::Failed { code: 255, message: format!("rcmd: reading command output failed: {e}") };
-                    send_status(&mut writer, status, peer).await?;
+                    let message = format!("rcmd: reading command output failed: {e}");
+                    send_status(&mut writer, Status::Failed { code: 255, message }, peer).await?;
                 }
             },
+            _ = crate::deadline::until(idle_at) => {
+                let idle = limits.idle_timeout.unwrap_or_default().as_secs_f64();
+                info!(%peer, "closing idle connection");
+                return goodbye(&mut writer, &format!("closing the connection: idle for {idle}s")).await;
+            }
+            _ = stop.drain.cancelled(), if !draining => draining = true,
+            _ = stop.kill.cancelled() => {
+                if current.take().is_some() {
+                    info!(%peer, "grace period over; command killed");
+                }
+                return goodbye(&mut writer, "the server shut down; the running command was killed").await;
+            }
         }
     }
 }
 
 fn start(line: &[u8], peer: SocketAddr, config: &ServerConfig) -> Result<Running, Status> {
-    let running = exec::spawn(line, config.exec);
+    let running = exec::spawn(line, config.exec, config.limits.command_timeout);
     let pid = running.as_ref().ok().and_then(Running::id);
     info!(%peer, command = %String::from_utf8_lossy(line), pid, "running");
     running
@@ -145,8 +186,40 @@ async fn send_status(
     writer.send(ServerMessage::Done(status)).await
 }
 
-/// Tells the peer why the connection ends (best effort: it may be gone), then ends it.
+/// Tells the peer why the connection ends (best effort: it may be gone).
+async fn say(writer: &mut Writer, why: &str) {
+    let max = writer.encoder().max_body();
+    let why = &why[..floor_char_boundary(why, max)];
+    let _ = writer.send(ServerMessage::Error(why.to_string())).await;
+}
+
+/// Ends the connection because of something the peer did.
 async fn refuse(writer: &mut Writer, why: String) -> Result<(), ConnError> {
-    let _ = writer.send(ServerMessage::Error(why.clone())).await;
+    say(writer, &why).await;
     Err(ConnError::Refused(why))
+}
+
+/// Ends the connection for a reason of the server's own (shutdown, idleness).
+async fn goodbye(writer: &mut Writer, why: &str) -> Result<(), ConnError> {
+    say(writer, why).await;
+    Ok(())
+}
+
+/// The bytes of one `!` error frame, for a connection that never reaches a handler.
+pub(super) fn error_frame(header: HeaderFormat, why: &str) -> Vec<u8> {
+    let mut codec = MessageCodec::<ClientMessage>::new(header, MAX_HELLO_FRAME);
+    let why = &why[..floor_char_boundary(why, codec.max_body())];
+    let mut buf = BytesMut::new();
+    codec
+        .encode(ServerMessage::Error(why.to_string()), &mut buf)
+        .expect("message cut to fit the header");
+    buf.to_vec()
+}
+
+/// The largest index `<= max` that falls on a character boundary of `s`.
+fn floor_char_boundary(s: &str, max: usize) -> usize {
+    (0..=max.min(s.len()))
+        .rev()
+        .find(|&i| s.is_char_boundary(i))
+        .unwrap_or(0)
 }

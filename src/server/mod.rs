@@ -1,7 +1,10 @@
 //! `rcmd server`: accept connections and run the commands they send.
 //!
-//! The accept loop only hands each connection to the handler for the configured
-//! [`Protocol`]; handlers never see another connection, so a bad peer can only end its own.
+//! The accept loop only admits connections (up to `max_conns`) and hands each to the
+//! handler for the configured [`Protocol`]; handlers never see another connection, so a
+//! bad peer can only end its own. Shutdown comes in two stages, both announced through
+//! [`Shutdown`]: *drain* (stop taking commands, let running ones finish) and, once the
+//! grace period is over, *kill*.
 
 mod framed;
 mod tutorial;
@@ -11,12 +14,75 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+use crate::auth::Token;
 use crate::exec::ExecMode;
 use crate::protocol::ProtocolError;
 use crate::wire::{Protocol, Wire};
+
+/// Limits that keep one client, or many, from exhausting the server.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Connections served at once; more are refused with a message.
+    pub max_conns: usize,
+    /// How long one command may run before its process group is killed.
+    pub command_timeout: Option<Duration>,
+    /// How long a connection may send nothing (while no command runs) before it is closed.
+    pub idle_timeout: Option<Duration>,
+    /// How long a new connection has to complete the handshake (and authenticate).
+    pub auth_timeout: Duration,
+    /// On shutdown, how long running commands get to finish before they are killed.
+    pub grace: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_conns: 256,
+            command_timeout: None,
+            idle_timeout: Some(Duration::from_secs(600)),
+            auth_timeout: Duration::from_secs(10),
+            grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// How the server behaves; shared by all connections.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub wire: Wire,
+    pub exec: ExecMode,
+    /// The token clients must present (framed mode only).
+    pub token: Option<Token>,
+    pub limits: Limits,
+}
+
+impl ServerConfig {
+    /// Defaults for `protocol`: `sh -c`, the mode's header, 1 MiB frames, no token.
+    pub fn new(protocol: Protocol) -> ServerConfig {
+        ServerConfig {
+            wire: Wire::new(protocol),
+            exec: ExecMode::Shell,
+            token: None,
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// The two stages of shutdown, as every connection sees them.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Shutdown {
+    /// Take no new commands; finish the running one, then close.
+    pub drain: CancellationToken,
+    /// Kill the running command now and close.
+    pub kill: CancellationToken,
+}
 
 /// Why a connection ended early. Only logged: it never affects another connection.
 #[derive(Debug)]
@@ -62,24 +128,11 @@ impl From<std::io::Error> for ConnError {
     }
 }
 
-/// How the server behaves; shared by all connections.
-#[derive(Debug, Clone)]
-pub struct ServerConfig {
-    pub wire: Wire,
-    pub exec: ExecMode,
-}
+/// How long a refusal may take to write before the connection is dropped regardless.
+const REFUSAL_DEADLINE: Duration = Duration::from_secs(1);
 
-impl ServerConfig {
-    /// Defaults for `protocol`: `sh -c`, the mode's header, 1 MiB frames.
-    pub fn new(protocol: Protocol) -> ServerConfig {
-        ServerConfig {
-            wire: Wire::new(protocol),
-            exec: ExecMode::Shell,
-        }
-    }
-}
-
-/// Serves connections from `listener` until `shutdown` completes.
+/// Serves connections from `listener` until `shutdown` completes, then stops accepting,
+/// gives running commands `limits.grace` to finish, kills what is left and returns.
 ///
 /// # Errors
 /// Never for a single connection's failure (that is logged and the connection closed);
@@ -90,36 +143,70 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let config = Arc::new(config);
+    let slots = Arc::new(Semaphore::new(config.limits.max_conns));
+    let tracker = TaskTracker::new();
+    let stop = Shutdown::default();
     tokio::pin!(shutdown);
     loop {
         let accepted = tokio::select! {
             _ = &mut shutdown => break,
             accepted = listener.accept() => accepted,
         };
-        match accepted {
-            Ok((stream, peer)) => {
-                let config = Arc::clone(&config);
-                tokio::spawn(async move { handle(stream, peer, &config).await });
-            }
+        let (stream, peer) = match accepted {
+            Ok(conn) => conn,
             Err(e) => {
                 // Out of file descriptors or a connection reset before accept: keep going,
                 // but do not spin while the condition lasts.
                 warn!("accept failed: {e}");
                 tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let config = Arc::clone(&config);
+        match Arc::clone(&slots).try_acquire_owned() {
+            Ok(slot) => {
+                let stop = stop.clone();
+                tracker.spawn(async move {
+                    handle(stream, peer, &config, &stop).await;
+                    drop(slot);
+                });
+            }
+            Err(_) => {
+                warn!(%peer, max = config.limits.max_conns, "connection refused: server full");
+                tracker.spawn(refuse_full(stream, config));
             }
         }
     }
+    drop(listener);
+    tracker.close();
+    let running = tracker.len();
+    if running > 0 {
+        info!(
+            connections = running,
+            "shutting down: waiting up to {:?} for running commands", config.limits.grace
+        );
+    }
+    stop.drain.cancel();
+    if tokio::time::timeout(config.limits.grace, tracker.wait())
+        .await
+        .is_err()
+    {
+        warn!("grace period over: killing the commands still running");
+        stop.kill.cancel();
+        tracker.wait().await;
+    }
+    info!("server stopped");
     Ok(())
 }
 
-async fn handle(stream: TcpStream, peer: SocketAddr, config: &ServerConfig) {
+async fn handle(stream: TcpStream, peer: SocketAddr, config: &ServerConfig, stop: &Shutdown) {
     // Replies are written as whole frames; waiting to coalesce them only adds latency.
     let _ = stream.set_nodelay(true);
     info!(%peer, protocol = config.wire.protocol.name(), "connection opened");
     let result = match config.wire.protocol {
-        Protocol::Framed => framed::serve(stream, peer, config).await,
+        Protocol::Framed => framed::serve(stream, peer, config, stop).await,
         Protocol::Classic | Protocol::JsonHeader | Protocol::Naive => {
-            tutorial::serve(stream, peer, config).await
+            tutorial::serve(stream, peer, config, stop).await
         }
     };
     match result {
@@ -128,4 +215,17 @@ async fn handle(stream: TcpStream, peer: SocketAddr, config: &ServerConfig) {
         Err(e) if e.is_hang_up() => info!(%peer, "connection closed by peer: {e}"),
         Err(e) => warn!(%peer, "connection closed: {e}"),
     }
+}
+
+/// Tells a connection over the limit why it is turned away, in its own mode's words.
+async fn refuse_full(mut stream: TcpStream, config: Arc<ServerConfig>) {
+    let why = format!(
+        "server busy: {} connections already open (--max-conns); try again later",
+        config.limits.max_conns
+    );
+    let bytes = match config.wire.protocol {
+        Protocol::Framed => framed::error_frame(config.wire.header, &why),
+        _ => tutorial::message_reply(&config.wire, &why),
+    };
+    let _ = tokio::time::timeout(REFUSAL_DEADLINE, stream.write_all(&bytes)).await;
 }

@@ -18,36 +18,50 @@ use tokio::net::tcp::ReadHalf;
 use tokio::net::TcpStream;
 use tracing::info;
 
-use super::{ConnError, ServerConfig};
+use super::{ConnError, ServerConfig, Shutdown};
 use crate::exec::{self, Event};
 use crate::header::HeaderFormat;
 use crate::spool::{Spool, MEMORY_LIMIT};
 use crate::status::Status;
-use crate::wire::Protocol;
+use crate::wire::{Protocol, Wire};
 
 pub(super) async fn serve(
     mut stream: TcpStream,
     peer: SocketAddr,
     config: &ServerConfig,
+    stop: &Shutdown,
 ) -> Result<(), ConnError> {
     let wire = config.wire;
     let (mut rd, mut wr) = stream.split();
     let mut buf = vec![0u8; wire.recv_size.max(1)];
     loop {
-        let n = rd.read(&mut buf).await?;
+        // These modes have no way to say goodbye: on idleness or shutdown the
+        // connection simply closes, as the tutorial's server would.
+        let idle_at = config
+            .limits
+            .idle_timeout
+            .map(|t| tokio::time::Instant::now() + t);
+        let n = tokio::select! {
+            n = rd.read(&mut buf) => n?,
+            _ = crate::deadline::until(idle_at) => {
+                info!(%peer, "closing idle connection");
+                return Ok(());
+            }
+            _ = stop.drain.cancelled() => return Ok(()),
+        };
         if n == 0 {
             return Ok(());
         }
         let line = &buf[..n];
         info!(%peer, command = %String::from_utf8_lossy(line).trim_end(), "running");
         let outcome = match wire.protocol {
-            Protocol::Naive => stream_raw(line, &mut rd, &mut wr, config).await?,
-            _ => spool_reply(line, &mut rd, &mut wr, config).await?,
+            Protocol::Naive => stream_raw(line, &mut rd, &mut wr, config, stop).await?,
+            _ => spool_reply(line, &mut rd, &mut wr, config, stop).await?,
         };
         match outcome {
             Some(status) => info!(%peer, "command {status}"),
             None => {
-                info!(%peer, "client went away mid-command; command killed");
+                info!(%peer, "client went away or server shut down mid-command; command killed");
                 return Ok(());
             }
         }
@@ -86,15 +100,17 @@ impl<W: AsyncWrite + Unpin> Sink<'_, W> {
     }
 }
 
-/// Runs the command, feeding its output to `sink`; `None` if the peer went away first
-/// (the command is then killed as its runner is dropped).
+/// Runs the command, feeding its output to `sink`; `None` if the peer went away or the
+/// grace period of a shutdown ran out first (the command is then killed as its runner is
+/// dropped).
 async fn run_into<W: AsyncWrite + Unpin>(
     line: &[u8],
     rd: &mut ReadHalf<'_>,
     config: &ServerConfig,
+    stop: &Shutdown,
     sink: &mut Sink<'_, W>,
 ) -> Result<Option<Status>, ConnError> {
-    let mut running = match exec::spawn(line, config.exec) {
+    let mut running = match exec::spawn(line, config.exec, config.limits.command_timeout) {
         Ok(r) => r,
         Err(status) => {
             sink.take(Event::Stderr(format!("{status}\n").into()))
@@ -106,6 +122,7 @@ async fn run_into<W: AsyncWrite + Unpin>(
         let event = tokio::select! {
             e = running.next() => e?,
             _ = peer_closed(rd) => return Ok(None),
+            _ = stop.kill.cancelled() => return Ok(None),
         };
         if let Event::Done(status) = event {
             return Ok(Some(status));
@@ -119,8 +136,9 @@ async fn stream_raw<W: AsyncWrite + Unpin>(
     rd: &mut ReadHalf<'_>,
     wr: &mut W,
     config: &ServerConfig,
+    stop: &Shutdown,
 ) -> Result<Option<Status>, ConnError> {
-    run_into(line, rd, config, &mut Sink::Raw(wr)).await
+    run_into(line, rd, config, stop, &mut Sink::Raw(wr)).await
 }
 
 async fn spool_reply<W: AsyncWrite + Unpin>(
@@ -128,6 +146,7 @@ async fn spool_reply<W: AsyncWrite + Unpin>(
     rd: &mut ReadHalf<'_>,
     wr: &mut W,
     config: &ServerConfig,
+    stop: &Shutdown,
 ) -> Result<Option<Status>, ConnError> {
     let mut stdout = Spool::new(MEMORY_LIMIT);
     let mut stderr = Spool::new(MEMORY_LIMIT);
@@ -135,24 +154,26 @@ async fn spool_reply<W: AsyncWrite + Unpin>(
         stdout: &mut stdout,
         stderr: &mut stderr,
     };
-    let Some(status) = run_into(line, rd, config, &mut sink).await? else {
+    let Some(status) = run_into(line, rd, config, stop, &mut sink).await? else {
         return Ok(None);
     };
-    let header = config.wire.header;
+    let wire = config.wire;
     let total = stdout.len() + stderr.len();
     let mut head = Vec::new();
-    if config.wire.protocol == Protocol::JsonHeader {
-        let json = json_header(total, stdout.len(), stderr.len(), &status);
-        if header.pack_into(json.len() as i128, &mut head).is_err() {
-            let msg = too_large_message(header, json.len() as u64, "JSON header");
-            return send_message(wr, header, &msg).await.map(|_| Some(status));
-        }
+    let fits = if wire.protocol == Protocol::JsonHeader {
+        let json = json_header(stdout.len(), stderr.len(), status.exit_code());
+        let fits = wire.header.pack_into(json.len() as i128, &mut head).is_ok();
         head.extend_from_slice(json.as_bytes());
-    } else if header.pack_into(i128::from(total), &mut head).is_err() {
-        // A wrapped length would desynchronise the client for good; an explanation
-        // it can print is the honest reply.
-        let msg = too_large_message(header, total, "output");
-        return send_message(wr, header, &msg).await.map(|_| Some(status));
+        fits
+    } else {
+        wire.header.pack_into(i128::from(total), &mut head).is_ok()
+    };
+    if !fits {
+        // A wrapped length would desynchronise the client for good; an explanation it
+        // can print is the honest reply.
+        let msg = too_large_message(wire.header, total);
+        wr.write_all(&message_reply(&wire, &msg)).await?;
+        return Ok(Some(status));
     }
     wr.write_all(&head).await?;
     stderr.write_to(wr).await?;
@@ -162,36 +183,46 @@ async fn spool_reply<W: AsyncWrite + Unpin>(
 
 /// The tutorial's header dictionary, plus what a richer client can use to split the
 /// streams and report the exit status. Tutorial clients read only `total_size`.
-fn json_header(total: u64, stdout: u64, stderr: u64, status: &Status) -> String {
+fn json_header(stdout: u64, stderr: u64, exit_code: i32) -> String {
     serde_json::json!({
-        "total_size": total,
+        "total_size": stdout + stderr,
         "stderr_size": stderr,
         "stdout_size": stdout,
-        "exit_code": status.exit_code(),
+        "exit_code": exit_code,
     })
     .to_string()
 }
 
-fn too_large_message(header: HeaderFormat, len: u64, what: &str) -> String {
+fn too_large_message(header: HeaderFormat, len: u64) -> String {
     format!(
-        "rcmd: the {what} is {len} bytes, more than header format '{header}' can describe \
+        "rcmd: the reply is {len} bytes, more than header format '{header}' can describe \
          (at most {}); use a wider --header such as q\n",
         header.max_value()
     )
 }
 
-/// Sends `msg` as a reply on its own, cut to what the header can describe.
-async fn send_message<W: AsyncWrite + Unpin>(
-    wr: &mut W,
-    header: HeaderFormat,
-    msg: &str,
-) -> Result<(), ConnError> {
-    let bytes = &msg.as_bytes()[..msg.len().min(header.max_len())];
+/// A reply carrying `msg` (as stderr) in place of a command's output, in `wire`'s mode,
+/// so a client of that mode shows it. Cut to what the header can describe.
+pub(super) fn message_reply(wire: &Wire, msg: &str) -> Vec<u8> {
+    let header = wire.header;
     let mut out = Vec::new();
-    header
-        .pack_into(bytes.len() as i128, &mut out)
-        .expect("length cut to the header's maximum");
-    out.extend_from_slice(bytes);
-    wr.write_all(&out).await?;
-    Ok(())
+    match wire.protocol {
+        Protocol::JsonHeader => {
+            // Under 90 bytes of JSON: every header format can describe that (b holds 127).
+            let json = json_header(0, msg.len() as u64, 255);
+            if header.pack_into(json.len() as i128, &mut out).is_ok() {
+                out.extend_from_slice(json.as_bytes());
+                out.extend_from_slice(msg.as_bytes());
+            }
+        }
+        Protocol::Naive => out.extend_from_slice(msg.as_bytes()),
+        Protocol::Classic | Protocol::Framed => {
+            let body = &msg.as_bytes()[..msg.len().min(header.max_len())];
+            header
+                .pack_into(body.len() as i128, &mut out)
+                .expect("length cut to the header's maximum");
+            out.extend_from_slice(body);
+        }
+    }
+    out
 }

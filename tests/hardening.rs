@@ -1,0 +1,426 @@
+//! Safe by default: authentication, exposure, limits, timeouts and shutdown, each tried
+//! the way a hostile peer or a careless operator would, against the real server.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::{pids_running, rcmd, rcmd_bin, start_server, unique_marker};
+use rcmd::auth::Token;
+use rcmd::server::{serve, ServerConfig};
+use rcmd::wire::Protocol;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+
+fn framed() -> ServerConfig {
+    ServerConfig::new(Protocol::Framed)
+}
+
+fn with_token(token: &str) -> ServerConfig {
+    let mut c = framed();
+    c.token = Some(Token::new(token.as_bytes()).unwrap());
+    c
+}
+
+async fn still_serves(addr: SocketAddr, extra: &[&str]) {
+    let addr = addr.to_string();
+    let mut args = vec!["client", addr.as_str()];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["--", "echo alive"]);
+    let r = rcmd(&args, b"").await;
+    r.expect_code(0);
+    assert_eq!(r.stdout_str(), "alive\n", "{r}");
+}
+
+fn hello(token: &[u8]) -> Vec<u8> {
+    let mut payload = b"Hrcmd\x01".to_vec();
+    payload.extend_from_slice(&(1u32 << 20).to_be_bytes());
+    payload.extend_from_slice(token);
+    let mut frame = (payload.len() as u32).to_be_bytes().to_vec();
+    frame.extend(payload);
+    frame
+}
+
+/// Reads until the server closes the connection; returns what it sent.
+async fn read_to_close(conn: &mut TcpStream) -> Vec<u8> {
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(common::PROCESS_DEADLINE, conn.read_to_end(&mut got))
+        .await
+        .expect("the server never closed the connection");
+    got
+}
+
+// ---------------------------------------------------------------- authentication
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_and_wrong_tokens_are_refused() {
+    let addr = start_server(with_token("correct horse")).await;
+    let a = addr.to_string();
+    for args in [
+        vec![],
+        vec!["--token", "wrong"],
+        vec!["--token", "correct hors"],
+    ] {
+        let mut all = vec!["client", a.as_str()];
+        all.extend(args);
+        all.extend(["--", "echo", "ran"]);
+        let r = rcmd(&all, b"").await;
+        r.expect_code(255);
+        assert!(r.stderr_str().contains("authentication failed"), "{r}");
+        assert!(r.stdout.is_empty(), "no command may run: {r}");
+    }
+    still_serves(addr, &["--token", "correct horse"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_from_file_and_environment() {
+    let addr = start_server(with_token("s3cret")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("token");
+    std::fs::write(&file, "s3cret\n").unwrap();
+    still_serves(addr, &["--token-file", file.to_str().unwrap()]).await;
+    let r = common::run(
+        "env",
+        &[
+            "RCMD_TOKEN=s3cret",
+            rcmd_bin(),
+            "client",
+            &addr.to_string(),
+            "--",
+            "echo",
+            "env",
+        ],
+        b"",
+    )
+    .await;
+    r.expect_code(0);
+    assert_eq!(r.stdout_str(), "env\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_command_runs_before_authentication() {
+    let addr = start_server(with_token("right")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let proof = dir.path().join("ran");
+    // A wrong hello and a command in the same write: the command must never run.
+    let mut bytes = hello(b"wrong");
+    let run = format!("Rtouch {}", proof.display());
+    bytes.extend_from_slice(&(run.len() as u32).to_be_bytes());
+    bytes.extend_from_slice(run.as_bytes());
+    let mut conn = TcpStream::connect(addr).await.unwrap();
+    conn.write_all(&bytes).await.unwrap();
+    let reply = read_to_close(&mut conn).await;
+    assert!(String::from_utf8_lossy(&reply).contains("authentication failed"));
+    assert!(!proof.exists(), "a command ran without authentication");
+    still_serves(addr, &["--token", "right"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unauthenticated_peers_get_only_small_frames() {
+    let addr = start_server(with_token("t")).await;
+    let mut conn = TcpStream::connect(addr).await.unwrap();
+    // A 5000-byte "hello" is refused from its header alone, before it is read.
+    conn.write_all(&5000u32.to_be_bytes()).await.unwrap();
+    let reply = read_to_close(&mut conn).await;
+    assert!(String::from_utf8_lossy(&reply).contains("exceeds the limit of 4096"));
+    still_serves(addr, &["--token", "t"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trickled_hello_is_cut_off_at_the_auth_deadline() {
+    let mut config = with_token("t");
+    config.limits.auth_timeout = Duration::from_millis(300);
+    let addr = start_server(config).await;
+    let mut conn = TcpStream::connect(addr).await.unwrap();
+    let (mut rd, mut wr) = conn.split();
+    let hello = hello(b"t");
+    // One byte at a time, never finishing, until the server hangs up.
+    let trickle = async {
+        for b in hello.iter().cycle() {
+            if wr.write_all(&[*b]).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let mut reply = Vec::new();
+    tokio::select! {
+        _ = trickle => {}
+        _ = rd.read_to_end(&mut reply) => {}
+    }
+    assert!(
+        String::from_utf8_lossy(&reply).contains("no hello within 0.3s"),
+        "{reply:?}"
+    );
+    still_serves(addr, &["--token", "t"]).await;
+}
+
+// ---------------------------------------------------------------- exposure
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_loopback_listen_without_token_is_refused() {
+    // Refused before binding: nothing is opened on 0.0.0.0.
+    let r = rcmd(&["server", "--listen", "0.0.0.0:0"], b"").await;
+    r.expect_code(1);
+    assert!(r.stderr_str().contains("without a token"), "{r}");
+    assert!(r.stderr_str().contains("--allow-unauthenticated"), "{r}");
+    let r = rcmd(
+        &[
+            "server",
+            "--listen",
+            "127.0.0.1:0",
+            "--naive",
+            "--token",
+            "x",
+        ],
+        b"",
+    )
+    .await;
+    r.expect_code(1);
+    assert!(r.stderr_str().contains("no way to carry a token"), "{r}");
+}
+
+// ---------------------------------------------------------------- limits
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_max_conns_are_refused_with_a_message() {
+    let mut config = framed();
+    config.limits.max_conns = 2;
+    let addr = start_server(config).await;
+    // Two connections that have completed the handshake hold both slots.
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        c.write_all(&hello(b"")).await.unwrap();
+        let mut reply = [0u8; 14];
+        c.read_exact(&mut reply).await.unwrap();
+        held.push(c);
+    }
+    let r = rcmd(&["client", &addr.to_string(), "--", "true"], b"").await;
+    r.expect_code(255);
+    assert!(r.stderr_str().contains("server busy"), "{r}");
+    drop(held);
+    // The slots come back once the server sees those connections close.
+    let a = addr.to_string();
+    let mut ok = false;
+    for _ in 0..500 {
+        let r = rcmd(&["client", &a, "--", "echo", "in"], b"").await;
+        if r.code == Some(0) {
+            ok = true;
+            break;
+        }
+    }
+    assert!(ok, "slots were never released");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_hundred_abrupt_resets_are_survived() {
+    let mut config = framed();
+    config.limits.max_conns = 1000;
+    let addr = start_server(config).await;
+    let mut conns = Vec::new();
+    for i in 0..500 {
+        let c = TcpStream::connect(addr).await.unwrap();
+        // Some mid-hello, some mid-command, some silent.
+        match i % 3 {
+            0 => {
+                let _ = c.try_write(&hello(b"")[..7]);
+            }
+            1 => {
+                let mut bytes = hello(b"");
+                bytes.extend_from_slice(b"\x00\x00\x00\x0dRsleep 300 #");
+                let _ = c.try_write(&bytes);
+            }
+            _ => {}
+        }
+        c.set_zero_linger().unwrap();
+        conns.push(c);
+    }
+    drop(conns); // 500 RSTs at once
+    still_serves(addr, &[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn command_timeout_kills_the_group_and_exits_124() {
+    let mut config = framed();
+    config.limits.command_timeout = Some(Duration::from_millis(500));
+    let addr = start_server(config).await;
+    let marker = unique_marker();
+    let cmd = format!("echo partial; sleep {marker} & sleep {marker}");
+    let r = rcmd(&["client", &addr.to_string(), "--", &cmd], b"").await;
+    r.expect_code(124);
+    assert_eq!(
+        r.stdout_str(),
+        "partial\n",
+        "output before the timeout is kept\n{r}"
+    );
+    assert!(r.stderr_str().contains("timed out after 0.5s"), "{r}");
+    assert!(
+        pids_running(&format!("sleep {marker}")).is_empty(),
+        "sleeps survived"
+    );
+    still_serves(addr, &[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connection_is_closed_even_while_trickling() {
+    let mut config = framed();
+    config.limits.idle_timeout = Some(Duration::from_millis(300));
+    let addr = start_server(config).await;
+    let mut conn = TcpStream::connect(addr).await.unwrap();
+    conn.write_all(&hello(b"")).await.unwrap();
+    let mut server_hello = [0u8; 14];
+    conn.read_exact(&mut server_hello).await.unwrap();
+    let (mut rd, mut wr) = conn.split();
+    // A request header that never completes: a byte now and then is not activity.
+    let trickle = async {
+        for b in [0u8, 0, 0, 200].iter().cycle() {
+            if wr.write_all(&[*b]).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let mut reply = Vec::new();
+    tokio::select! {
+        _ = trickle => {}
+        _ = rd.read_to_end(&mut reply) => {}
+    }
+    assert!(
+        String::from_utf8_lossy(&reply).contains("idle for 0.3s"),
+        "{reply:?}"
+    );
+    still_serves(addr, &[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_command_is_not_idleness() {
+    let mut config = framed();
+    config.limits.idle_timeout = Some(Duration::from_millis(200));
+    let addr = start_server(config).await;
+    let r = rcmd(
+        &["client", &addr.to_string(), "--", "sleep 1; echo finished"],
+        b"",
+    )
+    .await;
+    r.expect_code(0);
+    assert_eq!(r.stdout_str(), "finished\n");
+}
+
+// ---------------------------------------------------------------- shutdown
+
+/// Starts a server that shuts down when the returned sender fires.
+async fn stoppable(
+    config: ServerConfig,
+) -> (
+    SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        serve(listener, config, async {
+            let _ = rx.await;
+        })
+        .await
+        .unwrap();
+    });
+    (addr, tx, task)
+}
+
+/// Starts a client running `command` and waits for its first line.
+async fn client_started(addr: SocketAddr, command: &str) -> tokio::process::Child {
+    let mut child = tokio::process::Command::new(rcmd_bin())
+        .args(["client", &addr.to_string(), "--", command])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    assert_eq!(lines.next_line().await.unwrap().as_deref(), Some("started"));
+    // Hand the rest of stdout back so the caller can read it.
+    child.stdout = Some(lines.into_inner().into_inner());
+    child
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_lets_a_running_command_finish_within_grace() {
+    let (addr, stop, server) = stoppable(framed()).await;
+    let client = client_started(addr, "echo started; sleep 0.5; echo done").await;
+    stop.send(()).unwrap();
+    let out = client.wait_with_output().await.unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "done\n");
+    tokio::time::timeout(common::PROCESS_DEADLINE, server)
+        .await
+        .expect("server did not stop after its command finished")
+        .unwrap();
+    assert!(
+        TcpStream::connect(addr).await.is_err(),
+        "no longer accepting"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_kills_what_outlives_the_grace_period() {
+    let mut config = framed();
+    config.limits.grace = Duration::from_millis(300);
+    let (addr, stop, server) = stoppable(config).await;
+    let marker = unique_marker();
+    let mut client = client_started(addr, &format!("echo started; sleep {marker}")).await;
+    stop.send(()).unwrap();
+    tokio::time::timeout(common::PROCESS_DEADLINE, server)
+        .await
+        .expect("server did not stop after the grace period")
+        .unwrap();
+    assert!(
+        pids_running(&format!("sleep {marker}")).is_empty(),
+        "sleep survived"
+    );
+    let out = client.wait().await.unwrap();
+    assert_eq!(out.code(), Some(255));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_exits_zero_and_the_port_is_reusable_at_once() {
+    let mut server = tokio::process::Command::new(rcmd_bin())
+        .args(["server", "--listen", "127.0.0.1:0", "--grace", "30"])
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut log = BufReader::new(server.stderr.take().unwrap()).lines();
+    let line = log.next_line().await.unwrap().unwrap();
+    let addr: SocketAddr = line
+        .split_whitespace()
+        .find_map(|w| w.parse().ok())
+        .unwrap_or_else(|| panic!("no address in {line:?}"));
+    let client = client_started(addr, "echo started; sleep 0.5; echo done").await;
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(server.id().unwrap() as i32, libc::SIGTERM) };
+    tokio::spawn(async move { while let Ok(Some(_)) = log.next_line().await {} });
+    let status = tokio::time::timeout(common::PROCESS_DEADLINE, server.wait())
+        .await
+        .expect("server did not exit after SIGTERM")
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    let out = client.wait_with_output().await.unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "done\n");
+    // Restart on the very same port straight away.
+    let mut again = tokio::process::Command::new(rcmd_bin())
+        .args(["server", "--listen", &addr.to_string()])
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut log = BufReader::new(again.stderr.take().unwrap()).lines();
+    let line = log.next_line().await.unwrap().unwrap();
+    assert!(line.contains("listening on"), "restart failed: {line}");
+    still_serves(addr, &[]).await;
+}

@@ -20,6 +20,8 @@ pub const DEFAULT_MAX_FRAME: usize = 1 << 20;
 pub struct FrameCodec {
     header: HeaderFormat,
     max_frame: usize,
+    /// What the header can describe, computed once: it is checked on every frame sent.
+    max_payload: usize,
     state: DecodeState,
 }
 
@@ -95,6 +97,7 @@ impl FrameCodec {
         FrameCodec {
             header,
             max_frame,
+            max_payload: header.max_len(),
             state: DecodeState::Head,
         }
     }
@@ -116,7 +119,7 @@ impl FrameCodec {
 
     /// Largest payload this header format can describe.
     pub fn max_payload(&self) -> usize {
-        self.header.max_len()
+        self.max_payload
     }
 
     /// Writes the header for a payload of `len` bytes.
@@ -125,14 +128,16 @@ impl FrameCodec {
     /// [`FrameError::TooLargeToSend`] if the header format cannot describe `len`; the caller
     /// splits output into frames small enough instead (lengths are never wrapped).
     pub fn encode_head(&self, len: usize, dst: &mut BytesMut) -> Result<(), FrameError> {
-        let max = self.max_payload();
-        if len > max {
-            return Err(FrameError::TooLargeToSend { len, max });
+        if len > self.max_payload {
+            return Err(FrameError::TooLargeToSend {
+                len,
+                max: self.max_payload,
+            });
         }
         dst.reserve(self.header.size() + len);
-        self.header
-            .pack_into(len as i128, dst)
-            .map_err(|_| FrameError::TooLargeToSend { len, max })
+        let mut head = [0u8; 8];
+        dst.put_slice(self.header.pack_len(len, &mut head));
+        Ok(())
     }
 
     fn decode_head(&mut self, src: &mut BytesMut) -> Result<Option<usize>, FrameError> {

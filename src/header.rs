@@ -165,6 +165,23 @@ impl HeaderFormat {
         Ok(())
     }
 
+    /// Packs a length already known to fit (see [`max_len`](Self::max_len)) into `out`,
+    /// returning the header's bytes. The codec's hot path: no range check, no allocation.
+    ///
+    /// # Panics
+    /// In debug builds, if `len` does not fit.
+    pub fn pack_len<'a>(&self, len: usize, out: &'a mut [u8; 8]) -> &'a [u8] {
+        debug_assert!(len <= self.max_len(), "{len} does not fit {self}");
+        let out = &mut out[..self.size];
+        let len = len as u64;
+        match self.endian {
+            Endian::Big => BigEndian::write_uint(out, len, self.size),
+            Endian::Little => LittleEndian::write_uint(out, len, self.size),
+            Endian::Native => NativeEndian::write_uint(out, len, self.size),
+        }
+        out
+    }
+
     /// Packs `value` into a new vector; see [`HeaderFormat::pack_into`].
     ///
     /// # Errors
@@ -400,6 +417,21 @@ mod tests {
                 .map(|i| u8::from_str_radix(&py.as_ref().unwrap()[i..i + 2], 16).unwrap())
                 .collect();
             assert_eq!(fmt.unpack(&bytes), *v, "unpack({f:?})");
+        }
+    }
+
+    #[test]
+    fn fast_length_packing_matches_the_checked_one() {
+        for f in all_formats() {
+            let fmt: HeaderFormat = f.parse().unwrap();
+            for len in [0, 1, 127, fmt.max_len().min(1 << 40)] {
+                let mut buf = [0u8; 8];
+                assert_eq!(
+                    fmt.pack_len(len, &mut buf),
+                    &fmt.pack(len as i128).unwrap()[..],
+                    "{f} {len}"
+                );
+            }
         }
     }
 

@@ -182,10 +182,7 @@ impl Decoder for FrameCodec {
             return Ok(None);
         }
         self.state = DecodeState::Head;
-        // Leave room for the next header so the next read does not reallocate for it.
-        let frame = src.split_to(n).freeze();
-        src.reserve(self.header.size());
-        Ok(Some(frame))
+        Ok(Some(src.split_to(n).freeze()))
     }
 
     fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Bytes>, FrameError> {

@@ -300,6 +300,30 @@ impl<In> MessageCodec<In> {
     pub fn max_body(&self) -> usize {
         self.max_send.saturating_sub(1)
     }
+
+    /// Writes only the frame header and tag of a `Stdout` (or, with `stderr`, a `Stderr`)
+    /// message whose body is `len` bytes. The body can then be written straight from its
+    /// own buffer (a vectored write) instead of being copied behind the head.
+    ///
+    /// # Errors
+    /// If `len` exceeds [`max_body`](Self::max_body).
+    pub fn encode_output_head(
+        &self,
+        stderr: bool,
+        len: usize,
+        dst: &mut BytesMut,
+    ) -> Result<(), ProtocolError> {
+        if len > self.max_body() {
+            return Err(FrameError::TooLargeToSend {
+                len: len + 1,
+                max: self.max_send,
+            }
+            .into());
+        }
+        self.frames.encode_head(1 + len, dst)?;
+        dst.put_u8(if stderr { b'E' } else { b'O' });
+        Ok(())
+    }
 }
 
 impl<In: Message> Decoder for MessageCodec<In> {
@@ -400,6 +424,26 @@ mod tests {
             &buf[..],
             b"\x00\x00\x00\x04Ohi\n\x00\x00\x00\x05X\x00\x00\x00\x00"
         );
+    }
+
+    #[test]
+    fn output_head_plus_body_equals_the_whole_message() {
+        let codec: MessageCodec<ClientMessage> = MessageCodec::new("<H".parse().unwrap(), 1000);
+        for (stderr, msg) in [
+            (false, ServerMessage::Stdout(Bytes::from("abc"))),
+            (true, ServerMessage::Stderr(Bytes::from("abc"))),
+        ] {
+            let mut whole = BytesMut::new();
+            let mut c: MessageCodec<ClientMessage> = MessageCodec::new("<H".parse().unwrap(), 1000);
+            c.encode(msg, &mut whole).unwrap();
+            let mut head = BytesMut::new();
+            codec.encode_output_head(stderr, 3, &mut head).unwrap();
+            head.extend_from_slice(b"abc");
+            assert_eq!(head, whole);
+        }
+        assert!(codec
+            .encode_output_head(false, 65535, &mut BytesMut::new())
+            .is_err());
     }
 
     #[test]

@@ -5,8 +5,9 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -122,8 +123,8 @@ pub(super) async fn serve(
                 }
             },
             event = next_event(&mut current) => match event {
-                Ok(Event::Stdout(b)) => send_output(&mut writer, b, ServerMessage::Stdout).await?,
-                Ok(Event::Stderr(b)) => send_output(&mut writer, b, ServerMessage::Stderr).await?,
+                Ok(Event::Stdout(b)) => send_output(&mut writer, b, false).await?,
+                Ok(Event::Stderr(b)) => send_output(&mut writer, b, true).await?,
                 Ok(Event::Done(status)) => {
                     current = None;
                     last_activity = Instant::now();
@@ -165,16 +166,23 @@ async fn next_event(current: &mut Option<Running>) -> std::io::Result<Event> {
     }
 }
 
-async fn send_output(
-    writer: &mut Writer,
-    data: Bytes,
-    wrap: fn(Bytes) -> ServerMessage,
-) -> Result<(), ProtocolError> {
-    let max = writer.encoder().max_body();
-    for piece in chunks(data, max) {
-        writer.feed(wrap(piece)).await?;
+/// Sends one piece of output as frames the header and the peer can take. Each frame's
+/// small head and its payload go out in one vectored write, straight from the buffer the
+/// pipe was read into: the output is never copied on its way to the socket.
+async fn send_output(writer: &mut Writer, data: Bytes, stderr: bool) -> Result<(), ProtocolError> {
+    debug_assert!(writer.write_buffer().is_empty(), "every send is flushed");
+    let codec = writer.encoder();
+    let mut frames = Vec::with_capacity(4);
+    for piece in chunks(data, codec.max_body()) {
+        let mut head = BytesMut::with_capacity(9);
+        codec.encode_output_head(stderr, piece.len(), &mut head)?;
+        frames.push(head.freeze().chain(piece));
     }
-    SinkExt::<ServerMessage>::flush(writer).await
+    let socket = writer.get_mut();
+    for mut frame in frames {
+        socket.write_all_buf(&mut frame).await?;
+    }
+    Ok(())
 }
 
 async fn send_status(

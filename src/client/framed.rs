@@ -12,6 +12,10 @@ use super::{ClientConfig, ClientError, Input, Output};
 use crate::protocol::{ClientMessage, Hello, MessageCodec, ServerMessage, MAX_HELLO_FRAME};
 use crate::status::Status;
 
+/// Room for one read from the socket. Large output arrives in large frames; reading them
+/// in large pieces means fewer system calls per byte.
+const READ_BUFFER: usize = 1 << 20;
+
 pub(super) async fn run<O: Write, E: Write>(
     stream: TcpStream,
     config: &ClientConfig,
@@ -20,9 +24,10 @@ pub(super) async fn run<O: Write, E: Write>(
 ) -> Result<i32, ClientError> {
     let wire = config.wire;
     let (rd, wr) = stream.into_split();
-    let mut reader = FramedRead::new(
+    let mut reader = FramedRead::with_capacity(
         rd,
         MessageCodec::<ServerMessage>::new(wire.header, MAX_HELLO_FRAME),
+        READ_BUFFER,
     );
     let mut writer = FramedWrite::new(
         wr,

@@ -8,6 +8,7 @@
 
 use std::ffi::OsStr;
 use std::io;
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::process::Stdio;
 use std::time::Duration;
@@ -30,7 +31,10 @@ pub enum ExecMode {
 }
 
 /// How much one read from a command's pipe may return.
-const READ_CHUNK: usize = 64 * 1024;
+const READ_CHUNK: usize = 256 * 1024;
+/// Pipe capacity asked for (Linux allows up to /proc/sys/fs/pipe-max-size, 1 MiB by
+/// default): a fast producer fills more before it waits on us, so we wake less often.
+const PIPE_SIZE: libc::c_int = 1 << 20;
 
 /// One piece of what a running command produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,13 +76,19 @@ pub fn spawn(
     mode: ExecMode,
     timeout: Option<Duration>,
 ) -> Result<Running, SpawnFailure> {
-    let mut cmd = match mode {
-        ExecMode::Shell => {
+    let mut cmd = match (mode, plain_words(line)) {
+        // Nothing for a shell to do: start the program directly and save an exec.
+        (ExecMode::Shell, Some(words)) => {
+            let mut c = Command::new(words[0]);
+            c.args(&words[1..]);
+            c
+        }
+        (ExecMode::Shell, None) => {
             let mut c = Command::new("sh");
             c.arg("-c").arg(OsStr::from_bytes(line));
             c
         }
-        ExecMode::Direct => {
+        (ExecMode::Direct, _) => {
             let text = std::str::from_utf8(line).map_err(|_| Status::Failed {
                 code: 2,
                 message: "rcmd: --exec needs a UTF-8 command line".into(),
@@ -106,6 +116,19 @@ pub fn spawn(
         .kill_on_drop(true);
     let mut child = cmd.spawn().map_err(|e| spawn_failure(line, mode, &e))?;
     let pgid = child.id().and_then(|p| i32::try_from(p).ok());
+    for fd in [
+        child.stdout.as_ref().map(AsRawFd::as_raw_fd),
+        child.stderr.as_ref().map(AsRawFd::as_raw_fd),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        // SAFETY: F_SETPIPE_SZ only resizes the pipe behind a descriptor we own. Failing
+        // (not Linux, or over the limit) leaves the default size, which also works.
+        unsafe {
+            libc::fcntl(fd, libc::F_SETPIPE_SZ, PIPE_SIZE);
+        }
+    }
     Ok(Running {
         stdout: child.stdout.take(),
         stderr: child.stderr.take(),
@@ -119,10 +142,40 @@ pub fn spawn(
     })
 }
 
+/// Words the shell treats specially even when they look plain.
+const SHELL_WORDS: &[&str] = &[
+    ".", ":", "[", "alias", "bg", "break", "case", "cd", "command", "continue", "do", "done",
+    "elif", "else", "esac", "eval", "exec", "exit", "export", "fc", "fg", "fi", "for", "function",
+    "getopts", "hash", "if", "in", "jobs", "kill", "local", "pwd", "read", "readonly", "return",
+    "select", "set", "shift", "source", "test", "then", "times", "trap", "type", "ulimit", "umask",
+    "unalias", "unset", "until", "wait", "while",
+];
+
+/// The words of `line` when running it through `sh -c` would change nothing: only plain
+/// characters (no quoting, expansion, globbing, redirection or separators) and a first
+/// word that is a program, not a builtin, keyword or assignment. Like make and ninja, rcmd
+/// then starts the program itself and saves the shell's exec.
+fn plain_words(line: &[u8]) -> Option<Vec<&str>> {
+    let plain = |b: &u8| b.is_ascii_alphanumeric() || b"-_./:=,+@% \t".contains(b);
+    if !line.iter().all(plain) {
+        return None;
+    }
+    let words: Vec<&str> = std::str::from_utf8(line)
+        .ok()?
+        .split_ascii_whitespace()
+        .collect();
+    let first = *words.first()?;
+    if first.contains('=') || SHELL_WORDS.contains(&first) {
+        return None;
+    }
+    Some(words)
+}
+
 fn spawn_failure(line: &[u8], mode: ExecMode, e: &io::Error) -> Status {
-    let name = match mode {
-        ExecMode::Shell => "sh".to_string(),
-        ExecMode::Direct => String::from_utf8_lossy(line)
+    let name = match (mode, plain_words(line)) {
+        (ExecMode::Shell, Some(words)) => words[0].to_string(),
+        (ExecMode::Shell, None) => "sh".to_string(),
+        (ExecMode::Direct, _) => String::from_utf8_lossy(line)
             .split_whitespace()
             .next()
             .unwrap_or("")
@@ -263,6 +316,48 @@ mod tests {
     async fn direct_mode_passes_words_without_a_shell() {
         let (out, _, _) = collect("printf '%s|' 'a b' c '$HOME'", ExecMode::Direct).await;
         assert_eq!(out, b"a b|c|$HOME|");
+    }
+
+    #[test]
+    fn only_plain_command_lines_skip_the_shell() {
+        assert_eq!(plain_words(b"uname -a"), Some(vec!["uname", "-a"]));
+        assert_eq!(
+            plain_words(b"ls -l /tmp/x.txt  a,b"),
+            Some(vec!["ls", "-l", "/tmp/x.txt", "a,b"])
+        );
+        for shell in [
+            &b"echo $HOME"[..],
+            b"ls *.rs",
+            b"a | b",
+            b"a; b",
+            b"a > f",
+            b"echo 'x y'",
+            b"cd /tmp",
+            b"exit 3",
+            b"FOO=1 env",
+            b"kill -9 1",
+            b"echo ~",
+            b"a && b",
+            b"echo \\n",
+            b"",
+            b"   ",
+            b"if true",
+            b"sleep 1 &",
+        ] {
+            assert_eq!(
+                plain_words(shell),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(shell)
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn plain_line_runs_like_the_shell_would() {
+        let (direct, _, s1) = collect("printf %s-%s a b", ExecMode::Shell).await;
+        let (shell, _, s2) = collect("printf %s-%s a b; true", ExecMode::Shell).await;
+        assert_eq!((direct, s1), (shell, s2));
     }
 
     #[tokio::test]

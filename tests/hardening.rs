@@ -43,6 +43,26 @@ fn hello(token: &[u8]) -> Vec<u8> {
     frame
 }
 
+/// Sends `bytes` over and over, one byte every 50 ms (a slowloris peer), until the
+/// server closes the connection; returns what the server sent.
+async fn trickle_until_closed(conn: &mut TcpStream, bytes: &[u8]) -> Vec<u8> {
+    let (mut rd, mut wr) = conn.split();
+    let trickle = async {
+        for b in bytes.iter().cycle() {
+            if wr.write_all(&[*b]).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let mut reply = Vec::new();
+    tokio::select! {
+        _ = trickle => {}
+        _ = rd.read_to_end(&mut reply) => {}
+    }
+    reply
+}
+
 /// Reads until the server closes the connection; returns what it sent.
 async fn read_to_close(conn: &mut TcpStream) -> Vec<u8> {
     let mut got = Vec::new();
@@ -134,22 +154,8 @@ async fn trickled_hello_is_cut_off_at_the_auth_deadline() {
     config.limits.auth_timeout = Duration::from_millis(300);
     let addr = start_server(config).await;
     let mut conn = TcpStream::connect(addr).await.unwrap();
-    let (mut rd, mut wr) = conn.split();
-    let hello = hello(b"t");
-    // One byte at a time, never finishing, until the server hangs up.
-    let trickle = async {
-        for b in hello.iter().cycle() {
-            if wr.write_all(&[*b]).await.is_err() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    };
-    let mut reply = Vec::new();
-    tokio::select! {
-        _ = trickle => {}
-        _ = rd.read_to_end(&mut reply) => {}
-    }
+    // The hello, one byte at a time, never finishing.
+    let reply = trickle_until_closed(&mut conn, &hello(b"t")).await;
     assert!(
         String::from_utf8_lossy(&reply).contains("no hello within 0.3s"),
         "{reply:?}"
@@ -273,21 +279,8 @@ async fn idle_connection_is_closed_even_while_trickling() {
     conn.write_all(&hello(b"")).await.unwrap();
     let mut server_hello = [0u8; 14];
     conn.read_exact(&mut server_hello).await.unwrap();
-    let (mut rd, mut wr) = conn.split();
     // A request header that never completes: a byte now and then is not activity.
-    let trickle = async {
-        for b in [0u8, 0, 0, 200].iter().cycle() {
-            if wr.write_all(&[*b]).await.is_err() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    };
-    let mut reply = Vec::new();
-    tokio::select! {
-        _ = trickle => {}
-        _ = rd.read_to_end(&mut reply) => {}
-    }
+    let reply = trickle_until_closed(&mut conn, &[0, 0, 0, 200]).await;
     assert!(
         String::from_utf8_lossy(&reply).contains("idle for 0.3s"),
         "{reply:?}"

@@ -55,6 +55,15 @@ pub struct Tally {
     pub misattributed_bytes: usize,
 }
 
+impl Tally {
+    fn of(commands: usize) -> Tally {
+        Tally {
+            commands,
+            ..Tally::default()
+        }
+    }
+}
+
 /// The demo's result: did naive show the bug, and was framed right every time?
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Summary {
@@ -331,19 +340,12 @@ async fn naive_half(
     }
     let (reads, consumed) = (r.reads, r.consumed);
 
-    writeln!(
-        out,
-        "{} {}",
-        style.bold("naive"),
-        style.dim(&format!(
-            "(no header; the client takes one recv({}) as the reply)",
-            opts.recv_size
-        ))
-    )?;
-    let mut tally = Tally {
-        commands: refs.len(),
-        ..Tally::default()
-    };
+    let detail = format!(
+        "(no header; the client takes one recv({}) as the reply)",
+        opts.recv_size
+    );
+    writeln!(out, "{} {}", style.bold("naive"), style.dim(&detail))?;
+    let mut tally = Tally::of(refs.len());
     for (i, r) in refs.iter().enumerate() {
         let expected = r.raw();
         writeln!(
@@ -477,19 +479,13 @@ async fn framed_half(
         }
     }
 
-    writeln!(
-        out,
-        "{} {}",
-        style.bold("framed"),
-        style.dim(&format!(
-            "(header {header}: struct.pack('{header}', len(payload)) before every message; reads of {} bytes)",
-            opts.recv_size
-        ))
-    )?;
-    let mut tally = Tally {
-        commands: refs.len(),
-        ..Tally::default()
-    };
+    let detail = format!(
+        "(header {header}: struct.pack('{header}', len(payload)) before every message; \
+         reads of {} bytes)",
+        opts.recv_size
+    );
+    writeln!(out, "{} {}", style.bold("framed"), style.dim(&detail))?;
+    let mut tally = Tally::of(refs.len());
     for (i, (r, reply)) in refs.iter().zip(&replies).enumerate() {
         writeln!(out, "  {} $ {}", style.marker(i), r.command)?;
         for line in &reply.lines {

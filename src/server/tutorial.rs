@@ -55,7 +55,9 @@ pub(super) async fn serve(
         let line = &buf[..n];
         info!(%peer, command = %String::from_utf8_lossy(line).trim_end(), "running");
         let outcome = match wire.protocol {
-            Protocol::Naive => stream_raw(line, &mut rd, &mut wr, config, stop).await?,
+            Protocol::Naive => {
+                run_into(line, &mut rd, config, stop, &mut Sink::Raw(&mut wr)).await?
+            }
             _ => spool_reply(line, &mut rd, &mut wr, config, stop).await?,
         };
         match outcome {
@@ -129,16 +131,6 @@ async fn run_into<W: AsyncWrite + Unpin>(
         }
         sink.take(event).await?;
     }
-}
-
-async fn stream_raw<W: AsyncWrite + Unpin>(
-    line: &[u8],
-    rd: &mut ReadHalf<'_>,
-    wr: &mut W,
-    config: &ServerConfig,
-    stop: &Shutdown,
-) -> Result<Option<Status>, ConnError> {
-    run_into(line, rd, config, stop, &mut Sink::Raw(wr)).await
 }
 
 async fn spool_reply<W: AsyncWrite + Unpin>(

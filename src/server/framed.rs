@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::codec::{Encoder, FramedRead, FramedWrite};
@@ -26,6 +26,7 @@ use crate::status::Status;
 /// Requests read ahead while one runs; past this we stop reading and TCP pushes back.
 const MAX_QUEUED: usize = 64;
 
+type Reader = FramedRead<OwnedReadHalf, MessageCodec<ClientMessage>>;
 type Writer = FramedWrite<OwnedWriteHalf, MessageCodec<ClientMessage>>;
 
 pub(super) async fn serve(
@@ -43,43 +44,20 @@ pub(super) async fn serve(
         MessageCodec::<ClientMessage>::new(wire.header, MAX_HELLO_FRAME),
     );
     let mut writer = FramedWrite::new(wr, MessageCodec::new(wire.header, wire.max_frame));
-
-    let first = tokio::select! {
-        first = tokio::time::timeout(limits.auth_timeout, reader.next()) => first,
+    let hello = tokio::select! {
+        hello = handshake(&mut reader, &mut writer, peer, config) => hello?,
         _ = stop.drain.cancelled() => return Ok(()),
     };
-    let hello = match first {
-        Err(_) => {
-            let why = format!("no hello within {}s", limits.auth_timeout.as_secs_f64());
-            return refuse(&mut writer, why).await;
-        }
-        Ok(None) => return Ok(()),
-        Ok(Some(Err(e))) => return refuse(&mut writer, e.to_string()).await,
-        Ok(Some(Ok(ClientMessage::Hello(h)))) => h,
-        Ok(Some(Ok(ClientMessage::Run(_)))) => {
-            return refuse(&mut writer, "expected a hello before any command".into()).await
-        }
+    let Some(hello) = hello else {
+        return Ok(());
     };
-    if hello.version == 0 {
-        let why = format!("protocol version 0 is not supported (this server speaks {VERSION})");
-        return refuse(&mut writer, why).await;
-    }
-    if let Some(token) = &config.token {
-        if !token.matches(&hello.token) {
-            warn!(%peer, "authentication failed");
-            let why = "authentication failed: wrong or missing token".to_string();
-            return refuse(&mut writer, why).await;
-        }
-        info!(%peer, "authenticated");
-    }
     writer.encoder_mut().set_peer_max_frame(hello.max_frame);
     reader.decoder_mut().set_max_frame(wire.max_frame);
-    writer
-        .send(ServerMessage::Hello(Hello::new(
-            wire.max_frame,
-            Bytes::new(),
-        )))
-        .await?;
+    let reply = Hello {
+        version: hello.version.min(VERSION),
+        ..Hello::new(wire.max_frame, Bytes::new())
+    };
+    writer.send(ServerMessage::Hello(reply)).await?;
 
     let mut queue: VecDeque<Bytes> = VecDeque::new();
     let mut current: Option<Running> = None;
@@ -111,9 +89,9 @@ pub(super) async fn serve(
                     last_activity = Instant::now();
                 }
                 Some(Ok(ClientMessage::Hello(_))) => {
-                    return refuse(&mut writer, "unexpected second hello".into()).await;
+                    return Err(refuse(&mut writer, "unexpected second hello".into()).await);
                 }
-                Some(Err(e)) => return refuse(&mut writer, e.to_string()).await,
+                Some(Err(e)) => return Err(refuse(&mut writer, e.to_string()).await),
                 // The client is gone: dropping `current` kills what it was running.
                 None => {
                     if current.is_some() {
@@ -150,6 +128,43 @@ pub(super) async fn serve(
             }
         }
     }
+}
+
+/// Reads the client's hello within the auth deadline and checks its version and token.
+/// `None` when the peer left before saying anything.
+async fn handshake(
+    reader: &mut Reader,
+    writer: &mut Writer,
+    peer: SocketAddr,
+    config: &ServerConfig,
+) -> Result<Option<Hello>, ConnError> {
+    let deadline = config.limits.auth_timeout;
+    let hello = match tokio::time::timeout(deadline, reader.next()).await {
+        Err(_) => {
+            let why = format!("no hello within {}s", deadline.as_secs_f64());
+            return Err(refuse(writer, why).await);
+        }
+        Ok(None) => return Ok(None),
+        Ok(Some(Err(e))) => return Err(refuse(writer, e.to_string()).await),
+        Ok(Some(Ok(ClientMessage::Hello(h)))) => h,
+        Ok(Some(Ok(ClientMessage::Run(_)))) => {
+            let why = "expected a hello before any command".to_string();
+            return Err(refuse(writer, why).await);
+        }
+    };
+    if hello.version == 0 {
+        let why = format!("protocol version 0 is not supported (this server speaks {VERSION})");
+        return Err(refuse(writer, why).await);
+    }
+    if let Some(token) = &config.token {
+        if !token.matches(&hello.token) {
+            warn!(%peer, "authentication failed");
+            let why = "authentication failed: wrong or missing token".to_string();
+            return Err(refuse(writer, why).await);
+        }
+        info!(%peer, "authenticated");
+    }
+    Ok(Some(hello))
 }
 
 fn start(line: &[u8], peer: SocketAddr, config: &ServerConfig) -> Result<Running, Status> {
@@ -201,10 +216,11 @@ async fn say(writer: &mut Writer, why: &str) {
     let _ = writer.send(ServerMessage::Error(why.to_string())).await;
 }
 
-/// Ends the connection because of something the peer did.
-async fn refuse(writer: &mut Writer, why: String) -> Result<(), ConnError> {
+/// Tells the peer why it is being turned away; the caller then ends the connection with
+/// the returned error.
+async fn refuse(writer: &mut Writer, why: String) -> ConnError {
     say(writer, &why).await;
-    Err(ConnError::Refused(why))
+    ConnError::Refused(why)
 }
 
 /// Ends the connection for a reason of the server's own (shutdown, idleness).

@@ -157,8 +157,9 @@ impl FrameCodec {
         }
         let len = len as usize;
         src.advance(size);
-        // Only now, with the length checked, is it safe to make room for the payload.
-        src.reserve(len);
+        // Only now, with the length checked, is it safe to make room for the payload, and
+        // only for the part of it that has not arrived yet.
+        src.reserve(len.saturating_sub(src.len()));
         Ok(Some(len))
     }
 }

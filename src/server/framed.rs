@@ -12,7 +12,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::codec::{Encoder, FramedRead, FramedWrite};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::{ConnError, ServerConfig, Shutdown};
 use crate::exec::{self, Event, Running};
@@ -61,6 +61,8 @@ pub(super) async fn serve(
 
     let mut queue: VecDeque<Bytes> = VecDeque::new();
     let mut current: Option<Running> = None;
+    // The command line `current` runs, for its log line.
+    let mut current_line = Bytes::new();
     let mut last_activity = Instant::now();
     let mut draining = false;
     loop {
@@ -71,8 +73,9 @@ pub(super) async fn serve(
             if let Some(line) = queue.pop_front() {
                 match start(&line, peer, config) {
                     Ok(running) => current = Some(running),
-                    Err(status) => send_status(&mut writer, status, peer).await?,
+                    Err(status) => send_status(&mut writer, status, peer, &line).await?,
                 }
+                current_line = line;
                 continue;
             }
         }
@@ -95,7 +98,7 @@ pub(super) async fn serve(
                 // The client is gone: dropping `current` kills what it was running.
                 None => {
                     if current.is_some() {
-                        info!(%peer, "client went away mid-command; command killed");
+                        info!(%peer, command = %lossy(&current_line), "command killed: the client went away");
                     }
                     return Ok(());
                 }
@@ -106,12 +109,15 @@ pub(super) async fn serve(
                 Ok(Event::Done(status)) => {
                     current = None;
                     last_activity = Instant::now();
-                    send_status(&mut writer, status, peer).await?;
+                    send_status(&mut writer, status, peer, &current_line).await?;
                 }
                 Err(e) => {
                     current = None;
-                    let message = format!("rcmd: reading command output failed: {e}");
-                    send_status(&mut writer, Status::Failed { code: 255, message }, peer).await?;
+                    let status = Status::Failed {
+                        code: 255,
+                        message: format!("rcmd: reading command output failed: {e}"),
+                    };
+                    send_status(&mut writer, status, peer, &current_line).await?;
                 }
             },
             _ = crate::deadline::until(idle_at) => {
@@ -122,7 +128,7 @@ pub(super) async fn serve(
             _ = stop.drain.cancelled(), if !draining => draining = true,
             _ = stop.kill.cancelled() => {
                 if current.take().is_some() {
-                    info!(%peer, "grace period over; command killed");
+                    info!(%peer, command = %lossy(&current_line), "command killed: shutdown grace period over");
                 }
                 return goodbye(&mut writer, "the server shut down; the running command was killed").await;
             }
@@ -170,7 +176,7 @@ async fn handshake(
 fn start(line: &[u8], peer: SocketAddr, config: &ServerConfig) -> Result<Running, Status> {
     let running = exec::spawn(line, config.exec, config.limits.command_timeout);
     let pid = running.as_ref().ok().and_then(Running::id);
-    info!(%peer, command = %String::from_utf8_lossy(line), pid, "running");
+    debug!(%peer, command = %lossy(line), pid, "running");
     running
 }
 
@@ -200,13 +206,19 @@ async fn send_output(writer: &mut Writer, data: Bytes, stderr: bool) -> Result<(
     Ok(())
 }
 
+/// Ends one reply, and logs the command's one line.
 async fn send_status(
     writer: &mut Writer,
     status: Status,
     peer: SocketAddr,
+    line: &[u8],
 ) -> Result<(), ProtocolError> {
-    info!(%peer, "command {status}");
+    info!(%peer, command = %lossy(line), "command ended: {status}");
     writer.send(ServerMessage::Done(status)).await
+}
+
+fn lossy(line: &[u8]) -> std::borrow::Cow<'_, str> {
+    String::from_utf8_lossy(line)
 }
 
 /// Tells the peer why the connection ends (best effort: it may be gone).

@@ -19,7 +19,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::auth::Token;
 use crate::exec::ExecMode;
@@ -202,18 +202,22 @@ pub async fn serve(
 async fn handle(stream: TcpStream, peer: SocketAddr, config: &ServerConfig, stop: &Shutdown) {
     // Replies are written as whole frames; waiting to coalesce them only adds latency.
     let _ = stream.set_nodelay(true);
-    info!(%peer, protocol = config.wire.protocol.name(), "connection opened");
+    let protocol = config.wire.protocol.name();
+    let opened = std::time::Instant::now();
+    debug!(%peer, protocol, "connection opened");
     let result = match config.wire.protocol {
         Protocol::Framed => framed::serve(stream, peer, config, stop).await,
         Protocol::Classic | Protocol::JsonHeader | Protocol::Naive => {
             tutorial::serve(stream, peer, config, stop).await
         }
     };
+    // One line per connection, when it ends.
+    let secs = format!("{:.3}", opened.elapsed().as_secs_f64());
     match result {
-        Ok(()) => info!(%peer, "connection closed"),
+        Ok(()) => info!(%peer, protocol, secs, "connection closed"),
         // A peer hanging up with replies unread is a normal way to leave, not a fault.
-        Err(e) if e.is_hang_up() => info!(%peer, "connection closed by peer: {e}"),
-        Err(e) => warn!(%peer, "connection closed: {e}"),
+        Err(e) if e.is_hang_up() => info!(%peer, protocol, secs, "connection closed by peer: {e}"),
+        Err(e) => warn!(%peer, protocol, secs, "connection closed: {e}"),
     }
 }
 

@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::tcp::ReadHalf;
 use tokio::net::TcpStream;
-use tracing::info;
+use tracing::{debug, info};
 
 use super::{ConnError, ServerConfig, Shutdown};
 use crate::exec::{self, Event};
@@ -53,7 +53,9 @@ pub(super) async fn serve(
             return Ok(());
         }
         let line = &buf[..n];
-        info!(%peer, command = %String::from_utf8_lossy(line).trim_end(), "running");
+        let command = String::from_utf8_lossy(line);
+        let command = command.trim_end();
+        debug!(%peer, command, "running");
         let outcome = match wire.protocol {
             Protocol::Naive => {
                 run_into(line, &mut rd, config, stop, &mut Sink::Raw(&mut wr)).await?
@@ -61,9 +63,9 @@ pub(super) async fn serve(
             _ => spool_reply(line, &mut rd, &mut wr, config, stop).await?,
         };
         match outcome {
-            Some(status) => info!(%peer, "command {status}"),
+            Some(status) => info!(%peer, command, "command ended: {status}"),
             None => {
-                info!(%peer, "client went away or server shut down mid-command; command killed");
+                info!(%peer, command, "command killed: the client went away or the server shut down");
                 return Ok(());
             }
         }

@@ -342,11 +342,35 @@ async fn client_started(addr: SocketAddr, command: &str) -> tokio::process::Chil
     child
 }
 
+/// A command that prints `started`, then waits until the test creates `gate`, then prints
+/// `done`: it is still running for exactly as long as the test wants.
+fn gated(gate: &std::path::Path) -> String {
+    format!(
+        "echo started; while [ ! -e {} ]; do sleep 0.01; done; echo done",
+        gate.display()
+    )
+}
+
+async fn stopped_accepting(addr: SocketAddr) {
+    wait_until("the server stops accepting", || {
+        std::net::TcpStream::connect(addr).is_err()
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_lets_a_running_command_finish_within_grace() {
     let (addr, stop, server) = stoppable(framed()).await;
-    let client = client_started(addr, "echo started; sleep 0.5; echo done").await;
+    let dir = tempfile::tempdir().unwrap();
+    let gate = dir.path().join("go");
+    let client = client_started(addr, &gated(&gate)).await;
     stop.send(()).unwrap();
+    stopped_accepting(addr).await;
+    assert!(
+        !server.is_finished(),
+        "the server must wait for the running command"
+    );
+    std::fs::write(&gate, "").unwrap();
     let out = client.wait_with_output().await.unwrap();
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "done\n");
@@ -354,10 +378,6 @@ async fn shutdown_lets_a_running_command_finish_within_grace() {
         .await
         .expect("server did not stop after its command finished")
         .unwrap();
-    assert!(
-        TcpStream::connect(addr).await.is_err(),
-        "no longer accepting"
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -395,10 +415,18 @@ async fn sigterm_drains_exits_zero_and_the_port_is_reusable_at_once() {
         .split_whitespace()
         .find_map(|w| w.parse().ok())
         .unwrap_or_else(|| panic!("no address in {line:?}"));
-    let client = client_started(addr, "echo started; sleep 0.5; echo done").await;
+    let dir = tempfile::tempdir().unwrap();
+    let gate = dir.path().join("go");
+    let client = client_started(addr, &gated(&gate)).await;
     // SAFETY: kill(2) on our own child's pid.
     unsafe { libc::kill(server.id().unwrap() as i32, libc::SIGTERM) };
     tokio::spawn(async move { while let Ok(Some(_)) = log.next_line().await {} });
+    stopped_accepting(addr).await;
+    assert!(
+        server.try_wait().unwrap().is_none(),
+        "the server must wait for the running command"
+    );
+    std::fs::write(&gate, "").unwrap();
     let status = tokio::time::timeout(common::PROCESS_DEADLINE, server.wait())
         .await
         .expect("server did not exit after SIGTERM")

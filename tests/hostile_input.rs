@@ -119,3 +119,103 @@ async fn unknown_message_tag_is_refused() {
     assert!(String::from_utf8_lossy(&reply).contains("unknown client message tag 0x5a"));
     still_serves(addr, "!I").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_magic_version_zero_and_second_hello_are_refused() {
+    let addr = start_server(ServerConfig::new(Protocol::Framed)).await;
+    let mut magic = hello();
+    magic[8] = b'x';
+    let reply = send_raw(addr, &magic).await;
+    assert!(
+        error_text(&reply).contains("does not start with \"rcmd\""),
+        "{reply:?}"
+    );
+    let mut v0 = hello();
+    v0[9] = 0;
+    let reply = send_raw(addr, &v0).await;
+    assert!(error_text(&reply).contains("version 0"), "{reply:?}");
+    let mut twice = hello();
+    twice.extend_from_slice(&hello());
+    let reply = send_raw(addr, &twice).await;
+    assert!(String::from_utf8_lossy(&reply).contains("unexpected second hello"));
+    still_serves(addr, "!I").await;
+}
+
+// ---------------------------------------------------------------- a lying server
+
+/// A one-connection fake server that reads whatever the client sends first and answers
+/// with `reply`, then closes.
+async fn lying_server(reply: Vec<u8>) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        let (mut conn, _) = listener.accept().await.unwrap();
+        let mut first = [0u8; 64];
+        let _ = conn.read(&mut first).await;
+        let _ = conn.write_all(&reply).await;
+        let _ = conn.shutdown().await;
+        // Keep reading so the client's writes are not refused before it reads our reply.
+        let mut sink = Vec::new();
+        let _ = conn.read_to_end(&mut sink).await;
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_refuses_a_huge_frame_from_the_server() {
+    // A server "hello" announcing a 2 GiB frame: the client must not try to buffer it.
+    let addr = lying_server(vec![0x7f, 0xff, 0xff, 0xff, b'H']).await;
+    let r = rcmd(&["client", &addr, "--", "true"], b"").await;
+    r.expect_code(255);
+    assert!(r.stderr_str().contains("exceeds the limit"), "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn classic_client_refuses_a_negative_length() {
+    let addr = lying_server((-5i32).to_ne_bytes().to_vec()).await;
+    let r = rcmd(
+        &["client", &addr, "--protocol", "classic", "--", "true"],
+        b"",
+    )
+    .await;
+    r.expect_code(255);
+    assert!(r.stderr_str().contains("negative length (-5)"), "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn classic_client_streams_a_lying_length_without_allocating_it() {
+    // Claims 2 GiB, sends 3 bytes and closes: the client copies what comes, in pieces,
+    // then reports the short reply instead of waiting on (or allocating) the rest.
+    let mut reply = i32::MAX.to_ne_bytes().to_vec();
+    reply.extend_from_slice(b"abc");
+    let addr = lying_server(reply).await;
+    let r = rcmd(
+        &["client", &addr, "--protocol", "classic", "--", "true"],
+        b"",
+    )
+    .await;
+    r.expect_code(255);
+    assert_eq!(r.stdout, b"abc");
+    assert!(r.stderr_str().contains("closed the connection"), "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_client_refuses_a_header_over_max_frame() {
+    let addr = lying_server(100_000i32.to_ne_bytes().to_vec()).await;
+    let r = rcmd(
+        &[
+            "client",
+            &addr,
+            "--protocol",
+            "json-header",
+            "--max-frame",
+            "4096",
+            "--",
+            "true",
+        ],
+        b"",
+    )
+    .await;
+    r.expect_code(255);
+    assert!(r.stderr_str().contains("more than --max-frame 4096"), "{r}");
+}

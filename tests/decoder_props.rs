@@ -8,10 +8,20 @@ use rcmd::codec::FrameCodec;
 use rcmd::header::HeaderFormat;
 use tokio_util::codec::{Decoder, Encoder};
 
-const FORMATS: &[&str] = &[
-    "b", "B", "h", "H", "i", "I", "l", "L", "q", "Q", "n", "N", "@i", "=H", "<h", ">I", "!Q", "<q",
-    "=L", ">l", "!b", "<B",
-];
+/// Every format Python accepts for one integer: each byte-order prefix (or none) with
+/// each code, `n`/`N` only in native mode. 64 in all.
+fn all_formats() -> Vec<String> {
+    let mut v = Vec::new();
+    for prefix in ["", "@", "=", "<", ">", "!"] {
+        for code in "bBhHiIlLqQnN".chars() {
+            if matches!(code, 'n' | 'N') && !matches!(prefix, "" | "@") {
+                continue;
+            }
+            v.push(format!("{prefix}{code}"));
+        }
+    }
+    v
+}
 
 fn codec(fmt: &str, max: usize) -> FrameCodec {
     FrameCodec::new(fmt.parse::<HeaderFormat>().unwrap(), max)
@@ -40,30 +50,30 @@ fn decode_in_pieces(fmt: &str, stream: &[u8], cuts: &[usize]) -> Vec<Vec<u8>> {
 proptest! {
     #[test]
     fn frames_survive_any_cutting(
-        fmt in proptest::sample::select(FORMATS),
+        fmt in proptest::sample::select(all_formats()),
         payloads in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..127), 0..20),
         cuts in proptest::collection::vec(any::<usize>(), 0..40),
     ) {
-        let mut enc = codec(fmt, 1 << 16);
+        let mut enc = codec(&fmt, 1 << 16);
         let mut stream = BytesMut::new();
         for p in &payloads {
             enc.encode(&p[..], &mut stream).unwrap();
         }
-        prop_assert_eq!(&decode_in_pieces(fmt, &stream, &cuts), &payloads);
+        prop_assert_eq!(&decode_in_pieces(&fmt, &stream, &cuts), &payloads);
         // One byte per read, and everything in one read.
         let every: Vec<usize> = (0..stream.len()).collect();
-        prop_assert_eq!(&decode_in_pieces(fmt, &stream, &every), &payloads);
-        prop_assert_eq!(&decode_in_pieces(fmt, &stream, &[]), &payloads);
+        prop_assert_eq!(&decode_in_pieces(&fmt, &stream, &every), &payloads);
+        prop_assert_eq!(&decode_in_pieces(&fmt, &stream, &[]), &payloads);
     }
 
     #[test]
     fn random_bytes_never_panic_nor_buffer_past_the_limit(
-        fmt in proptest::sample::select(FORMATS),
+        fmt in proptest::sample::select(all_formats()),
         bytes in proptest::collection::vec(any::<u8>(), 0..2000),
         cuts in proptest::collection::vec(0usize..2000, 0..20),
     ) {
         const MAX: usize = 256;
-        let mut c = codec(fmt, MAX);
+        let mut c = codec(&fmt, MAX);
         let size = fmt.parse::<HeaderFormat>().unwrap().size();
         let mut buf = BytesMut::new();
         let mut ends: Vec<usize> = cuts.into_iter().filter(|&e| e <= bytes.len()).collect();

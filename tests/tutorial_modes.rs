@@ -111,6 +111,17 @@ async fn classic_output_too_big_for_the_header_gets_an_error_reply() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endless_classic_output_stops_at_what_the_header_can_describe() {
+    // `yes` never ends; with header 'h' no reply can exceed 32767 bytes, so the server
+    // stops collecting there, kills it, and explains, instead of spooling to disk forever.
+    let addr = start_server(config(Protocol::Classic, "h")).await;
+    let (_, replies) = python_client("classic", addr, "h", "yes\necho next\n").await;
+    let first = String::from_utf8_lossy(&replies[0]);
+    assert!(first.contains("more than header format 'h'"), "{first}");
+    assert_eq!(replies[1], b"next\n", "the connection goes on");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rcmd_json_client_talks_to_tutorial_server() {
     let (_server, addr) = python_server("json", "i").await;
     let r = rcmd(

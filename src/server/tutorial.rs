@@ -87,13 +87,28 @@ enum Sink<'a, W> {
     /// Straight to the peer, as produced (naive).
     Raw(&'a mut W),
     /// Held until the command ends, so the reply's length is known (classic, json-header).
+    /// Past `limit` bytes the reply could not be described anyway: collecting stops there,
+    /// so an endless command cannot fill the disk.
     Spooled {
         stdout: &'a mut Spool,
         stderr: &'a mut Spool,
+        limit: u64,
     },
 }
 
 impl<W: AsyncWrite + Unpin> Sink<'_, W> {
+    /// Whether the output has outgrown what a reply can carry.
+    fn full(&self) -> bool {
+        match self {
+            Sink::Raw(_) => false,
+            Sink::Spooled {
+                stdout,
+                stderr,
+                limit,
+            } => stdout.len() + stderr.len() > *limit,
+        }
+    }
+
     async fn take(&mut self, event: Event) -> std::io::Result<()> {
         match (self, event) {
             (Sink::Raw(w), Event::Stdout(b) | Event::Stderr(b)) => w.write_all(&b).await,
@@ -132,6 +147,13 @@ async fn run_into<W: AsyncWrite + Unpin>(
             return Ok(Some(status));
         }
         sink.take(event).await?;
+        if sink.full() {
+            // Returning drops the runner, which kills the command's group.
+            return Ok(Some(Status::Failed {
+                code: 1,
+                message: "rcmd: output too large for the header; command killed".into(),
+            }));
+        }
     }
 }
 
@@ -147,6 +169,11 @@ async fn spool_reply<W: AsyncWrite + Unpin>(
     let mut sink: Sink<'_, W> = Sink::Spooled {
         stdout: &mut stdout,
         stderr: &mut stderr,
+        // json-header carries the size in the JSON, so any size can be described there.
+        limit: match config.wire.protocol {
+            Protocol::Classic => config.wire.header.max_len() as u64,
+            _ => u64::MAX,
+        },
     };
     let Some(status) = run_into(line, rd, config, stop, &mut sink).await? else {
         return Ok(None);

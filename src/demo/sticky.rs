@@ -202,8 +202,14 @@ pub async fn run(
             ))
         )?;
         writeln!(out, "{}\n", wrap(scenario.why, 88))?;
-        let naive = naive_half(naive_addr, scenario.plan, &refs, opts, style, out).await?;
-        let framed = framed_half(framed_addr, scenario.plan, &refs, opts, style, out).await?;
+        let half = Half {
+            plan: scenario.plan,
+            refs: &refs,
+            opts,
+            style,
+        };
+        let naive = naive_half(naive_addr, &half, out).await?;
+        let framed = framed_half(framed_addr, &half, out).await?;
         summary.add(Summary { naive, framed });
         writeln!(out)?;
     }
@@ -246,6 +252,23 @@ async fn references(commands: &[&str]) -> io::Result<Vec<Reference>> {
 
 fn invalid(msg: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg)
+}
+
+/// What both halves of a case share: the same commands, read the same way, drawn alike.
+#[derive(Clone, Copy)]
+struct Half<'a> {
+    plan: Plan,
+    refs: &'a [Reference],
+    opts: &'a Options,
+    style: Style,
+}
+
+/// A client connection to one of the demo's servers. Small writes go out at once, so
+/// what arrives together was sent together only where the demo means it to be.
+async fn connect(addr: std::net::SocketAddr) -> io::Result<TcpStream> {
+    let conn = TcpStream::connect(addr).await?;
+    conn.set_nodelay(true)?;
+    Ok(conn)
 }
 
 /// One recv on the naive connection: where in the stream it started, what it returned,
@@ -294,15 +317,17 @@ impl NaiveReader {
 
 async fn naive_half(
     addr: std::net::SocketAddr,
-    plan: Plan,
-    refs: &[Reference],
-    opts: &Options,
-    style: Style,
+    half: &Half<'_>,
     out: &mut dyn Write,
 ) -> io::Result<Tally> {
+    let Half {
+        plan,
+        refs,
+        opts,
+        style,
+    } = *half;
     let stream = Stream::new(refs.iter().map(|r| r.raw().len()).collect());
-    let conn = TcpStream::connect(addr).await?;
-    conn.set_nodelay(true)?;
+    let conn = connect(addr).await?;
     let mut r = NaiveReader {
         wire: refs.iter().flat_map(Reference::raw).collect(),
         conn,
@@ -416,15 +441,17 @@ struct FramedReply {
 
 async fn framed_half(
     addr: std::net::SocketAddr,
-    plan: Plan,
-    refs: &[Reference],
-    opts: &Options,
-    style: Style,
+    half: &Half<'_>,
     out: &mut dyn Write,
 ) -> io::Result<Tally> {
+    let Half {
+        plan,
+        refs,
+        opts,
+        style,
+    } = *half;
     let header = opts.header;
-    let mut conn = TcpStream::connect(addr).await?;
-    conn.set_nodelay(true)?;
+    let mut conn = connect(addr).await?;
     let mut codec = MessageCodec::<ServerMessage>::new(header, crate::codec::DEFAULT_MAX_FRAME);
     let mut frames = FrameReader {
         conn: &mut conn,

@@ -132,8 +132,16 @@ pub fn pids_running(cmdline: &str) -> Vec<u32> {
 /// `what` at the deadline. For conditions no event announces, such as another
 /// process's descendant having exited.
 pub async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    eventually(what, || std::future::ready(condition())).await;
+}
+
+/// [`wait_until`] for a check that must itself do I/O (connect, ask, read the answer).
+pub async fn eventually<F: std::future::Future<Output = bool>>(
+    what: &str,
+    mut attempt: impl FnMut() -> F,
+) {
     let deadline = tokio::time::Instant::now() + PROCESS_DEADLINE;
-    while !condition() {
+    while !attempt().await {
         assert!(
             tokio::time::Instant::now() < deadline,
             "timed out waiting until {what}"

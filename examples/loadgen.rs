@@ -12,21 +12,18 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use rcmd::header::HeaderFormat;
-use rcmd::protocol::{ClientMessage, Hello, MessageCodec, ServerMessage};
+use rcmd::protocol::{ClientCodec, ClientMessage, Hello, ServerMessage};
 use rcmd::status::Status;
 use tokio::net::TcpStream;
 use tokio::sync::Barrier;
 use tokio_util::codec::Framed;
 
-type Conn = Framed<TcpStream, MessageCodec<ServerMessage>>;
+type Conn = Framed<TcpStream, ClientCodec>;
 
 async fn connect(addr: &str) -> Result<Conn, String> {
     let stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
     stream.set_nodelay(true).map_err(|e| e.to_string())?;
-    let mut conn = Framed::new(
-        stream,
-        MessageCodec::new(HeaderFormat::NETWORK_U32, 1 << 20),
-    );
+    let mut conn = Framed::new(stream, ClientCodec::new(HeaderFormat::NETWORK_U32, 1 << 20));
     conn.send(ClientMessage::Hello(Hello::new(1 << 20, Bytes::new())))
         .await
         .map_err(|e| e.to_string())?;

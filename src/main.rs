@@ -1,8 +1,6 @@
 //! The `rcmd` binary: parse the command line and hand it to the library.
 
-use clap::Parser;
-
 fn main() {
-    let cli = rcmd::cli::Cli::parse();
+    let cli = rcmd::cli::parse();
     std::process::exit(rcmd::cli::run(cli));
 }

@@ -5,12 +5,21 @@
 //!
 //! ```text
 //! client → server   'H' "rcmd" version:u8 max_frame:u32be token...   once, first
-//!                   'R' command line bytes                           any number
+//!                   'R' command line                                 run, stdin empty
+//!   version 2:      'P' command line                                 run, stdin follows
+//!                   'V' NAME 0x00 VALUE                              env for the next run
+//!                   'D' directory                                    cwd for the next run
+//!                   'T' rows:u16be cols:u16be TERM                   a terminal for it
+//!                   'I' bytes | 'Z'                                  stdin data | its end
+//!                   'K' signal name ("INT")                          signal the command
+//!                   'W' rows:u16be cols:u16be                        terminal resized
 //! server → client   'H' "rcmd" version:u8 max_frame:u32be           once, first
 //!                   'O' stdout bytes | 'E' stderr bytes              any number
 //!                   'X' code:i32be | 'S' signal:i32be                ends one reply
 //!                   'F' code:i32be message(utf-8)                    ends one reply
 //!                   '!' message(utf-8)                               then the server closes
+//!   version 2:      'G' bytes:u32be                                  more stdin may be sent
+//!                   'N' message(utf-8)                               a warning to show
 //! ```
 
 use std::marker::PhantomData;
@@ -22,20 +31,52 @@ use crate::codec::{FrameCodec, FrameError};
 use crate::header::HeaderFormat;
 use crate::status::Status;
 
-/// Protocol version this build speaks. Peers agree on the lower of their two versions.
-pub const VERSION: u8 = 1;
+/// Highest protocol version this build speaks. Peers agree on the lower of their two.
+pub const VERSION: u8 = 2;
 /// Four bytes every hello starts with, so a peer speaking something else is told so.
 pub const MAGIC: &[u8; 4] = b"rcmd";
 /// Largest frame accepted before the handshake completes: a peer that has proved nothing
 /// cannot make the server reserve more than this.
 pub const MAX_HELLO_FRAME: usize = 4096;
+/// Smallest `max_frame` a hello may announce. A peer asking for tiny frames would make
+/// every byte of output cost a frame head (and the server's memory with it).
+pub const MIN_MAX_FRAME: u32 = 1024;
+/// Stdin bytes a client may send before the server grants more with `G`: enough to keep a
+/// fast stream moving, small enough that a command not reading its input costs little.
+pub const STDIN_WINDOW: u32 = 4 << 20;
 
 /// What a client sends.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClientMessage {
     Hello(Hello),
-    /// One command line to run.
+    /// One command line to run, with an empty stdin.
     Run(Bytes),
+    /// One command line to run; its stdin arrives as `Stdin` messages and `StdinEof` (v2).
+    RunWithStdin(Bytes),
+    /// An environment variable for the next command (v2).
+    Env {
+        name: Bytes,
+        value: Bytes,
+    },
+    /// The directory the next command runs in (v2).
+    Cwd(Bytes),
+    /// Run the next command in a pseudo-terminal of this size, with this `TERM` (v2).
+    Tty {
+        rows: u16,
+        cols: u16,
+        term: Bytes,
+    },
+    /// Standard input for the running command (v2).
+    Stdin(Bytes),
+    /// The end of the running command's standard input (v2).
+    StdinEof,
+    /// Deliver a signal, by name without `SIG` (`INT`), to the running command (v2).
+    Signal(String),
+    /// The client's terminal changed size (v2).
+    Resize {
+        rows: u16,
+        cols: u16,
+    },
 }
 
 /// What a server sends.
@@ -48,6 +89,10 @@ pub enum ServerMessage {
     Done(Status),
     /// A connection-level error; the server closes the connection after it.
     Error(String),
+    /// The client may send this many more bytes of stdin (v2).
+    Credit(u32),
+    /// Something the user should know, such as a refused variable (v2).
+    Notice(String),
 }
 
 /// The handshake both sides open with.
@@ -112,6 +157,9 @@ pub trait Message: Sized {
     fn encoded_len(&self) -> usize;
     /// Appends the payload (tag and body).
     fn write(&self, dst: &mut BytesMut);
+    /// Shortens a message of text to at most `max` payload bytes (at a character
+    /// boundary) so it fits the peer's frames; other messages are left as they are.
+    fn fit(&mut self, _max: usize) {}
 }
 
 impl Hello {
@@ -147,6 +195,25 @@ impl Hello {
         dst.put_u32(self.max_frame);
         dst.put_slice(&self.token);
     }
+
+    /// Checks what a peer's hello announces.
+    ///
+    /// # Errors
+    /// Version 0, or a `max_frame` below [`MIN_MAX_FRAME`].
+    pub fn check(&self) -> Result<(), String> {
+        if self.version == 0 {
+            return Err(format!(
+                "protocol version 0 is not supported (this side speaks 1 to {VERSION})"
+            ));
+        }
+        if self.max_frame < MIN_MAX_FRAME {
+            return Err(format!(
+                "the hello's max_frame of {} bytes is below the minimum of {MIN_MAX_FRAME}",
+                self.max_frame
+            ));
+        }
+        Ok(())
+    }
 }
 
 fn split_tag(mut payload: Bytes) -> Result<(u8, Bytes), ProtocolError> {
@@ -164,23 +231,87 @@ fn get_i32(body: &mut Bytes, what: &str) -> Result<i32, ProtocolError> {
     Ok(body.get_i32())
 }
 
+fn get_size(body: &mut Bytes, what: &str) -> Result<(u16, u16), ProtocolError> {
+    if body.len() < 4 {
+        return Err(malformed(format!("{what} is shorter than 4 bytes")));
+    }
+    Ok((body.get_u16(), body.get_u16()))
+}
+
 fn utf8(body: Bytes) -> String {
     String::from_utf8_lossy(&body).into_owned()
 }
 
+/// Cuts `s` so that it takes at most `max` bytes, at a character boundary.
+fn cut(s: &mut String, max: usize) {
+    if s.len() > max {
+        let end = (0..=max)
+            .rev()
+            .find(|&i| s.is_char_boundary(i))
+            .unwrap_or(0);
+        s.truncate(end);
+    }
+}
+
+impl ClientMessage {
+    /// The lowest protocol version in which this message exists.
+    pub fn min_version(&self) -> u8 {
+        match self {
+            ClientMessage::Hello(_) | ClientMessage::Run(_) => 1,
+            _ => 2,
+        }
+    }
+}
+
 impl Message for ClientMessage {
     fn parse(payload: Bytes) -> Result<Self, ProtocolError> {
-        match split_tag(payload)? {
-            (b'H', body) => Ok(ClientMessage::Hello(Hello::parse(body)?)),
-            (b'R', body) => Ok(ClientMessage::Run(body)),
-            (tag, _) => Err(malformed(format!("unknown client message tag 0x{tag:02x}"))),
-        }
+        let (tag, mut body) = split_tag(payload)?;
+        Ok(match tag {
+            b'H' => ClientMessage::Hello(Hello::parse(body)?),
+            b'R' => ClientMessage::Run(body),
+            b'P' => ClientMessage::RunWithStdin(body),
+            b'V' => {
+                let Some(eq) = body.iter().position(|&b| b == 0) else {
+                    return Err(malformed(
+                        "environment variable without a 0x00 after its name",
+                    ));
+                };
+                let name = body.split_to(eq);
+                body.advance(1);
+                ClientMessage::Env { name, value: body }
+            }
+            b'D' => ClientMessage::Cwd(body),
+            b'T' => {
+                let (rows, cols) = get_size(&mut body, "terminal request")?;
+                ClientMessage::Tty {
+                    rows,
+                    cols,
+                    term: body,
+                }
+            }
+            b'I' => ClientMessage::Stdin(body),
+            b'Z' => ClientMessage::StdinEof,
+            b'K' => ClientMessage::Signal(utf8(body)),
+            b'W' => {
+                let (rows, cols) = get_size(&mut body, "window size")?;
+                ClientMessage::Resize { rows, cols }
+            }
+            tag => return Err(malformed(format!("unknown client message tag 0x{tag:02x}"))),
+        })
     }
 
     fn encoded_len(&self) -> usize {
         1 + match self {
             ClientMessage::Hello(h) => 9 + h.token.len(),
-            ClientMessage::Run(cmd) => cmd.len(),
+            ClientMessage::Run(b)
+            | ClientMessage::RunWithStdin(b)
+            | ClientMessage::Cwd(b)
+            | ClientMessage::Stdin(b) => b.len(),
+            ClientMessage::Env { name, value } => name.len() + 1 + value.len(),
+            ClientMessage::Tty { term, .. } => 4 + term.len(),
+            ClientMessage::StdinEof => 0,
+            ClientMessage::Signal(name) => name.len(),
+            ClientMessage::Resize { .. } => 4,
         }
     }
 
@@ -190,12 +321,35 @@ impl Message for ClientMessage {
                 dst.put_u8(b'H');
                 h.write(dst);
             }
-            ClientMessage::Run(cmd) => {
-                dst.put_u8(b'R');
-                dst.put_slice(cmd);
+            ClientMessage::Run(b) => tagged(dst, b'R', b),
+            ClientMessage::RunWithStdin(b) => tagged(dst, b'P', b),
+            ClientMessage::Cwd(b) => tagged(dst, b'D', b),
+            ClientMessage::Stdin(b) => tagged(dst, b'I', b),
+            ClientMessage::Env { name, value } => {
+                tagged(dst, b'V', name);
+                dst.put_u8(0);
+                dst.put_slice(value);
+            }
+            ClientMessage::Tty { rows, cols, term } => {
+                dst.put_u8(b'T');
+                dst.put_u16(*rows);
+                dst.put_u16(*cols);
+                dst.put_slice(term);
+            }
+            ClientMessage::StdinEof => dst.put_u8(b'Z'),
+            ClientMessage::Signal(name) => tagged(dst, b'K', name.as_bytes()),
+            ClientMessage::Resize { rows, cols } => {
+                dst.put_u8(b'W');
+                dst.put_u16(*rows);
+                dst.put_u16(*cols);
             }
         }
     }
+}
+
+fn tagged(dst: &mut BytesMut, tag: u8, body: &[u8]) {
+    dst.put_u8(tag);
+    dst.put_slice(body);
 }
 
 impl Message for ServerMessage {
@@ -215,6 +369,13 @@ impl Message for ServerMessage {
                 })
             }
             b'!' => ServerMessage::Error(utf8(body)),
+            b'G' => {
+                if body.len() < 4 {
+                    return Err(malformed("stdin credit is shorter than 4 bytes"));
+                }
+                ServerMessage::Credit(body.get_u32())
+            }
+            b'N' => ServerMessage::Notice(utf8(body)),
             tag => return Err(malformed(format!("unknown server message tag 0x{tag:02x}"))),
         })
     }
@@ -224,8 +385,8 @@ impl Message for ServerMessage {
             ServerMessage::Hello(h) => 9 + h.token.len(),
             ServerMessage::Stdout(b) | ServerMessage::Stderr(b) => b.len(),
             ServerMessage::Done(Status::Failed { message, .. }) => 4 + message.len(),
-            ServerMessage::Done(_) => 4,
-            ServerMessage::Error(m) => m.len(),
+            ServerMessage::Done(_) | ServerMessage::Credit(_) => 4,
+            ServerMessage::Error(m) | ServerMessage::Notice(m) => m.len(),
         }
     }
 
@@ -235,14 +396,8 @@ impl Message for ServerMessage {
                 dst.put_u8(b'H');
                 h.write(dst);
             }
-            ServerMessage::Stdout(b) => {
-                dst.put_u8(b'O');
-                dst.put_slice(b);
-            }
-            ServerMessage::Stderr(b) => {
-                dst.put_u8(b'E');
-                dst.put_slice(b);
-            }
+            ServerMessage::Stdout(b) => tagged(dst, b'O', b),
+            ServerMessage::Stderr(b) => tagged(dst, b'E', b),
             ServerMessage::Done(Status::Exited(c)) => {
                 dst.put_u8(b'X');
                 dst.put_i32(*c);
@@ -256,23 +411,41 @@ impl Message for ServerMessage {
                 dst.put_i32(*code);
                 dst.put_slice(message.as_bytes());
             }
-            ServerMessage::Error(m) => {
-                dst.put_u8(b'!');
-                dst.put_slice(m.as_bytes());
+            ServerMessage::Error(m) => tagged(dst, b'!', m.as_bytes()),
+            ServerMessage::Credit(n) => {
+                dst.put_u8(b'G');
+                dst.put_u32(*n);
             }
+            ServerMessage::Notice(m) => tagged(dst, b'N', m.as_bytes()),
+        }
+    }
+
+    fn fit(&mut self, max: usize) {
+        match self {
+            ServerMessage::Done(Status::Failed { message, .. }) => {
+                cut(message, max.saturating_sub(5));
+            }
+            ServerMessage::Error(m) | ServerMessage::Notice(m) => cut(m, max.saturating_sub(1)),
+            _ => {}
         }
     }
 }
 
-/// Decodes messages of type `In` and encodes any [`Message`], one frame each.
+/// Decodes messages of type `In` and encodes messages of type `Out`, one frame each: the
+/// types say the direction, so a server cannot send a client's message by mistake.
 #[derive(Debug)]
-pub struct MessageCodec<In> {
+pub struct MessageCodec<In, Out> {
     frames: FrameCodec,
     max_send: usize,
-    _in: PhantomData<fn() -> In>,
+    _dir: PhantomData<fn(Out) -> In>,
 }
 
-impl<In> MessageCodec<In> {
+/// The server's end: reads client messages, writes server messages.
+pub type ServerCodec = MessageCodec<ClientMessage, ServerMessage>;
+/// The client's end: reads server messages, writes client messages.
+pub type ClientCodec = MessageCodec<ServerMessage, ClientMessage>;
+
+impl<In, Out> MessageCodec<In, Out> {
     /// A codec over `header`; frames from the peer may be at most `max_frame` bytes.
     pub fn new(header: HeaderFormat, max_frame: usize) -> Self {
         let frames = FrameCodec::new(header, max_frame);
@@ -280,7 +453,7 @@ impl<In> MessageCodec<In> {
         MessageCodec {
             frames,
             max_send,
-            _in: PhantomData,
+            _dir: PhantomData,
         }
     }
 
@@ -300,7 +473,9 @@ impl<In> MessageCodec<In> {
     pub fn max_body(&self) -> usize {
         self.max_send.saturating_sub(1)
     }
+}
 
+impl ServerCodec {
     /// Writes only the frame header and tag of a `Stdout` (or, with `stderr`, a `Stderr`)
     /// message whose body is `len` bytes. The body can then be written straight from its
     /// own buffer (a vectored write) instead of being copied behind the head.
@@ -326,7 +501,7 @@ impl<In> MessageCodec<In> {
     }
 }
 
-impl<In: Message> Decoder for MessageCodec<In> {
+impl<In: Message, Out> Decoder for MessageCodec<In, Out> {
     type Item = In;
     type Error = ProtocolError;
 
@@ -345,10 +520,11 @@ impl<In: Message> Decoder for MessageCodec<In> {
     }
 }
 
-impl<In, Out: Message> Encoder<Out> for MessageCodec<In> {
+impl<In, Out: Message> Encoder<Out> for MessageCodec<In, Out> {
     type Error = ProtocolError;
 
-    fn encode(&mut self, msg: Out, dst: &mut BytesMut) -> Result<(), ProtocolError> {
+    fn encode(&mut self, mut msg: Out, dst: &mut BytesMut) -> Result<(), ProtocolError> {
+        msg.fit(self.max_send);
         let len = msg.encoded_len();
         if len > self.max_send {
             return Err(FrameError::TooLargeToSend {
@@ -361,6 +537,34 @@ impl<In, Out: Message> Encoder<Out> for MessageCodec<In> {
         msg.write(dst);
         Ok(())
     }
+}
+
+/// Signals a client may ask to deliver, by the names `kill -l` uses.
+const SIGNALS: &[(&str, libc::c_int)] = &[
+    ("HUP", libc::SIGHUP),
+    ("INT", libc::SIGINT),
+    ("QUIT", libc::SIGQUIT),
+    ("KILL", libc::SIGKILL),
+    ("USR1", libc::SIGUSR1),
+    ("USR2", libc::SIGUSR2),
+    ("PIPE", libc::SIGPIPE),
+    ("ALRM", libc::SIGALRM),
+    ("TERM", libc::SIGTERM),
+    ("CONT", libc::SIGCONT),
+    ("STOP", libc::SIGSTOP),
+    ("TSTP", libc::SIGTSTP),
+    ("WINCH", libc::SIGWINCH),
+];
+
+/// The number of the signal named `name` (`INT`), if it is one a client may send. Names
+/// travel on the wire, not numbers, which differ between systems.
+pub fn signal_number(name: &str) -> Option<libc::c_int> {
+    SIGNALS.iter().find(|(n, _)| *n == name).map(|(_, s)| *s)
+}
+
+/// The name of signal `sig`, if it is one a client may send.
+pub fn signal_name(sig: libc::c_int) -> Option<&'static str> {
+    SIGNALS.iter().find(|(_, s)| *s == sig).map(|(n, _)| *n)
 }
 
 /// Cuts `data` into pieces of at most `max` bytes without copying, so no frame exceeds what
@@ -381,7 +585,7 @@ mod tests {
     use super::*;
 
     fn round_trip<M: Message + std::fmt::Debug + PartialEq + Clone>(msg: M) {
-        let mut codec: MessageCodec<M> = MessageCodec::new(HeaderFormat::NETWORK_U32, 1 << 20);
+        let mut codec: MessageCodec<M, M> = MessageCodec::new(HeaderFormat::NETWORK_U32, 1 << 20);
         let mut buf = BytesMut::new();
         codec.encode(msg.clone(), &mut buf).unwrap();
         assert_eq!(buf.len(), 4 + msg.encoded_len());
@@ -406,13 +610,75 @@ mod tests {
             message: "nope: command not found".into(),
         }));
         round_trip(ServerMessage::Error("bye".into()));
+        round_trip(ServerMessage::Credit(1 << 22));
+        round_trip(ServerMessage::Notice("LC_X refused".into()));
+        round_trip(ClientMessage::RunWithStdin(Bytes::from("cat")));
+        round_trip(ClientMessage::Env {
+            name: Bytes::from("LANG"),
+            value: Bytes::from("C.UTF-8=x\0y"),
+        });
+        round_trip(ClientMessage::Cwd(Bytes::from("/tmp")));
+        round_trip(ClientMessage::Tty {
+            rows: 24,
+            cols: 80,
+            term: Bytes::from("xterm-256color"),
+        });
+        round_trip(ClientMessage::Stdin(Bytes::from(&b"\x00\xff"[..])));
+        round_trip(ClientMessage::StdinEof);
+        round_trip(ClientMessage::Signal("INT".into()));
+        round_trip(ClientMessage::Resize {
+            rows: 50,
+            cols: 132,
+        });
+    }
+
+    #[test]
+    fn text_messages_are_cut_to_fit_the_peer() {
+        let mut codec = ServerCodec::new(HeaderFormat::NETWORK_U32, 1 << 20);
+        codec.set_peer_max_frame(1024);
+        let long = "é".repeat(2000);
+        for msg in [
+            ServerMessage::Done(Status::Failed {
+                code: 127,
+                message: long.clone(),
+            }),
+            ServerMessage::Error(long.clone()),
+            ServerMessage::Notice(long.clone()),
+        ] {
+            let mut buf = BytesMut::new();
+            codec.encode(msg, &mut buf).unwrap();
+            assert!(buf.len() <= 4 + 1024, "{}", buf.len());
+        }
+        // Output is never cut: it is split by the sender instead.
+        let mut buf = BytesMut::new();
+        let out = ServerMessage::Stdout(Bytes::from(vec![b'x'; 2000]));
+        assert!(codec.encode(out, &mut buf).is_err());
+    }
+
+    #[test]
+    fn hellos_with_tiny_frames_are_refused() {
+        let mut hello = Hello::new(1023, Bytes::new());
+        assert!(hello
+            .check()
+            .unwrap_err()
+            .contains("below the minimum of 1024"));
+        hello.max_frame = 1024;
+        assert!(hello.check().is_ok());
+        hello.version = 0;
+        assert!(hello.check().is_err());
+    }
+
+    #[test]
+    fn signal_names_map_both_ways() {
+        assert_eq!(signal_number("INT"), Some(libc::SIGINT));
+        assert_eq!(signal_name(libc::SIGTERM), Some("TERM"));
+        assert_eq!(signal_number("SEGV"), None);
     }
 
     #[test]
     fn echo_hi_reply_bytes_match_protocol_md() {
         // The same bytes PROTOCOL.md draws for the reply to `echo hi`.
-        let mut codec: MessageCodec<ClientMessage> =
-            MessageCodec::new(HeaderFormat::NETWORK_U32, 1 << 20);
+        let mut codec = ServerCodec::new(HeaderFormat::NETWORK_U32, 1 << 20);
         let mut buf = BytesMut::new();
         codec
             .encode(ServerMessage::Stdout(Bytes::from("hi\n")), &mut buf)
@@ -428,13 +694,13 @@ mod tests {
 
     #[test]
     fn output_head_plus_body_equals_the_whole_message() {
-        let codec: MessageCodec<ClientMessage> = MessageCodec::new("<H".parse().unwrap(), 1000);
+        let codec = ServerCodec::new("<H".parse().unwrap(), 1000);
         for (stderr, msg) in [
             (false, ServerMessage::Stdout(Bytes::from("abc"))),
             (true, ServerMessage::Stderr(Bytes::from("abc"))),
         ] {
             let mut whole = BytesMut::new();
-            let mut c: MessageCodec<ClientMessage> = MessageCodec::new("<H".parse().unwrap(), 1000);
+            let mut c = ServerCodec::new("<H".parse().unwrap(), 1000);
             c.encode(msg, &mut whole).unwrap();
             let mut head = BytesMut::new();
             codec.encode_output_head(stderr, 3, &mut head).unwrap();
@@ -469,8 +735,7 @@ mod tests {
 
     #[test]
     fn sends_stay_within_the_peer_limit() {
-        let mut codec: MessageCodec<ClientMessage> =
-            MessageCodec::new(HeaderFormat::NETWORK_U32, 1 << 20);
+        let mut codec = ServerCodec::new(HeaderFormat::NETWORK_U32, 1 << 20);
         codec.set_peer_max_frame(10);
         assert_eq!(codec.max_body(), 9);
         let mut buf = BytesMut::new();

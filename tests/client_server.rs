@@ -128,16 +128,17 @@ async fn large_output_split_into_frames_the_header_can_hold() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn output_split_to_the_client_max_frame() {
-    // The client accepts at most 100-byte frames; the server learns it from the hello
-    // and cuts seq's 3893 bytes to fit (the client would refuse a larger frame).
+    // The client accepts at most 1024-byte frames (the least a hello may ask for); the
+    // server learns it from the hello and cuts seq's 48894 bytes to fit (the client would
+    // refuse a larger frame).
     let addr = start_server(framed()).await.to_string();
     let r = rcmd(
-        &["client", &addr, "--max-frame", "100", "--", "seq 1 1000"],
+        &["client", &addr, "--max-frame", "1024", "--", "seq 1 10000"],
         b"",
     )
     .await;
     r.expect_code(0);
-    let expected: String = (1..=1000).map(|i| format!("{i}\n")).collect();
+    let expected: String = (1..=10000).map(|i| format!("{i}\n")).collect();
     assert_eq!(r.stdout_str(), expected);
 }
 

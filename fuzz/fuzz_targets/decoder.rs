@@ -7,7 +7,7 @@ use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
 use rcmd::codec::FrameCodec;
 use rcmd::header::HeaderFormat;
-use rcmd::protocol::{ClientMessage, MessageCodec, ServerMessage};
+use rcmd::protocol::{ClientCodec, ServerCodec};
 use tokio_util::codec::Decoder;
 
 const FORMATS: &[&str] = &[
@@ -26,8 +26,8 @@ fuzz_target!(|data: &[u8]| {
     let step = usize::from(cut).max(1);
 
     let mut frames = FrameCodec::new(fmt, MAX);
-    let mut client: MessageCodec<ClientMessage> = MessageCodec::new(fmt, MAX);
-    let mut server: MessageCodec<ServerMessage> = MessageCodec::new(fmt, MAX);
+    let mut client: ServerCodec = ServerCodec::new(fmt, MAX);
+    let mut server: ClientCodec = ClientCodec::new(fmt, MAX);
     let (mut a, mut b, mut c) = (BytesMut::new(), BytesMut::new(), BytesMut::new());
     let (mut a_ok, mut b_ok, mut c_ok) = (true, true, true);
     for piece in stream.chunks(step) {

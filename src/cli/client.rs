@@ -1,12 +1,14 @@
 //! `rcmd client`.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Args;
 
-use super::{init_logging, Failure, WireArgs};
+use super::{init_logging, seconds, Failure, WireArgs};
 use crate::auth::Token;
-use crate::client::{self, ClientConfig, Input, Output};
+use crate::client::{self, terminal, ClientConfig, Input, Output, Session, Tty};
 use crate::wire::Protocol;
 
 /// Exit code for a connection, protocol or usage error, as ssh uses.
@@ -14,8 +16,9 @@ const CLIENT_FAILED: i32 = 255;
 
 #[derive(Debug, Args)]
 pub(super) struct ClientArgs {
-    /// Server address: HOST:PORT, where HOST is a name, an IPv4 address or [IPv6]
-    #[arg(value_name = "HOST:PORT")]
+    /// Server address: HOST or HOST:PORT (port 9000 unless given), where HOST is a name,
+    /// an IPv4 address or [IPv6]
+    #[arg(value_name = "HOST[:PORT]")]
     addr: String,
 
     #[command(flatten)]
@@ -29,6 +32,34 @@ pub(super) struct ClientArgs {
     /// File holding the token (a trailing newline is ignored)
     #[arg(long, value_name = "FILE")]
     token_file: Option<PathBuf>,
+
+    /// Give the command an empty stdin instead of forwarding ours (as ssh -n)
+    #[arg(short = 'n')]
+    no_stdin: bool,
+
+    /// Run the command in a pseudo-terminal on the server (as ssh -t): for top, vi, a
+    /// REPL. Without a command, this is what happens at a terminal anyway
+    #[arg(short = 't', conflicts_with = "no_tty")]
+    tty: bool,
+
+    /// Never ask for a pseudo-terminal (as ssh -T); without a command at a terminal,
+    /// read command lines at a prompt instead of opening a remote shell
+    #[arg(short = 'T')]
+    no_tty: bool,
+
+    /// Set NAME to VALUE for the command (repeatable); `-e NAME` sends our own value. The
+    /// server accepts only the names its --accept-env allows (by default LANG, LC_*)
+    #[arg(short = 'e', value_name = "NAME[=VALUE]")]
+    env: Vec<String>,
+
+    /// Directory to run the command in, on the server (relative to its --workdir, by
+    /// default its user's home)
+    #[arg(long, value_name = "DIR")]
+    cwd: Option<String>,
+
+    /// Give up connecting after this many seconds
+    #[arg(long, value_name = "SECS", value_parser = seconds)]
+    connect_timeout: Option<Duration>,
 
     /// Command to run remotely; without one, each line of standard input is a command.
     /// Several words are quoted so they arrive as typed; a single word is sent as the
@@ -60,28 +91,109 @@ pub(super) fn run(args: ClientArgs) -> Result<i32, Failure> {
         std::env::var("RCMD_TOKEN").ok(),
     )
     .map_err(|e| Failure::new(CLIENT_FAILED, e))?;
+    let at_terminal = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
+    // No command at a terminal: a remote login shell, as `ssh host` opens; -T asks for
+    // the line-by-line prompt instead.
+    let login_shell = args.command.is_empty() && at_terminal && !args.no_tty;
+    let want_tty = args.tty || login_shell;
+    if (want_tty || !args.env.is_empty() || args.cwd.is_some()) && wire.protocol != Protocol::Framed
+    {
+        return Err(Failure::new(
+            CLIENT_FAILED,
+            format!(
+                "-t, -e and --cwd need --protocol framed; the {} mode only carries command lines",
+                wire.protocol.name()
+            ),
+        ));
+    }
+    let session = Session {
+        env: args
+            .env
+            .iter()
+            .map(|spec| env_pair(spec))
+            .collect::<Result<_, _>>()?,
+        cwd: args.cwd.map(String::into_bytes),
+        tty: want_tty.then(|| {
+            let (rows, cols) = terminal::window_size().unwrap_or((24, 80));
+            Tty {
+                rows,
+                cols,
+                term: std::env::var("TERM")
+                    .unwrap_or_else(|_| "dumb".into())
+                    .into_bytes(),
+            }
+        }),
+        forward_signals: true,
+    };
     let config = ClientConfig {
         wire,
         token,
+        connect_timeout: args.connect_timeout,
+        session,
         ..ClientConfig::new(wire.protocol)
     };
-    let input = if args.command.is_empty() {
+    let input = if login_shell {
+        Input::one(Vec::new()).with_stdin()
+    } else if args.command.is_empty() {
         Input::stdin(format!("{}> ", args.addr))
     } else {
-        Input::one(command_line(&args.command).into_bytes())
+        let one = Input::one(command_line(&args.command).into_bytes());
+        if args.no_stdin || wire.protocol != Protocol::Framed {
+            one
+        } else {
+            one.with_stdin()
+        }
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| Failure::new(CLIENT_FAILED, e))?;
-    runtime
-        .block_on(client::run(
-            &args.addr,
-            &config,
-            input,
-            &mut Output::terminal(),
-        ))
-        .map_err(|e| Failure::new(CLIENT_FAILED, e))
+    // Every key goes to the remote terminal, Ctrl-C included; restored on every way out
+    // (the guard's drop, and a panic hook for a panic).
+    let raw = if want_tty && std::io::stdin().is_terminal() {
+        terminal::RawMode::enter()
+    } else {
+        None
+    };
+    let result = runtime.block_on(client::run(
+        &args.addr,
+        &config,
+        input,
+        &mut Output::terminal(),
+    ));
+    drop(raw);
+    // Threads still blocked reading our stdin must not keep the process alive.
+    runtime.shutdown_background();
+    match result {
+        Ok(code) => Ok(code),
+        // Our output was closed (`| head`): end quietly, as a command killed by SIGPIPE.
+        Err(e) if e.is_local_broken_pipe() => Ok(SIGPIPE_STATUS),
+        Err(e) => Err(Failure::new(CLIENT_FAILED, e)),
+    }
+}
+
+/// How a shell reports a command killed by SIGPIPE.
+const SIGPIPE_STATUS: i32 = 128 + libc::SIGPIPE;
+
+/// `NAME=VALUE`, or `NAME` for our own value of it.
+fn env_pair(spec: &str) -> Result<(Vec<u8>, Vec<u8>), Failure> {
+    use std::os::unix::ffi::OsStrExt;
+    match spec.split_once('=') {
+        Some((name, value)) if !name.is_empty() => {
+            Ok((name.as_bytes().to_vec(), value.as_bytes().to_vec()))
+        }
+        Some(_) => Err(Failure::new(
+            CLIENT_FAILED,
+            format!("-e {spec}: no variable name"),
+        )),
+        None => match std::env::var_os(spec) {
+            Some(value) => Ok((spec.as_bytes().to_vec(), value.as_bytes().to_vec())),
+            None => Err(Failure::new(
+                CLIENT_FAILED,
+                format!("-e {spec}: {spec} is not set here; give a value with -e {spec}=VALUE"),
+            )),
+        },
+    }
 }
 
 /// The command line for the words after `HOST:PORT`. Several words are each quoted, so

@@ -4,6 +4,7 @@
 mod client;
 mod demo;
 mod server;
+mod supervise;
 
 use clap::builder::TypedValueParser;
 use clap::{Args, Parser, Subcommand};
@@ -29,6 +30,9 @@ enum Command {
     Client(client::ClientArgs),
     /// Watch the sticky-packet bug happen, and its fix (`rcmd demo` lists the demos).
     Demo(demo::DemoArgs),
+    /// Runs one command for the server and makes sure nothing it starts outlives it.
+    #[command(hide = true)]
+    Supervise(supervise::SuperviseArgs),
 }
 
 /// The wire settings; both ends must use the same ones.
@@ -49,7 +53,7 @@ struct WireArgs {
 
     /// Largest frame accepted from the peer, in bytes (framed; the JSON header in json-header)
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_FRAME,
-          value_parser = clap::value_parser!(u32).range(16..).map(|v| v as usize))]
+          value_parser = clap::value_parser!(u32).range(1024..).map(|v| v as usize))]
     max_frame: usize,
 
     /// Bytes one read may return where the mode has no framing, like the tutorial's recv(1024)
@@ -95,6 +99,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::Server(args) => server::run(args),
         Command::Client(args) => client::run(args),
         Command::Demo(args) => demo::run(args),
+        Command::Supervise(args) => supervise::run(args),
     };
     match result {
         Ok(code) => code,
@@ -103,6 +108,26 @@ pub fn run(cli: Cli) -> i32 {
             f.code
         }
     }
+}
+
+/// Parses a number of seconds, fractions allowed.
+fn seconds(s: &str) -> Result<std::time::Duration, String> {
+    s.parse::<f64>()
+        .ok()
+        .and_then(|v| std::time::Duration::try_from_secs_f64(v).ok())
+        .ok_or_else(|| format!("{s:?} is not a number of seconds"))
+}
+
+/// Exit code for a command line that cannot be parsed: the same as every other failure
+/// of rcmd's own, as ssh does, so anything else is always the remote command's status.
+pub const USAGE_FAILED: i32 = 255;
+
+/// Parses the process's arguments, or prints why they are wrong (or the help) and exits.
+pub fn parse() -> Cli {
+    Cli::try_parse().unwrap_or_else(|e| {
+        let _ = e.print();
+        std::process::exit(if e.use_stderr() { USAGE_FAILED } else { 0 });
+    })
 }
 
 /// Sends `tracing` output to stderr, filtered by `RUST_LOG` or else by `default`.

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::{init_logging, Failure, WireArgs};
+use super::{init_logging, seconds, Failure, WireArgs};
 use crate::auth::{check_exposure, Token};
 use crate::exec::ExecMode;
 use crate::server::{self, Limits, ServerConfig};
@@ -57,17 +57,25 @@ pub(super) struct ServerArgs {
     #[arg(long, value_name = "SECS", value_parser = seconds, default_value = "10")]
     auth_timeout: Duration,
 
-    /// On SIGINT or SIGTERM, seconds running commands get to finish before they are killed
+    /// On SIGINT, SIGTERM, SIGHUP or SIGQUIT, seconds running commands get to finish
+    /// before they are killed
     #[arg(long, value_name = "SECS", value_parser = seconds, default_value = "10")]
     grace: Duration,
-}
 
-/// Parses a number of seconds, fractions allowed.
-fn seconds(s: &str) -> Result<Duration, String> {
-    s.parse::<f64>()
-        .ok()
-        .and_then(|v| Duration::try_from_secs_f64(v).ok())
-        .ok_or_else(|| format!("{s:?} is not a number of seconds"))
+    /// Let background processes a command started live on after it ends, as ssh does
+    /// (by default everything a command started is killed when it ends)
+    #[arg(long)]
+    allow_detach: bool,
+
+    /// Directory commands run in, and that a client's --cwd is relative to
+    /// [default: this user's home, as with ssh]
+    #[arg(long, value_name = "DIR")]
+    workdir: Option<PathBuf>,
+
+    /// Environment variables clients may set with -e (`*` and `?` match), as sshd's
+    /// AcceptEnv; repeat it or separate names with spaces [default: LANG LC_*]
+    #[arg(long, value_name = "PATTERN")]
+    accept_env: Vec<String>,
 }
 
 pub(super) fn run(args: ServerArgs) -> Result<i32, Failure> {
@@ -79,6 +87,27 @@ pub(super) fn run(args: ServerArgs) -> Result<i32, Failure> {
         std::env::var("RCMD_TOKEN").ok(),
     )
     .map_err(|e| fail(&e))?;
+    let workdir = match args.workdir {
+        Some(dir) => {
+            if !dir.is_dir() {
+                return Err(fail(&format!(
+                    "--workdir {}: not a directory",
+                    dir.display()
+                )));
+            }
+            Some(dir)
+        }
+        None => crate::exec::home_dir().filter(|h| h.is_dir()),
+    };
+    let defaults = ServerConfig::new(args.wire.wire().protocol);
+    let accept_env = if args.accept_env.is_empty() {
+        defaults.accept_env
+    } else {
+        args.accept_env
+            .iter()
+            .flat_map(|p| p.split_whitespace().map(String::from))
+            .collect()
+    };
     let config = ServerConfig {
         wire: args.wire.wire(),
         exec: if args.exec {
@@ -94,6 +123,13 @@ pub(super) fn run(args: ServerArgs) -> Result<i32, Failure> {
             auth_timeout: args.auth_timeout,
             grace: args.grace,
         },
+        // Every command runs under this same executable's `supervise`; /proc/self/exe
+        // still works if the file was replaced while the server runs.
+        supervisor: Some(PathBuf::from("/proc/self/exe")),
+        allow_detach: args.allow_detach,
+        workdir,
+        accept_env,
+        version: defaults.version,
     };
     let runtime = tokio::runtime::Runtime::new().map_err(|e| fail(&e))?;
     runtime.block_on(async {
@@ -133,12 +169,19 @@ pub(super) fn run(args: ServerArgs) -> Result<i32, Failure> {
     })
 }
 
-/// Completes on SIGINT or SIGTERM.
+/// Completes on SIGINT, SIGTERM, SIGHUP (the terminal the server runs in was closed) or
+/// SIGQUIT: each is a graceful stop, so no command is left behind by any of them.
 async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+    let install = |kind| signal(kind).expect("installing a signal handler");
+    let mut term = install(SignalKind::terminate());
+    let mut hup = install(SignalKind::hangup());
+    let mut quit = install(SignalKind::quit());
+    let mut int = install(SignalKind::interrupt());
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
+        _ = int.recv() => {}
         _ = term.recv() => {}
+        _ = hup.recv() => {}
+        _ = quit.recv() => {}
     }
 }

@@ -1,20 +1,37 @@
 //! The `framed` protocol, client side. Commands are sent as soon as they are read, without
 //! waiting for earlier replies (pipelining); replies come back in request order.
+//!
+//! With a version-2 server, a one-shot command is a session as with ssh: its environment,
+//! directory and terminal are set up first, standard input follows as the server grants
+//! room for it, and Ctrl-C, SIGTERM, SIGHUP and terminal resizes are passed on.
 
 use std::io::Write;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
+use tokio::signal::unix::{signal, Signal, SignalKind};
+use tokio::time::Instant;
 use tokio_util::codec::{FramedRead, FramedWrite};
 
 use super::{ClientConfig, ClientError, Input, Output};
-use crate::protocol::{ClientMessage, Hello, MessageCodec, ServerMessage, MAX_HELLO_FRAME};
+use crate::protocol::{
+    signal_name, ClientCodec, ClientMessage, Hello, ServerMessage, MAX_HELLO_FRAME,
+};
 use crate::status::Status;
 
 /// Room for one read from the socket. Large output arrives in large frames; reading them
 /// in large pieces means fewer system calls per byte.
 const READ_BUFFER: usize = 1 << 20;
+/// After passing a signal on, how long the command gets to end before we hang up (and
+/// the server kills it). A second Ctrl-C within this long hangs up at once.
+pub const SIGNAL_GRACE: Duration = Duration::from_secs(2);
+/// Two Ctrl-C this close together mean "stop waiting".
+const DOUBLE_INTERRUPT: Duration = Duration::from_secs(1);
+
+type Reader = FramedRead<tokio::net::tcp::OwnedReadHalf, ClientCodec>;
+type Writer = FramedWrite<tokio::net::tcp::OwnedWriteHalf, ClientCodec>;
 
 pub(super) async fn run<O: Write, E: Write>(
     stream: TcpStream,
@@ -26,54 +43,88 @@ pub(super) async fn run<O: Write, E: Write>(
     let (rd, wr) = stream.into_split();
     let mut reader = FramedRead::with_capacity(
         rd,
-        MessageCodec::<ServerMessage>::new(wire.header, MAX_HELLO_FRAME),
+        ClientCodec::new(wire.header, MAX_HELLO_FRAME),
         READ_BUFFER,
     );
-    let mut writer = FramedWrite::new(
-        wr,
-        MessageCodec::<ServerMessage>::new(wire.header, wire.max_frame),
-    );
-
-    let token = config
-        .token
-        .as_ref()
-        .map_or_else(Bytes::new, |t| Bytes::copy_from_slice(t.as_bytes()));
-    writer
-        .send(ClientMessage::Hello(Hello::new(wire.max_frame, token)))
-        .await?;
-    match reader.next().await {
-        Some(Ok(ServerMessage::Hello(h))) => writer.encoder_mut().set_peer_max_frame(h.max_frame),
-        Some(Ok(ServerMessage::Error(m))) => return Err(ClientError::Server(m)),
-        Some(Ok(other)) => {
-            return Err(ClientError::Server(format!(
-                "expected a hello, got {other:?}"
-            )))
-        }
-        Some(Err(e)) => return Err(e.into()),
-        None => return Err(ClientError::Closed { unanswered: 0 }),
-    }
+    let mut writer = FramedWrite::new(wr, ClientCodec::new(wire.header, wire.max_frame));
+    let version = handshake(&mut reader, &mut writer, config).await?;
     reader.decoder_mut().set_max_frame(wire.max_frame);
+
+    let session = &config.session;
+    let one_shot = input.is_one_shot();
+    if version < 2 {
+        // An older server: what it cannot do must not silently happen some other way.
+        if session.cwd.is_some() || !session.env.is_empty() {
+            return Err(ClientError::Usage(
+                "the server speaks protocol version 1, which cannot set a command's \
+                 directory or environment (--cwd, -e): upgrade the server"
+                    .into(),
+            ));
+        }
+        if session.tty.is_some() {
+            out.err(b"rcmd: warning: the server speaks protocol version 1: no terminal\n")?;
+        }
+    }
+    let mut stdin = input.take_stdin().filter(|_| version >= 2 && one_shot);
+    let mut signals = if version >= 2 && session.forward_signals {
+        Some(Signals::new()?)
+    } else {
+        None
+    };
+    let mut tty_active = false;
 
     let mut pending = 0usize;
     let mut input_open = true;
     let mut last = 0;
+    // Stdin for the one-shot command: room the server has granted, and a chunk read but
+    // not yet sent for lack of room.
+    let mut credit = 0usize;
+    let mut held: Option<Bytes> = None;
+    let mut stdin_open = stdin.is_some();
+    let mut grace: Option<Instant> = None;
+    let mut last_interrupt: Option<Instant> = None;
     while input_open || pending > 0 {
+        let max_body = writer.encoder().max_body();
+        let can_send_stdin = stdin_open && pending > 0;
         tokio::select! {
             line = input.next(), if input_open => match line {
                 Some(line) => {
-                    let max = writer.encoder().max_body();
-                    if line.len() > max {
+                    if line.len() > max_body {
                         return Err(ClientError::Usage(format!(
-                            "command of {} bytes is longer than one frame allows ({max} bytes \
-                             with header '{}' and the server's --max-frame)",
+                            "command of {} bytes is longer than one frame allows ({max_body} \
+                             bytes with header '{}' and the server's --max-frame)",
                             line.len(), wire.header
                         )));
                     }
-                    writer.send(ClientMessage::Run(line.into())).await?;
+                    if version >= 2 && one_shot {
+                        for msg in session.setup_messages() {
+                            writer.feed(msg).await?;
+                        }
+                        tty_active = session.tty.is_some();
+                    }
+                    let line = Bytes::from(line);
+                    let msg = if stdin_open {
+                        ClientMessage::RunWithStdin(line)
+                    } else {
+                        ClientMessage::Run(line)
+                    };
+                    writer.send(msg).await?;
                     pending += 1;
                 }
                 None => input_open = false,
             },
+            chunk = next_stdin(&mut stdin, &mut held, credit, max_body), if can_send_stdin => {
+                match chunk {
+                    Some(data) => {
+                        credit -= data.len();
+                        writer.send(ClientMessage::Stdin(data)).await?;
+                    }
+                    None => {
+                        stdin_open = false;
+                        writer.send(ClientMessage::StdinEof).await?;
+                    }
+                }
+            }
             msg = reader.next(), if pending > 0 => match msg {
                 Some(Ok(ServerMessage::Stdout(b))) => out.out(&b)?,
                 Some(Ok(ServerMessage::Stderr(b))) => out.err(&b)?,
@@ -83,7 +134,12 @@ pub(super) async fn run<O: Write, E: Write>(
                     }
                     last = status.exit_code();
                     pending -= 1;
+                    grace = None;
                     input.replied();
+                }
+                Some(Ok(ServerMessage::Credit(n))) => credit += n as usize,
+                Some(Ok(ServerMessage::Notice(m))) => {
+                    out.err(format!("rcmd: warning: {m}\n").as_bytes())?;
                 }
                 Some(Ok(ServerMessage::Error(m))) => return Err(ClientError::Server(m)),
                 Some(Ok(ServerMessage::Hello(_))) => {
@@ -92,7 +148,122 @@ pub(super) async fn run<O: Write, E: Write>(
                 Some(Err(e)) => return Err(e.into()),
                 None => return Err(ClientError::Closed { unanswered: pending }),
             },
+            sig = next_signal(&mut signals) => {
+                if sig == libc::SIGWINCH {
+                    if tty_active {
+                        if let Some((rows, cols)) = super::terminal::window_size() {
+                            writer.send(ClientMessage::Resize { rows, cols }).await?;
+                        }
+                    }
+                    continue;
+                }
+                if pending == 0 {
+                    // Nothing running to pass it on to: the signal is for us.
+                    return Ok(128 + sig);
+                }
+                let now = Instant::now();
+                if sig == libc::SIGINT
+                    && last_interrupt.is_some_and(|t| now.duration_since(t) < DOUBLE_INTERRUPT)
+                {
+                    return Ok(128 + sig);
+                }
+                if sig == libc::SIGINT {
+                    last_interrupt = Some(now);
+                }
+                if let Some(name) = signal_name(sig) {
+                    writer.send(ClientMessage::Signal(name.into())).await?;
+                }
+                grace.get_or_insert(now + SIGNAL_GRACE);
+                last = 128 + sig;
+            }
+            _ = crate::deadline::until(grace) => {
+                // The command did not end on the signal: hang up, and the server kills it.
+                out.err(b"rcmd: the command did not end after the signal; disconnecting\n")?;
+                return Ok(last);
+            }
         }
     }
     Ok(last)
+}
+
+/// Sends our hello and reads the server's; returns the protocol version both speak.
+async fn handshake(
+    reader: &mut Reader,
+    writer: &mut Writer,
+    config: &ClientConfig,
+) -> Result<u8, ClientError> {
+    let wire = config.wire;
+    let token = config
+        .token
+        .as_ref()
+        .map_or_else(Bytes::new, |t| Bytes::copy_from_slice(t.as_bytes()));
+    writer
+        .send(ClientMessage::Hello(Hello::new(wire.max_frame, token)))
+        .await?;
+    match reader.next().await {
+        Some(Ok(ServerMessage::Hello(h))) => {
+            h.check().map_err(ClientError::Server)?;
+            writer.encoder_mut().set_peer_max_frame(h.max_frame);
+            Ok(h.version.min(crate::protocol::VERSION))
+        }
+        Some(Ok(ServerMessage::Error(m))) => Err(ClientError::Server(m)),
+        Some(Ok(other)) => Err(ClientError::Server(format!(
+            "expected a hello, got {other:?}"
+        ))),
+        Some(Err(e)) => Err(e.into()),
+        None => Err(ClientError::Closed { unanswered: 0 }),
+    }
+}
+
+/// The next piece of stdin to send, within `credit` and one frame; `None` at its end.
+/// Pending while there is no room, so the server's grants pace how fast we read.
+async fn next_stdin(
+    stdin: &mut Option<tokio::sync::mpsc::Receiver<Bytes>>,
+    held: &mut Option<Bytes>,
+    credit: usize,
+    max_body: usize,
+) -> Option<Bytes> {
+    if credit == 0 {
+        return std::future::pending().await;
+    }
+    let mut data = match held.take() {
+        Some(d) => d,
+        None => stdin.as_mut()?.recv().await?,
+    };
+    let room = credit.min(max_body);
+    if data.len() > room {
+        *held = Some(data.split_off(room));
+    }
+    Some(data)
+}
+
+/// The signals a session passes on to the remote command.
+struct Signals {
+    int: Signal,
+    term: Signal,
+    hup: Signal,
+    winch: Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Signals> {
+        Ok(Signals {
+            int: signal(SignalKind::interrupt())?,
+            term: signal(SignalKind::terminate())?,
+            hup: signal(SignalKind::hangup())?,
+            winch: signal(SignalKind::window_change())?,
+        })
+    }
+}
+
+async fn next_signal(signals: &mut Option<Signals>) -> libc::c_int {
+    let Some(s) = signals else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = s.int.recv() => libc::SIGINT,
+        _ = s.term.recv() => libc::SIGTERM,
+        _ = s.hup.recv() => libc::SIGHUP,
+        _ = s.winch.recv() => libc::SIGWINCH,
+    }
 }

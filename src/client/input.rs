@@ -1,74 +1,85 @@
 //! Where a client's command lines come from: the command line (one-shot), a pipe, or a
-//! person at a terminal.
+//! person at a terminal; and, for a one-shot command, the standard input it is sent.
 //!
 //! Standard input is read on its own thread: reading it blocks, and the connection must
 //! keep moving meanwhile (a piped client sends the next lines while replies stream back).
 
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{BufRead, IsTerminal, Read, Write};
 use std::sync::mpsc as std_mpsc;
 
+use bytes::Bytes;
 use tokio::sync::mpsc;
 
-/// A stream of command lines, never empty ones.
+/// How much of our stdin one read takes when forwarding it.
+const STDIN_CHUNK: usize = 256 * 1024;
+/// Chunks read ahead of the connection: with the chunk size, what forwarding may hold in
+/// memory however fast stdin is.
+const STDIN_AHEAD: usize = 4;
+
+/// A stream of command lines, never empty ones, and maybe the stdin to forward.
 pub struct Input {
     lines: mpsc::Receiver<Vec<u8>>,
     /// Present when a person is typing: the prompt waits until the reply is shown.
     replied: Option<std_mpsc::Sender<()>>,
+    one_shot: bool,
+    stdin: Option<mpsc::Receiver<Bytes>>,
 }
 
 impl Input {
-    /// Exactly one command line.
+    /// Exactly one command line, with an empty stdin.
     pub fn one(line: Vec<u8>) -> Input {
         let (tx, rx) = mpsc::channel(1);
         tx.try_send(line).expect("fresh channel has room");
         Input {
             lines: rx,
             replied: None,
+            one_shot: true,
+            stdin: None,
         }
     }
 
-    /// Lines from standard input. On a terminal each line is prompted for with `prompt`
-    /// and `exit` ends the session; piped, every non-empty line is a command.
-    pub fn stdin(prompt: String) -> Input {
-        let interactive = std::io::stdin().is_terminal();
-        let (tx, rx) = mpsc::channel(64);
-        let (replied_tx, replied_rx) = std_mpsc::channel::<()>();
+    /// Forwards this process's standard input to the one-shot command, read as it comes.
+    pub fn with_stdin(self) -> Input {
+        self.with_stdin_from(std::io::stdin())
+    }
+
+    /// Forwards `source` to the one-shot command, read on its own thread.
+    pub fn with_stdin_from<R: Read + Send + 'static>(mut self, mut source: R) -> Input {
+        let (tx, rx) = mpsc::channel(STDIN_AHEAD);
         std::thread::spawn(move || {
-            let stdin = std::io::stdin();
-            let mut stdin = stdin.lock();
-            let mut line = Vec::new();
+            let mut buf = vec![0u8; STDIN_CHUNK];
             loop {
-                if interactive {
-                    let mut err = std::io::stderr();
-                    let _ = write!(err, "{prompt}");
-                    let _ = err.flush();
-                }
-                line.clear();
-                match stdin.read_until(b'\n', &mut line) {
+                let n = match source.read(&mut buf) {
                     Ok(0) | Err(_) => break,
-                    Ok(_) => {}
-                }
-                let Some(cmd) = command_of(&line) else {
-                    continue;
+                    Ok(n) => n,
                 };
-                if interactive && cmd == b"exit" {
-                    break;
-                }
-                if tx.blocking_send(cmd.to_vec()).is_err() {
-                    break;
-                }
-                // Show the next prompt only once this command's reply is out.
-                if interactive && replied_rx.recv().is_err() {
+                if tx.blocking_send(Bytes::copy_from_slice(&buf[..n])).is_err() {
                     break;
                 }
             }
+        });
+        self.stdin = Some(rx);
+        self
+    }
+
+    /// Lines from standard input. At a terminal each line is edited with history and
+    /// `exit` ends the session; piped, every non-empty line is a command.
+    pub fn stdin(prompt: String) -> Input {
+        let interactive = std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
+        let (tx, rx) = mpsc::channel(64);
+        let (replied_tx, replied_rx) = std_mpsc::channel::<()>();
+        std::thread::spawn(move || {
             if interactive {
-                eprintln!();
+                prompt_lines(&prompt, &tx, &replied_rx);
+            } else {
+                piped_lines(&tx);
             }
         });
         Input {
             lines: rx,
             replied: interactive.then_some(replied_tx),
+            one_shot: false,
+            stdin: None,
         }
     }
 
@@ -77,12 +88,77 @@ impl Input {
         self.lines.recv().await
     }
 
+    /// Whether this is a single command given on the command line.
+    pub fn is_one_shot(&self) -> bool {
+        self.one_shot
+    }
+
+    /// The stdin to forward, if any, as chunks in order; the channel ends with it.
+    pub fn take_stdin(&mut self) -> Option<mpsc::Receiver<Bytes>> {
+        self.stdin.take()
+    }
+
     /// Tells the input that a reply is complete (lets a terminal prompt again).
     pub fn replied(&self) {
         if let Some(tx) = &self.replied {
             let _ = tx.send(());
         }
     }
+}
+
+fn piped_lines(tx: &mpsc::Sender<Vec<u8>>) {
+    let stdin = std::io::stdin();
+    let mut stdin = stdin.lock();
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match stdin.read_until(b'\n', &mut line) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        if let Some(cmd) = command_of(&line) {
+            if tx.blocking_send(cmd.to_vec()).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// A person at a terminal: a line editor with history, one command per line.
+fn prompt_lines(prompt: &str, tx: &mpsc::Sender<Vec<u8>>, replied: &std_mpsc::Receiver<()>) {
+    use rustyline::error::ReadlineError;
+    let mut err = std::io::stderr();
+    let _ = writeln!(
+        err,
+        "rcmd: each line runs on its own in a new shell (so `cd` does not carry over); \
+         `exit` or Ctrl-D ends. For one shell session, leave out -T (or use -t)."
+    );
+    let Ok(mut editor) = rustyline::DefaultEditor::new() else {
+        return piped_lines(tx);
+    };
+    loop {
+        let line = match editor.readline(prompt) {
+            Ok(line) => line,
+            // Ctrl-C at the prompt clears the line, as in a shell.
+            Err(ReadlineError::Interrupted) => continue,
+            Err(_) => break,
+        };
+        let Some(cmd) = command_of(line.as_bytes()) else {
+            continue;
+        };
+        let _ = editor.add_history_entry(line.as_str());
+        if cmd == b"exit" {
+            break;
+        }
+        if tx.blocking_send(cmd.to_vec()).is_err() {
+            break;
+        }
+        // Show the next prompt only once this command's reply is out.
+        if replied.recv().is_err() {
+            break;
+        }
+    }
+    let _ = writeln!(err);
 }
 
 /// The command in one input line: without its line ending, `None` when blank.
@@ -97,7 +173,7 @@ fn command_of(line: &[u8]) -> Option<&[u8]> {
 
 #[cfg(test)]
 mod tests {
-    use super::command_of;
+    use super::*;
 
     #[test]
     fn blank_lines_are_skipped_and_endings_trimmed() {
@@ -105,5 +181,19 @@ mod tests {
         assert_eq!(command_of(b"  \t\r\n"), None);
         assert_eq!(command_of(b"echo hi\r\n"), Some(&b"echo hi"[..]));
         assert_eq!(command_of(b"  ls -l \n"), Some(&b"ls -l"[..]));
+    }
+
+    #[tokio::test]
+    async fn forwarded_stdin_arrives_whole_and_ends() {
+        let data: Vec<u8> = (0..=255u8).cycle().take(STDIN_CHUNK * 3 + 7).collect();
+        let mut input =
+            Input::one(b"cat".to_vec()).with_stdin_from(std::io::Cursor::new(data.clone()));
+        let mut got = Vec::new();
+        let mut stdin = input.take_stdin().unwrap();
+        while let Some(chunk) = stdin.recv().await {
+            assert!(chunk.len() <= STDIN_CHUNK);
+            got.extend_from_slice(&chunk);
+        }
+        assert_eq!(got, data);
     }
 }

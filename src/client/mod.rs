@@ -6,6 +6,7 @@
 
 mod framed;
 pub mod input;
+pub mod terminal;
 mod tutorial;
 
 use std::fmt;
@@ -17,7 +18,7 @@ use tokio::net::TcpStream;
 pub use input::Input;
 
 use crate::auth::Token;
-use crate::protocol::ProtocolError;
+use crate::protocol::{ClientMessage, ProtocolError};
 use crate::wire::{Protocol, Wire};
 
 /// How long the naive client waits for a reply before saying it cannot tell why none came.
@@ -31,6 +32,10 @@ pub struct ClientConfig {
     pub naive_wait: Duration,
     /// Sent in the hello when the server requires one (framed mode).
     pub token: Option<Token>,
+    /// How long connecting may take; `None`: as long as the system allows.
+    pub connect_timeout: Option<Duration>,
+    /// What a one-shot command asks for around it (framed mode, protocol version 2).
+    pub session: Session,
 }
 
 impl ClientConfig {
@@ -40,7 +45,56 @@ impl ClientConfig {
             wire: Wire::new(protocol),
             naive_wait: NAIVE_WAIT,
             token: None,
+            connect_timeout: None,
+            session: Session::default(),
         }
+    }
+}
+
+/// A one-shot command's surroundings, as ssh sets them up: environment, directory,
+/// terminal, and whether Ctrl-C and friends are passed on.
+#[derive(Debug, Clone, Default)]
+pub struct Session {
+    /// Variables to set (the server may refuse some, and says so).
+    pub env: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Directory to run in, on the server.
+    pub cwd: Option<Vec<u8>>,
+    /// A pseudo-terminal on the server.
+    pub tty: Option<Tty>,
+    /// Pass SIGINT, SIGTERM and SIGHUP on to the remote command.
+    pub forward_signals: bool,
+}
+
+/// The terminal asked for: its size and `TERM`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tty {
+    pub rows: u16,
+    pub cols: u16,
+    pub term: Vec<u8>,
+}
+
+impl Session {
+    /// The messages that set up the next command, sent just before it.
+    fn setup_messages(&self) -> Vec<ClientMessage> {
+        let mut msgs: Vec<ClientMessage> = self
+            .env
+            .iter()
+            .map(|(name, value)| ClientMessage::Env {
+                name: name.clone().into(),
+                value: value.clone().into(),
+            })
+            .collect();
+        if let Some(dir) = &self.cwd {
+            msgs.push(ClientMessage::Cwd(dir.clone().into()));
+        }
+        if let Some(t) = &self.tty {
+            msgs.push(ClientMessage::Tty {
+                rows: t.rows,
+                cols: t.cols,
+                term: t.term.clone().into(),
+            });
+        }
+        msgs
     }
 }
 
@@ -61,6 +115,11 @@ pub enum ClientError {
     },
     /// The request cannot be sent in this mode or with this header.
     Usage(String),
+    /// Connecting took longer than `--connect-timeout`.
+    ConnectTimeout {
+        addr: String,
+        after: Duration,
+    },
 }
 
 impl fmt::Display for ClientError {
@@ -77,11 +136,50 @@ impl fmt::Display for ClientError {
                 "the server closed the connection with {unanswered} command(s) unanswered"
             ),
             ClientError::Usage(m) => write!(f, "{m}"),
+            ClientError::ConnectTimeout { addr, after } => write!(
+                f,
+                "cannot connect to {addr}: no answer within {}s (--connect-timeout)",
+                after.as_secs_f64()
+            ),
         }
     }
 }
 
 impl std::error::Error for ClientError {}
+
+impl ClientError {
+    /// Whether this is our own stdout (or stderr) closing under us, as when the output
+    /// is piped into `head`. Not an error to report: like a local command killed by
+    /// SIGPIPE, the client ends quietly with status 141.
+    pub fn is_local_broken_pipe(&self) -> bool {
+        match self {
+            ClientError::Io(e) => e
+                .get_ref()
+                .is_some_and(|inner| inner.is::<LocalOutputClosed>()),
+            _ => false,
+        }
+    }
+}
+
+/// Marks an error writing our own output, to tell it apart from the socket's.
+#[derive(Debug)]
+struct LocalOutputClosed;
+
+impl fmt::Display for LocalOutputClosed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("standard output closed")
+    }
+}
+
+impl std::error::Error for LocalOutputClosed {}
+
+fn local(e: io::Error) -> io::Error {
+    if e.kind() == io::ErrorKind::BrokenPipe {
+        io::Error::new(io::ErrorKind::BrokenPipe, LocalOutputClosed)
+    } else {
+        e
+    }
+}
 
 impl From<io::Error> for ClientError {
     fn from(e: io::Error) -> Self {
@@ -103,13 +201,13 @@ pub struct Output<O: Write, E: Write> {
 
 impl<O: Write, E: Write> Output<O, E> {
     fn out(&mut self, data: &[u8]) -> io::Result<()> {
-        self.stdout.write_all(data)?;
-        self.stdout.flush()
+        self.stdout.write_all(data).map_err(local)?;
+        self.stdout.flush().map_err(local)
     }
 
     fn err(&mut self, data: &[u8]) -> io::Result<()> {
-        self.stderr.write_all(data)?;
-        self.stderr.flush()
+        self.stderr.write_all(data).map_err(local)?;
+        self.stderr.flush().map_err(local)
     }
 }
 
@@ -123,7 +221,28 @@ impl Output<io::Stdout, io::Stderr> {
     }
 }
 
-/// Connects to `addr` (`host:port`, `[v6]:port`) and runs every line of `input`.
+/// The port a server listens on unless told otherwise.
+pub const DEFAULT_PORT: u16 = 9000;
+
+/// `addr` with [`DEFAULT_PORT`] added when it names none: `host`, `1.2.3.4`, `[::1]` and a
+/// bare `::1` get `:9000`; `host:port` and `[v6]:port` are kept.
+pub fn with_default_port(addr: &str) -> String {
+    let bracketed = addr.starts_with('[');
+    let has_port = if bracketed {
+        addr.contains("]:")
+    } else {
+        addr.matches(':').count() == 1
+    };
+    if has_port {
+        addr.to_string()
+    } else if !bracketed && addr.contains(':') {
+        format!("[{addr}]:{DEFAULT_PORT}")
+    } else {
+        format!("{addr}:{DEFAULT_PORT}")
+    }
+}
+
+/// Connects to `addr` (`host`, `host:port`, `[v6]:port`) and runs every line of `input`.
 /// Returns the exit code of the last command (0 if there was none).
 ///
 /// # Errors
@@ -134,16 +253,45 @@ pub async fn run<O: Write, E: Write>(
     input: Input,
     out: &mut Output<O, E>,
 ) -> Result<i32, ClientError> {
-    let stream = TcpStream::connect(addr)
-        .await
-        .map_err(|source| ClientError::Connect {
-            addr: addr.to_string(),
-            source,
-        })?;
+    let addr = with_default_port(addr);
+    let connect = TcpStream::connect(&addr);
+    let connected =
+        match config.connect_timeout {
+            Some(after) => tokio::time::timeout(after, connect).await.map_err(|_| {
+                ClientError::ConnectTimeout {
+                    addr: addr.clone(),
+                    after,
+                }
+            })?,
+            None => connect.await,
+        };
+    let stream = connected.map_err(|source| ClientError::Connect {
+        addr: addr.clone(),
+        source,
+    })?;
     // Requests are small and we wait for their replies: do not let Nagle hold them back.
     stream.set_nodelay(true)?;
     match config.wire.protocol {
         Protocol::Framed => framed::run(stream, config, input, out).await,
         _ => tutorial::run(stream, config, input, out).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_default_port;
+
+    #[test]
+    fn addresses_without_a_port_get_9000() {
+        for (given, meant) in [
+            ("host", "host:9000"),
+            ("host:22", "host:22"),
+            ("10.1.2.3", "10.1.2.3:9000"),
+            ("[::1]", "[::1]:9000"),
+            ("[::1]:7", "[::1]:7"),
+            ("::1", "[::1]:9000"),
+        ] {
+            assert_eq!(with_default_port(given), meant);
+        }
     }
 }

@@ -21,7 +21,7 @@ use super::render::{snippet, Style};
 use super::stream::Stream;
 use super::{reference, wait_queued, Reference};
 use crate::header::HeaderFormat;
-use crate::protocol::{ClientMessage, Hello, MessageCodec, ServerMessage};
+use crate::protocol::{ClientCodec, ClientMessage, Hello, ServerMessage};
 use crate::server::{serve, ServerConfig};
 use crate::status::Status;
 use crate::wire::{Protocol, Wire};
@@ -452,7 +452,7 @@ async fn framed_half(
     } = *half;
     let header = opts.header;
     let mut conn = connect(addr).await?;
-    let mut codec = MessageCodec::<ServerMessage>::new(header, crate::codec::DEFAULT_MAX_FRAME);
+    let mut codec = ClientCodec::new(header, crate::codec::DEFAULT_MAX_FRAME);
     let mut frames = FrameReader {
         conn: &mut conn,
         buf: BytesMut::new(),
@@ -476,10 +476,7 @@ async fn framed_half(
     }
     let hello_end = frames.wire.len() - frames.buf.len();
 
-    let send = async |conn: &mut TcpStream,
-                      codec: &mut MessageCodec<ServerMessage>,
-                      cmd: &str|
-           -> io::Result<()> {
+    let send = async |conn: &mut TcpStream, codec: &mut ClientCodec, cmd: &str| -> io::Result<()> {
         let mut b = BytesMut::new();
         codec
             .encode(
@@ -567,7 +564,7 @@ impl FrameReader<'_> {
     /// The next message, and where its frame lies in the stream.
     async fn next(
         &mut self,
-        codec: &mut MessageCodec<ServerMessage>,
+        codec: &mut ClientCodec,
     ) -> io::Result<(ServerMessage, std::ops::Range<usize>)> {
         loop {
             if let Some(msg) = codec
@@ -607,7 +604,7 @@ impl FrameReader<'_> {
 
     async fn read_reply(
         &mut self,
-        codec: &mut MessageCodec<ServerMessage>,
+        codec: &mut ClientCodec,
         reply: &mut FramedReply,
         hello_end: usize,
     ) -> io::Result<()> {
@@ -641,6 +638,8 @@ impl FrameReader<'_> {
                 }
                 ServerMessage::Error(m) => return Err(invalid(format!("server: {m}"))),
                 ServerMessage::Hello(_) => return Err(invalid("unexpected hello".into())),
+                // Only sent to sessions that forward stdin or set variables.
+                ServerMessage::Credit(_) | ServerMessage::Notice(_) => {}
             }
         }
     }

@@ -1,33 +1,133 @@
 //! The `framed` protocol, server side: handshake (and authentication), then run requests
 //! in order and stream each reply while still reading the next requests, so a client may
-//! pipeline and we notice at once when it goes away.
+//! pipeline, and we notice at once when it goes away.
+//!
+//! Nothing in the loop ever waits on the peer: replies go through an [`Outbox`] written
+//! from inside the `select!`, so a client that stops reading cannot hold back a command's
+//! `--timeout`, the server's shutdown or the detection of its own departure; and if its
+//! queue makes no progress for `--idle-timeout`, the connection ends.
 
 use std::collections::VecDeque;
+use std::ffi::OsString;
 use std::net::SocketAddr;
+use std::os::unix::ffi::OsStringExt;
+use std::path::PathBuf;
+use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use futures_util::{SinkExt, StreamExt};
-use tokio::io::AsyncWriteExt;
+use futures_util::StreamExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
-use tokio_util::codec::{Encoder, FramedRead, FramedWrite};
+use tokio_util::codec::{Encoder, FramedRead};
 use tracing::{debug, info, warn};
 
-use super::{ConnError, ServerConfig, Shutdown};
-use crate::exec::{self, Event, Running};
+use super::outbox::Outbox;
+use super::{env, ConnError, ServerConfig, Shutdown};
+use crate::exec::{self, Event, Request, Running, TtyRequest, WindowSize};
 use crate::header::HeaderFormat;
 use crate::protocol::{
-    chunks, ClientMessage, Hello, MessageCodec, ProtocolError, ServerMessage, MAX_HELLO_FRAME,
-    VERSION,
+    chunks, signal_number, ClientMessage, Hello, ProtocolError, ServerCodec, ServerMessage,
+    MAX_HELLO_FRAME, STDIN_WINDOW,
 };
 use crate::status::Status;
 
 /// Requests read ahead while one runs; past this we stop reading and TCP pushes back.
 const MAX_QUEUED: usize = 64;
+/// Output queued for the peer before we stop taking more from the command: the command
+/// then waits on its full pipe, so a slow reader slows it down instead of growing memory.
+const HIGH_WATER: usize = 1 << 20;
+/// Variables one command may be given.
+const MAX_ENV: usize = 256;
+/// How long a last message (a refusal, a goodbye) may take to write before we hang up.
+const LAST_WORDS: Duration = Duration::from_secs(1);
 
-type Reader = FramedRead<OwnedReadHalf, MessageCodec<ClientMessage>>;
-type Writer = FramedWrite<OwnedWriteHalf, MessageCodec<ClientMessage>>;
+type Reader = FramedRead<OwnedReadHalf, ServerCodec>;
+
+/// The writing half of a connection: messages are encoded into the outbox and written
+/// from the loop.
+struct Writer {
+    socket: OwnedWriteHalf,
+    codec: ServerCodec,
+    outbox: Outbox,
+}
+
+impl Writer {
+    fn push(&mut self, msg: ServerMessage) -> Result<(), ProtocolError> {
+        let mut buf = BytesMut::new();
+        self.codec.encode(msg, &mut buf)?;
+        self.outbox.push(buf.freeze());
+        Ok(())
+    }
+
+    /// Queues output as frames the header and the peer can take. Each frame's small head
+    /// and its payload go out in one vectored write, straight from the buffer the pipe
+    /// was read into: the output is never copied on its way to the socket.
+    fn push_output(&mut self, data: Bytes, stderr: bool) -> Result<(), ProtocolError> {
+        for piece in chunks(data, self.codec.max_body()) {
+            let mut head = BytesMut::with_capacity(9);
+            self.codec
+                .encode_output_head(stderr, piece.len(), &mut head)?;
+            self.outbox.push(head.freeze());
+            self.outbox.push(piece);
+        }
+        Ok(())
+    }
+
+    /// Writes what is queued, giving up after `limit`: for last words to a peer that may
+    /// not be reading.
+    async fn flush_within(&mut self, limit: Duration) {
+        let _ = tokio::time::timeout(limit, async {
+            while !self.outbox.is_empty() {
+                if self.outbox.write_some(&mut self.socket).await.is_err() {
+                    return;
+                }
+            }
+        })
+        .await;
+    }
+
+    /// Tells the peer why the connection ends, as far as it is listening.
+    async fn last_words(&mut self, why: &str) {
+        if self.push(ServerMessage::Error(why.to_string())).is_ok() {
+            self.flush_within(LAST_WORDS).await;
+        }
+    }
+
+    /// Tells the peer why it is being turned away; the caller then ends the connection
+    /// with the returned error.
+    async fn refuse(&mut self, why: String) -> ConnError {
+        self.last_words(&why).await;
+        ConnError::Refused(why)
+    }
+}
+
+/// A command waiting its turn, with what the client asked for around it.
+#[derive(Debug, Default)]
+struct Job {
+    line: Bytes,
+    stdin: bool,
+    env: Vec<(OsString, OsString)>,
+    cwd: Option<PathBuf>,
+    tty: Option<TtyRequest>,
+}
+
+/// The running command's input: chunks received and not yet written to it.
+struct Input {
+    pipe: exec::Stdin,
+    pending: VecDeque<Bytes>,
+    /// The client sent `Z`: close the input once `pending` is written.
+    eof: bool,
+    /// Written since the last grant; granted back to the client in batches.
+    written: usize,
+}
+
+/// The command being run for this connection.
+struct Current {
+    running: Running,
+    line: Bytes,
+    input: Option<Input>,
+}
 
 pub(super) async fn serve(
     stream: TcpStream,
@@ -36,14 +136,14 @@ pub(super) async fn serve(
     stop: &Shutdown,
 ) -> Result<(), ConnError> {
     let wire = config.wire;
-    let limits = &config.limits;
     let (rd, wr) = stream.into_split();
     // Until the peer has said who it is, it gets only small frames.
-    let mut reader = FramedRead::new(
-        rd,
-        MessageCodec::<ClientMessage>::new(wire.header, MAX_HELLO_FRAME),
-    );
-    let mut writer = FramedWrite::new(wr, MessageCodec::new(wire.header, wire.max_frame));
+    let mut reader = FramedRead::new(rd, ServerCodec::new(wire.header, MAX_HELLO_FRAME));
+    let mut writer = Writer {
+        socket: wr,
+        codec: ServerCodec::new(wire.header, wire.max_frame),
+        outbox: Outbox::default(),
+    };
     let hello = tokio::select! {
         hello = handshake(&mut reader, &mut writer, peer, config) => hello?,
         _ = stop.drain.cancelled() => return Ok(()),
@@ -51,89 +151,363 @@ pub(super) async fn serve(
     let Some(hello) = hello else {
         return Ok(());
     };
-    writer.encoder_mut().set_peer_max_frame(hello.max_frame);
+    writer.codec.set_peer_max_frame(hello.max_frame);
     reader.decoder_mut().set_max_frame(wire.max_frame);
+    let version = hello.version.min(config.version);
     let reply = Hello {
-        version: hello.version.min(VERSION),
+        version,
         ..Hello::new(wire.max_frame, Bytes::new())
     };
-    writer.send(ServerMessage::Hello(reply)).await?;
+    writer.push(ServerMessage::Hello(reply))?;
+    Session {
+        peer,
+        config,
+        version,
+        writer,
+        queue: VecDeque::new(),
+        next_job: Job::default(),
+        current: None,
+        stdin_allowance: 0,
+    }
+    .run(&mut reader, stop)
+    .await
+}
 
-    let mut queue: VecDeque<Bytes> = VecDeque::new();
-    let mut current: Option<Running> = None;
-    // The command line `current` runs, for its log line.
-    let mut current_line = Bytes::new();
-    let mut last_activity = Instant::now();
-    let mut draining = false;
-    loop {
-        if current.is_none() {
-            if draining {
-                return goodbye(&mut writer, "the server is shutting down").await;
-            }
-            if let Some(line) = queue.pop_front() {
-                match start(&line, peer, config) {
-                    Ok(running) => current = Some(running),
-                    Err(status) => send_status(&mut writer, status, peer, &line).await?,
-                }
-                current_line = line;
-                continue;
-            }
-        }
-        // Idle means nothing to do and nothing received: a header trickled byte by byte
-        // never completes a frame, so it does not count as activity.
-        let idle_at = limits
-            .idle_timeout
-            .filter(|_| current.is_none() && queue.is_empty())
-            .map(|t| last_activity + t);
-        tokio::select! {
-            msg = reader.next(), if !draining && queue.len() < MAX_QUEUED => match msg {
-                Some(Ok(ClientMessage::Run(line))) => {
-                    queue.push_back(line);
-                    last_activity = Instant::now();
-                }
-                Some(Ok(ClientMessage::Hello(_))) => {
-                    return Err(refuse(&mut writer, "unexpected second hello".into()).await);
-                }
-                Some(Err(e)) => return Err(refuse(&mut writer, e.to_string()).await),
-                // The client is gone: dropping `current` kills what it was running.
-                None => {
-                    if current.is_some() {
-                        info!(%peer, command = %lossy(&current_line), "command killed: the client went away");
-                    }
+struct Session<'a> {
+    peer: SocketAddr,
+    config: &'a ServerConfig,
+    version: u8,
+    writer: Writer,
+    queue: VecDeque<Job>,
+    /// What `V`, `D` and `T` messages set for the next command.
+    next_job: Job,
+    current: Option<Current>,
+    /// Stdin bytes the client may still send: granted and not yet received.
+    stdin_allowance: usize,
+}
+
+impl Session<'_> {
+    async fn run(mut self, reader: &mut Reader, stop: &Shutdown) -> Result<(), ConnError> {
+        let limits = &self.config.limits;
+        let mut last_activity = Instant::now();
+        // When the outbox last moved: bytes written, or bytes queued into an empty one.
+        let mut last_progress = Instant::now();
+        let mut last_backlog = 0;
+        let mut draining = false;
+        loop {
+            if self.current.is_none() {
+                if draining {
+                    let why = "the server is shutting down";
+                    self.writer.last_words(why).await;
                     return Ok(());
                 }
-            },
-            event = next_event(&mut current) => match event {
-                Ok(Event::Stdout(b)) => send_output(&mut writer, b, false).await?,
-                Ok(Event::Stderr(b)) => send_output(&mut writer, b, true).await?,
-                Ok(Event::Done(status)) => {
-                    current = None;
-                    last_activity = Instant::now();
-                    send_status(&mut writer, status, peer, &current_line).await?;
+                if let Some(job) = self.queue.pop_front() {
+                    self.start(job)?;
+                    continue;
                 }
-                Err(e) => {
-                    current = None;
-                    let status = Status::Failed {
-                        code: 255,
-                        message: format!("rcmd: reading command output failed: {e}"),
-                    };
-                    send_status(&mut writer, status, peer, &current_line).await?;
-                }
-            },
-            _ = crate::deadline::until(idle_at) => {
-                let idle = limits.idle_timeout.unwrap_or_default().as_secs_f64();
-                info!(%peer, "closing idle connection");
-                return goodbye(&mut writer, &format!("closing the connection: idle for {idle}s")).await;
             }
-            _ = stop.drain.cancelled(), if !draining => draining = true,
-            _ = stop.kill.cancelled() => {
-                if current.take().is_some() {
-                    info!(%peer, command = %lossy(&current_line), "command killed: shutdown grace period over");
+            let backlog = self.writer.outbox.len();
+            if backlog == 0 || last_backlog == 0 {
+                last_progress = Instant::now();
+            }
+            last_backlog = backlog;
+            let reading = !draining && self.queue.len() < MAX_QUEUED && backlog < HIGH_WATER;
+            let pulling = backlog < HIGH_WATER;
+            // Idle means nothing to do and nothing received: a header trickled byte by
+            // byte never completes a frame, so it does not count as activity.
+            let idle = self.current.is_none() && self.queue.is_empty() && backlog == 0;
+            let idle_at = limits
+                .idle_timeout
+                .filter(|_| idle)
+                .map(|t| last_activity + t);
+            // A peer that takes none of what we queue for as long is not coming back.
+            let stalled_at = limits
+                .idle_timeout
+                .filter(|_| backlog > 0)
+                .map(|t| last_progress + t);
+            let command_deadline = self.current.as_ref().and_then(|c| c.running.deadline());
+            let (running, input) = match &mut self.current {
+                Some(c) => (Some(&mut c.running), c.input.as_mut()),
+                None => (None, None),
+            };
+            tokio::select! {
+                msg = reader.next(), if reading => match msg {
+                    Some(Ok(msg)) => {
+                        last_activity = Instant::now();
+                        if let Err(why) = self.take(msg) {
+                            return Err(self.writer.refuse(why).await);
+                        }
+                    }
+                    Some(Err(e)) => return Err(self.writer.refuse(e.to_string()).await),
+                    // The client is gone: dropping `current` kills what it was running.
+                    None => {
+                        if let Some(c) = &self.current {
+                            info!(peer = %self.peer, command = %printable(&c.line),
+                                  "command killed: the client went away");
+                        }
+                        return Ok(());
+                    }
+                },
+                event = next_event(running), if pulling => self.output(event)?,
+                written = self.writer.outbox.write_some(&mut self.writer.socket) => {
+                    written?;
+                    last_progress = Instant::now();
                 }
-                return goodbye(&mut writer, "the server shut down; the running command was killed").await;
+                written = write_input(input) => self.input_written(written)?,
+                _ = crate::deadline::until(command_deadline) => {
+                    if let Some(c) = &mut self.current {
+                        c.running.time_out();
+                    }
+                }
+                _ = crate::deadline::until(idle_at) => {
+                    let idle = limits.idle_timeout.unwrap_or_default().as_secs_f64();
+                    info!(peer = %self.peer, "closing idle connection");
+                    let why = format!("closing the connection: idle for {idle}s");
+                    self.writer.last_words(&why).await;
+                    return Ok(());
+                }
+                _ = crate::deadline::until(stalled_at) => {
+                    if let Some(c) = &self.current {
+                        info!(peer = %self.peer, command = %printable(&c.line),
+                              "command killed: the client stopped reading");
+                    }
+                    return Err(ConnError::Stalled(backlog));
+                }
+                _ = stop.drain.cancelled(), if !draining => draining = true,
+                _ = stop.kill.cancelled() => {
+                    if let Some(c) = self.current.take() {
+                        info!(peer = %self.peer, command = %printable(&c.line),
+                              "command killed: shutdown grace period over");
+                    }
+                    let why = "the server shut down; the running command was killed";
+                    self.writer.last_words(why).await;
+                    return Ok(());
+                }
             }
         }
     }
+
+    /// Acts on one message from the client. An `Err` is a reason to refuse it.
+    fn take(&mut self, msg: ClientMessage) -> Result<(), String> {
+        if msg.min_version() > self.version {
+            return Err(format!(
+                "{msg:?} needs protocol version {}, and this connection speaks {}",
+                msg.min_version(),
+                self.version
+            ));
+        }
+        match msg {
+            ClientMessage::Hello(_) => return Err("unexpected second hello".into()),
+            ClientMessage::Run(line) => self.enqueue(line, false),
+            ClientMessage::RunWithStdin(line) => self.enqueue(line, true),
+            ClientMessage::Env { name, value } => {
+                if !env::accepted(&self.config.accept_env, &name) || value.contains(&0) {
+                    let name = printable(&name);
+                    self.notice(format!(
+                        "environment variable {name} refused: the server accepts only {} \
+                         (--accept-env)",
+                        self.config.accept_env.join(" ")
+                    ));
+                } else if self.next_job.env.len() >= MAX_ENV {
+                    return Err(format!("more than {MAX_ENV} environment variables"));
+                } else {
+                    self.next_job.env.push((
+                        OsString::from_vec(name.to_vec()),
+                        OsString::from_vec(value.to_vec()),
+                    ));
+                }
+            }
+            ClientMessage::Cwd(dir) => {
+                if dir.contains(&0) {
+                    return Err("a directory name cannot contain a NUL byte".into());
+                }
+                self.next_job.cwd = Some(PathBuf::from(OsString::from_vec(dir.to_vec())));
+            }
+            ClientMessage::Tty { rows, cols, term } => {
+                let sane = term.len() <= 64 && term.iter().all(|b| b.is_ascii_graphic());
+                self.next_job.tty = Some(TtyRequest {
+                    size: WindowSize { rows, cols },
+                    term: OsString::from_vec(if sane {
+                        term.to_vec()
+                    } else {
+                        b"dumb".to_vec()
+                    }),
+                });
+            }
+            ClientMessage::Stdin(data) => {
+                if data.len() > self.stdin_allowance {
+                    return Err(format!(
+                        "{} bytes of stdin sent where only {} were granted",
+                        data.len(),
+                        self.stdin_allowance
+                    ));
+                }
+                self.stdin_allowance -= data.len();
+                // Input for a command that has already ended is dropped, as a pipe would.
+                if let Some(input) = self.current.as_mut().and_then(|c| c.input.as_mut()) {
+                    if !input.eof {
+                        input.pending.push_back(data);
+                    }
+                }
+            }
+            ClientMessage::StdinEof => {
+                if let Some(c) = &mut self.current {
+                    if let Some(input) = &mut c.input {
+                        input.eof = true;
+                    }
+                }
+            }
+            ClientMessage::Signal(name) => match signal_number(&name) {
+                Some(sig) => {
+                    if let Some(c) = &mut self.current {
+                        debug!(peer = %self.peer, signal = %name, "forwarding a signal");
+                        c.running.signal(sig);
+                    }
+                }
+                None => self.notice(format!(
+                    "signal {} is not one rcmd forwards",
+                    printable(name.as_bytes())
+                )),
+            },
+            ClientMessage::Resize { rows, cols } => {
+                if let Some(c) = &self.current {
+                    c.running.resize(WindowSize { rows, cols });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn enqueue(&mut self, line: Bytes, stdin: bool) {
+        let mut job = std::mem::take(&mut self.next_job);
+        job.line = line;
+        job.stdin = stdin;
+        self.queue.push_back(job);
+    }
+
+    fn notice(&mut self, text: String) {
+        // Only a peer that can read notices gets them; the encoder cuts them to fit.
+        let _ = self.writer.push(ServerMessage::Notice(text));
+    }
+
+    /// Starts `job`, or answers it with the status that says why it cannot run.
+    fn start(&mut self, job: Job) -> Result<(), ProtocolError> {
+        let request = Request {
+            line: &job.line,
+            env: job.env,
+            cwd: job.cwd,
+            stdin: job.stdin,
+            tty: job.tty,
+        };
+        match self.config.launcher().spawn(&request) {
+            Ok(mut running) => {
+                debug!(peer = %self.peer, command = %printable(&job.line), pid = running.id(), "running");
+                let input = if job.stdin {
+                    running.take_stdin().map(|pipe| Input {
+                        pipe,
+                        pending: VecDeque::new(),
+                        eof: false,
+                        written: 0,
+                    })
+                } else {
+                    None
+                };
+                if input.is_some() {
+                    self.grant(STDIN_WINDOW as usize)?;
+                }
+                self.current = Some(Current {
+                    running,
+                    line: job.line,
+                    input,
+                });
+                Ok(())
+            }
+            Err(status) => self.finish(status, &job.line),
+        }
+    }
+
+    fn grant(&mut self, n: usize) -> Result<(), ProtocolError> {
+        self.stdin_allowance += n;
+        self.writer.push(ServerMessage::Credit(n as u32))
+    }
+
+    fn output(&mut self, event: std::io::Result<Event>) -> Result<(), ProtocolError> {
+        match event {
+            Ok(Event::Stdout(b)) => self.writer.push_output(b, false),
+            Ok(Event::Stderr(b)) => self.writer.push_output(b, true),
+            Ok(Event::Done(status)) => {
+                let c = self
+                    .current
+                    .take()
+                    .expect("an event came from the current command");
+                self.finish(status, &c.line)
+            }
+            Err(e) => {
+                let c = self
+                    .current
+                    .take()
+                    .expect("an event came from the current command");
+                let status = Status::Failed {
+                    code: 255,
+                    message: format!("rcmd: reading command output failed: {e}"),
+                };
+                self.finish(status, &c.line)
+            }
+        }
+    }
+
+    /// Ends one reply, and logs the command's one line.
+    fn finish(&mut self, status: Status, line: &[u8]) -> Result<(), ProtocolError> {
+        info!(peer = %self.peer, command = %printable(line), "command ended: {status}");
+        self.writer.push(ServerMessage::Done(status))
+    }
+
+    fn input_written(&mut self, written: std::io::Result<usize>) -> Result<(), ProtocolError> {
+        let Some(c) = &mut self.current else {
+            return Ok(());
+        };
+        let Some(input) = &mut c.input else {
+            return Ok(());
+        };
+        match written {
+            // The input was closed after the last pending byte.
+            Ok(0) => c.input = None,
+            Ok(n) => {
+                input.written += n;
+                // Grant back in batches: one `G` per quarter window, or when the client
+                // may be waiting on the last of its allowance.
+                if input.written >= STDIN_WINDOW as usize / 4 || input.pending.is_empty() {
+                    let n = std::mem::take(&mut input.written);
+                    return self.grant(n);
+                }
+            }
+            // The command closed its input (or ended): later input goes nowhere.
+            Err(_) => c.input = None,
+        }
+        Ok(())
+    }
+}
+
+/// Writes some pending input to the command, or closes its input once the client ended
+/// it and all is written (then `Ok(0)`). Pending forever when there is nothing to do.
+/// Cancel safe: a chunk only advances past bytes that were written.
+async fn write_input(input: Option<&mut Input>) -> std::io::Result<usize> {
+    let Some(input) = input else {
+        return std::future::pending().await;
+    };
+    let Some(front) = input.pending.front_mut() else {
+        if input.eof {
+            input.pipe.finish().await?;
+            return Ok(0);
+        }
+        return std::future::pending().await;
+    };
+    let n = input.pipe.write(front).await?;
+    front.advance(n);
+    if front.is_empty() {
+        input.pending.pop_front();
+    }
+    Ok(n)
 }
 
 /// Reads the client's hello within the auth deadline and checks its version and token.
@@ -148,114 +522,49 @@ async fn handshake(
     let hello = match tokio::time::timeout(deadline, reader.next()).await {
         Err(_) => {
             let why = format!("no hello within {}s", deadline.as_secs_f64());
-            return Err(refuse(writer, why).await);
+            return Err(writer.refuse(why).await);
         }
         Ok(None) => return Ok(None),
-        Ok(Some(Err(e))) => return Err(refuse(writer, e.to_string()).await),
+        Ok(Some(Err(e))) => return Err(writer.refuse(e.to_string()).await),
         Ok(Some(Ok(ClientMessage::Hello(h)))) => h,
-        Ok(Some(Ok(ClientMessage::Run(_)))) => {
+        Ok(Some(Ok(_))) => {
             let why = "expected a hello before any command".to_string();
-            return Err(refuse(writer, why).await);
+            return Err(writer.refuse(why).await);
         }
     };
-    if hello.version == 0 {
-        let why = format!("protocol version 0 is not supported (this server speaks {VERSION})");
-        return Err(refuse(writer, why).await);
+    if let Err(why) = hello.check() {
+        return Err(writer.refuse(why).await);
     }
     if let Some(token) = &config.token {
         if !token.matches(&hello.token) {
             warn!(%peer, "authentication failed");
             let why = "authentication failed: wrong or missing token".to_string();
-            return Err(refuse(writer, why).await);
+            return Err(writer.refuse(why).await);
         }
         info!(%peer, "authenticated");
     }
     Ok(Some(hello))
 }
 
-fn start(line: &[u8], peer: SocketAddr, config: &ServerConfig) -> Result<Running, Status> {
-    let running = exec::spawn(line, config.exec, config.limits.command_timeout);
-    let pid = running.as_ref().ok().and_then(Running::id);
-    debug!(%peer, command = %lossy(line), pid, "running");
-    running
-}
-
-async fn next_event(current: &mut Option<Running>) -> std::io::Result<Event> {
-    match current {
+async fn next_event(running: Option<&mut Running>) -> std::io::Result<Event> {
+    match running {
         Some(running) => running.next().await,
         None => std::future::pending().await,
     }
 }
 
-/// Sends one piece of output as frames the header and the peer can take. Each frame's
-/// small head and its payload go out in one vectored write, straight from the buffer the
-/// pipe was read into: the output is never copied on its way to the socket.
-async fn send_output(writer: &mut Writer, data: Bytes, stderr: bool) -> Result<(), ProtocolError> {
-    debug_assert!(writer.write_buffer().is_empty(), "every send is flushed");
-    let codec = writer.encoder();
-    let mut frames = Vec::with_capacity(4);
-    for piece in chunks(data, codec.max_body()) {
-        let mut head = BytesMut::with_capacity(9);
-        codec.encode_output_head(stderr, piece.len(), &mut head)?;
-        frames.push(head.freeze().chain(piece));
-    }
-    let socket = writer.get_mut();
-    for mut frame in frames {
-        socket.write_all_buf(&mut frame).await?;
-    }
-    Ok(())
-}
-
-/// Ends one reply, and logs the command's one line.
-async fn send_status(
-    writer: &mut Writer,
-    status: Status,
-    peer: SocketAddr,
-    line: &[u8],
-) -> Result<(), ProtocolError> {
-    info!(%peer, command = %lossy(line), "command ended: {status}");
-    writer.send(ServerMessage::Done(status)).await
-}
-
-fn lossy(line: &[u8]) -> std::borrow::Cow<'_, str> {
-    String::from_utf8_lossy(line)
-}
-
-/// Tells the peer why the connection ends (best effort: it may be gone).
-async fn say(writer: &mut Writer, why: &str) {
-    let max = writer.encoder().max_body();
-    let why = &why[..floor_char_boundary(why, max)];
-    let _ = writer.send(ServerMessage::Error(why.to_string())).await;
-}
-
-/// Tells the peer why it is being turned away; the caller then ends the connection with
-/// the returned error.
-async fn refuse(writer: &mut Writer, why: String) -> ConnError {
-    say(writer, &why).await;
-    ConnError::Refused(why)
-}
-
-/// Ends the connection for a reason of the server's own (shutdown, idleness).
-async fn goodbye(writer: &mut Writer, why: &str) -> Result<(), ConnError> {
-    say(writer, why).await;
-    Ok(())
+/// A command line as it may appear in a log: control characters and invalid UTF-8
+/// escaped, so a newline in a command cannot forge a log line.
+pub(crate) fn printable(line: &[u8]) -> String {
+    line.escape_ascii().to_string()
 }
 
 /// The bytes of one `!` error frame, for a connection that never reaches a handler.
 pub(super) fn error_frame(header: HeaderFormat, why: &str) -> Vec<u8> {
-    let mut codec = MessageCodec::<ClientMessage>::new(header, MAX_HELLO_FRAME);
-    let why = &why[..floor_char_boundary(why, codec.max_body())];
+    let mut codec = ServerCodec::new(header, MAX_HELLO_FRAME);
     let mut buf = BytesMut::new();
     codec
         .encode(ServerMessage::Error(why.to_string()), &mut buf)
-        .expect("message cut to fit the header");
+        .expect("text messages are cut to fit");
     buf.to_vec()
-}
-
-/// The largest index `<= max` that falls on a character boundary of `s`.
-fn floor_char_boundary(s: &str, max: usize) -> usize {
-    (0..=max.min(s.len()))
-        .rev()
-        .find(|&i| s.is_char_boundary(i))
-        .unwrap_or(0)
 }

@@ -6,11 +6,14 @@
 //! [`Shutdown`]: *drain* (stop taking commands, let running ones finish) and, once the
 //! grace period is over, *kill*.
 
+mod env;
 mod framed;
+mod outbox;
 mod tutorial;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,7 +25,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::auth::Token;
-use crate::exec::ExecMode;
+use crate::exec::{ExecMode, Launcher};
 use crate::protocol::ProtocolError;
 use crate::wire::{Protocol, Wire};
 
@@ -61,6 +64,19 @@ pub struct ServerConfig {
     /// The token clients must present (framed mode only).
     pub token: Option<Token>,
     pub limits: Limits,
+    /// The `rcmd` executable, to run every command under `rcmd supervise` (see
+    /// [`crate::exec::supervisor`]). Without one only the command's process group is
+    /// killed when it ends.
+    pub supervisor: Option<PathBuf>,
+    /// Let background processes outlive a command that ended normally, as ssh does.
+    pub allow_detach: bool,
+    /// Where commands run (a client's `--cwd` is relative to it); `None`: the server's own
+    /// working directory.
+    pub workdir: Option<PathBuf>,
+    /// Names of environment variables a client may set, with `*` and `?` wildcards.
+    pub accept_env: Vec<String>,
+    /// Highest framed protocol version offered (a lower one imitates an older server).
+    pub version: u8,
 }
 
 impl ServerConfig {
@@ -71,6 +87,22 @@ impl ServerConfig {
             exec: ExecMode::Shell,
             token: None,
             limits: Limits::default(),
+            supervisor: None,
+            allow_detach: false,
+            workdir: None,
+            accept_env: env::DEFAULT_ACCEPT.iter().map(|s| s.to_string()).collect(),
+            version: crate::protocol::VERSION,
+        }
+    }
+
+    /// How this server starts commands.
+    pub fn launcher(&self) -> Launcher {
+        Launcher {
+            mode: self.exec,
+            supervisor: self.supervisor.clone(),
+            allow_detach: self.allow_detach,
+            workdir: self.workdir.clone(),
+            timeout: self.limits.command_timeout,
         }
     }
 }
@@ -91,6 +123,8 @@ pub(crate) enum ConnError {
     Io(std::io::Error),
     /// We refused the peer, and told it why where the mode allows.
     Refused(String),
+    /// The peer took none of the bytes queued for it for `--idle-timeout`.
+    Stalled(usize),
 }
 
 impl std::fmt::Display for ConnError {
@@ -99,6 +133,11 @@ impl std::fmt::Display for ConnError {
             ConnError::Protocol(e) => write!(f, "{e}"),
             ConnError::Io(e) => write!(f, "{e}"),
             ConnError::Refused(why) => write!(f, "refused: {why}"),
+            ConnError::Stalled(n) => write!(
+                f,
+                "the peer stopped reading: {n} bytes queued for it made no progress for \
+                 --idle-timeout"
+            ),
         }
     }
 }

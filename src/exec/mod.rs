@@ -1,0 +1,815 @@
+//! Running one command: start it contained, stream its output as it is produced, feed it
+//! input, signal it, and report how it ended.
+//!
+//! [`Running`] is pulled, not pushed: the caller asks for the next piece of output when it
+//! is ready to send it, so a slow client slows the command down (through the pipe) instead
+//! of making us buffer. Dropping a [`Running`] before it finished kills everything the
+//! command started: a client that goes away leaves nothing behind.
+//!
+//! Containment comes in two strengths. With a [`Launcher::supervisor`] (the `rcmd` binary
+//! always has one: itself), every command runs under [`supervisor`], which also catches
+//! processes that left the command's process group and survives the server being killed.
+//! Without one (a library user, or this module's unit tests) the command's process group
+//! is killed, which misses processes that called `setsid` or `setpgid`.
+
+pub mod pty;
+pub mod supervisor;
+
+use std::ffi::{OsStr, OsString};
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
+use tokio::time::Instant;
+
+use crate::status::Status;
+pub use pty::WindowSize;
+
+/// How a command line becomes a process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ExecMode {
+    /// `sh -c LINE`, as ssh and the tutorial's `shell=True` do: pipes and redirects work.
+    #[default]
+    Shell,
+    /// Split the line with shell-words and run the program directly, without a shell.
+    Direct,
+}
+
+/// How much one read from a command's pipe may return.
+const READ_CHUNK: usize = 256 * 1024;
+/// Pipe capacity asked for (Linux allows up to /proc/sys/fs/pipe-max-size, 1 MiB by
+/// default): a fast producer fills more before it waits on us, so we wake less often.
+const PIPE_SIZE: libc::c_int = 1 << 20;
+/// Variables that never reach a command: the server's own secret.
+const PRIVATE_ENV: &[&str] = &["RCMD_TOKEN"];
+
+/// One piece of what a running command produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    Stdout(Bytes),
+    Stderr(Bytes),
+    /// The command ended and its output is drained; no event follows.
+    Done(Status),
+}
+
+/// How every command of a server is started.
+#[derive(Debug, Clone, Default)]
+pub struct Launcher {
+    pub mode: ExecMode,
+    /// The `rcmd` executable, run as `rcmd supervise` around every command.
+    pub supervisor: Option<PathBuf>,
+    /// Let background processes outlive a command that ended normally.
+    pub allow_detach: bool,
+    /// Where commands run unless the client asks for a directory (default: the current one).
+    pub workdir: Option<PathBuf>,
+    /// How long one command may run before everything it started is killed.
+    pub timeout: Option<Duration>,
+}
+
+/// A terminal requested for a command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TtyRequest {
+    pub size: WindowSize,
+    /// The client's `TERM`.
+    pub term: OsString,
+}
+
+/// One command to start, with what the client asked for around it.
+#[derive(Debug, Clone, Default)]
+pub struct Request<'a> {
+    /// The command line; empty with a terminal means a login shell.
+    pub line: &'a [u8],
+    /// Variables to set (already checked against what the server accepts).
+    pub env: Vec<(OsString, OsString)>,
+    /// Directory to run in, relative to the launcher's.
+    pub cwd: Option<PathBuf>,
+    /// Give the command a pipe for stdin (else /dev/null, or the terminal).
+    pub stdin: bool,
+    pub tty: Option<TtyRequest>,
+}
+
+impl<'a> Request<'a> {
+    /// Just a command line, with an empty stdin.
+    pub fn line(line: &'a [u8]) -> Request<'a> {
+        Request {
+            line,
+            ..Request::default()
+        }
+    }
+}
+
+/// Where the command's output comes from.
+#[derive(Debug)]
+enum Output {
+    Pipes {
+        stdout: Option<ChildStdout>,
+        stderr: Option<ChildStderr>,
+        out_buf: BytesMut,
+        err_buf: BytesMut,
+    },
+    /// With a terminal, stdout and stderr are one stream, reported as stdout.
+    Pty {
+        master: Option<pty::Master>,
+        buf: BytesMut,
+    },
+}
+
+/// The way into a running command's standard input; dropping it closes the input.
+#[derive(Debug)]
+pub enum Stdin {
+    Pipe(ChildStdin),
+    Pty(pty::Master),
+}
+
+impl Stdin {
+    /// Writes some of `data` and says how much; waits while the command is not reading.
+    /// Cancel safe: nothing is written unless it returns.
+    ///
+    /// # Errors
+    /// If the command closed its input (it has ended, or does not want more).
+    pub async fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        match self {
+            Stdin::Pipe(p) => p.write(data).await,
+            Stdin::Pty(m) => m.write(data).await,
+        }
+    }
+
+    /// Prepares the end of input: on a terminal, types the EOF character. Dropping the
+    /// `Stdin` afterwards closes a pipe.
+    ///
+    /// # Errors
+    /// If the terminal is gone.
+    pub async fn finish(&mut self) -> io::Result<()> {
+        match self {
+            Stdin::Pipe(_) => Ok(()),
+            Stdin::Pty(m) => m.send_eof().await,
+        }
+    }
+}
+
+/// How the command's whole tree is signalled and killed.
+#[derive(Debug)]
+enum Control {
+    /// The write end of the supervisor's control pipe.
+    Supervisor(OwnedFd),
+    /// The command's process group, until the leader is reaped.
+    Group(Option<i32>),
+}
+
+impl Control {
+    fn send(&mut self, sig: u8) {
+        match self {
+            Control::Supervisor(fd) => {
+                // SAFETY: writing one byte from a local to a descriptor we own. The pipe is
+                // non-blocking; it could only be full if the supervisor stopped reading, and
+                // then it is gone and closing our end will finish the job.
+                unsafe {
+                    libc::write(fd.as_raw_fd(), (&sig as *const u8).cast(), 1);
+                }
+            }
+            Control::Group(Some(pgid)) => {
+                let sig = if sig == supervisor::KILL {
+                    libc::SIGKILL
+                } else {
+                    libc::c_int::from(sig)
+                };
+                // SAFETY: killpg has no memory-safety preconditions; the leader is not
+                // reaped yet, so the group id cannot have been reused.
+                unsafe {
+                    libc::killpg(*pgid, sig);
+                }
+            }
+            Control::Group(None) => {}
+        }
+    }
+}
+
+/// A command that has been started.
+#[derive(Debug)]
+pub struct Running {
+    child: Child,
+    output: Output,
+    stdin: Option<Stdin>,
+    control: Control,
+    /// When the command is killed for taking too long, and the limit, for the message.
+    deadline: Option<(Instant, Duration)>,
+    timed_out: bool,
+    done: bool,
+}
+
+/// A command that will never run; its status says why. Reported to the client as the
+/// command's result, so the connection carries on.
+pub type SpawnFailure = Status;
+
+/// Starts `line` according to `mode`, with stdin from `/dev/null` and no supervisor: the
+/// simple case, for the demo and for tests.
+///
+/// # Errors
+/// As [`Launcher::spawn`].
+pub fn spawn(
+    line: &[u8],
+    mode: ExecMode,
+    timeout: Option<Duration>,
+) -> Result<Running, SpawnFailure> {
+    Launcher {
+        mode,
+        timeout,
+        ..Launcher::default()
+    }
+    .spawn(&Request::line(line))
+}
+
+impl Launcher {
+    /// Starts the command `req` describes. With a `timeout`, everything it started is
+    /// killed when it runs out and the command ends with status 124, as `timeout(1)`
+    /// reports it.
+    ///
+    /// # Errors
+    /// A [`Status::Failed`] with the shell's conventional code: 127 when the program does
+    /// not exist, 126 when it cannot be executed, 2 when the line cannot be parsed, 1 when
+    /// the directory does not exist or no terminal can be had. (Under a supervisor a missing
+    /// program is reported by the supervisor instead: a message on stderr and status 127.)
+    pub fn spawn(&self, req: &Request<'_>) -> Result<Running, SpawnFailure> {
+        let (program, args) = self.argv(req)?;
+        let dir = self.directory(req)?;
+        let tty = match &req.tty {
+            Some(t) => Some((
+                pty::open(t.size).map_err(|e| failed(1, format!("no terminal: {e}")))?,
+                t,
+            )),
+            None => None,
+        };
+        let mut cmd = match &self.supervisor {
+            Some(exe) => {
+                let plan = supervisor::Plan {
+                    detach: self.allow_detach,
+                    tty: tty.is_some(),
+                    program: program.clone(),
+                    args: args.clone(),
+                };
+                let mut c = Command::new(exe);
+                c.args(plan.to_args());
+                c
+            }
+            None => {
+                let mut c = Command::new(&program);
+                c.args(&args);
+                c
+            }
+        };
+        for name in PRIVATE_ENV {
+            cmd.env_remove(name);
+        }
+        cmd.envs(req.env.iter().map(|(k, v)| (k, v)));
+        if let Some(dir) = &dir {
+            cmd.current_dir(dir);
+        }
+        let master = match tty {
+            Some(((master, slave), t)) => {
+                cmd.env("TERM", &t.term);
+                let dup = |fd: &OwnedFd| {
+                    fd.try_clone()
+                        .map(Stdio::from)
+                        .map_err(|e| failed(1, format!("no terminal: {e}")))
+                };
+                cmd.stdin(dup(&slave)?)
+                    .stdout(dup(&slave)?)
+                    .stderr(Stdio::from(slave));
+                Some(master)
+            }
+            None => {
+                cmd.stdin(if req.stdin {
+                    Stdio::piped()
+                } else {
+                    Stdio::null()
+                })
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+                None
+            }
+        };
+        let control_pipe = match &self.supervisor {
+            Some(_) => Some(control_pipe().map_err(|e| failed(126, format!("rcmd: {e}")))?),
+            None => None,
+        };
+        let setsid = master.is_some();
+        match &control_pipe {
+            Some((read, _)) => {
+                let read = read.as_raw_fd();
+                // SAFETY: only async-signal-safe calls between fork and exec.
+                unsafe {
+                    cmd.pre_exec(move || {
+                        if read == supervisor::CONTROL_FD {
+                            libc::fcntl(read, libc::F_SETFD, 0);
+                        } else if libc::dup2(read, supervisor::CONTROL_FD) < 0 {
+                            return Err(io::Error::last_os_error());
+                        }
+                        Ok(())
+                    });
+                }
+                // The supervisor in a group of its own: a Ctrl-C meant for the server, or a
+                // terminal hanging up, must not reach it.
+                cmd.process_group(0);
+            }
+            None if setsid => {
+                // SAFETY: only async-signal-safe calls between fork and exec.
+                unsafe {
+                    cmd.pre_exec(|| {
+                        if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                            return Err(io::Error::last_os_error());
+                        }
+                        Ok(())
+                    });
+                }
+            }
+            // Its own group, so one signal reaches everything the command started.
+            None => {
+                cmd.process_group(0);
+            }
+        }
+        cmd.kill_on_drop(true);
+        let mut child = cmd.spawn().map_err(|e| spawn_failure(&program, &e))?;
+        let control = match control_pipe {
+            Some((_read, write)) => Control::Supervisor(write),
+            None => Control::Group(child.id().and_then(|p| i32::try_from(p).ok())),
+        };
+        let (output, stdin) = match master {
+            Some(master) => (
+                Output::Pty {
+                    master: Some(master.clone()),
+                    buf: BytesMut::new(),
+                },
+                Some(Stdin::Pty(master)),
+            ),
+            None => {
+                for fd in [
+                    child.stdout.as_ref().map(AsRawFd::as_raw_fd),
+                    child.stderr.as_ref().map(AsRawFd::as_raw_fd),
+                ]
+                .into_iter()
+                .flatten()
+                {
+                    // SAFETY: F_SETPIPE_SZ only resizes the pipe behind a descriptor we
+                    // own. Failing (over the limit) leaves the default size, which works.
+                    unsafe {
+                        libc::fcntl(fd, libc::F_SETPIPE_SZ, PIPE_SIZE);
+                    }
+                }
+                (
+                    Output::Pipes {
+                        stdout: child.stdout.take(),
+                        stderr: child.stderr.take(),
+                        out_buf: BytesMut::new(),
+                        err_buf: BytesMut::new(),
+                    },
+                    child.stdin.take().map(Stdin::Pipe),
+                )
+            }
+        };
+        Ok(Running {
+            child,
+            output,
+            stdin,
+            control,
+            deadline: self.timeout.map(|t| (Instant::now() + t, t)),
+            timed_out: false,
+            done: false,
+        })
+    }
+
+    /// The program and arguments for `req`.
+    fn argv(&self, req: &Request<'_>) -> Result<(OsString, Vec<OsString>), SpawnFailure> {
+        if req.line.is_empty() && req.tty.is_some() {
+            // No command and a terminal: a login shell, as `ssh host` gives.
+            return Ok((login_shell(), vec!["-l".into()]));
+        }
+        let os = |s: &str| OsString::from(s);
+        Ok(match (self.mode, plain_words(req.line)) {
+            // Nothing for a shell to do: start the program directly and save an exec.
+            (ExecMode::Shell, Some(words)) => {
+                (os(words[0]), words[1..].iter().map(|w| os(w)).collect())
+            }
+            (ExecMode::Shell, None) => (
+                os("sh"),
+                vec![os("-c"), OsStr::from_bytes(req.line).to_os_string()],
+            ),
+            (ExecMode::Direct, _) => {
+                let text = std::str::from_utf8(req.line)
+                    .map_err(|_| failed(2, "rcmd: --exec needs a UTF-8 command line"))?;
+                let words = shell_words::split(text)
+                    .map_err(|e| failed(2, format!("rcmd: cannot parse command line: {e}")))?;
+                let Some((program, args)) = words.split_first() else {
+                    return Err(failed(2, "rcmd: empty command line"));
+                };
+                (os(program), args.iter().map(|a| os(a)).collect())
+            }
+        })
+    }
+
+    /// The directory `req` runs in, checked: a missing one is an error status, never a
+    /// command run somewhere else.
+    fn directory(&self, req: &Request<'_>) -> Result<Option<PathBuf>, SpawnFailure> {
+        let dir = match (&self.workdir, &req.cwd) {
+            (Some(base), Some(cwd)) => Some(base.join(cwd)),
+            (None, Some(cwd)) => Some(cwd.clone()),
+            (base, None) => base.clone(),
+        };
+        if let Some(d) = &dir {
+            if let Err(e) = std::fs::read_dir(d) {
+                return Err(failed(
+                    1,
+                    format!("rcmd: cd {}: {}", d.display(), short(&e)),
+                ));
+            }
+        }
+        Ok(dir)
+    }
+}
+
+/// The user's login shell, from the password database, else `$SHELL`, else `/bin/sh`.
+fn login_shell() -> OsString {
+    // SAFETY: getpwuid_r writes into the buffers given; the shell pointer points into buf.
+    unsafe {
+        let mut pw: libc::passwd = std::mem::zeroed();
+        let mut buf = vec![0 as libc::c_char; 4096];
+        let mut result = std::ptr::null_mut();
+        if libc::getpwuid_r(
+            libc::getuid(),
+            &mut pw,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut result,
+        ) == 0
+            && !result.is_null()
+            && !pw.pw_shell.is_null()
+        {
+            let shell = std::ffi::CStr::from_ptr(pw.pw_shell).to_bytes();
+            if !shell.is_empty() {
+                return OsStr::from_bytes(shell).to_os_string();
+            }
+        }
+    }
+    std::env::var_os("SHELL").unwrap_or_else(|| "/bin/sh".into())
+}
+
+/// The server's default directory for commands: its user's home, as ssh uses.
+pub fn home_dir() -> Option<PathBuf> {
+    std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(PathBuf::from)
+}
+
+fn failed(code: i32, message: impl Into<String>) -> Status {
+    Status::Failed {
+        code,
+        message: message.into(),
+    }
+}
+
+/// An error's text without Rust's "(os error N)" suffix.
+fn short(e: &io::Error) -> String {
+    let s = e.to_string();
+    match s.find(" (os error") {
+        Some(i) => s[..i].to_string(),
+        None => s,
+    }
+}
+
+/// A pipe for the supervisor's control channel: the read end for it, the write end
+/// (non-blocking, close-on-exec) for us.
+fn control_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    use std::os::fd::FromRawFd;
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills two descriptors, which we then own.
+    unsafe {
+        if libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let (read, write) = (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1]));
+        let flags = libc::fcntl(write.as_raw_fd(), libc::F_GETFL);
+        libc::fcntl(write.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK);
+        Ok((read, write))
+    }
+}
+
+/// Words the shell treats specially even when they look plain.
+const SHELL_WORDS: &[&str] = &[
+    ".", ":", "[", "alias", "bg", "break", "case", "cd", "command", "continue", "do", "done",
+    "elif", "else", "esac", "eval", "exec", "exit", "export", "fc", "fg", "fi", "for", "function",
+    "getopts", "hash", "if", "in", "jobs", "kill", "local", "pwd", "read", "readonly", "return",
+    "select", "set", "shift", "source", "test", "then", "times", "trap", "type", "ulimit", "umask",
+    "unalias", "unset", "until", "wait", "while",
+];
+
+/// The words of `line` when running it through `sh -c` would change nothing: only plain
+/// characters (no quoting, expansion, globbing, redirection or separators) and a first
+/// word that is a program, not a builtin, keyword or assignment. Like make and ninja, rcmd
+/// then starts the program itself and saves the shell's exec.
+fn plain_words(line: &[u8]) -> Option<Vec<&str>> {
+    let plain = |b: &u8| b.is_ascii_alphanumeric() || b"-_./:=,+@% \t".contains(b);
+    if !line.iter().all(plain) {
+        return None;
+    }
+    let words: Vec<&str> = std::str::from_utf8(line)
+        .ok()?
+        .split_ascii_whitespace()
+        .collect();
+    let first = *words.first()?;
+    if first.contains('=') || SHELL_WORDS.contains(&first) {
+        return None;
+    }
+    Some(words)
+}
+
+fn spawn_failure(program: &OsStr, e: &io::Error) -> Status {
+    let (code, why) = match e.kind() {
+        io::ErrorKind::NotFound => (127, "command not found".to_string()),
+        io::ErrorKind::PermissionDenied => (126, "permission denied".to_string()),
+        _ => (126, e.to_string()),
+    };
+    failed(code, format!("rcmd: {}: {why}", program.to_string_lossy()))
+}
+
+/// Reads one chunk into `buf`, or `None` at end of file (and then closes the pipe).
+async fn read_pipe<R: tokio::io::AsyncRead + Unpin>(
+    pipe: &mut Option<R>,
+    buf: &mut BytesMut,
+) -> io::Result<Option<Bytes>> {
+    let Some(reader) = pipe.as_mut() else {
+        return std::future::pending().await;
+    };
+    buf.reserve(READ_CHUNK);
+    if reader.read_buf(buf).await? == 0 {
+        *pipe = None;
+        return Ok(None);
+    }
+    // `split` hands the bytes out and keeps the allocation for the next read once the
+    // caller has dropped them.
+    Ok(Some(buf.split().freeze()))
+}
+
+impl Output {
+    fn is_open(&self) -> bool {
+        match self {
+            Output::Pipes { stdout, stderr, .. } => stdout.is_some() || stderr.is_some(),
+            Output::Pty { master, .. } => master.is_some(),
+        }
+    }
+
+    /// The next piece of output, or `None` when a stream closed (call again while open).
+    async fn next(&mut self) -> io::Result<Option<Event>> {
+        match self {
+            // Both pipes are read concurrently: a command that fills one while we wait on
+            // the other must not deadlock. read_buf is cancel safe, so losing a race loses
+            // no bytes.
+            Output::Pipes {
+                stdout,
+                stderr,
+                out_buf,
+                err_buf,
+            } => tokio::select! {
+                r = read_pipe(stdout, out_buf) => Ok(r?.map(Event::Stdout)),
+                r = read_pipe(stderr, err_buf) => Ok(r?.map(Event::Stderr)),
+            },
+            Output::Pty { master, buf } => {
+                let Some(m) = master.as_ref() else {
+                    return std::future::pending().await;
+                };
+                match m.read(buf, READ_CHUNK).await? {
+                    Some(b) => Ok(Some(Event::Stdout(b))),
+                    None => {
+                        *master = None;
+                        Ok(None)
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Running {
+    /// The next piece of output, or how the command ended once its output is drained.
+    /// Never call it again after [`Event::Done`].
+    ///
+    /// # Errors
+    /// An I/O error reading the output or waiting for the child.
+    pub async fn next(&mut self) -> io::Result<Event> {
+        while self.output.is_open() {
+            let deadline = self.deadline();
+            tokio::select! {
+                r = self.output.next() => {
+                    if let Some(event) = r? { return Ok(event); }
+                }
+                // Killing closes every copy of the output, so the loop then drains what
+                // was already written and ends.
+                _ = crate::deadline::until(deadline) => self.time_out(),
+            }
+        }
+        let status = self.child.wait().await?;
+        self.done = true;
+        if let Control::Group(pgid) = &mut self.control {
+            // Reaped: the id may now be reused, so it must never be signalled again.
+            *pgid = None;
+        }
+        match self.deadline {
+            Some((_, limit)) if self.timed_out => Ok(Event::Done(Status::Failed {
+                code: 124,
+                message: format!(
+                    "rcmd: command timed out after {}s; its processes were killed",
+                    limit.as_secs_f64()
+                ),
+            })),
+            _ => Ok(Event::Done(Status::from_exit(status))),
+        }
+    }
+
+    /// When the command is to be killed for running too long, unless it already was.
+    /// A caller that is not polling [`next`](Self::next) (its client is not reading, say)
+    /// waits for this itself and calls [`time_out`](Self::time_out), so the limit holds
+    /// whatever the client does.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline.filter(|_| !self.timed_out).map(|(at, _)| at)
+    }
+
+    /// Kills everything the command started, for taking too long: it ends with status 124.
+    pub fn time_out(&mut self) {
+        self.timed_out = true;
+        self.kill();
+    }
+
+    /// Kills everything the command started.
+    pub fn kill(&mut self) {
+        if !self.done {
+            self.control.send(supervisor::KILL);
+        }
+    }
+
+    /// Delivers signal `sig` to the command's process group.
+    pub fn signal(&mut self, sig: libc::c_int) {
+        if let (false, Ok(sig)) = (self.done, u8::try_from(sig)) {
+            if sig != supervisor::KILL {
+                self.control.send(sig);
+            }
+        }
+    }
+
+    /// Tells the command's terminal (if it has one) its new size.
+    pub fn resize(&self, size: WindowSize) {
+        if let Output::Pty {
+            master: Some(m), ..
+        } = &self.output
+        {
+            let _ = m.resize(size);
+        }
+    }
+
+    /// The way into the command's input, if it has one; taken once.
+    pub fn take_stdin(&mut self) -> Option<Stdin> {
+        self.stdin.take()
+    }
+
+    /// Process id of the command (of its supervisor, when it has one).
+    pub fn id(&self) -> Option<u32> {
+        self.child.id()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn collect(line: &str, mode: ExecMode) -> (Vec<u8>, Vec<u8>, Status) {
+        let mut r = spawn(line.as_bytes(), mode, None).unwrap();
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        loop {
+            match r.next().await.unwrap() {
+                Event::Stdout(b) => out.extend_from_slice(&b),
+                Event::Stderr(b) => err.extend_from_slice(&b),
+                Event::Done(s) => return (out, err, s),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn stdout_and_stderr_kept_apart() {
+        let (out, err, status) = collect("echo out; echo err >&2; exit 3", ExecMode::Shell).await;
+        assert_eq!(out, b"out\n");
+        assert_eq!(err, b"err\n");
+        assert_eq!(status, Status::Exited(3));
+    }
+
+    #[tokio::test]
+    async fn both_pipes_full_does_not_deadlock() {
+        // Each stream writes far more than a pipe buffer holds.
+        let (out, err, status) = collect(
+            "head -c 300000 /dev/zero; head -c 300000 /dev/zero >&2; head -c 300000 /dev/zero",
+            ExecMode::Shell,
+        )
+        .await;
+        assert_eq!(
+            (out.len(), err.len(), status),
+            (600000, 300000, Status::Exited(0))
+        );
+    }
+
+    #[tokio::test]
+    async fn direct_mode_passes_words_without_a_shell() {
+        let (out, _, _) = collect("printf '%s|' 'a b' c '$HOME'", ExecMode::Direct).await;
+        assert_eq!(out, b"a b|c|$HOME|");
+    }
+
+    #[test]
+    fn only_plain_command_lines_skip_the_shell() {
+        assert_eq!(plain_words(b"uname -a"), Some(vec!["uname", "-a"]));
+        assert_eq!(
+            plain_words(b"ls -l /tmp/x.txt  a,b"),
+            Some(vec!["ls", "-l", "/tmp/x.txt", "a,b"])
+        );
+        for shell in [
+            &b"echo $HOME"[..],
+            b"ls *.rs",
+            b"a | b",
+            b"a; b",
+            b"a > f",
+            b"echo 'x y'",
+            b"cd /tmp",
+            b"exit 3",
+            b"FOO=1 env",
+            b"kill -9 1",
+            b"echo ~",
+            b"a && b",
+            b"echo \\n",
+            b"",
+            b"   ",
+            b"if true",
+            b"sleep 1 &",
+        ] {
+            assert_eq!(
+                plain_words(shell),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(shell)
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn plain_line_runs_like_the_shell_would() {
+        let (direct, _, s1) = collect("printf %s-%s a b", ExecMode::Shell).await;
+        let (shell, _, s2) = collect("printf %s-%s a b; true", ExecMode::Shell).await;
+        assert_eq!((direct, s1), (shell, s2));
+    }
+
+    #[tokio::test]
+    async fn missing_program_is_127() {
+        let err = spawn(b"no-such-program-rcmd", ExecMode::Direct, None).unwrap_err();
+        assert_eq!(err.exit_code(), 127);
+        assert!(err.to_string().contains("command not found"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn timeout_kills_the_group_and_reports_124() {
+        // The background sleep holds the pipes open: the run can only end if the whole
+        // group is killed, not just the shell. The guard is far above the 0.2s limit and
+        // far below the sleeps.
+        let mut r = spawn(
+            b"sleep 300 & sleep 300",
+            ExecMode::Shell,
+            Some(Duration::from_millis(200)),
+        )
+        .unwrap();
+        let status = tokio::time::timeout(Duration::from_secs(60), async {
+            loop {
+                if let Event::Done(status) = r.next().await.unwrap() {
+                    break status;
+                }
+            }
+        })
+        .await
+        .expect("the command's group was not killed at the timeout");
+        assert_eq!(status.exit_code(), 124);
+        assert!(
+            status.to_string().contains("timed out after 0.2s"),
+            "{status}"
+        );
+    }
+
+    #[tokio::test]
+    async fn signal_is_reported() {
+        let (_, _, status) = collect("kill -TERM $$", ExecMode::Shell).await;
+        assert_eq!(status, Status::Signaled(15));
+        assert_eq!(status.exit_code(), 143);
+    }
+}

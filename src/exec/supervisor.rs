@@ -1,0 +1,424 @@
+//! The supervisor: a small process between the server and every command it runs, so that
+//! nothing the command starts outlives it.
+//!
+//! A process group is not enough: `setsid`, a double fork or `setpgid` each leave it, and
+//! a SIGKILLed server can signal nobody. So the server runs each command as
+//! `rcmd supervise -- PROGRAM ARGS…`, and the supervisor
+//!
+//! - marks itself a *child subreaper* (`PR_SET_CHILD_SUBREAPER`): every orphan the command
+//!   leaves, however it detached, is re-parented to the supervisor instead of to init, so
+//!   the supervisor can always find it again through `/proc`;
+//! - starts the command in its own process group (or, with a terminal, its own session);
+//! - reads a *control pipe* (fd 3) whose other end only the server holds: a byte `N > 0`
+//!   forwards signal `N` to the command's group, a `0` byte or end of file (the server let go
+//!   of the command, or died in any way, SIGKILL included, since the kernel closes its file
+//!   descriptors) kills every descendant;
+//! - when the command itself ends, kills every descendant still alive (unless `--detach`),
+//!   then exits the way the command did, so the server reports the command's own status.
+//!
+//! It is synchronous and single-threaded: it runs in a fresh process, waits in `poll(2)` on
+//! the control pipe and a `signalfd`, and does nothing else.
+
+use std::ffi::OsString;
+use std::io;
+use std::os::fd::RawFd;
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// The descriptor on which the supervisor reads its control pipe.
+pub const CONTROL_FD: RawFd = 3;
+/// A control byte meaning "kill everything now".
+pub const KILL: u8 = 0;
+/// How long the supervisor keeps killing descendants that are still appearing (a process
+/// forking as fast as it can) before it gives up and exits.
+const KILL_DEADLINE: Duration = Duration::from_secs(5);
+
+/// What the supervisor runs, and how.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// Let background processes live on when the command ends (`--allow-detach`). They are
+    /// still killed when the client leaves, on a timeout, or when the server stops.
+    pub detach: bool,
+    /// The command's stdin is a terminal: start it in a session of its own with that
+    /// terminal as its controlling terminal.
+    pub tty: bool,
+    pub program: OsString,
+    pub args: Vec<OsString>,
+}
+
+impl Plan {
+    /// The supervisor's own arguments for this plan, after the executable's name.
+    pub fn to_args(&self) -> Vec<OsString> {
+        let mut v: Vec<OsString> = vec!["supervise".into()];
+        if self.detach {
+            v.push("--detach".into());
+        }
+        if self.tty {
+            v.push("--tty".into());
+        }
+        v.push("--".into());
+        v.push(self.program.clone());
+        v.extend(self.args.iter().cloned());
+        v
+    }
+}
+
+/// Runs `plan` under supervision and returns only to report a failure to start; otherwise
+/// it ends the process with the command's own status.
+pub fn run(plan: &Plan) -> i32 {
+    // SAFETY: plain system calls on this process's own state; no memory is shared.
+    unsafe {
+        libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+        // The command must not inherit the control pipe.
+        libc::fcntl(CONTROL_FD, libc::F_SETFD, libc::FD_CLOEXEC);
+    }
+    let signals = match SignalFd::new() {
+        Ok(s) => s,
+        Err(e) => return report_failure(&plan.program, &e),
+    };
+    let mut cmd = Command::new(&plan.program);
+    cmd.args(&plan.args);
+    let tty = plan.tty;
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            let empty = empty_sigset();
+            libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+            if tty {
+                if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            } else if libc::setpgid(0, 0) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => return report_failure(&plan.program, &e),
+    };
+    let pid = child.id() as libc::pid_t;
+    // Our copies of the command's stdin, stdout and stderr would keep its pipes open after
+    // the command is gone: the server sees the end of output only when all copies close.
+    release_stdio();
+    let mut sup = Supervisor {
+        child: pid,
+        status: None,
+    };
+    let status = sup.watch(&signals, plan.detach);
+    mirror(status)
+}
+
+struct Supervisor {
+    child: libc::pid_t,
+    /// The command's wait status, once reaped.
+    status: Option<libc::c_int>,
+}
+
+impl Supervisor {
+    /// Waits for the command, obeying the control pipe and termination signals meanwhile;
+    /// returns its wait status once it ended and (unless detaching) its descendants are gone.
+    fn watch(&mut self, signals: &SignalFd, detach: bool) -> libc::c_int {
+        let mut control_open = true;
+        loop {
+            if let Some(status) = self.status {
+                if !detach {
+                    self.kill_descendants();
+                }
+                return status;
+            }
+            let mut fds = [
+                libc::pollfd {
+                    fd: if control_open { CONTROL_FD } else { -1 },
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+                libc::pollfd {
+                    fd: signals.fd,
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+            ];
+            // SAFETY: `fds` is a valid array of two pollfd.
+            if unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) } < 0 {
+                continue; // EINTR
+            }
+            if fds[1].revents != 0 {
+                for sig in signals.drain() {
+                    if sig != libc::SIGCHLD {
+                        // Someone asked the supervisor itself to stop: take the tree down.
+                        self.kill_descendants();
+                    }
+                }
+                self.reap();
+            }
+            if fds[0].revents != 0 {
+                let mut buf = [0u8; 64];
+                // SAFETY: reading into a local buffer of the given length.
+                let n = unsafe { libc::read(CONTROL_FD, buf.as_mut_ptr().cast(), buf.len()) };
+                if n <= 0 {
+                    // The server let go of the command, or died: nothing may outlive that.
+                    control_open = false;
+                    self.kill_descendants();
+                } else {
+                    for &b in &buf[..n as usize] {
+                        if b == KILL {
+                            self.kill_descendants();
+                        } else {
+                            self.forward(libc::c_int::from(b));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends `sig` to the command's process group (its session's group with a terminal).
+    fn forward(&self, sig: libc::c_int) {
+        if self.status.is_none() {
+            // SAFETY: killpg has no memory-safety preconditions. The group leader is our
+            // unreaped child, so its id cannot have been reused.
+            unsafe {
+                libc::killpg(self.child, sig);
+            }
+        }
+    }
+
+    /// Reaps every child that has ended, noting the command's own status.
+    fn reap(&mut self) {
+        loop {
+            let mut status = 0;
+            // SAFETY: waitpid writes the status into a local.
+            let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+            if pid <= 0 {
+                return;
+            }
+            if pid == self.child {
+                self.status = Some(status);
+            }
+        }
+    }
+
+    /// SIGKILLs every descendant, again and again while new ones appear (a fork racing the
+    /// kill, an orphan re-parented to us), until none is left or the deadline passes.
+    /// Processes we may not signal (one that became another user, say) are left alone.
+    fn kill_descendants(&mut self) {
+        let me = std::process::id() as libc::pid_t;
+        let deadline = Instant::now() + KILL_DEADLINE;
+        loop {
+            self.reap();
+            let living = descendants(me);
+            let mut signalled = 0;
+            for pid in &living {
+                // SAFETY: kill has no memory-safety preconditions. Every pid here is our
+                // descendant, so it is not reaped (and reused) before we are done with it:
+                // only we reap our children, and its own parent is part of this tree.
+                if unsafe { libc::kill(*pid, libc::SIGKILL) } == 0 {
+                    signalled += 1;
+                }
+            }
+            if signalled == 0 || Instant::now() > deadline {
+                self.reap();
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
+/// Live (not zombie) descendants of `root`, found through `/proc`.
+fn descendants(root: libc::pid_t) -> Vec<libc::pid_t> {
+    let mut parent_of = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    for entry in dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<libc::pid_t>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        if let Some((state, ppid)) = parse_stat(&stat) {
+            parent_of.push((pid, ppid, state == 'Z'));
+        }
+    }
+    let mut found = vec![root];
+    let mut i = 0;
+    while i < found.len() {
+        let parent = found[i];
+        for (pid, ppid, _) in &parent_of {
+            if *ppid == parent && !found.contains(pid) {
+                found.push(*pid);
+            }
+        }
+        i += 1;
+    }
+    found
+        .into_iter()
+        .skip(1)
+        .filter(|pid| !parent_of.iter().any(|(p, _, zombie)| p == pid && *zombie))
+        .collect()
+}
+
+/// The state and parent pid from a `/proc/PID/stat` line. The command name in parentheses
+/// may itself contain spaces and parentheses, so parsing starts after the last `)`.
+fn parse_stat(stat: &str) -> Option<(char, libc::pid_t)> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_ascii_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let ppid = fields.next()?.parse().ok()?;
+    Some((state, ppid))
+}
+
+/// Ends this process the way the command ended: the same exit code, or the same signal.
+fn mirror(status: libc::c_int) -> i32 {
+    if libc::WIFEXITED(status) {
+        return libc::WEXITSTATUS(status);
+    }
+    if libc::WIFSIGNALED(status) {
+        let sig = libc::WTERMSIG(status);
+        // SAFETY: resetting this process's own signal state, then raising the signal.
+        unsafe {
+            // The command may have dumped core; the supervisor must not add a second one.
+            let none = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            libc::setrlimit(libc::RLIMIT_CORE, &none);
+            libc::signal(sig, libc::SIG_DFL);
+            let empty = empty_sigset();
+            libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+            libc::raise(sig);
+        }
+        return 128 + sig;
+    }
+    255
+}
+
+/// Reports a command that could not be started, in the shell's words and codes.
+fn report_failure(program: &OsString, e: &io::Error) -> i32 {
+    let (code, why) = match e.kind() {
+        io::ErrorKind::NotFound => (127, "command not found".to_string()),
+        io::ErrorKind::PermissionDenied => (126, "permission denied".to_string()),
+        _ => (126, e.to_string()),
+    };
+    eprintln!("rcmd: {}: {why}", program.to_string_lossy());
+    code
+}
+
+/// Points stdin, stdout and stderr at /dev/null.
+fn release_stdio() {
+    // SAFETY: opening /dev/null and duplicating it over our own descriptors 0-2.
+    unsafe {
+        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+        if null >= 0 {
+            for fd in 0..3 {
+                libc::dup2(null, fd);
+            }
+            if null > 2 {
+                libc::close(null);
+            }
+        }
+    }
+}
+
+fn empty_sigset() -> libc::sigset_t {
+    // SAFETY: sigemptyset initialises the set it is given.
+    unsafe {
+        let mut set = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        set
+    }
+}
+
+/// The signals the supervisor waits for, blocked and read from a descriptor instead of
+/// handled asynchronously.
+struct SignalFd {
+    fd: RawFd,
+}
+
+const WATCHED: [libc::c_int; 6] = [
+    libc::SIGCHLD,
+    libc::SIGTERM,
+    libc::SIGINT,
+    libc::SIGHUP,
+    libc::SIGQUIT,
+    libc::SIGPIPE,
+];
+
+impl SignalFd {
+    fn new() -> io::Result<SignalFd> {
+        // SAFETY: building a signal set and blocking it for this (single-threaded) process.
+        unsafe {
+            let mut set = empty_sigset();
+            for sig in WATCHED {
+                libc::sigaddset(&mut set, sig);
+            }
+            libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+            let fd = libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK);
+            if fd < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(SignalFd { fd })
+        }
+    }
+
+    /// The signals delivered since the last call.
+    fn drain(&self) -> Vec<libc::c_int> {
+        let mut got = Vec::new();
+        loop {
+            // SAFETY: signalfd_siginfo is plain data; read fills at most its size.
+            let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
+            let size = std::mem::size_of::<libc::signalfd_siginfo>();
+            let n = unsafe {
+                libc::read(
+                    self.fd,
+                    (&mut info as *mut libc::signalfd_siginfo).cast(),
+                    size,
+                )
+            };
+            if n != size as isize {
+                return got;
+            }
+            got.push(info.ssi_signo as libc::c_int);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_lines_with_awkward_names_parse() {
+        assert_eq!(parse_stat("42 (sleep) S 7 42 42 0"), Some(('S', 7)));
+        assert_eq!(parse_stat("43 (a) b) (c) Z 1 43"), Some(('Z', 1)));
+        assert_eq!(parse_stat("garbage"), None);
+    }
+
+    #[test]
+    fn plan_round_trips_through_arguments() {
+        let plan = Plan {
+            detach: true,
+            tty: false,
+            program: "sh".into(),
+            args: vec!["-c".into(), "echo --tty".into()],
+        };
+        let args: Vec<String> = plan
+            .to_args()
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            args,
+            ["supervise", "--detach", "--", "sh", "-c", "echo --tty"]
+        );
+    }
+}

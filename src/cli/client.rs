@@ -1,11 +1,9 @@
 //! `rcmd client`.
 
-use std::path::PathBuf;
-
 use clap::Args;
 
+use super::token::TokenArgs;
 use super::{init_logging, Failure, WireArgs};
-use crate::auth::Token;
 use crate::client::{self, ClientConfig, Input, Output};
 use crate::wire::Protocol;
 
@@ -21,14 +19,8 @@ pub(super) struct ClientArgs {
     #[command(flatten)]
     wire: WireArgs,
 
-    /// Token the server requires (framed mode). Visible to other users in `ps`:
-    /// prefer --token-file or RCMD_TOKEN
-    #[arg(long, value_name = "TOKEN", conflicts_with = "token_file")]
-    token: Option<String>,
-
-    /// File holding the token (a trailing newline is ignored)
-    #[arg(long, value_name = "FILE")]
-    token_file: Option<PathBuf>,
+    #[command(flatten)]
+    token: TokenArgs,
 
     /// Command to run remotely; without one, each line of standard input is a command.
     /// Several words are quoted so they arrive as typed; a single word is sent as the
@@ -44,8 +36,7 @@ pub(super) struct ClientArgs {
 pub(super) fn run(args: ClientArgs) -> Result<i32, Failure> {
     init_logging("rcmd=warn");
     let wire = args.wire.wire();
-    let explicit_token = args.token.is_some() || args.token_file.is_some();
-    if explicit_token && wire.protocol != Protocol::Framed {
+    if args.token.given() && wire.protocol != Protocol::Framed {
         return Err(Failure::new(
             CLIENT_FAILED,
             format!(
@@ -54,12 +45,10 @@ pub(super) fn run(args: ClientArgs) -> Result<i32, Failure> {
             ),
         ));
     }
-    let token = Token::from_sources(
-        args.token.as_deref(),
-        args.token_file.as_deref(),
-        std::env::var("RCMD_TOKEN").ok(),
-    )
-    .map_err(|e| Failure::new(CLIENT_FAILED, e))?;
+    let token = args
+        .token
+        .for_client(std::env::var("RCMD_TOKEN").ok(), wire.protocol)
+        .map_err(|e| Failure::new(CLIENT_FAILED, e))?;
     let config = ClientConfig {
         wire,
         token,

@@ -4,6 +4,7 @@
 mod client;
 mod demo;
 mod server;
+mod token;
 
 use clap::builder::TypedValueParser;
 use clap::{Args, Parser, Subcommand};

@@ -311,3 +311,153 @@ async fn python_client_finds_the_token_where_rcmd_does() {
     let fix = format!("chmod 600 {}", home.token_file().display());
     assert!(r.stderr_str().contains(&fix), "{r}");
 }
+
+// ---------------------------------------------------------------- guessing and hogging
+
+/// A framed hello offering `token`.
+fn hello(token: &[u8]) -> Vec<u8> {
+    let mut payload = b"Hrcmd\x01".to_vec();
+    payload.extend_from_slice(&(1u32 << 20).to_be_bytes());
+    payload.extend_from_slice(token);
+    let mut frame = (payload.len() as u32).to_be_bytes().to_vec();
+    frame.extend(payload);
+    frame
+}
+
+/// Connects (from `from`, if given), sends `bytes` and returns all the server sent
+/// before closing.
+async fn exchange(
+    addr: std::net::SocketAddr,
+    from: Option<std::net::IpAddr>,
+    bytes: &[u8],
+) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    if let Some(ip) = from {
+        socket.bind((ip, 0).into()).unwrap();
+    }
+    let mut conn = socket.connect(addr).await.unwrap();
+    conn.write_all(bytes).await.unwrap();
+    let mut got = Vec::new();
+    tokio::time::timeout(common::PROCESS_DEADLINE, conn.read_to_end(&mut got))
+        .await
+        .expect("the server never closed the connection")
+        .unwrap();
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+/// How many failed attempts a log line reports: "authentication failed from X" is one,
+/// "N failed attempts ... from X" is N.
+fn failures_in(line: &str) -> u32 {
+    if line.contains("authentication failed from") {
+        return 1;
+    }
+    let Some(at) = line.find(" failed attempt") else {
+        return 0;
+    };
+    line[..at]
+        .rsplit(' ')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_wrong_guesses_are_slowed_and_logged_as_a_few_counts() {
+    const GUESSES: usize = 50;
+    // Fewer guessers than the per-source limit of unauthenticated connections (8), so
+    // each guess is a failed authentication, not a refused connection.
+    const GUESSERS: usize = 7;
+    let home = RcmdHome::new();
+    let server = home.server(&[]).await;
+    let addr = server.addr;
+    let left = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(GUESSES));
+    let started = std::time::Instant::now();
+    let guessers: Vec<_> = (0..GUESSERS)
+        .map(|_| {
+            let left = std::sync::Arc::clone(&left);
+            tokio::spawn(async move {
+                use std::sync::atomic::Ordering::SeqCst;
+                while left
+                    .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
+                    .is_ok()
+                {
+                    let reply = exchange(addr, None, &hello(b"a guess")).await;
+                    assert!(reply.contains("authentication failed"), "{reply:?}");
+                }
+            })
+        })
+        .collect();
+    for g in guessers {
+        g.await.unwrap();
+    }
+    let took = started.elapsed();
+    let log = server.stop().await;
+    let lines: Vec<&String> = log.iter().filter(|l| failures_in(l) > 0).collect();
+    let counted: u32 = lines.iter().map(|l| failures_in(l)).sum();
+    assert_eq!(
+        counted, GUESSES as u32,
+        "every failure is counted once: {log:#?}"
+    );
+    assert!(
+        lines.len() <= GUESSES / 2,
+        "{} lines for {GUESSES} guesses: {log:#?}",
+        lines.len()
+    );
+    assert!(
+        lines.iter().all(|l| l.contains("127.0.0.1")),
+        "each line names the source: {lines:#?}"
+    );
+    // The delays (0.1 s doubling to 2 s, per source) add up to over 90 s; at most 8
+    // guesses from one source wait at once.
+    assert!(
+        took >= std::time::Duration::from_secs(10),
+        "{GUESSES} guesses took only {took:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unauthenticated_connections_from_one_source_do_not_lock_out_others() {
+    use tokio::io::AsyncReadExt;
+    let mut config = rcmd::server::ServerConfig::new(rcmd::wire::Protocol::Framed);
+    config.token = Some(rcmd::auth::Token::new(b"the token").unwrap());
+    let addr = common::start_server(config).await;
+    // 256 connections from 127.0.0.2 that never say a word.
+    let attacker: std::net::IpAddr = [127, 0, 0, 2].into();
+    let mut held = Vec::new();
+    for _ in 0..256 {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind((attacker, 0).into()).unwrap();
+        held.push(socket.connect(addr).await.unwrap());
+    }
+    // Those past the per-source limit are told so at once.
+    let mut told = Vec::new();
+    held.last_mut()
+        .unwrap()
+        .read_to_end(&mut told)
+        .await
+        .unwrap();
+    let told = String::from_utf8_lossy(&told);
+    assert!(
+        told.contains("too many unauthenticated connections from 127.0.0.2"),
+        "{told:?}"
+    );
+    let a = addr.to_string();
+    let mut served = 0;
+    for _ in 0..20 {
+        let r = common::run_env(
+            common::rcmd_bin(),
+            &["client", &a, "--", "echo in"],
+            b"",
+            &[("RCMD_TOKEN", "the token")],
+        )
+        .await;
+        if r.code == Some(0) && r.stdout_str() == "in\n" {
+            served += 1;
+        } else {
+            println!("not served: {r}");
+        }
+    }
+    assert!(served >= 19, "only {served} of 20 clients were served");
+    drop(held);
+}

@@ -36,9 +36,18 @@ pub(super) struct ServerArgs {
     #[arg(long)]
     allow_unauthenticated: bool,
 
-    /// Most connections served at once; more are refused with a message
+    /// Most authenticated connections served at once; more are refused with a message
     #[arg(long, value_name = "N", default_value_t = Limits::default().max_conns)]
     max_conns: usize,
+
+    /// Most connections still authenticating at once, in all; more are refused at once
+    #[arg(long, value_name = "N", default_value_t = Limits::default().max_unauthenticated)]
+    max_unauthenticated: usize,
+
+    /// Most connections still authenticating at once from one IPv4 address or IPv6 /64
+    #[arg(long, value_name = "N",
+          default_value_t = Limits::default().max_unauthenticated_per_source)]
+    max_unauthenticated_per_source: usize,
 
     /// Kill a command (its whole process group) after this many seconds; the client exits 124
     #[arg(long, value_name = "SECS", value_parser = seconds)]
@@ -88,6 +97,8 @@ pub(super) fn run(args: ServerArgs) -> Result<i32, Failure> {
         token: token.token().cloned(),
         limits: Limits {
             max_conns: args.max_conns.max(1),
+            max_unauthenticated: args.max_unauthenticated.max(1),
+            max_unauthenticated_per_source: args.max_unauthenticated_per_source.max(1),
             command_timeout: args.timeout,
             idle_timeout: Some(args.idle_timeout).filter(|d| !d.is_zero()),
             auth_timeout: args.auth_timeout,

@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use tokio_util::codec::{Encoder, FramedRead, FramedWrite};
 use tracing::{debug, info, warn};
 
-use super::{ConnError, ServerConfig, Shutdown};
+use super::{admission, ConnError, ServerConfig, Shutdown};
 use crate::exec::{self, Event, Running};
 use crate::header::HeaderFormat;
 use crate::protocol::{
@@ -162,13 +162,25 @@ async fn handshake(
         let why = format!("protocol version 0 is not supported (this server speaks {VERSION})");
         return Err(refuse(writer, why).await);
     }
+    let source = super::guard::Source::from(peer.ip());
     if let Some(token) = &config.token {
         if !token.matches(&hello.token) {
-            warn!(%peer, "authentication failed");
-            let why = "authentication failed: wrong or missing token".to_string();
-            return Err(refuse(writer, why).await);
+            // Slow the next guess from this source, and log a count instead of a line each.
+            let failed = admission::ticket(|t| t.guard().failed(source));
+            let (delay, tally) = failed.unwrap_or_default();
+            if let Some(tally) = tally {
+                warn!("{tally}");
+            }
+            tokio::time::sleep(delay).await;
+            say(writer, "authentication failed: wrong or missing token").await;
+            return Err(ConnError::AuthFailed);
         }
+        admission::ticket(|t| t.guard().succeeded(source));
         info!(%peer, "authenticated");
+    }
+    // Only now does the connection take one of the --max-conns slots.
+    if let Some(Err(busy)) = admission::ticket(|t| t.authenticated()) {
+        return Err(refuse(writer, busy.to_string()).await);
     }
     Ok(Some(hello))
 }

@@ -4,10 +4,14 @@
 Usage: rcmd_client.py HOST PORT COMMAND [--header FMT]
 
 Runs COMMAND on the server, copies its stdout and stderr to ours and exits with its
-status, like `rcmd client HOST:PORT -- COMMAND`.
+status, like `rcmd client HOST:PORT -- COMMAND`. The token comes from where rcmd's own
+client finds it: RCMD_TOKEN, else the same-user file `token` in $RCMD_HOME,
+$XDG_CONFIG_HOME/rcmd or ~/.config/rcmd.
 """
 import argparse
+import os
 import socket
+import stat
 import struct
 import sys
 
@@ -42,6 +46,32 @@ class Framed:
         return recv_exact(self.sock, length)
 
 
+def config_dir():
+    """rcmd's configuration directory, found as rcmd finds it."""
+    if os.environ.get('RCMD_HOME'):
+        return os.environ['RCMD_HOME']
+    if os.environ.get('XDG_CONFIG_HOME'):
+        return os.path.join(os.environ['XDG_CONFIG_HOME'], 'rcmd')
+    return os.path.join(os.path.expanduser('~'), '.config', 'rcmd')
+
+
+def token():
+    """The token to present: RCMD_TOKEN, else the same-user file, else none."""
+    if os.environ.get('RCMD_TOKEN'):
+        return os.environ['RCMD_TOKEN'].encode()
+    path = os.path.join(config_dir(), 'token')
+    try:
+        f = open(path, 'rb')
+    except FileNotFoundError:
+        return b''
+    with f:
+        mode = stat.S_IMODE(os.fstat(f.fileno()).st_mode)
+        if mode & 0o077:
+            sys.exit(f'token file {path} is accessible to other users (mode {mode:04o}); '
+                     f'run: chmod 600 {path}')
+        return f.read().rstrip(b'\r\n')
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('host')
@@ -52,7 +82,7 @@ def main():
 
     with socket.create_connection((args.host, args.port)) as sock:
         conn = Framed(sock, args.header)
-        conn.send(b'H' + b'rcmd' + struct.pack('!BI', VERSION, MAX_FRAME))
+        conn.send(b'H' + b'rcmd' + struct.pack('!BI', VERSION, MAX_FRAME) + token())
         hello = conn.recv()
         if hello[:1] == b'!':
             sys.exit(f'server: {hello[1:].decode(errors="replace")}')

@@ -6,7 +6,9 @@
 //! constant time, without revealing its length through timing.
 
 use std::fmt;
+use std::io::{Read, Write};
 use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use subtle::ConstantTimeEq;
@@ -92,30 +94,105 @@ impl Token {
         file: Option<&Path>,
         env: Option<String>,
     ) -> Result<Option<Token>, TokenError> {
-        let secret: Vec<u8> = if let Some(v) = value {
-            v.as_bytes().to_vec()
+        if let Some(v) = value {
+            Token::new(v.as_bytes()).map(Some)
         } else if let Some(path) = file {
-            let mut bytes = std::fs::read(path).map_err(|e| {
-                TokenError(format!("cannot read token file {}: {e}", path.display()))
-            })?;
-            while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
-                bytes.pop();
-            }
-            bytes
+            Token::from_file(path).map(Some)
         } else if let Some(v) = env.filter(|v| !v.is_empty()) {
-            v.into_bytes()
+            Token::new(v.as_bytes()).map(Some)
         } else {
-            return Ok(None);
+            Ok(None)
+        }
+    }
+
+    /// The token in a file (a trailing newline ignored). The file must be readable and
+    /// writable by its owner only: a token others can read is no longer a secret.
+    ///
+    /// # Errors
+    /// If the file cannot be read, group or others may access it (the message gives the
+    /// `chmod` that fixes it), or the token in it is unusable.
+    pub fn from_file(path: &Path) -> Result<Token, TokenError> {
+        let cannot = |e: std::io::Error| {
+            TokenError(format!("cannot read token file {}: {e}", path.display()))
         };
-        Token::new(&secret).map(Some)
+        let mut file = std::fs::File::open(path).map_err(cannot)?;
+        // Checked on the open file, so the file read is the file checked.
+        let meta = file.metadata().map_err(cannot)?;
+        if !meta.is_file() {
+            return Err(TokenError(format!(
+                "token file {} is not a regular file",
+                path.display()
+            )));
+        }
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(TokenError(format!(
+                "token file {} is accessible to other users (mode {mode:04o}), so they can \
+                 read the token; run: chmod 600 {}",
+                path.display(),
+                shell_words::quote(&path.to_string_lossy())
+            )));
+        }
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes).map_err(cannot)?;
+        while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+            bytes.pop();
+        }
+        Token::new(&bytes).map_err(|e| TokenError(format!("token file {}: {e}", path.display())))
+    }
+
+    /// The token in `path`, made first if there is none: 32 random bytes as 64 hex
+    /// digits. The file is written under another name with mode 0600 and linked into place
+    /// only when complete, so it is never readable by others, never seen half-written, and
+    /// a server starting at the same moment keeps the other's token instead of replacing it.
+    /// Returns the token and whether it was just created.
+    ///
+    /// # Errors
+    /// If the file cannot be read or made, or an existing one fails [`Token::from_file`].
+    pub fn from_file_or_create(path: &Path) -> Result<(Token, bool), TokenError> {
+        match Token::from_file(path) {
+            Err(_) if !path.exists() => {}
+            existing => return existing.map(|t| (t, false)),
+        }
+        let cannot = |e: &dyn fmt::Display| {
+            TokenError(format!("cannot create token file {}: {e}", path.display()))
+        };
+        let secret = random_hex(32).map_err(|e| cannot(&e))?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        // NamedTempFile opens with O_EXCL and mode 0600.
+        let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| cannot(&e))?;
+        tmp.write_all(format!("{secret}\n").as_bytes())
+            .and_then(|()| tmp.as_file().sync_all())
+            .map_err(|e| cannot(&e))?;
+        match tmp.persist_noclobber(path) {
+            Ok(_) => Token::new(secret.as_bytes()).map(|t| (t, true)),
+            Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => {
+                Token::from_file(path).map(|t| (t, false))
+            }
+            Err(e) => Err(cannot(&e.error)),
+        }
     }
 }
+
+/// `n` bytes from the kernel's random source, as hex.
+fn random_hex(n: usize) -> std::io::Result<String> {
+    let mut bytes = vec![0u8; n];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// The warning for a token given on the command line.
+pub const TOKEN_IN_ARGV_WARNING: &str = "warning: --token puts the token in the process list, \
+     where other local users can read it with `ps`; prefer --token-file FILE or RCMD_TOKEN";
 
 /// Why the server will not listen where it was asked to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ExposureError {
-    /// Not loopback and no token: anyone who can reach the port could run commands.
-    NeedsToken { addr: SocketAddr },
+    /// No token: anyone who can connect (on loopback, every local user) could run commands.
+    NeedsToken {
+        addr: SocketAddr,
+        protocol: &'static str,
+    },
     /// A token was given for a mode that has no way to carry one.
     TokenUnsupported { protocol: &'static str },
 }
@@ -123,17 +200,30 @@ pub enum ExposureError {
 impl fmt::Display for ExposureError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ExposureError::NeedsToken { addr } => write!(
-                f,
-                "refusing to listen on {addr} without a token: anyone who can reach it could \
-                 run commands as this user. Set one with --token-file FILE, RCMD_TOKEN or \
-                 --token (framed mode), or pass --allow-unauthenticated if this network is \
-                 trusted"
-            ),
+            ExposureError::NeedsToken { addr, protocol } => {
+                let who = if addr.ip().is_loopback() {
+                    "every local user (and any web page a local browser opens) could"
+                } else {
+                    "anyone who can reach it could"
+                };
+                write!(f, "refusing to listen on {addr} without a token: {who} run commands as this user. ")?;
+                if *protocol == "framed" {
+                    f.write_str(
+                        "Set one with --token-file FILE or RCMD_TOKEN, or pass \
+                         --allow-unauthenticated if every such peer is trusted",
+                    )
+                } else {
+                    write!(
+                        f,
+                        "The {protocol} mode cannot carry a token: use --protocol framed, or \
+                         pass --allow-unauthenticated if every such peer is trusted"
+                    )
+                }
+            }
             ExposureError::TokenUnsupported { protocol } => write!(
                 f,
                 "the {protocol} mode has no way to carry a token; use --protocol framed, or \
-                 listen on loopback without one"
+                 --allow-unauthenticated without a token"
             ),
         }
     }
@@ -141,9 +231,9 @@ impl fmt::Display for ExposureError {
 
 impl std::error::Error for ExposureError {}
 
-/// Decides whether a server may listen on `addrs`: loopback always; anything else only with
-/// a token (framed mode) or when explicitly allowed. Returns a warning to show when the
-/// server will be open to the network without a token.
+/// Decides whether a server may listen on `addrs`: with a token (framed mode only), or
+/// without one only when explicitly allowed, on loopback too, since every local user can
+/// reach loopback. Returns the warning to show when the server will run without a token.
 ///
 /// # Errors
 /// An [`ExposureError`] saying what to do instead.
@@ -158,17 +248,39 @@ pub fn check_exposure(
             protocol: protocol.name(),
         });
     }
-    let Some(exposed) = addrs.iter().find(|a| !a.ip().is_loopback()) else {
+    if has_token {
+        return Ok(None);
+    }
+    let Some(first) = addrs.first() else {
         return Ok(None);
     };
-    match (has_token, allow_unauthenticated) {
-        (true, _) => Ok(None),
-        (false, true) => Ok(Some(format!(
-            "WARNING: listening on {exposed} with NO authentication: anyone who can reach \
-             this port can run any command as this user"
-        ))),
-        (false, false) => Err(ExposureError::NeedsToken { addr: *exposed }),
+    // The widest exposure is the one to describe.
+    let exposed = addrs.iter().find(|a| !a.ip().is_loopback());
+    if exposed.is_none() && protocol != crate::wire::Protocol::Framed && !allow_unauthenticated {
+        // The tutorial's own wire has no room for a token. On loopback it stays usable
+        // for learning (the learner's Python programs speak it), with the risk said.
+        return Ok(Some(format!(
+            "warning: the {} mode cannot authenticate: while this server runs, every local \
+             user can run commands as this user. It is for learning; use --protocol framed \
+             for anything else",
+            protocol.name()
+        )));
     }
+    if !allow_unauthenticated {
+        return Err(ExposureError::NeedsToken {
+            addr: *exposed.unwrap_or(first),
+            protocol: protocol.name(),
+        });
+    }
+    Ok(Some(match exposed {
+        Some(addr) => format!(
+            "WARNING: listening on {addr} with NO authentication: anyone who can reach \
+             this port can run any command as this user"
+        ),
+        None => "WARNING: NO authentication (--allow-unauthenticated): every local user, \
+                 and any web page a local browser opens, can run any command as this user"
+            .to_string(),
+    }))
 }
 
 #[cfg(test)]
@@ -214,6 +326,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("token");
         std::fs::write(&file, "from-file\n").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
         let pick = |v: Option<&str>, f: Option<&Path>, e: Option<&str>| {
             Token::from_sources(v, f, e.map(String::from))
                 .unwrap()
@@ -234,17 +347,58 @@ mod tests {
     }
 
     #[test]
-    fn loopback_needs_no_token_anything_else_does() {
+    fn token_file_others_can_access_is_refused_with_the_chmod() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "s3cret\n").unwrap();
+        for mode in [0o644, 0o640, 0o604, 0o620, 0o602] {
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode)).unwrap();
+            let err = Token::from_file(&file).unwrap_err().to_string();
+            assert!(
+                err.contains(&format!("chmod 600 {}", file.display())),
+                "{mode:o}: {err}"
+            );
+            assert!(!err.contains("s3cret"));
+        }
+        for mode in [0o600, 0o400] {
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode)).unwrap();
+            assert!(Token::from_file(&file).unwrap().matches(b"s3cret"));
+        }
+    }
+
+    #[test]
+    fn token_file_is_created_0600_once_and_then_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        let (made, created) = Token::from_file_or_create(&file).unwrap();
+        assert!(created);
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let text = std::fs::read_to_string(&file).unwrap();
+        assert_eq!(text.len(), 65, "64 hex digits and a newline: {text:?}");
+        assert!(made.matches(text.trim_end().as_bytes()));
+        let (again, created) = Token::from_file_or_create(&file).unwrap();
+        assert!(!created);
+        assert!(again.matches(made.as_bytes()));
+        // No stray temporary file is left beside it.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        let (other, _) = Token::from_file_or_create(&dir.path().join("other")).unwrap();
+        assert!(!other.matches(made.as_bytes()), "each token is random");
+    }
+
+    #[test]
+    fn no_token_needs_explicit_permission_even_on_loopback() {
         let lo = [addr("127.0.0.1:9000"), addr("[::1]:9000")];
-        assert_eq!(
-            check_exposure(&lo, Protocol::Framed, false, false),
-            Ok(None)
-        );
-        let any = [addr("0.0.0.0:9000")];
         assert!(matches!(
-            check_exposure(&any, Protocol::Framed, false, false),
+            check_exposure(&lo, Protocol::Framed, false, false),
             Err(ExposureError::NeedsToken { .. })
         ));
+        assert_eq!(check_exposure(&lo, Protocol::Framed, true, false), Ok(None));
+        let warning = check_exposure(&lo, Protocol::Framed, false, true).unwrap();
+        assert!(warning.unwrap().contains("every local user"));
+        let any = [addr("0.0.0.0:9000")];
+        let err = check_exposure(&any, Protocol::Framed, false, false).unwrap_err();
+        assert!(err.to_string().contains("anyone who can reach it"), "{err}");
         assert_eq!(
             check_exposure(&any, Protocol::Framed, true, false),
             Ok(None)
@@ -262,7 +416,13 @@ mod tests {
                 Err(ExposureError::TokenUnsupported { .. })
             ));
         }
-        let any = [addr("10.1.2.3:9000")];
-        assert!(check_exposure(&any, Protocol::Naive, false, false).is_err());
+        // On loopback they run, for learning, saying who else can use them.
+        let warning = check_exposure(&lo, Protocol::Naive, false, false).unwrap();
+        assert!(warning.unwrap().contains("every local user"));
+        // Beyond loopback only when explicitly allowed.
+        let any = [addr("0.0.0.0:9000")];
+        let err = check_exposure(&any, Protocol::Naive, false, false).unwrap_err();
+        assert!(err.to_string().contains("cannot carry a token"), "{err}");
+        assert!(check_exposure(&any, Protocol::Naive, false, true).is_ok());
     }
 }

@@ -12,6 +12,7 @@ pub mod auth;
 pub mod cli;
 pub mod client;
 pub mod codec;
+pub mod config;
 pub mod deadline;
 pub mod demo;
 pub mod exec;

@@ -4,7 +4,7 @@ mod common;
 
 use std::process::Stdio;
 
-use common::{pids_running, rcmd_bin, start_server, unique_marker, wait_until};
+use common::{pids_running, rcmd_command, start_server, unique_marker, wait_until};
 use rcmd::server::ServerConfig;
 use rcmd::wire::Protocol;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -34,10 +34,9 @@ async fn framed_client_killed_mid_command_leaves_no_process() {
         .await
         .to_string();
     let marker = unique_marker();
-    let mut client = tokio::process::Command::new(rcmd_bin())
+    let mut client = rcmd_command()
         .args(["client", &addr, "--", &two_sleeps(&marker)])
         .stdout(Stdio::piped())
-        .kill_on_drop(true)
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(client.stdout.take().unwrap()).lines();

@@ -4,7 +4,7 @@ mod common;
 
 use std::process::Stdio;
 
-use common::{rcmd, rcmd_bin, run, start_server};
+use common::{rcmd, rcmd_command, run, start_server, RcmdHome};
 use rcmd::exec::ExecMode;
 use rcmd::server::ServerConfig;
 use rcmd::wire::Protocol;
@@ -163,10 +163,9 @@ async fn command_too_long_for_the_header_is_refused_clearly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn output_streams_before_the_command_ends() {
     let addr = start_server(framed()).await.to_string();
-    let mut child = tokio::process::Command::new(rcmd_bin())
+    let mut child = rcmd_command()
         .args(["client", &addr, "--", "echo first; sleep 30; echo second"])
         .stdout(Stdio::piped())
-        .kill_on_drop(true)
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
@@ -222,24 +221,13 @@ async fn python_client_from_scripts_speaks_framed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_binary_announces_its_address_and_serves() {
-    let mut server = tokio::process::Command::new(rcmd_bin())
-        .args(["server", "--listen", "127.0.0.1:0"])
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(server.stderr.take().unwrap()).lines();
-    let line = lines
-        .next_line()
-        .await
-        .unwrap()
-        .expect("server printed nothing");
-    let addr = line
-        .split_whitespace()
-        .find(|w| w.starts_with("127.0.0.1:"))
-        .unwrap_or_else(|| panic!("no address in {line:?}"))
-        .to_string();
-    let r = rcmd(&["client", &addr, "--", "echo", "served"], b"").await;
+    let home = RcmdHome::new();
+    let server = home.server(&[]).await;
+    let addr = server.addr.to_string();
+    assert!(addr.starts_with("127.0.0.1:"), "{:?}", server.banner);
+    let r = home
+        .rcmd(&["client", &addr, "--", "echo", "served"], b"")
+        .await;
     r.expect_code(0);
     assert_eq!(r.stdout_str(), "served\n");
 }

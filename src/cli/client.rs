@@ -1,13 +1,12 @@
 //! `rcmd client`.
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
 
+use super::token::TokenArgs;
 use super::{init_logging, seconds, Failure, WireArgs};
-use crate::auth::Token;
 use crate::client::{self, terminal, ClientConfig, Input, Output, Session, Tty};
 use crate::wire::Protocol;
 
@@ -24,14 +23,8 @@ pub(super) struct ClientArgs {
     #[command(flatten)]
     wire: WireArgs,
 
-    /// Token the server requires (framed mode). Visible to other users in `ps`:
-    /// prefer --token-file or RCMD_TOKEN
-    #[arg(long, value_name = "TOKEN", conflicts_with = "token_file")]
-    token: Option<String>,
-
-    /// File holding the token (a trailing newline is ignored)
-    #[arg(long, value_name = "FILE")]
-    token_file: Option<PathBuf>,
+    #[command(flatten)]
+    token: TokenArgs,
 
     /// Give the command an empty stdin instead of forwarding ours (as ssh -n)
     #[arg(short = 'n')]
@@ -75,8 +68,7 @@ pub(super) struct ClientArgs {
 pub(super) fn run(args: ClientArgs) -> Result<i32, Failure> {
     init_logging("rcmd=warn");
     let wire = args.wire.wire();
-    let explicit_token = args.token.is_some() || args.token_file.is_some();
-    if explicit_token && wire.protocol != Protocol::Framed {
+    if args.token.given() && wire.protocol != Protocol::Framed {
         return Err(Failure::new(
             CLIENT_FAILED,
             format!(
@@ -85,12 +77,10 @@ pub(super) fn run(args: ClientArgs) -> Result<i32, Failure> {
             ),
         ));
     }
-    let token = Token::from_sources(
-        args.token.as_deref(),
-        args.token_file.as_deref(),
-        std::env::var("RCMD_TOKEN").ok(),
-    )
-    .map_err(|e| Failure::new(CLIENT_FAILED, e))?;
+    let token = args
+        .token
+        .for_client(std::env::var("RCMD_TOKEN").ok(), wire.protocol)
+        .map_err(|e| Failure::new(CLIENT_FAILED, e))?;
     let at_terminal = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
     // No command at a terminal: a remote login shell, as `ssh host` opens; -T asks for
     // the line-by-line prompt instead.

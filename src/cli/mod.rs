@@ -5,6 +5,7 @@ mod client;
 mod demo;
 mod server;
 mod supervise;
+mod token;
 
 use clap::builder::TypedValueParser;
 use clap::{Args, Parser, Subcommand};

@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use clap::Args;
 
+use super::token::{ServerToken, TokenArgs};
 use super::{init_logging, seconds, Failure, WireArgs};
-use crate::auth::{check_exposure, Token};
+use crate::auth::check_exposure;
 use crate::exec::ExecMode;
 use crate::server::{self, Limits, ServerConfig};
 
@@ -27,23 +28,27 @@ pub(super) struct ServerArgs {
     #[arg(long)]
     exec: bool,
 
-    /// Token clients must present (framed mode). Visible to other users in `ps`:
-    /// prefer --token-file or RCMD_TOKEN
-    #[arg(long, value_name = "TOKEN", conflicts_with = "token_file")]
-    token: Option<String>,
+    #[command(flatten)]
+    token: TokenArgs,
 
-    /// File holding the token (a trailing newline is ignored)
-    #[arg(long, value_name = "FILE")]
-    token_file: Option<PathBuf>,
-
-    /// Listen beyond loopback without a token. Anyone who can reach the port can run
-    /// any command as this user
+    /// Require no token (not even the same-user one). Anyone who can reach the port
+    /// (on loopback: every local user, and web pages in a local browser) can run any
+    /// command as this user
     #[arg(long)]
     allow_unauthenticated: bool,
 
-    /// Most connections served at once; more are refused with a message
+    /// Most authenticated connections served at once; more are refused with a message
     #[arg(long, value_name = "N", default_value_t = Limits::default().max_conns)]
     max_conns: usize,
+
+    /// Most connections still authenticating at once, in all; more are refused at once
+    #[arg(long, value_name = "N", default_value_t = Limits::default().max_unauthenticated)]
+    max_unauthenticated: usize,
+
+    /// Most connections still authenticating at once from one IPv4 address or IPv6 /64
+    #[arg(long, value_name = "N",
+          default_value_t = Limits::default().max_unauthenticated_per_source)]
+    max_unauthenticated_per_source: usize,
 
     /// Kill a command (its whole process group) after this many seconds; the client exits 124
     #[arg(long, value_name = "SECS", value_parser = seconds)]
@@ -79,14 +84,18 @@ pub(super) struct ServerArgs {
 }
 
 pub(super) fn run(args: ServerArgs) -> Result<i32, Failure> {
+    // Take RCMD_TOKEN out of this process's environment before anything else, so no
+    // command the server runs can inherit the token. Still a single thread here (the
+    // runtime starts below), so nothing reads the environment while it changes.
+    let env_token = std::env::var("RCMD_TOKEN").ok();
+    std::env::remove_var("RCMD_TOKEN");
     init_logging("rcmd=info");
     let fail = |e: &dyn std::fmt::Display| Failure::new(SERVER_FAILED, e);
-    let token = Token::from_sources(
-        args.token.as_deref(),
-        args.token_file.as_deref(),
-        std::env::var("RCMD_TOKEN").ok(),
-    )
-    .map_err(|e| fail(&e))?;
+    let wire = args.wire.wire();
+    let token = args
+        .token
+        .for_server(env_token, wire.protocol, args.allow_unauthenticated)
+        .map_err(|e| fail(&e))?;
     let workdir = match args.workdir {
         Some(dir) => {
             if !dir.is_dir() {
@@ -99,7 +108,7 @@ pub(super) fn run(args: ServerArgs) -> Result<i32, Failure> {
         }
         None => crate::exec::home_dir().filter(|h| h.is_dir()),
     };
-    let defaults = ServerConfig::new(args.wire.wire().protocol);
+    let defaults = ServerConfig::new(wire.protocol);
     let accept_env = if args.accept_env.is_empty() {
         defaults.accept_env
     } else {
@@ -109,15 +118,17 @@ pub(super) fn run(args: ServerArgs) -> Result<i32, Failure> {
             .collect()
     };
     let config = ServerConfig {
-        wire: args.wire.wire(),
+        wire,
         exec: if args.exec {
             ExecMode::Direct
         } else {
             ExecMode::Shell
         },
-        token,
+        token: token.token().cloned(),
         limits: Limits {
             max_conns: args.max_conns.max(1),
+            max_unauthenticated: args.max_unauthenticated.max(1),
+            max_unauthenticated_per_source: args.max_unauthenticated_per_source.max(1),
             command_timeout: args.timeout,
             idle_timeout: Some(args.idle_timeout).filter(|d| !d.is_zero()),
             auth_timeout: args.auth_timeout,
@@ -152,15 +163,29 @@ pub(super) fn run(args: ServerArgs) -> Result<i32, Failure> {
         if let Some(warning) = warning {
             eprintln!("rcmd: {warning}");
         }
+        if let ServerToken::SameUser {
+            path,
+            created: true,
+            ..
+        } = &token
+        {
+            eprintln!(
+                "rcmd: created the token file {}: clients run by this user read it; \
+                 copy it to let another machine in (see README)",
+                path.display()
+            );
+        }
+        let auth = match &token {
+            ServerToken::Given(_) => ", token required".to_string(),
+            ServerToken::SameUser { path, .. } => {
+                format!(", token required: this user's, in {}", path.display())
+            }
+            ServerToken::None => String::new(),
+        };
         eprintln!(
-            "rcmd server listening on {local} (protocol {}, header {}{})",
+            "rcmd server listening on {local} (protocol {}, header {}{auth})",
             config.wire.protocol.name(),
             config.wire.header,
-            if config.token.is_some() {
-                ", token required"
-            } else {
-                ""
-            }
         );
         server::serve(listener, config, shutdown_signal())
             .await

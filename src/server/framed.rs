@@ -23,7 +23,7 @@ use tokio_util::codec::{Encoder, FramedRead};
 use tracing::{debug, info, warn};
 
 use super::outbox::Outbox;
-use super::{env, ConnError, ServerConfig, Shutdown};
+use super::{admission, env, ConnError, ServerConfig, Shutdown};
 use crate::exec::{self, Event, Request, Running, TtyRequest, WindowSize};
 use crate::header::HeaderFormat;
 use crate::protocol::{
@@ -535,13 +535,27 @@ async fn handshake(
     if let Err(why) = hello.check() {
         return Err(writer.refuse(why).await);
     }
+    let source = super::guard::Source::from(peer.ip());
     if let Some(token) = &config.token {
         if !token.matches(&hello.token) {
-            warn!(%peer, "authentication failed");
-            let why = "authentication failed: wrong or missing token".to_string();
-            return Err(writer.refuse(why).await);
+            // Slow the next guess from this source, and log a count instead of a line each.
+            let failed = admission::ticket(|t| t.guard().failed(source));
+            let (delay, tally) = failed.unwrap_or_default();
+            if let Some(tally) = tally {
+                warn!("{tally}");
+            }
+            tokio::time::sleep(delay).await;
+            writer
+                .last_words("authentication failed: wrong or missing token")
+                .await;
+            return Err(ConnError::AuthFailed);
         }
+        admission::ticket(|t| t.guard().succeeded(source));
         info!(%peer, "authenticated");
+    }
+    // Only now does the connection take one of the --max-conns slots.
+    if let Some(Err(busy)) = admission::ticket(|t| t.authenticated()) {
+        return Err(writer.refuse(busy.to_string()).await);
     }
     Ok(Some(hello))
 }

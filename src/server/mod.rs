@@ -1,13 +1,16 @@
 //! `rcmd server`: accept connections and run the commands they send.
 //!
-//! The accept loop only admits connections (up to `max_conns`) and hands each to the
-//! handler for the configured [`Protocol`]; handlers never see another connection, so a
-//! bad peer can only end its own. Shutdown comes in two stages, both announced through
+//! The accept loop only admits connections (a few unauthenticated ones per source, then up
+//! to `max_conns` authenticated ones: see `admission`) and hands each to the handler for the
+//! configured [`Protocol`]; handlers never see another connection, so a bad peer can only
+//! end its own. Shutdown comes in two stages, both announced through
 //! [`Shutdown`]: *drain* (stop taking commands, let running ones finish) and, once the
 //! grace period is over, *kill*.
 
+mod admission;
 mod env;
 mod framed;
+mod guard;
 mod outbox;
 mod tutorial;
 
@@ -19,11 +22,11 @@ use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
+use self::admission::Admission;
 use crate::auth::Token;
 use crate::exec::{ExecMode, Launcher};
 use crate::protocol::ProtocolError;
@@ -32,8 +35,12 @@ use crate::wire::{Protocol, Wire};
 /// Limits that keep one client, or many, from exhausting the server.
 #[derive(Debug, Clone)]
 pub struct Limits {
-    /// Connections served at once; more are refused with a message.
+    /// Authenticated connections served at once; more are refused with a message.
     pub max_conns: usize,
+    /// Connections still authenticating, from one source (IPv4 address or IPv6 /64).
+    pub max_unauthenticated_per_source: usize,
+    /// Connections still authenticating, in all.
+    pub max_unauthenticated: usize,
     /// How long one command may run before its process group is killed.
     pub command_timeout: Option<Duration>,
     /// How long a connection may send nothing (while no command runs) before it is closed.
@@ -48,6 +55,8 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_conns: 256,
+            max_unauthenticated_per_source: 8,
+            max_unauthenticated: 64,
             command_timeout: None,
             idle_timeout: Some(Duration::from_secs(600)),
             auth_timeout: Duration::from_secs(10),
@@ -125,6 +134,8 @@ pub(crate) enum ConnError {
     Refused(String),
     /// The peer took none of the bytes queued for it for `--idle-timeout`.
     Stalled(usize),
+    /// The peer's token was wrong; the guard has logged it, in a summary.
+    AuthFailed,
 }
 
 impl std::fmt::Display for ConnError {
@@ -138,6 +149,7 @@ impl std::fmt::Display for ConnError {
                 "the peer stopped reading: {n} bytes queued for it made no progress for \
                  --idle-timeout"
             ),
+            ConnError::AuthFailed => f.write_str("authentication failed"),
         }
     }
 }
@@ -182,13 +194,20 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let config = Arc::new(config);
-    let slots = Arc::new(Semaphore::new(config.limits.max_conns));
+    let admission = Admission::new(&config.limits);
     let tracker = TaskTracker::new();
     let stop = Shutdown::default();
+    // Failed attempts are logged as a count per source, at most once a second each.
+    let mut log_tick = tokio::time::interval(guard::LOG_EVERY);
+    log_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
     loop {
         let accepted = tokio::select! {
             _ = &mut shutdown => break,
+            _ = log_tick.tick() => {
+                log_tallies(admission.guard().flush());
+                continue;
+            }
             accepted = listener.accept() => accepted,
         };
         let (stream, peer) = match accepted {
@@ -202,20 +221,32 @@ pub async fn serve(
             }
         };
         let config = Arc::clone(&config);
-        match Arc::clone(&slots).try_acquire_owned() {
-            Ok(slot) => {
-                let stop = stop.clone();
-                tracker.spawn(async move {
-                    handle(stream, peer, &config, &stop).await;
-                    drop(slot);
-                });
+        let source = guard::Source::from(peer.ip());
+        let ticket = admission.admit(source).and_then(|mut ticket| {
+            // Modes without a handshake have nothing to wait for.
+            if config.wire.protocol != Protocol::Framed {
+                ticket.authenticated()?;
             }
-            Err(_) => {
-                warn!(%peer, max = config.limits.max_conns, "connection refused: server full");
-                tracker.spawn(refuse_full(stream, config));
+            Ok(ticket)
+        });
+        match ticket {
+            Ok(ticket) => {
+                let stop = stop.clone();
+                tracker.spawn(admission::with_ticket(ticket, async move {
+                    handle(stream, peer, &config, &stop).await;
+                }));
+            }
+            Err(why) => {
+                if let admission::Refusal::Busy { max } = why {
+                    warn!(%peer, max, "connection refused: server full");
+                } else {
+                    log_tallies(admission.guard().refused(source));
+                }
+                tracker.spawn(refuse_at_once(stream, config, why.to_string()));
             }
         }
     }
+    log_tallies(admission.guard().flush_all());
     drop(listener);
     tracker.close();
     let running = tracker.len();
@@ -254,21 +285,27 @@ async fn handle(stream: TcpStream, peer: SocketAddr, config: &ServerConfig, stop
     let secs = format!("{:.3}", opened.elapsed().as_secs_f64());
     match result {
         Ok(()) => info!(%peer, protocol, secs, "connection closed"),
+        // Logged by the guard, counted per source: one line per guess would flood the log.
+        Err(ConnError::AuthFailed) => {
+            debug!(%peer, protocol, secs, "connection closed: {}", ConnError::AuthFailed)
+        }
         // A peer hanging up with replies unread is a normal way to leave, not a fault.
         Err(e) if e.is_hang_up() => info!(%peer, protocol, secs, "connection closed by peer: {e}"),
         Err(e) => warn!(%peer, protocol, secs, "connection closed: {e}"),
     }
 }
 
-/// Tells a connection over the limit why it is turned away, in its own mode's words.
-async fn refuse_full(mut stream: TcpStream, config: Arc<ServerConfig>) {
-    let why = format!(
-        "server busy: {} connections already open (--max-conns); try again later",
-        config.limits.max_conns
-    );
+/// Tells a connection turned away at once why, in its own mode's words.
+async fn refuse_at_once(mut stream: TcpStream, config: Arc<ServerConfig>, why: String) {
     let bytes = match config.wire.protocol {
         Protocol::Framed => framed::error_frame(config.wire.header, &why),
         _ => tutorial::message_reply(&config.wire, &why),
     };
     let _ = tokio::time::timeout(REFUSAL_DEADLINE, stream.write_all(&bytes)).await;
+}
+
+fn log_tallies(tallies: impl IntoIterator<Item = guard::Tally>) {
+    for tally in tallies {
+        warn!("{tally}");
+    }
 }

@@ -4,12 +4,13 @@
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use rcmd::server::{serve, ServerConfig};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 use tokio::process::Command;
 
@@ -72,10 +73,18 @@ pub fn peer(name: &str) -> String {
         .into_owned()
 }
 
-/// Runs a program to completion, feeding it `stdin` (or nothing).
+/// Runs a program to completion, feeding it `stdin` (or nothing). Any rcmd it starts uses
+/// an empty configuration directory of the tests' own, never the real `~/.config/rcmd`.
 pub async fn run(program: &str, args: &[&str], stdin: &[u8]) -> Run {
+    run_env(program, args, stdin, &[]).await
+}
+
+/// [`run`] with extra environment variables.
+pub async fn run_env(program: &str, args: &[&str], stdin: &[u8], env: &[(&str, &str)]) -> Run {
     let mut cmd = Command::new(program);
-    cmd.args(args)
+    cmd.env("RCMD_HOME", default_home())
+        .envs(env.iter().copied())
+        .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -104,6 +113,143 @@ pub async fn run(program: &str, args: &[&str], stdin: &[u8]) -> Run {
 /// Runs the built `rcmd` binary.
 pub async fn rcmd(args: &[&str], stdin: &[u8]) -> Run {
     run(rcmd_bin(), args, stdin).await
+}
+
+/// The built `rcmd` binary as a command to spawn, with the tests' empty configuration
+/// directory and killed if the test drops it.
+pub fn rcmd_command() -> Command {
+    let mut cmd = Command::new(rcmd_bin());
+    cmd.env("RCMD_HOME", default_home()).kill_on_drop(true);
+    cmd
+}
+
+/// A configuration directory that does not exist and that no test creates, so a client
+/// started without its own [`RcmdHome`] finds no same-user token.
+fn default_home() -> &'static Path {
+    static HOME: OnceLock<PathBuf> = OnceLock::new();
+    HOME.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap().keep();
+        dir.join("rcmd")
+    })
+}
+
+/// rcmd's configuration directory for one test: the server and clients the test starts
+/// through it share it (and so the same-user token), and nothing touches `~/.config`.
+pub struct RcmdHome {
+    _tmp: tempfile::TempDir,
+    path: PathBuf,
+}
+
+impl RcmdHome {
+    /// A directory that does not exist yet: the first server creates it.
+    pub fn new() -> RcmdHome {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("rcmd");
+        RcmdHome { _tmp: tmp, path }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn token_file(&self) -> PathBuf {
+        self.path.join("token")
+    }
+
+    /// `rcmd ARGS`, run to completion with this directory.
+    pub async fn rcmd(&self, args: &[&str], stdin: &[u8]) -> Run {
+        self.rcmd_env(args, stdin, &[]).await
+    }
+
+    /// [`RcmdHome::rcmd`] with extra environment variables.
+    pub async fn rcmd_env(&self, args: &[&str], stdin: &[u8], env: &[(&str, &str)]) -> Run {
+        let home = self.path.to_str().unwrap();
+        let mut all = vec![("RCMD_HOME", home)];
+        all.extend_from_slice(env);
+        run_env(rcmd_bin(), args, stdin, &all).await
+    }
+
+    /// Starts `rcmd server ARGS` with this directory (on `--listen 127.0.0.1:0` unless ARGS
+    /// say otherwise) and waits until it says where it listens.
+    pub async fn server(&self, args: &[&str]) -> ServerProcess {
+        self.server_env(args, &[]).await
+    }
+
+    /// [`RcmdHome::server`] with extra environment variables.
+    pub async fn server_env(&self, args: &[&str], env: &[(&str, &str)]) -> ServerProcess {
+        let mut cmd = rcmd_command();
+        cmd.env("RCMD_HOME", &self.path)
+            .envs(env.iter().copied())
+            .arg("server");
+        if !args.contains(&"--listen") {
+            cmd.args(["--listen", "127.0.0.1:0"]);
+        }
+        cmd.args(args);
+        ServerProcess::start(cmd).await
+    }
+}
+
+/// A running `rcmd server` process. Its log (stderr) is collected as it is written, so
+/// the server never blocks on a full pipe.
+pub struct ServerProcess {
+    pub child: tokio::process::Child,
+    pub addr: SocketAddr,
+    /// What it printed up to and including the line saying where it listens.
+    pub banner: Vec<String>,
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    logger: tokio::task::JoinHandle<()>,
+}
+
+impl ServerProcess {
+    /// Spawns `cmd` (an `rcmd server`) and waits for its "listening on" line.
+    pub async fn start(mut cmd: Command) -> ServerProcess {
+        let mut child = cmd.stderr(Stdio::piped()).spawn().unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let mut banner = Vec::new();
+        let addr = loop {
+            let line = lines.next_line().await.unwrap().unwrap_or_else(|| {
+                panic!("the server exited before listening; it said: {banner:#?}")
+            });
+            banner.push(line.clone());
+            if line.starts_with("rcmd server listening on") {
+                break line
+                    .split_whitespace()
+                    .find_map(|w| w.parse().ok())
+                    .unwrap_or_else(|| panic!("no address in {line:?}"));
+            }
+        };
+        let log: std::sync::Arc<std::sync::Mutex<Vec<String>>> = std::sync::Arc::default();
+        let sink = std::sync::Arc::clone(&log);
+        let logger = tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        ServerProcess {
+            child,
+            addr,
+            banner,
+            log,
+            logger,
+        }
+    }
+
+    /// Sends SIGTERM, waits for the server to exit and returns everything it logged after
+    /// its banner.
+    pub async fn stop(mut self) -> Vec<String> {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id().unwrap() as i32, libc::SIGTERM) };
+        tokio::time::timeout(PROCESS_DEADLINE, self.child.wait())
+            .await
+            .expect("the server did not exit after SIGTERM")
+            .unwrap();
+        tokio::time::timeout(PROCESS_DEADLINE, &mut self.logger)
+            .await
+            .expect("the server's log never ended")
+            .unwrap();
+        let log = self.log.lock().unwrap().clone();
+        log
+    }
 }
 
 /// Pids of processes whose whole command line, arguments joined by spaces, is `cmdline`.

@@ -1,0 +1,190 @@
+//! rcmd's own directory, and the one place that knows the paths inside it.
+//!
+//! `$RCMD_HOME`, else `$XDG_CONFIG_HOME/rcmd`, else `~/.config/rcmd`. It holds the same-user
+//! token (`token`). Whoever can write to it can replace what rcmd trusts, so it is created
+//! 0700 and refused when group or others may write to it.
+
+use std::fmt;
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// rcmd's configuration directory (it may not exist yet).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigDir {
+    path: PathBuf,
+}
+
+/// A configuration directory that cannot be found, made or trusted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl ConfigDir {
+    /// The directory this process's environment points to.
+    ///
+    /// # Errors
+    /// If none of `RCMD_HOME`, `XDG_CONFIG_HOME` and `HOME` is set.
+    pub fn locate() -> Result<ConfigDir, ConfigError> {
+        let var = |name| std::env::var_os(name).filter(|v| !v.is_empty());
+        Self::from_vars(var("RCMD_HOME"), var("XDG_CONFIG_HOME"), var("HOME"))
+    }
+
+    /// The directory for these variables, in order of preference.
+    ///
+    /// # Errors
+    /// If all three are missing.
+    pub fn from_vars(
+        rcmd_home: Option<impl Into<PathBuf>>,
+        xdg_config_home: Option<impl Into<PathBuf>>,
+        home: Option<impl Into<PathBuf>>,
+    ) -> Result<ConfigDir, ConfigError> {
+        let path = if let Some(p) = rcmd_home {
+            p.into()
+        } else if let Some(p) = xdg_config_home {
+            p.into().join("rcmd")
+        } else if let Some(p) = home {
+            p.into().join(".config").join("rcmd")
+        } else {
+            return Err(ConfigError(
+                "cannot find rcmd's configuration directory: set RCMD_HOME or HOME".into(),
+            ));
+        };
+        Ok(ConfigDir { path })
+    }
+
+    /// A directory at `path` (for tests and callers that already know it).
+    pub fn at(path: impl Into<PathBuf>) -> ConfigDir {
+        ConfigDir { path: path.into() }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The same-user token: the server creates it, clients of the same user read it.
+    pub fn token_file(&self) -> PathBuf {
+        self.path.join("token")
+    }
+
+    /// Makes sure the directory exists (created 0700, parents as needed) and that nobody
+    /// else may write to it.
+    ///
+    /// # Errors
+    /// If it cannot be created, or group or others may write to it.
+    pub fn create(&self) -> Result<&Path, ConfigError> {
+        if let Some(parent) = self.path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| self.error("create", e))?;
+        }
+        match std::fs::DirBuilder::new().mode(0o700).create(&self.path) {
+            Ok(()) => {
+                // The umask may have taken bits away; never more than 0700 is asked for.
+                std::fs::set_permissions(&self.path, std::fs::Permissions::from_mode(0o700))
+                    .map_err(|e| self.error("set permissions on", e))?;
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(self.error("create", e)),
+        }
+        self.check()?;
+        Ok(&self.path)
+    }
+
+    /// Whether the directory exists, after checking that nobody else may write to it.
+    ///
+    /// # Errors
+    /// If it exists but is not a directory only its owner may write to.
+    pub fn existing(&self) -> Result<bool, ConfigError> {
+        match std::fs::metadata(&self.path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(self.error("read", e)),
+            Ok(_) => self.check().map(|()| true),
+        }
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        let meta = std::fs::metadata(&self.path).map_err(|e| self.error("read", e))?;
+        if !meta.is_dir() {
+            return Err(ConfigError(format!(
+                "{} is not a directory (rcmd's configuration directory; set RCMD_HOME to \
+                 use another)",
+                self.path.display()
+            )));
+        }
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o022 != 0 {
+            return Err(ConfigError(format!(
+                "{} can be written by other users (mode {mode:04o}), who could replace \
+                 the token rcmd trusts; run: chmod 700 {}",
+                self.path.display(),
+                shell_words::quote(&self.path.to_string_lossy())
+            )));
+        }
+        Ok(())
+    }
+
+    fn error(&self, what: &str, e: io::Error) -> ConfigError {
+        ConfigError(format!(
+            "cannot {what} rcmd's configuration directory {}: {e}",
+            self.path.display()
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rcmd_home_then_xdg_then_home() {
+        let dir = |r: Option<&str>, x: Option<&str>, h: Option<&str>| {
+            ConfigDir::from_vars(r, x, h).map(|d| d.path().to_path_buf())
+        };
+        assert_eq!(
+            dir(Some("/r"), Some("/x"), Some("/h")),
+            Ok(PathBuf::from("/r"))
+        );
+        assert_eq!(
+            dir(None, Some("/x"), Some("/h")),
+            Ok(PathBuf::from("/x/rcmd"))
+        );
+        assert_eq!(
+            dir(None, None, Some("/h")),
+            Ok(PathBuf::from("/h/.config/rcmd"))
+        );
+        assert!(dir(None, None, None).is_err());
+    }
+
+    #[test]
+    fn created_0700_with_its_parents() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = ConfigDir::at(tmp.path().join("a/b/rcmd"));
+        assert!(!dir.existing().unwrap());
+        dir.create().unwrap();
+        let mode = std::fs::metadata(dir.path()).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+        assert!(dir.existing().unwrap());
+        assert_eq!(dir.token_file(), tmp.path().join("a/b/rcmd/token"));
+    }
+
+    #[test]
+    fn a_directory_others_may_write_is_refused_with_the_fix() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("rcmd");
+        std::fs::create_dir(&path).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o775)).unwrap();
+        let dir = ConfigDir::at(&path);
+        let err = dir.create().unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("chmod 700 {}", path.display())),
+            "{err}"
+        );
+        assert!(dir.existing().is_err());
+    }
+}

@@ -1,0 +1,463 @@
+//! Same-user by default, and token hygiene, against the real `rcmd server` and `rcmd client`
+//! binaries, each test in an rcmd home of its own.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+
+use common::{RcmdHome, Run};
+
+fn mode(path: &std::path::Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+fn chmod(path: &std::path::Path, mode: u32) {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+#[track_caller]
+fn refused_auth(r: &Run) {
+    r.expect_code(255);
+    assert!(r.stderr_str().contains("authentication failed"), "{r}");
+    assert!(r.stdout.is_empty(), "no command may run: {r}");
+}
+
+// ---------------------------------------------------------------- same user by default
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn same_user_needs_no_flags_and_the_token_is_private() {
+    let home = RcmdHome::new();
+    assert!(!home.path().exists());
+    let server = home.server(&[]).await;
+    let token = home.token_file();
+    assert!(
+        server
+            .banner
+            .iter()
+            .any(|l| l.contains("created the token file")),
+        "{:?}",
+        server.banner
+    );
+    assert_eq!(mode(home.path()), 0o700, "the directory");
+    assert_eq!(mode(&token), 0o600, "the token file");
+    let addr = server.addr.to_string();
+    let r = home
+        .rcmd(&["client", &addr, "--", "echo", "mine"], b"")
+        .await;
+    r.expect_code(0);
+    assert_eq!(r.stdout_str(), "mine\n", "{r}");
+    // A client with no token of its own (an empty home) is refused.
+    let elsewhere = RcmdHome::new();
+    refused_auth(
+        &elsewhere
+            .rcmd(&["client", &addr, "--", "echo ran"], b"")
+            .await,
+    );
+    // The token file is kept across restarts.
+    let before = std::fs::read(&token).unwrap();
+    drop(server);
+    let again = home.server(&[]).await;
+    assert_eq!(std::fs::read(&token).unwrap(), before);
+    let r = home
+        .rcmd(&["client", &again.addr.to_string(), "--", "true"], b"")
+        .await;
+    r.expect_code(0);
+}
+
+/// Why another user cannot be simulated here, if it cannot.
+fn cannot_switch_user() -> Option<&'static str> {
+    if unsafe { libc::geteuid() } != 0 {
+        return Some("not running as root, so setpriv cannot switch to another user");
+    }
+    let found = std::process::Command::new("setpriv")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    (!found).then_some("setpriv is not installed")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_local_user_is_refused_and_nothing_runs() {
+    if let Some(why) = cannot_switch_user() {
+        println!("skipped: {why}");
+        return;
+    }
+    let home = RcmdHome::new();
+    let server = home.server(&[]).await;
+    let addr = server.addr.to_string();
+    let proof_dir = tempfile::tempdir().unwrap();
+    let proof = proof_dir.path().join("ran");
+    let touch = format!("touch {}", proof.display());
+    // The other user's own home: somewhere it may look, with no token in it.
+    let theirs = tempfile::tempdir().unwrap();
+    chmod(theirs.path(), 0o755);
+    let their_home = theirs.path().join("rcmd");
+    let as_nobody = |rcmd_home: String| {
+        let touch = touch.clone();
+        let addr = addr.clone();
+        async move {
+            common::run_env(
+                "setpriv",
+                &[
+                    "--reuid=65534",
+                    "--regid=65534",
+                    "--clear-groups",
+                    common::rcmd_bin(),
+                    "client",
+                    &addr,
+                    "--",
+                    &touch,
+                ],
+                b"",
+                &[("RCMD_HOME", &rcmd_home)],
+            )
+            .await
+        }
+    };
+    refused_auth(&as_nobody(their_home.to_str().unwrap().to_string()).await);
+    // Pointed at the server user's directory, it cannot even read the token.
+    let r = as_nobody(home.path().to_str().unwrap().to_string()).await;
+    r.expect_code(255);
+    assert!(r.stderr_str().contains("ermission denied"), "{r}");
+    assert!(!proof.exists(), "a command ran for another user");
+    // The owner still gets in.
+    let r = home.rcmd(&["client", &addr, "--", &touch], b"").await;
+    r.expect_code(0);
+    assert!(proof.exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allow_unauthenticated_warns_and_lets_anyone_in() {
+    let home = RcmdHome::new();
+    let server = home.server(&["--allow-unauthenticated"]).await;
+    assert!(
+        server
+            .banner
+            .iter()
+            .any(|l| l.contains("NO authentication")),
+        "{:?}",
+        server.banner
+    );
+    assert!(
+        !home.token_file().exists(),
+        "no token is made when none is used"
+    );
+    let r = RcmdHome::new()
+        .rcmd(
+            &["client", &server.addr.to_string(), "--", "echo open"],
+            b"",
+        )
+        .await;
+    r.expect_code(0);
+    assert_eq!(r.stdout_str(), "open\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_directory_others_may_write_is_refused() {
+    let home = RcmdHome::new();
+    std::fs::create_dir(home.path()).unwrap();
+    chmod(home.path(), 0o777);
+    let r = home.rcmd(&["server", "--listen", "127.0.0.1:0"], b"").await;
+    r.expect_code(1);
+    let fix = format!("chmod 700 {}", home.path().display());
+    assert!(r.stderr_str().contains(&fix), "{r}");
+    assert!(!home.token_file().exists());
+}
+
+// ---------------------------------------------------------------- token hygiene
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_files_others_can_read_are_refused_with_the_chmod() {
+    let home = RcmdHome::new();
+    let server = home.server(&[]).await;
+    let addr = server.addr.to_string();
+    let token = home.token_file();
+    let fix = format!("chmod 600 {}", token.display());
+    chmod(&token, 0o644);
+    // The client will not use the default file...
+    let r = home.rcmd(&["client", &addr, "--", "echo ran"], b"").await;
+    r.expect_code(255);
+    assert!(r.stderr_str().contains(&fix), "{r}");
+    assert!(r.stdout.is_empty());
+    // ...nor the same file named with --token-file...
+    let named = token.to_str().unwrap();
+    let r = home
+        .rcmd(
+            &["client", &addr, "--token-file", named, "--", "echo ran"],
+            b"",
+        )
+        .await;
+    r.expect_code(255);
+    assert!(r.stderr_str().contains(&fix), "{r}");
+    // ...and neither will a server, either way.
+    drop(server);
+    for extra in [&[][..], &["--token-file", named][..]] {
+        let mut args = vec!["server", "--listen", "127.0.0.1:0"];
+        args.extend_from_slice(extra);
+        let r = home.rcmd(&args, b"").await;
+        r.expect_code(1);
+        assert!(r.stderr_str().contains(&fix), "{r}");
+    }
+    chmod(&token, 0o600);
+    let server = home.server(&[]).await;
+    let r = home
+        .rcmd(&["client", &server.addr.to_string(), "--", "true"], b"")
+        .await;
+    r.expect_code(0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rcmd_token_never_reaches_the_commands() {
+    let home = RcmdHome::new();
+    let secret = [("RCMD_TOKEN", "hunter2-in-the-env")];
+    let server = home.server_env(&[], &secret).await;
+    let r = home
+        .rcmd_env(
+            &["client", &server.addr.to_string(), "--", "env"],
+            b"",
+            &secret,
+        )
+        .await;
+    r.expect_code(0);
+    let env = r.stdout_str();
+    assert!(env.contains("PATH="), "the command's environment: {r}");
+    assert!(!env.contains("RCMD_TOKEN"), "{r}");
+    assert!(!env.contains("hunter2"), "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_on_the_command_line_warns_about_ps() {
+    let home = RcmdHome::new();
+    let server = home.server(&["--token", "visible"]).await;
+    let warned = |text: &str| text.contains("--token") && text.contains("`ps`");
+    assert!(
+        server.banner.iter().any(|l| warned(l)),
+        "{:?}",
+        server.banner
+    );
+    let r = home
+        .rcmd(
+            &[
+                "client",
+                &server.addr.to_string(),
+                "--token",
+                "visible",
+                "--",
+                "echo in",
+            ],
+            b"",
+        )
+        .await;
+    r.expect_code(0);
+    assert!(warned(&r.stderr_str()), "{r}");
+    // From a file, nothing to warn about.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("given");
+    std::fs::write(&file, "visible\n").unwrap();
+    chmod(&file, 0o600);
+    let r = home
+        .rcmd(
+            &[
+                "client",
+                &server.addr.to_string(),
+                "--token-file",
+                file.to_str().unwrap(),
+                "--",
+                "echo in",
+            ],
+            b"",
+        )
+        .await;
+    r.expect_code(0);
+    assert!(!warned(&r.stderr_str()), "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_client_finds_the_token_where_rcmd_does() {
+    let home = RcmdHome::new();
+    let server = home.server(&[]).await;
+    let port = server.addr.port().to_string();
+    let script = common::peer("scripts/rcmd_client.py");
+    let python = |env: Vec<(&'static str, String)>| {
+        let (script, port) = (script.clone(), port.clone());
+        async move {
+            let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            common::run_env(
+                "python3",
+                &[&script, "127.0.0.1", &port, "echo py"],
+                b"",
+                &env,
+            )
+            .await
+        }
+    };
+    let home_var = ("RCMD_HOME", home.path().to_str().unwrap().to_string());
+    // The same-user file.
+    let r = python(vec![home_var.clone()]).await;
+    r.expect_code(0);
+    assert_eq!(r.stdout_str(), "py\n", "{r}");
+    // RCMD_TOKEN comes first: a wrong one is refused even though the file is right.
+    let r = python(vec![home_var.clone(), ("RCMD_TOKEN", "wrong".into())]).await;
+    assert!(r.stderr_str().contains("authentication failed"), "{r}");
+    let right = std::fs::read_to_string(home.token_file()).unwrap();
+    let r = python(vec![("RCMD_TOKEN", right.trim_end().to_string())]).await;
+    r.expect_code(0);
+    // No token anywhere: refused.
+    let r = python(vec![]).await;
+    assert!(r.stderr_str().contains("authentication failed"), "{r}");
+    // A file others may read is refused with the fix.
+    chmod(&home.token_file(), 0o640);
+    let r = python(vec![home_var]).await;
+    let fix = format!("chmod 600 {}", home.token_file().display());
+    assert!(r.stderr_str().contains(&fix), "{r}");
+}
+
+// ---------------------------------------------------------------- guessing and hogging
+
+/// A framed hello offering `token`.
+fn hello(token: &[u8]) -> Vec<u8> {
+    let mut payload = b"Hrcmd\x01".to_vec();
+    payload.extend_from_slice(&(1u32 << 20).to_be_bytes());
+    payload.extend_from_slice(token);
+    let mut frame = (payload.len() as u32).to_be_bytes().to_vec();
+    frame.extend(payload);
+    frame
+}
+
+/// Connects (from `from`, if given), sends `bytes` and returns all the server sent
+/// before closing.
+async fn exchange(
+    addr: std::net::SocketAddr,
+    from: Option<std::net::IpAddr>,
+    bytes: &[u8],
+) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    if let Some(ip) = from {
+        socket.bind((ip, 0).into()).unwrap();
+    }
+    let mut conn = socket.connect(addr).await.unwrap();
+    conn.write_all(bytes).await.unwrap();
+    let mut got = Vec::new();
+    tokio::time::timeout(common::PROCESS_DEADLINE, conn.read_to_end(&mut got))
+        .await
+        .expect("the server never closed the connection")
+        .unwrap();
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+/// How many failed attempts a log line reports: "authentication failed from X" is one,
+/// "N failed attempts ... from X" is N.
+fn failures_in(line: &str) -> u32 {
+    if line.contains("authentication failed from") {
+        return 1;
+    }
+    let Some(at) = line.find(" failed attempt") else {
+        return 0;
+    };
+    line[..at]
+        .rsplit(' ')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_wrong_guesses_are_slowed_and_logged_as_a_few_counts() {
+    const GUESSES: usize = 50;
+    // Fewer guessers than the per-source limit of unauthenticated connections (8), so
+    // each guess is a failed authentication, not a refused connection.
+    const GUESSERS: usize = 7;
+    let home = RcmdHome::new();
+    let server = home.server(&[]).await;
+    let addr = server.addr;
+    let left = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(GUESSES));
+    let started = std::time::Instant::now();
+    let guessers: Vec<_> = (0..GUESSERS)
+        .map(|_| {
+            let left = std::sync::Arc::clone(&left);
+            tokio::spawn(async move {
+                use std::sync::atomic::Ordering::SeqCst;
+                while left
+                    .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
+                    .is_ok()
+                {
+                    let reply = exchange(addr, None, &hello(b"a guess")).await;
+                    assert!(reply.contains("authentication failed"), "{reply:?}");
+                }
+            })
+        })
+        .collect();
+    for g in guessers {
+        g.await.unwrap();
+    }
+    let took = started.elapsed();
+    let log = server.stop().await;
+    let lines: Vec<&String> = log.iter().filter(|l| failures_in(l) > 0).collect();
+    let counted: u32 = lines.iter().map(|l| failures_in(l)).sum();
+    assert_eq!(
+        counted, GUESSES as u32,
+        "every failure is counted once: {log:#?}"
+    );
+    assert!(
+        lines.len() <= GUESSES / 2,
+        "{} lines for {GUESSES} guesses: {log:#?}",
+        lines.len()
+    );
+    assert!(
+        lines.iter().all(|l| l.contains("127.0.0.1")),
+        "each line names the source: {lines:#?}"
+    );
+    // The delays (0.1 s doubling to 2 s, per source) add up to over 90 s; at most 8
+    // guesses from one source wait at once.
+    assert!(
+        took >= std::time::Duration::from_secs(10),
+        "{GUESSES} guesses took only {took:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unauthenticated_connections_from_one_source_do_not_lock_out_others() {
+    use tokio::io::AsyncReadExt;
+    let mut config = rcmd::server::ServerConfig::new(rcmd::wire::Protocol::Framed);
+    config.token = Some(rcmd::auth::Token::new(b"the token").unwrap());
+    let addr = common::start_server(config).await;
+    // 256 connections from 127.0.0.2 that never say a word.
+    let attacker: std::net::IpAddr = [127, 0, 0, 2].into();
+    let mut held = Vec::new();
+    for _ in 0..256 {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind((attacker, 0).into()).unwrap();
+        held.push(socket.connect(addr).await.unwrap());
+    }
+    // Those past the per-source limit are told so at once.
+    let mut told = Vec::new();
+    held.last_mut()
+        .unwrap()
+        .read_to_end(&mut told)
+        .await
+        .unwrap();
+    let told = String::from_utf8_lossy(&told);
+    assert!(
+        told.contains("too many unauthenticated connections from 127.0.0.2"),
+        "{told:?}"
+    );
+    let a = addr.to_string();
+    let mut served = 0;
+    for _ in 0..20 {
+        let r = common::run_env(
+            common::rcmd_bin(),
+            &["client", &a, "--", "echo in"],
+            b"",
+            &[("RCMD_TOKEN", "the token")],
+        )
+        .await;
+        if r.code == Some(0) && r.stdout_str() == "in\n" {
+            served += 1;
+        } else {
+            println!("not served: {r}");
+        }
+    }
+    assert!(served >= 19, "only {served} of 20 clients were served");
+    drop(held);
+}

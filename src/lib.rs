@@ -15,6 +15,7 @@ pub mod codec;
 pub mod deadline;
 pub mod demo;
 pub mod exec;
+pub mod fanout;
 pub mod header;
 pub mod protocol;
 pub mod server;

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
+use super::fanout::{self, FanoutArgs};
 use super::{init_logging, Failure, WireArgs};
 use crate::auth::Token;
 use crate::client::{self, ClientConfig, Input, Output};
@@ -15,8 +16,11 @@ const CLIENT_FAILED: i32 = 255;
 #[derive(Debug, Args)]
 pub(super) struct ClientArgs {
     /// Server address: HOST:PORT, where HOST is a name, an IPv4 address or [IPv6]
-    #[arg(value_name = "HOST:PORT")]
-    addr: String,
+    #[arg(value_name = "HOST:PORT", required_unless_present = "hosts")]
+    addr: Option<String>,
+
+    #[command(flatten)]
+    fanout: FanoutArgs,
 
     #[command(flatten)]
     wire: WireArgs,
@@ -43,6 +47,7 @@ pub(super) struct ClientArgs {
 
 pub(super) fn run(args: ClientArgs) -> Result<i32, Failure> {
     init_logging("rcmd=warn");
+    let (addr, command) = fanout::positionals(&args.fanout, args.addr, args.command)?;
     let wire = args.wire.wire();
     let explicit_token = args.token.is_some() || args.token_file.is_some();
     if explicit_token && wire.protocol != Protocol::Framed {
@@ -65,22 +70,21 @@ pub(super) fn run(args: ClientArgs) -> Result<i32, Failure> {
         token,
         ..ClientConfig::new(wire.protocol)
     };
-    let input = if args.command.is_empty() {
-        Input::stdin(format!("{}> ", args.addr))
+    if let Some(list) = &args.fanout.hosts {
+        return fanout::run(&args.fanout, list, &command_line(&command), &config);
+    }
+    let addr = addr.expect("clap requires HOST:PORT without -H");
+    let input = if command.is_empty() {
+        Input::stdin(format!("{addr}> "))
     } else {
-        Input::one(command_line(&args.command).into_bytes())
+        Input::one(command_line(&command).into_bytes())
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| Failure::new(CLIENT_FAILED, e))?;
     runtime
-        .block_on(client::run(
-            &args.addr,
-            &config,
-            input,
-            &mut Output::terminal(),
-        ))
+        .block_on(client::run(&addr, &config, input, &mut Output::terminal()))
         .map_err(|e| Failure::new(CLIENT_FAILED, e))
 }
 

@@ -3,6 +3,7 @@
 
 mod client;
 mod demo;
+mod fanout;
 mod server;
 
 use clap::builder::TypedValueParser;

@@ -63,7 +63,7 @@ pub(super) struct ServerArgs {
 }
 
 /// Parses a number of seconds, fractions allowed.
-fn seconds(s: &str) -> Result<Duration, String> {
+pub(super) fn seconds(s: &str) -> Result<Duration, String> {
     s.parse::<f64>()
         .ok()
         .and_then(|v| Duration::try_from_secs_f64(v).ok())

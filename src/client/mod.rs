@@ -134,12 +134,33 @@ pub async fn run<O: Write, E: Write>(
     input: Input,
     out: &mut Output<O, E>,
 ) -> Result<i32, ClientError> {
-    let stream = TcpStream::connect(addr)
+    let stream = connect(addr).await?;
+    run_on(stream, config, input, out).await
+}
+
+/// Opens the connection [`run`] uses; apart so a caller can put a deadline on it alone.
+///
+/// # Errors
+/// [`ClientError::Connect`] when `addr` cannot be resolved or reached.
+pub async fn connect(addr: &str) -> Result<TcpStream, ClientError> {
+    TcpStream::connect(addr)
         .await
         .map_err(|source| ClientError::Connect {
             addr: addr.to_string(),
             source,
-        })?;
+        })
+}
+
+/// [`run`] on a connection already open.
+///
+/// # Errors
+/// As [`run`], less connecting.
+pub async fn run_on<O: Write, E: Write>(
+    stream: TcpStream,
+    config: &ClientConfig,
+    input: Input,
+    out: &mut Output<O, E>,
+) -> Result<i32, ClientError> {
     // Requests are small and we wait for their replies: do not let Nagle hold them back.
     stream.set_nodelay(true)?;
     match config.wire.protocol {

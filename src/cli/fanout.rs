@@ -18,59 +18,61 @@ const FAILED: i32 = 255;
 /// Port for hosts written without one.
 const DEFAULT_PORT: u16 = 9000;
 
+/// Where these options show in `--help`.
+const HEADING: &str = "Many hosts (rcmd client -H LIST [OPTIONS] -- CMD)";
+
 #[derive(Debug, Args)]
-#[command(next_help_heading = "Many hosts")]
 pub(super) struct FanoutArgs {
     /// Run on every host in LIST at once, instead of HOST:PORT. LIST is comma-separated:
     /// web[1-3], node[01-10,15] and 127.0.0.[2-51] are ranges; ^FILE reads hosts from FILE;
     /// @GROUP is a line `GROUP: LIST` in the hosts file of $RCMD_HOME (else
     /// $XDG_CONFIG_HOME/rcmd, else ~/.config/rcmd); a host may end in :PORT
-    #[arg(short = 'H', long = "hosts", value_name = "LIST")]
+    #[arg(help_heading = HEADING, short = 'H', long = "hosts", value_name = "LIST")]
     pub hosts: Option<String>,
 
     /// Leave out these hosts (same syntax as -H; without :PORT, on every port)
-    #[arg(short = 'x', long, value_name = "LIST", requires = "hosts")]
+    #[arg(help_heading = HEADING, short = 'x', long, value_name = "LIST", requires = "hosts")]
     exclude: Option<String>,
 
     /// Port for hosts in LIST written without one [default: 9000]
-    #[arg(short = 'p', long, value_name = "PORT", requires = "hosts",
+    #[arg(help_heading = HEADING, short = 'p', long, value_name = "PORT", requires = "hosts",
           value_parser = clap::value_parser!(u16).range(1..))]
     port: Option<u16>,
 
     /// Run on at most N hosts at once
-    #[arg(short = 'f', long, value_name = "N", default_value_t = 64,
+    #[arg(help_heading = HEADING, short = 'f', long, value_name = "N", default_value_t = 64,
           value_parser = clap::value_parser!(u32).range(1..))]
     fanout: u32,
 
     /// After the first host fails, start no more and interrupt those running
-    #[arg(short = 'k', long, requires = "hosts")]
+    #[arg(help_heading = HEADING, short = 'k', long, requires = "hosts")]
     fail_fast: bool,
 
     /// Print output lines without the `HOST: ` prefix
-    #[arg(short = 'N', long, requires = "hosts")]
+    #[arg(help_heading = HEADING, short = 'N', long, requires = "hosts")]
     no_prefix: bool,
 
     /// Print nothing while running; then each distinct output once, headed by its hosts
     /// (as `dshbak -c`)
-    #[arg(long, requires = "hosts", conflicts_with_all = ["json", "output_dir"])]
+    #[arg(help_heading = HEADING, long, requires = "hosts", conflicts_with_all = ["json", "output_dir"])]
     collate: bool,
 
     /// Print one JSON object per host as it finishes: host, status or error, stdout,
     /// stderr, seconds
-    #[arg(long, requires = "hosts", conflicts_with = "output_dir")]
+    #[arg(help_heading = HEADING, long, requires = "hosts", conflicts_with = "output_dir")]
     json: bool,
 
     /// Write HOST.out, HOST.err and HOST.status in DIR instead of printing output
-    #[arg(long, value_name = "DIR", requires = "hosts")]
+    #[arg(help_heading = HEADING, long, value_name = "DIR", requires = "hosts")]
     output_dir: Option<PathBuf>,
 
     /// Seconds to wait for each host's connection
-    #[arg(long, value_name = "SECS", value_parser = seconds, default_value = "10",
+    #[arg(help_heading = HEADING, long, value_name = "SECS", value_parser = seconds, default_value = "10",
           requires = "hosts")]
     connect_timeout: Duration,
 
     /// Seconds each host may take in all; then it counts as failed
-    #[arg(long, value_name = "SECS", value_parser = seconds, requires = "hosts")]
+    #[arg(help_heading = HEADING, long, value_name = "SECS", value_parser = seconds, requires = "hosts")]
     timeout: Option<Duration>,
 }
 

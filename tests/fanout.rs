@@ -383,3 +383,43 @@ async fn hosts_from_a_file_and_a_group_with_default_port() {
         [format!("{}: a b", addrs[0]), format!("{}: a b", addrs[2])]
     );
 }
+
+/// The `dshbak -c` blocks of `text` (header and output), in any order.
+fn blocks(text: &str) -> BTreeSet<String> {
+    let rule = "----------------\n";
+    text.split(rule)
+        .skip(1)
+        .collect::<Vec<_>>()
+        .chunks(2)
+        .map(|pair| pair.concat())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collate_matches_dshbak_on_the_streamed_output() {
+    if std::process::Command::new("dshbak")
+        .arg("-h")
+        .output()
+        .is_err()
+    {
+        eprintln!("dshbak (Debian's pdsh package) is not installed: cross-check skipped");
+        return;
+    }
+    let (port, addrs) = start_servers_on_one_port(HOSTS, odd_one_direct).await;
+    let hosts = list(&addrs, port);
+    let cmd = "echo $HOME; echo two";
+    let streamed = rcmd(&["client", "-H", &hosts, "--", cmd], b"").await;
+    streamed.expect_code(0);
+    let dshbak = common::run("dshbak", &["-c"], &streamed.stdout).await;
+    dshbak.expect_code(0);
+    let collated = rcmd(&["client", "--collate", "-H", &hosts, "--", cmd], b"").await;
+    collated.expect_code(0);
+    assert_eq!(
+        blocks(&collated.stdout_str()),
+        blocks(&dshbak.stdout_str()),
+        "ours:\n{}\ndshbak -c:\n{}",
+        collated.stdout_str(),
+        dshbak.stdout_str()
+    );
+    assert_eq!(blocks(&collated.stdout_str()).len(), 2);
+}

@@ -16,6 +16,7 @@ pub mod config;
 pub mod deadline;
 pub mod demo;
 pub mod exec;
+pub mod fanout;
 pub mod header;
 pub mod protocol;
 pub mod server;

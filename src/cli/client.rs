@@ -1,12 +1,12 @@
 //! `rcmd client`.
 
 use std::io::IsTerminal;
-use std::time::Duration;
 
 use clap::Args;
 
+use super::fanout::{self, FanoutArgs};
 use super::token::TokenArgs;
-use super::{init_logging, seconds, Failure, WireArgs};
+use super::{init_logging, Failure, WireArgs};
 use crate::client::{self, terminal, ClientConfig, Input, Output, Session, Tty};
 use crate::wire::Protocol;
 
@@ -17,8 +17,11 @@ const CLIENT_FAILED: i32 = 255;
 pub(super) struct ClientArgs {
     /// Server address: HOST or HOST:PORT (port 9000 unless given), where HOST is a name,
     /// an IPv4 address or [IPv6]
-    #[arg(value_name = "HOST[:PORT]")]
-    addr: String,
+    #[arg(value_name = "HOST[:PORT]", required_unless_present = "hosts")]
+    addr: Option<String>,
+
+    #[command(flatten)]
+    fanout: FanoutArgs,
 
     #[command(flatten)]
     wire: WireArgs,
@@ -50,10 +53,6 @@ pub(super) struct ClientArgs {
     #[arg(long, value_name = "DIR")]
     cwd: Option<String>,
 
-    /// Give up connecting after this many seconds
-    #[arg(long, value_name = "SECS", value_parser = seconds)]
-    connect_timeout: Option<Duration>,
-
     /// Command to run remotely; without one, each line of standard input is a command.
     /// Several words are quoted so they arrive as typed; a single word is sent as the
     /// command line itself, so `'ls | wc -l'` runs a pipeline, as with ssh
@@ -67,6 +66,7 @@ pub(super) struct ClientArgs {
 
 pub(super) fn run(args: ClientArgs) -> Result<i32, Failure> {
     init_logging("rcmd=warn");
+    let (addr, command) = fanout::positionals(&args.fanout, args.addr, args.command)?;
     let wire = args.wire.wire();
     if args.token.given() && wire.protocol != Protocol::Framed {
         return Err(Failure::new(
@@ -84,7 +84,7 @@ pub(super) fn run(args: ClientArgs) -> Result<i32, Failure> {
     let at_terminal = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
     // No command at a terminal: a remote login shell, as `ssh host` opens; -T asks for
     // the line-by-line prompt instead.
-    let login_shell = args.command.is_empty() && at_terminal && !args.no_tty;
+    let login_shell = command.is_empty() && at_terminal && !args.no_tty;
     let want_tty = args.tty || login_shell;
     if (want_tty || !args.env.is_empty() || args.cwd.is_some()) && wire.protocol != Protocol::Framed
     {
@@ -118,16 +118,20 @@ pub(super) fn run(args: ClientArgs) -> Result<i32, Failure> {
     let config = ClientConfig {
         wire,
         token,
-        connect_timeout: args.connect_timeout,
+        connect_timeout: args.fanout.connect_timeout,
         session,
         ..ClientConfig::new(wire.protocol)
     };
+    if let Some(list) = &args.fanout.hosts {
+        return fanout::run(&args.fanout, list, &command_line(&command), &config);
+    }
+    let addr = addr.expect("clap requires HOST:PORT without -H");
     let input = if login_shell {
         Input::one(Vec::new()).with_stdin()
-    } else if args.command.is_empty() {
-        Input::stdin(format!("{}> ", args.addr))
+    } else if command.is_empty() {
+        Input::stdin(format!("{addr}> "))
     } else {
-        let one = Input::one(command_line(&args.command).into_bytes());
+        let one = Input::one(command_line(&command).into_bytes());
         if args.no_stdin || wire.protocol != Protocol::Framed {
             one
         } else {
@@ -145,12 +149,7 @@ pub(super) fn run(args: ClientArgs) -> Result<i32, Failure> {
     } else {
         None
     };
-    let result = runtime.block_on(client::run(
-        &args.addr,
-        &config,
-        input,
-        &mut Output::terminal(),
-    ));
+    let result = runtime.block_on(client::run(&addr, &config, input, &mut Output::terminal()));
     drop(raw);
     // Threads still blocked reading our stdin must not keep the process alive.
     runtime.shutdown_background();

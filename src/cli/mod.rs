@@ -3,6 +3,7 @@
 
 mod client;
 mod demo;
+mod fanout;
 mod server;
 mod supervise;
 mod token;
@@ -27,7 +28,8 @@ pub struct Cli {
 enum Command {
     /// Run the commands that clients send and stream their output back.
     Server(server::ServerArgs),
-    /// Run a command on a server (one-shot), or each line of standard input.
+    /// Run a command on a server (one-shot), or each line of standard input; with -H, one
+    /// command on many servers at once.
     Client(client::ClientArgs),
     /// Watch the sticky-packet bug happen, and its fix (`rcmd demo` lists the demos).
     Demo(demo::DemoArgs),

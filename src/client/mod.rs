@@ -253,10 +253,21 @@ pub async fn run<O: Write, E: Write>(
     input: Input,
     out: &mut Output<O, E>,
 ) -> Result<i32, ClientError> {
+    let stream = connect(addr, config.connect_timeout).await?;
+    run_on(stream, config, input, out).await
+}
+
+/// Opens the connection [`run`] uses, within `timeout`; apart so a caller can put a
+/// deadline on it alone. `addr` without a port gets [`DEFAULT_PORT`].
+///
+/// # Errors
+/// [`ClientError::Connect`] when `addr` cannot be resolved or reached, and
+/// [`ClientError::ConnectTimeout`] when that takes longer than `timeout`.
+pub async fn connect(addr: &str, timeout: Option<Duration>) -> Result<TcpStream, ClientError> {
     let addr = with_default_port(addr);
     let connect = TcpStream::connect(&addr);
     let connected =
-        match config.connect_timeout {
+        match timeout {
             Some(after) => tokio::time::timeout(after, connect).await.map_err(|_| {
                 ClientError::ConnectTimeout {
                     addr: addr.clone(),
@@ -265,10 +276,19 @@ pub async fn run<O: Write, E: Write>(
             })?,
             None => connect.await,
         };
-    let stream = connected.map_err(|source| ClientError::Connect {
-        addr: addr.clone(),
-        source,
-    })?;
+    connected.map_err(|source| ClientError::Connect { addr, source })
+}
+
+/// [`run`] on a connection already open.
+///
+/// # Errors
+/// As [`run`], less connecting.
+pub async fn run_on<O: Write, E: Write>(
+    stream: TcpStream,
+    config: &ClientConfig,
+    input: Input,
+    out: &mut Output<O, E>,
+) -> Result<i32, ClientError> {
     // Requests are small and we wait for their replies: do not let Nagle hold them back.
     stream.set_nodelay(true)?;
     match config.wire.protocol {

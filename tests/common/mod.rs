@@ -304,3 +304,33 @@ pub fn unique_marker() -> String {
         .subsec_nanos();
     format!("{}.{:09}", 300 + std::process::id() % 100, nanos)
 }
+
+/// Starts `n` servers in this test's runtime on distinct loopback addresses, 127.0.0.2 and
+/// up, all on one port: the port is whatever 127.0.0.2:0 got, and an address where that
+/// port is taken is skipped. `config` says how the server at each address behaves.
+pub async fn start_servers_on_one_port(
+    n: usize,
+    config: impl Fn(std::net::Ipv4Addr) -> ServerConfig,
+) -> (u16, Vec<std::net::Ipv4Addr>) {
+    let first = TcpListener::bind("127.0.0.2:0").await.unwrap();
+    let port = first.local_addr().unwrap().port();
+    let mut addrs = Vec::new();
+    let mut listeners = vec![first];
+    for last in 3..=254u8 {
+        if listeners.len() == n {
+            break;
+        }
+        if let Ok(l) = TcpListener::bind((std::net::Ipv4Addr::new(127, 0, 0, last), port)).await {
+            listeners.push(l);
+        }
+    }
+    assert_eq!(listeners.len(), n, "not enough free loopback addresses");
+    for listener in listeners {
+        let std::net::SocketAddr::V4(addr) = listener.local_addr().unwrap() else {
+            unreachable!("bound to IPv4");
+        };
+        tokio::spawn(serve(listener, config(*addr.ip()), std::future::pending()));
+        addrs.push(*addr.ip());
+    }
+    (port, addrs)
+}

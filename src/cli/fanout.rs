@@ -1,0 +1,235 @@
+//! `rcmd client -H LIST`: the fan-out options, and the one rule that keeps a second host
+//! from being mistaken for a command.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+use super::seconds;
+use super::Failure;
+use crate::client::ClientConfig;
+use crate::fanout::{self, hosts, Mode, Options, Outcome};
+
+/// Exit code when rcmd itself fails (as ssh and pdsh use).
+const FAILED: i32 = 255;
+
+/// How long each host's connection may take unless --connect-timeout says otherwise.
+const FANOUT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Where these options show in `--help`.
+const HEADING: &str = "Many hosts (rcmd client -H LIST [OPTIONS] -- CMD)";
+
+#[derive(Debug, Args)]
+pub(super) struct FanoutArgs {
+    /// Run on every host in LIST at once, instead of HOST:PORT. LIST is comma-separated:
+    /// web[1-3], node[01-10,15] and 127.0.0.[2-51] are ranges; ^FILE reads hosts from FILE;
+    /// @GROUP is a line `GROUP: LIST` in the hosts file of $RCMD_HOME (else
+    /// $XDG_CONFIG_HOME/rcmd, else ~/.config/rcmd); a host may end in :PORT
+    #[arg(help_heading = HEADING, short = 'H', long = "hosts", value_name = "LIST")]
+    pub hosts: Option<String>,
+
+    /// Leave out these hosts (same syntax as -H; without :PORT, on every port)
+    #[arg(help_heading = HEADING, short = 'x', long, value_name = "LIST", requires = "hosts")]
+    exclude: Option<String>,
+
+    /// Port for hosts in LIST written without one [default: 9000]
+    #[arg(help_heading = HEADING, short = 'p', long, value_name = "PORT", requires = "hosts",
+          value_parser = clap::value_parser!(u16).range(1..))]
+    port: Option<u16>,
+
+    /// Run on at most N hosts at once
+    #[arg(help_heading = HEADING, short = 'f', long, value_name = "N", default_value_t = 64,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    fanout: u32,
+
+    /// After the first host fails, start no more and interrupt those running
+    #[arg(help_heading = HEADING, short = 'k', long, requires = "hosts")]
+    fail_fast: bool,
+
+    /// Print output lines without the `HOST: ` prefix
+    #[arg(help_heading = HEADING, short = 'N', long, requires = "hosts")]
+    no_prefix: bool,
+
+    /// Print nothing while running; then each distinct output once, headed by its hosts
+    /// (as `dshbak -c`)
+    #[arg(help_heading = HEADING, long, requires = "hosts", conflicts_with_all = ["json", "output_dir"])]
+    collate: bool,
+
+    /// Print one JSON object per host as it finishes: host, status or error, stdout,
+    /// stderr, seconds
+    #[arg(help_heading = HEADING, long, requires = "hosts", conflicts_with = "output_dir")]
+    json: bool,
+
+    /// Write HOST.out, HOST.err and HOST.status in DIR instead of printing output
+    #[arg(help_heading = HEADING, long, value_name = "DIR", requires = "hosts")]
+    output_dir: Option<PathBuf>,
+
+    /// Give up connecting after this many seconds (with -H, per host) [default: 10 with
+    /// -H, else as long as the system tries]
+    #[arg(long, value_name = "SECS", value_parser = seconds)]
+    pub connect_timeout: Option<Duration>,
+
+    /// Seconds each host may take in all; then it counts as failed
+    #[arg(help_heading = HEADING, long, value_name = "SECS", value_parser = seconds, requires = "hosts")]
+    timeout: Option<Duration>,
+}
+
+/// Sorts out the positional words: with -H there is no HOST:PORT, so the first word is
+/// the command's; without it, a second word that looks like a host is refused, since
+/// `rcmd client A B -- cmd` would otherwise run `B cmd` on A.
+///
+/// # Errors
+/// A usage [`Failure`] suggesting -H.
+pub(super) fn positionals(
+    fanout: &FanoutArgs,
+    addr: Option<String>,
+    mut command: Vec<String>,
+) -> Result<(Option<String>, Vec<String>), Failure> {
+    let addr = match (fanout.hosts.is_some(), addr) {
+        (true, Some(first)) => {
+            command.insert(0, first);
+            None
+        }
+        (_, addr) => addr,
+    };
+    if let Some(word) = command.first().filter(|w| looks_like_host(w)) {
+        let hosts = match &addr {
+            Some(a) => format!("{a},{word}"),
+            None => word.clone(),
+        };
+        return Err(Failure::new(
+            FAILED,
+            format!(
+                "{word:?} looks like a host, not a command; to run on several hosts, \
+                 list them with -H: rcmd client -H {hosts} -- CMD"
+            ),
+        ));
+    }
+    Ok((addr, command))
+}
+
+/// `name:port`, `1.2.3.4:port`, `[v6]:port` or a host range with a port: one word that
+/// no one means as a command.
+fn looks_like_host(word: &str) -> bool {
+    let Some((host, port)) = word.rsplit_once(':') else {
+        return false;
+    };
+    let port_ok = !port.is_empty()
+        && (port.bytes().all(|b| b.is_ascii_digit())
+            || (port.starts_with('[') && port.ends_with(']')));
+    let host_ok = !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || ".-_[]:,".contains(c));
+    port_ok && host_ok
+}
+
+/// Runs `command` on every host in `-H`, and returns the exit status: the largest remote
+/// status, or 255 if any host was unreachable or failed in rcmd.
+pub(super) fn run(
+    args: &FanoutArgs,
+    list: &str,
+    command: &str,
+    config: &ClientConfig,
+) -> Result<i32, Failure> {
+    let fail = |e: &dyn std::fmt::Display| Failure::new(FAILED, e);
+    if command.is_empty() {
+        return Err(fail(
+            &"with -H, give the command after --: many hosts cannot share standard input",
+        ));
+    }
+    let lookup = hosts::Lookup {
+        default_port: args.port.unwrap_or(crate::client::DEFAULT_PORT),
+        // TODO(merge): take the directory from crate::config once it lands.
+        groups: crate::config::ConfigDir::locate()
+            .ok()
+            .map(|d| d.path().join("hosts")),
+    };
+    let targets = hosts::targets(list, args.exclude.as_deref(), &lookup).map_err(|e| fail(&e))?;
+    let mode = if args.collate {
+        Mode::Collate
+    } else if args.json {
+        Mode::Json
+    } else if let Some(dir) = &args.output_dir {
+        Mode::OutputDir(dir.clone())
+    } else {
+        Mode::Stream
+    };
+    let options = Options {
+        fanout: args.fanout as usize,
+        fail_fast: args.fail_fast,
+        connect_timeout: args.connect_timeout.unwrap_or(FANOUT_CONNECT_TIMEOUT),
+        timeout: args.timeout,
+        mode,
+        prefix: !args.no_prefix,
+        progress: std::io::stderr().is_terminal(),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| fail(&e))?;
+    let results = runtime
+        .block_on(fanout::run(&targets, command.as_bytes(), config, &options))
+        .map_err(|e| fail(&e))?;
+    for line in fanout::report::summary(&results) {
+        eprintln!("rcmd: {line}");
+    }
+    Ok(exit_code(results.iter().map(|r| &r.outcome)))
+}
+
+/// The largest remote status, or 255 when rcmd could not run the command somewhere.
+/// Hosts stopped by -k do not count: the failure that stopped them already does.
+fn exit_code<'a>(outcomes: impl Iterator<Item = &'a Outcome>) -> i32 {
+    let mut code = 0;
+    for outcome in outcomes {
+        code = code.max(match outcome {
+            Outcome::Exited(c) => *c,
+            Outcome::Unreachable(_) | Outcome::Failed(_) => FAILED,
+            Outcome::Interrupted | Outcome::NotStarted => 0,
+        });
+    }
+    code
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_like_words_are_recognised() {
+        for w in [
+            "b:9000",
+            "10.0.0.2:22",
+            "[::1]:9000",
+            "web[1-3]:80",
+            "h:[80-81]",
+        ] {
+            assert!(looks_like_host(w), "{w}");
+        }
+        for w in [
+            "echo",
+            "ls -l",
+            "a:b",
+            "echo:",
+            ":80",
+            "sh -c x:1",
+            "/bin/x:1",
+        ] {
+            assert!(!looks_like_host(w), "{w}");
+        }
+    }
+
+    #[test]
+    fn exit_code_is_the_largest_status_or_255() {
+        let code = |o: &[Outcome]| exit_code(o.iter());
+        assert_eq!(code(&[Outcome::Exited(0), Outcome::Exited(3)]), 3);
+        assert_eq!(
+            code(&[Outcome::Exited(3), Outcome::Unreachable("x".into())]),
+            255
+        );
+        assert_eq!(code(&[Outcome::Exited(1), Outcome::Interrupted]), 1);
+        assert_eq!(code(&[]), 0);
+    }
+}

@@ -1,0 +1,425 @@
+//! `rcmd client -H LIST`: one command on 50 in-process servers at once, each on its own
+//! loopback address (127.0.0.2 and up) and all on one port, through the real binary.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+
+use common::{rcmd, start_servers_on_one_port, Run};
+use rcmd::exec::ExecMode;
+use rcmd::server::ServerConfig;
+use rcmd::wire::Protocol;
+
+const HOSTS: usize = 50;
+
+/// An address in 127.0.0.x that no test server uses.
+const NOBODY: &str = "127.0.0.250";
+
+/// The odd host out for tests that need two kinds of server: it runs commands without a
+/// shell, so `echo $HOME` prints `$HOME` there and the home directory everywhere else.
+const ODD: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 41);
+
+fn framed(_: Ipv4Addr) -> ServerConfig {
+    ServerConfig::new(Protocol::Framed)
+}
+
+fn odd_one_direct(addr: Ipv4Addr) -> ServerConfig {
+    let mut config = ServerConfig::new(Protocol::Framed);
+    if addr == ODD {
+        config.exec = ExecMode::Direct;
+    }
+    config
+}
+
+/// `127.0.0.[2-51]` for those addresses (the compactor itself is unit-tested).
+fn compact(addrs: &[Ipv4Addr]) -> String {
+    rcmd::fanout::compact(&names(addrs))
+}
+
+/// `127.0.0.[2-51]:PORT`, or whatever range the servers got.
+fn list(addrs: &[Ipv4Addr], port: u16) -> String {
+    format!("{}:{port}", compact(addrs))
+}
+
+fn names(addrs: &[Ipv4Addr]) -> Vec<String> {
+    addrs.iter().map(|a| a.to_string()).collect()
+}
+
+/// Lines of `text` by the host in their prefix, in order, checking every line has one.
+fn by_host<'a>(text: &'a str, run: &Run) -> BTreeMap<&'a str, Vec<&'a str>> {
+    let mut map: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for line in text.lines() {
+        let (host, rest) = line
+            .split_once(": ")
+            .unwrap_or_else(|| panic!("line without a prefix: {line:?}\n{run}"));
+        map.entry(host).or_default().push(rest);
+    }
+    map
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_host_streams_whole_prefixed_lines() {
+    let (port, addrs) = start_servers_on_one_port(HOSTS, framed).await;
+    let r = rcmd(
+        &[
+            "client",
+            "-H",
+            &list(&addrs, port),
+            "--",
+            "seq 1 5000; seq 1 2000 >&2; printf 'no newline'",
+        ],
+        b"",
+    )
+    .await;
+    r.expect_code(0);
+    let out = r.stdout_str();
+    let err = r.stderr_str();
+    let stdout = by_host(&out, &r);
+    let stderr = by_host(&err, &r);
+    let expected: Vec<String> = (1..=5000)
+        .map(|i| i.to_string())
+        .chain(["no newline".to_string()])
+        .collect();
+    let expected_err: Vec<String> = (1..=2000).map(|i| i.to_string()).collect();
+    assert_eq!(stdout.len(), HOSTS, "hosts on stdout");
+    for host in names(&addrs) {
+        assert_eq!(stdout[host.as_str()], expected, "stdout of {host}");
+        assert_eq!(stderr[host.as_str()], expected_err, "stderr of {host}");
+    }
+    assert!(
+        out.ends_with('\n'),
+        "a last line without newline still ends whole"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_prefix_keeps_lines_whole() {
+    let (port, addrs) = start_servers_on_one_port(HOSTS, framed).await;
+    let r = rcmd(
+        &[
+            "client",
+            "-N",
+            "-H",
+            &list(&addrs, port),
+            "--",
+            "seq 1 3000",
+        ],
+        b"",
+    )
+    .await;
+    r.expect_code(0);
+    let mut count = BTreeMap::<u32, usize>::new();
+    for line in r.stdout_str().lines() {
+        let n: u32 = line
+            .parse()
+            .unwrap_or_else(|_| panic!("mixed line {line:?}"));
+        *count.entry(n).or_default() += 1;
+    }
+    assert_eq!(count.len(), 3000);
+    assert!(count.values().all(|&c| c == HOSTS));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collate_groups_identical_output_under_compact_ranges() {
+    let (port, addrs) = start_servers_on_one_port(HOSTS, odd_one_direct).await;
+    let r = rcmd(
+        &[
+            "client",
+            "--collate",
+            "-H",
+            &list(&addrs, port),
+            "--",
+            "echo $HOME",
+        ],
+        b"",
+    )
+    .await;
+    r.expect_code(0);
+    let home = std::env::var("HOME").unwrap();
+    let (odd, rest): (Vec<Ipv4Addr>, Vec<Ipv4Addr>) = addrs.iter().partition(|&&a| a == ODD);
+    assert_eq!(odd.len(), 1, "the odd host got its address");
+    let rule = "----------------";
+    assert_eq!(
+        r.stdout_str(),
+        format!(
+            "{rule}\n{}\n{rule}\n{home}\n{rule}\n{ODD}\n{rule}\n$HOME\n",
+            compact(&rest)
+        ),
+        "{r}"
+    );
+    if addrs.last() == Some(&Ipv4Addr::new(127, 0, 0, 51)) {
+        assert!(r.stdout_str().contains("\n127.0.0.[2-40,42-51]\n"), "{r}");
+    }
+    assert_eq!(r.stderr_str(), "", "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_dir_holds_out_err_and_status_per_host() {
+    let (port, addrs) = start_servers_on_one_port(HOSTS, framed).await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("results");
+    let hosts = format!("{},{NOBODY}:{port}", list(&addrs, port));
+    let r = rcmd(
+        &[
+            "client",
+            "-H",
+            &hosts,
+            "--output-dir",
+            out.to_str().unwrap(),
+            "--",
+            "echo out; echo err >&2; printf tail",
+        ],
+        b"",
+    )
+    .await;
+    r.expect_code(255);
+    assert_eq!(r.stdout_str(), "", "{r}");
+    let read = |name: String| {
+        std::fs::read_to_string(out.join(&name)).unwrap_or_else(|e| panic!("{name}: {e}\n{r}"))
+    };
+    for host in names(&addrs) {
+        assert_eq!(read(format!("{host}.out")), "out\ntail");
+        assert_eq!(read(format!("{host}.err")), "err\n");
+        assert_eq!(read(format!("{host}.status")), "0\n");
+    }
+    let status = read(format!("{NOBODY}.status"));
+    assert!(status.starts_with("255\nunreachable: "), "{status}");
+    assert_eq!(std::fs::read_dir(&out).unwrap().count(), 3 * HOSTS + 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_prints_one_object_per_host() {
+    let (port, addrs) = start_servers_on_one_port(HOSTS, framed).await;
+    let hosts = format!("{},{NOBODY}:{port}", list(&addrs, port));
+    let r = rcmd(
+        &[
+            "client",
+            "--json",
+            "-H",
+            &hosts,
+            "--",
+            "echo hi; echo oops >&2; exit 4",
+        ],
+        b"",
+    )
+    .await;
+    r.expect_code(255);
+    let mut seen = BTreeSet::new();
+    for line in r.stdout_str().lines() {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{line:?}: {e}\n{r}"));
+        let host = v["host"].as_str().unwrap().to_string();
+        assert!(v["seconds"].as_f64().unwrap() >= 0.0);
+        if host == NOBODY {
+            assert!(v["error"].as_str().unwrap().contains("unreachable"), "{v}");
+            assert!(v.get("status").is_none(), "{v}");
+        } else {
+            assert_eq!(v["status"], 4, "{v}");
+            assert_eq!(v["stdout"], "hi\n", "{v}");
+            assert_eq!(v["stderr"], "oops\n", "{v}");
+        }
+        assert!(seen.insert(host), "one object per host\n{r}");
+    }
+    let mut expected: BTreeSet<String> = names(&addrs).into_iter().collect();
+    expected.insert(NOBODY.to_string());
+    assert_eq!(seen, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exit_status_is_the_largest_or_255_with_a_summary() {
+    let (port, addrs) = start_servers_on_one_port(HOSTS, odd_one_direct).await;
+    let all = list(&addrs, port);
+    let rest: Vec<Ipv4Addr> = addrs.iter().copied().filter(|&a| a != ODD).collect();
+
+    // `exit 3` is a shell builtin: the odd host, without a shell, cannot find it (127).
+    let r = rcmd(&["client", "-H", &all, "--", "exit 3"], b"").await;
+    r.expect_code(127);
+    let err = r.stderr_str();
+    assert!(
+        err.contains(&format!("rcmd: {HOSTS} of {HOSTS} hosts failed:\n")),
+        "{r}"
+    );
+    assert!(
+        err.contains(&format!("rcmd:   {}: exit status 3\n", compact(&rest))),
+        "{r}"
+    );
+    assert!(
+        err.contains(&format!("rcmd:   {ODD}: exit status 127\n")),
+        "{r}"
+    );
+
+    let hosts = format!("{all},{NOBODY}:{port}");
+    let r = rcmd(&["client", "-H", &hosts, "--", "exit 3"], b"").await;
+    r.expect_code(255);
+    assert!(
+        r.stderr_str().contains(&format!(
+            "rcmd:   {NOBODY}: unreachable: Connection refused"
+        )),
+        "{r}"
+    );
+
+    let r = rcmd(
+        &["client", "-H", &all, "-x", &ODD.to_string(), "--", "true"],
+        b"",
+    )
+    .await;
+    r.expect_code(0);
+    assert_eq!(r.stderr_str(), "", "no summary when all succeed\n{r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fail_fast_stops_starting_hosts_and_interrupts_running_ones() {
+    let (port, addrs) = start_servers_on_one_port(HOSTS, odd_one_direct).await;
+    // The odd host comes first and fails; with a shell, $1 is the home directory and the
+    // command would sleep far longer than the test takes.
+    let hosts = format!("{ODD}:{port},{}", list(&addrs, port));
+    let cmd = "sh -c 'case $1 in /*) sleep 120;; *) sleep 1; exit 1;; esac' x $HOME";
+    let started = std::time::Instant::now();
+    let r = rcmd(&["client", "-k", "-f", "10", "-H", &hosts, "--", cmd], b"").await;
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(60),
+        "running hosts were not interrupted"
+    );
+    r.expect_code(1);
+    let err = r.stderr_str();
+    assert!(
+        err.contains(&format!("rcmd:   {ODD}: exit status 1\n")),
+        "{r}"
+    );
+    assert!(
+        err.contains(": interrupted after another host failed (-k)\n"),
+        "{r}"
+    );
+    assert!(
+        err.contains(": not started after another host failed (-k)\n"),
+        "{r}"
+    );
+    assert!(
+        err.contains(&format!("{HOSTS} of {HOSTS} hosts failed")),
+        "{r}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fanout_of_one_runs_hosts_one_at_a_time() {
+    let (port, addrs) = start_servers_on_one_port(HOSTS, framed).await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log");
+    // Each command marks its start and end; a short pause between them widens the
+    // window in which two overlapping commands would show.
+    let cmd = format!(
+        "echo start $$ >> {0}; sleep 0.02; echo end $$ >> {0}",
+        log.display()
+    );
+    let r = rcmd(
+        &["client", "-f", "1", "-H", &list(&addrs, port), "--", &cmd],
+        b"",
+    )
+    .await;
+    r.expect_code(0);
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2 * HOSTS, "{text}");
+    for pair in lines.chunks(2) {
+        let start = pair[0].strip_prefix("start ").expect(&text);
+        let end = pair[1].strip_prefix("end ").expect(&text);
+        assert_eq!(start, end, "one command ran while another did\n{text}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn second_host_positional_is_refused_with_a_hint() {
+    let r = rcmd(
+        &["client", "127.0.0.1:9", "127.0.0.2:9", "--", "hostname"],
+        b"",
+    )
+    .await;
+    r.expect_code(255);
+    assert!(
+        r.stderr_str()
+            .contains("rcmd client -H 127.0.0.1:9,127.0.0.2:9 -- CMD"),
+        "{r}"
+    );
+    let r = rcmd(&["client", "-H", "a[3-1]", "--", "true"], b"").await;
+    r.expect_code(255);
+    assert!(r.stderr_str().contains("runs backwards"), "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hosts_from_a_file_and_a_group_with_default_port() {
+    let (port, addrs) = start_servers_on_one_port(3, framed).await;
+    let home = tempfile::tempdir().unwrap();
+    std::fs::write(
+        home.path().join("hosts"),
+        format!("# groups\ntrio: {}\n", compact(&addrs)),
+    )
+    .unwrap();
+    let file = home.path().join("list");
+    std::fs::write(&file, format!("{}\n", addrs[0])).unwrap();
+    let mut cmd = tokio::process::Command::new(common::rcmd_bin());
+    cmd.env("RCMD_HOME", home.path()).args([
+        "client",
+        "-p",
+        &port.to_string(),
+        "-H",
+        &format!("@trio,^{}", file.display()),
+        "-x",
+        &addrs[1].to_string(),
+        "--",
+        "echo",
+        "a b",
+    ]);
+    let out = cmd.output().await.unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let mut lines: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    lines.sort();
+    assert_eq!(
+        lines,
+        [format!("{}: a b", addrs[0]), format!("{}: a b", addrs[2])]
+    );
+}
+
+/// The `dshbak -c` blocks of `text` (header and output), in any order.
+fn blocks(text: &str) -> BTreeSet<String> {
+    let rule = "----------------\n";
+    text.split(rule)
+        .skip(1)
+        .collect::<Vec<_>>()
+        .chunks(2)
+        .map(|pair| pair.concat())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collate_matches_dshbak_on_the_streamed_output() {
+    if std::process::Command::new("dshbak")
+        .arg("-h")
+        .output()
+        .is_err()
+    {
+        eprintln!("dshbak (Debian's pdsh package) is not installed: cross-check skipped");
+        return;
+    }
+    let (port, addrs) = start_servers_on_one_port(HOSTS, odd_one_direct).await;
+    let hosts = list(&addrs, port);
+    let cmd = "echo $HOME; echo two";
+    let streamed = rcmd(&["client", "-H", &hosts, "--", cmd], b"").await;
+    streamed.expect_code(0);
+    let dshbak = common::run("dshbak", &["-c"], &streamed.stdout).await;
+    dshbak.expect_code(0);
+    let collated = rcmd(&["client", "--collate", "-H", &hosts, "--", cmd], b"").await;
+    collated.expect_code(0);
+    assert_eq!(
+        blocks(&collated.stdout_str()),
+        blocks(&dshbak.stdout_str()),
+        "ours:\n{}\ndshbak -c:\n{}",
+        collated.stdout_str(),
+        dshbak.stdout_str()
+    );
+    assert_eq!(blocks(&collated.stdout_str()).len(), 2);
+}

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite, ReadHalf, WriteHalf};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::time::Instant;
 use tokio_util::codec::{FramedRead, FramedWrite};
@@ -30,17 +30,17 @@ pub const SIGNAL_GRACE: Duration = Duration::from_secs(2);
 /// Two Ctrl-C this close together mean "stop waiting".
 const DOUBLE_INTERRUPT: Duration = Duration::from_secs(1);
 
-type Reader = FramedRead<tokio::net::tcp::OwnedReadHalf, ClientCodec>;
-type Writer = FramedWrite<tokio::net::tcp::OwnedWriteHalf, ClientCodec>;
+type Reader<S> = FramedRead<ReadHalf<S>, ClientCodec>;
+type Writer<S> = FramedWrite<WriteHalf<S>, ClientCodec>;
 
-pub(super) async fn run<O: Write, E: Write>(
-    stream: TcpStream,
+pub(super) async fn run<S: AsyncRead + AsyncWrite, O: Write, E: Write>(
+    stream: S,
     config: &ClientConfig,
     mut input: Input,
     out: &mut Output<O, E>,
 ) -> Result<i32, ClientError> {
     let wire = config.wire;
-    let (rd, wr) = stream.into_split();
+    let (rd, wr) = tokio::io::split(stream);
     let mut reader = FramedRead::with_capacity(
         rd,
         ClientCodec::new(wire.header, MAX_HELLO_FRAME),
@@ -187,9 +187,9 @@ pub(super) async fn run<O: Write, E: Write>(
 }
 
 /// Sends our hello and reads the server's; returns the protocol version both speak.
-async fn handshake(
-    reader: &mut Reader,
-    writer: &mut Writer,
+async fn handshake<S: AsyncRead + AsyncWrite>(
+    reader: &mut Reader<S>,
+    writer: &mut Writer<S>,
     config: &ClientConfig,
 ) -> Result<u8, ClientError> {
     let wire = config.wire;

@@ -16,8 +16,7 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::StreamExt;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite, ReadHalf, WriteHalf};
 use tokio::time::Instant;
 use tokio_util::codec::{Encoder, FramedRead};
 use tracing::{debug, info, warn};
@@ -42,17 +41,17 @@ const MAX_ENV: usize = 256;
 /// How long a last message (a refusal, a goodbye) may take to write before we hang up.
 const LAST_WORDS: Duration = Duration::from_secs(1);
 
-type Reader = FramedRead<OwnedReadHalf, ServerCodec>;
+type Reader<S> = FramedRead<ReadHalf<S>, ServerCodec>;
 
 /// The writing half of a connection: messages are encoded into the outbox and written
 /// from the loop.
-struct Writer {
-    socket: OwnedWriteHalf,
+struct Writer<S> {
+    socket: WriteHalf<S>,
     codec: ServerCodec,
     outbox: Outbox,
 }
 
-impl Writer {
+impl<S: AsyncWrite> Writer<S> {
     fn push(&mut self, msg: ServerMessage) -> Result<(), ProtocolError> {
         let mut buf = BytesMut::new();
         self.codec.encode(msg, &mut buf)?;
@@ -129,14 +128,14 @@ struct Current {
     input: Option<Input>,
 }
 
-pub(super) async fn serve(
-    stream: TcpStream,
+pub(super) async fn serve<S: AsyncRead + AsyncWrite>(
+    stream: S,
     peer: SocketAddr,
     config: &ServerConfig,
     stop: &Shutdown,
 ) -> Result<(), ConnError> {
     let wire = config.wire;
-    let (rd, wr) = stream.into_split();
+    let (rd, wr) = tokio::io::split(stream);
     // Until the peer has said who it is, it gets only small frames.
     let mut reader = FramedRead::new(rd, ServerCodec::new(wire.header, MAX_HELLO_FRAME));
     let mut writer = Writer {
@@ -173,11 +172,11 @@ pub(super) async fn serve(
     .await
 }
 
-struct Session<'a> {
+struct Session<'a, S> {
     peer: SocketAddr,
     config: &'a ServerConfig,
     version: u8,
-    writer: Writer,
+    writer: Writer<S>,
     queue: VecDeque<Job>,
     /// What `V`, `D` and `T` messages set for the next command.
     next_job: Job,
@@ -186,8 +185,8 @@ struct Session<'a> {
     stdin_allowance: usize,
 }
 
-impl Session<'_> {
-    async fn run(mut self, reader: &mut Reader, stop: &Shutdown) -> Result<(), ConnError> {
+impl<S: AsyncRead + AsyncWrite> Session<'_, S> {
+    async fn run(mut self, reader: &mut Reader<S>, stop: &Shutdown) -> Result<(), ConnError> {
         let limits = &self.config.limits;
         let mut last_activity = Instant::now();
         // When the outbox last moved: bytes written, or bytes queued into an empty one.
@@ -512,9 +511,9 @@ async fn write_input(input: Option<&mut Input>) -> std::io::Result<usize> {
 
 /// Reads the client's hello within the auth deadline and checks its version and token.
 /// `None` when the peer left before saying anything.
-async fn handshake(
-    reader: &mut Reader,
-    writer: &mut Writer,
+async fn handshake<S: AsyncRead + AsyncWrite>(
+    reader: &mut Reader<S>,
+    writer: &mut Writer<S>,
     peer: SocketAddr,
     config: &ServerConfig,
 ) -> Result<Option<Hello>, ConnError> {

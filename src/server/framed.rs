@@ -39,7 +39,7 @@ const HIGH_WATER: usize = 1 << 20;
 /// Variables one command may be given.
 const MAX_ENV: usize = 256;
 /// How long a last message (a refusal, a goodbye) may take to write before we hang up.
-const LAST_WORDS: Duration = Duration::from_secs(1);
+const LAST_WORDS: Duration = Duration::from_millis(500);
 
 type Reader<S> = FramedRead<ReadHalf<S>, ServerCodec>;
 

@@ -333,7 +333,9 @@ impl Launcher {
                 cmd.process_group(0);
             }
         }
-        cmd.kill_on_drop(true);
+        // A supervisor must outlive our handle: it is the one that kills what the command
+        // left, when the control pipe closes. Killing it would orphan them instead.
+        cmd.kill_on_drop(self.supervisor.is_none());
         let mut child = cmd.spawn().map_err(|e| spawn_failure(&program, &e))?;
         let control = match control_pipe {
             Some((_read, write)) => Control::Supervisor(write),

@@ -271,7 +271,10 @@ pub async fn serve(
         // this bound only guards against a bug keeping the server up forever. What is
         // still running when we return is killed as the runtime drops it (each command's
         // supervisor sees its control pipe close).
-        if tokio::time::timeout(AFTER_KILL, tracker.wait()).await.is_err() {
+        if tokio::time::timeout(AFTER_KILL, tracker.wait())
+            .await
+            .is_err()
+        {
             warn!("connections still open after the kill; leaving anyway");
         }
     }

@@ -18,8 +18,12 @@ use tokio::process::Command;
 /// that the test relies on.
 pub const PROCESS_DEADLINE: Duration = Duration::from_secs(60);
 
-/// Starts a server in this test's runtime; it lives as long as the runtime.
-pub async fn start_server(config: ServerConfig) -> SocketAddr {
+/// Starts a server in this test's runtime; it lives as long as the runtime. Its commands
+/// run under the built binary's supervisor, as the real server's do.
+pub async fn start_server(mut config: ServerConfig) -> SocketAddr {
+    config
+        .supervisor
+        .get_or_insert_with(|| PathBuf::from(rcmd_bin()));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(serve(listener, config, std::future::pending()));

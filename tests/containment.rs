@@ -1,0 +1,174 @@
+//! Nothing a command starts outlives it: not the end of its reply, its client leaving,
+//! its timeout, nor the server stopping by any signal, SIGKILL included. Each way a
+//! process can try to escape its process group is tried, and survivors are counted
+//! through `/proc`.
+
+mod common;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::{pids_running, rcmd, rcmd_command, start_server, unique_marker, wait_until};
+use rcmd::server::ServerConfig;
+use rcmd::wire::Protocol;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+/// One command line that starts a `sleep MARKER` in each way a process can leave the
+/// command's process group or parentage, then says "started" and (with `hold`) waits.
+fn escapees(marker: &str, hold: bool) -> String {
+    let python = format!(
+        "import os, time\n\
+         if os.fork() == 0:\n    os.setpgid(0, 0)\n    os.execvp('sleep', ['sleep', '{marker}'])"
+    );
+    let mut line = format!(
+        "setsid sleep {marker} & \
+         (sleep {marker} &) ; \
+         sleep {marker} >/dev/null 2>&1 & \
+         nohup sleep {marker} >/dev/null 2>&1 & \
+         python3 -c \"{python}\" ; \
+         echo started"
+    );
+    if hold {
+        line.push_str(&format!("; sleep {marker}"));
+    }
+    line
+}
+
+/// How many `sleep` processes [`escapees`] starts (without the one `hold` adds).
+const ESCAPEES: usize = 5;
+
+async fn all_running(marker: &str) {
+    let sleep = format!("sleep {marker}");
+    wait_until("every escapee and the held sleep are running", || {
+        pids_running(&sleep).len() == ESCAPEES + 1
+    })
+    .await;
+}
+
+async fn none_left(marker: &str) {
+    let sleep = format!("sleep {marker}");
+    wait_until("every process the command started is gone", || {
+        pids_running(&sleep).is_empty()
+    })
+    .await;
+}
+
+fn supervised() -> ServerConfig {
+    ServerConfig::new(Protocol::Framed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_outlives_a_command_that_ended() {
+    let addr = start_server(supervised()).await.to_string();
+    let marker = unique_marker();
+    let r = rcmd(
+        &["client", &addr, "-n", "--", &escapees(&marker, false)],
+        b"",
+    )
+    .await;
+    r.expect_code(0);
+    assert_eq!(r.stdout_str(), "started\n");
+    none_left(&marker).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allow_detach_lets_background_processes_live_on() {
+    let mut config = supervised();
+    config.allow_detach = true;
+    let addr = start_server(config).await.to_string();
+    let marker = unique_marker();
+    let line = format!("setsid sleep {marker} >/dev/null 2>&1 < /dev/null & echo started");
+    let r = rcmd(&["client", &addr, "-n", "--", &line], b"").await;
+    r.expect_code(0);
+    let sleep = format!("sleep {marker}");
+    let alive = pids_running(&sleep);
+    assert_eq!(alive.len(), 1, "the detached sleep should be running");
+    for pid in alive {
+        // SAFETY: kill(2) on a process this test started.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_outlives_a_client_that_left() {
+    let addr = start_server(supervised()).await.to_string();
+    let marker = unique_marker();
+    let mut client = rcmd_command()
+        .args(["client", &addr, "-n", "--", &escapees(&marker, true)])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(client.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next_line().await.unwrap().as_deref(), Some("started"));
+    all_running(&marker).await;
+    client.kill().await.unwrap();
+    none_left(&marker).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_outlives_a_timeout() {
+    let mut config = supervised();
+    config.limits.command_timeout = Some(Duration::from_millis(500));
+    let addr = start_server(config).await.to_string();
+    let marker = unique_marker();
+    let r = rcmd(
+        &["client", &addr, "-n", "--", &escapees(&marker, true)],
+        b"",
+    )
+    .await;
+    r.expect_code(124);
+    none_left(&marker).await;
+}
+
+/// Starts a real server, a client whose command leaves escapees behind and holds, then
+/// stops the server with `sig` while the client is still connected.
+async fn server_stopped_by(sig: libc::c_int) {
+    let home = common::RcmdHome::new();
+    let mut server = home.server(&["--grace", "0.2"]).await;
+    let addr = server.addr.to_string();
+    let marker = unique_marker();
+    let mut client = rcmd_command()
+        .env("RCMD_HOME", home.path())
+        .args(["client", &addr, "-n", "--", &escapees(&marker, true)])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(client.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next_line().await.unwrap().as_deref(), Some("started"));
+    all_running(&marker).await;
+    // SAFETY: kill(2) on the server process this test started.
+    unsafe { libc::kill(server.child.id().unwrap() as i32, sig) };
+    tokio::time::timeout(common::PROCESS_DEADLINE, server.child.wait())
+        .await
+        .expect("the server did not exit")
+        .unwrap();
+    none_left(&marker).await;
+    let _ = client.kill().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_outlives_a_server_stopped_by_sigterm() {
+    server_stopped_by(libc::SIGTERM).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_outlives_a_server_stopped_by_sigint() {
+    server_stopped_by(libc::SIGINT).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_outlives_a_server_whose_terminal_closed() {
+    server_stopped_by(libc::SIGHUP).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_outlives_a_server_stopped_by_sigquit() {
+    server_stopped_by(libc::SIGQUIT).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_outlives_a_server_killed_with_sigkill() {
+    server_stopped_by(libc::SIGKILL).await;
+}

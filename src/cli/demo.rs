@@ -9,6 +9,9 @@ use crate::header::HeaderFormat;
 
 /// Exit code when a demo did not show what it exists to show (a regression).
 const NOT_REPRODUCED: i32 = 1;
+/// How a shell reports a command killed by SIGPIPE: what the demo exits with when its
+/// output is closed early (`rcmd demo sticky | head`).
+const SIGPIPE_STATUS: i32 = 128 + libc::SIGPIPE;
 /// Exit code when a demo could not run at all.
 const DEMO_FAILED: i32 = 2;
 
@@ -85,17 +88,27 @@ pub(super) fn run(args: DemoArgs) -> Result<i32, Failure> {
                         case: a.case,
                     };
                     let s = sticky::run(&opts, style, &mut stdout, a.json).await?;
-                    Ok::<_, std::io::Error>((a.json.then(|| s.to_json()), s.as_expected()))
+                    Ok::<_, std::io::Error>((a.json.then(|| s.to_json()), Some(s.as_expected())))
                 }
                 Demo::Udp(a) => {
                     let s = demo::udp::run(a.recv_size, style, &mut stdout, a.json).await?;
-                    Ok((a.json.then(|| s.to_json()), s.as_expected()))
+                    Ok((a.json.then(|| s.to_json()), Some(s.as_expected())))
                 }
             }
         })
-        .map_err(|e| Failure::new(DEMO_FAILED, format!("demo failed: {e}")))?;
+        .or_else(|e| match e.kind() {
+            // Our output was closed (`| head`): end quietly, as a command killed by SIGPIPE.
+            std::io::ErrorKind::BrokenPipe => Ok((None, None)),
+            _ => Err(Failure::new(DEMO_FAILED, format!("demo failed: {e}"))),
+        })?;
+    let Some(ok) = ok else {
+        return Ok(SIGPIPE_STATUS);
+    };
     if let Some(json) = json {
-        println!("{json}");
+        use std::io::Write;
+        if writeln!(std::io::stdout(), "{json}").is_err() {
+            return Ok(SIGPIPE_STATUS);
+        }
     }
     Ok(if ok { 0 } else { NOT_REPRODUCED })
 }

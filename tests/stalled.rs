@@ -1,0 +1,147 @@
+//! A client that stops reading defeats no limit, and a peer cannot move the server's
+//! bounds: each case as a hostile raw-TCP peer plays it.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{pids_running, rcmd, start_server, unique_marker, wait_until};
+use rcmd::server::ServerConfig;
+use rcmd::wire::Protocol;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// A framed `!I` frame around `payload`.
+fn frame(payload: &[u8]) -> Vec<u8> {
+    let mut f = (payload.len() as u32).to_be_bytes().to_vec();
+    f.extend_from_slice(payload);
+    f
+}
+
+/// A version-2 hello announcing `max_frame`, with `token`.
+fn hello(max_frame: u32, token: &[u8]) -> Vec<u8> {
+    let mut p = b"Hrcmd\x02".to_vec();
+    p.extend_from_slice(&max_frame.to_be_bytes());
+    p.extend_from_slice(token);
+    frame(&p)
+}
+
+/// Connects, says hello and asks for `yes MARKER`, then never reads a byte.
+async fn stalled_client(addr: std::net::SocketAddr, token: &[u8], marker: &str) -> TcpStream {
+    let mut conn = TcpStream::connect(addr).await.unwrap();
+    let mut bytes = hello(1 << 20, token);
+    bytes.extend(frame(format!("Ryes {marker}").as_bytes()));
+    conn.write_all(&bytes).await.unwrap();
+    let yes = format!("yes {marker}");
+    wait_until("yes is running", || !pids_running(&yes).is_empty()).await;
+    conn
+}
+
+async fn yes_is_gone(marker: &str) {
+    let yes = format!("yes {marker}");
+    wait_until("the command is killed", || pids_running(&yes).is_empty()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeout_holds_when_the_client_stops_reading() {
+    let mut config = ServerConfig::new(Protocol::Framed);
+    config.limits.command_timeout = Some(Duration::from_millis(500));
+    let addr = start_server(config).await;
+    let marker = unique_marker();
+    let conn = stalled_client(addr, b"", &marker).await;
+    yes_is_gone(&marker).await;
+    drop(conn);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_that_makes_no_progress_ends_the_connection() {
+    let mut config = ServerConfig::new(Protocol::Framed);
+    config.limits.idle_timeout = Some(Duration::from_millis(500));
+    let addr = start_server(config).await;
+    let marker = unique_marker();
+    let mut conn = stalled_client(addr, b"", &marker).await;
+    yes_is_gone(&marker).await;
+    // The server hung up: reading now drains what it had sent, then ends.
+    let mut sink = Vec::new();
+    let ended = tokio::time::timeout(common::PROCESS_DEADLINE, conn.read_to_end(&mut sink)).await;
+    assert!(ended.is_ok(), "the server kept the stalled connection open");
+    let r = rcmd(
+        &["client", &addr.to_string(), "-n", "--", "echo alive"],
+        b"",
+    )
+    .await;
+    assert_eq!(r.stdout_str(), "alive\n", "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_ends_whatever_a_stalled_client_does() {
+    let home = common::RcmdHome::new();
+    let mut server = home.server(&["--grace", "0.3"]).await;
+    let token = std::fs::read_to_string(home.token_file()).unwrap();
+    let marker = unique_marker();
+    let conn = stalled_client(server.addr, token.trim().as_bytes(), &marker).await;
+    // SAFETY: kill(2) on the server this test started.
+    unsafe { libc::kill(server.child.id().unwrap() as i32, libc::SIGTERM) };
+    // The stalled connection is still held open here: the server may not wait for it.
+    let status = tokio::time::timeout(common::PROCESS_DEADLINE, server.child.wait())
+        .await
+        .expect("the server waited for a client that does not read")
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    yes_is_gone(&marker).await;
+    drop(conn);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hello_asking_for_tiny_frames_is_refused() {
+    let addr = start_server(ServerConfig::new(Protocol::Framed)).await;
+    let mut conn = TcpStream::connect(addr).await.unwrap();
+    conn.write_all(&hello(10, b"")).await.unwrap();
+    conn.write_all(&frame(b"Rseq 1 100000")).await.unwrap();
+    let mut reply = Vec::new();
+    conn.read_to_end(&mut reply).await.unwrap();
+    let reply = String::from_utf8_lossy(&reply);
+    assert!(reply.contains("below the minimum of 1024"), "{reply}");
+    assert!(!reply.contains("\n99999\n"), "the command ran: {reply}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failure_messages_fit_the_clients_frames() {
+    let addr = start_server(ServerConfig::new(Protocol::Framed))
+        .await
+        .to_string();
+    // The failure names the directory: 3000 bytes of it, for a client taking 1024.
+    let dir = format!("/{}", "d".repeat(3000));
+    let r = rcmd(
+        &[
+            "client",
+            &addr,
+            "-n",
+            "--max-frame",
+            "1024",
+            "--cwd",
+            &dir,
+            "--",
+            "pwd",
+        ],
+        b"",
+    )
+    .await;
+    r.expect_code(1);
+    assert!(r.stderr_str().starts_with("rcmd: cd /ddd"), "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newline_in_a_command_cannot_forge_a_log_line() {
+    let home = common::RcmdHome::new();
+    let server = home.server(&[]).await;
+    let line = "echo a\n2026-01-01T00:00:00Z  WARN forged: attack";
+    let r = home
+        .rcmd(&["client", &server.addr.to_string(), "-n", "--", line], b"")
+        .await;
+    // The second line runs too (and is not a command): what matters is the log.
+    r.expect_code(127);
+    let log = server.stop().await;
+    assert!(log.iter().all(|l| !l.contains("WARN forged")), "{log:#?}");
+    assert!(log.iter().any(|l| l.contains(r"echo a\n")), "{log:#?}");
+}

@@ -60,6 +60,12 @@ pub(super) struct ServerArgs {
     /// On SIGINT or SIGTERM, seconds running commands get to finish before they are killed
     #[arg(long, value_name = "SECS", value_parser = seconds, default_value = "10")]
     grace: Duration,
+
+    /// Most output one reply may collect in classic and json-header mode, which must know
+    /// a reply's length before sending it; past it the command is killed and the client
+    /// told why. Classic is also bound by what --header can describe
+    #[arg(long, value_name = "BYTES", default_value_t = Limits::default().max_spool)]
+    max_spool: u64,
 }
 
 /// Parses a number of seconds, fractions allowed.
@@ -93,6 +99,7 @@ pub(super) fn run(args: ServerArgs) -> Result<i32, Failure> {
             idle_timeout: Some(args.idle_timeout).filter(|d| !d.is_zero()),
             auth_timeout: args.auth_timeout,
             grace: args.grace,
+            max_spool: args.max_spool,
         },
     };
     let runtime = tokio::runtime::Runtime::new().map_err(|e| fail(&e))?;

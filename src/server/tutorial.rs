@@ -68,7 +68,7 @@ pub(super) async fn serve(
             ));
         }
         let command = printable(line);
-        debug!(%peer, command, "running");
+        debug!(%peer, %command, "running");
         let outcome = match wire.protocol {
             Protocol::Naive => {
                 match run_into(line, &mut rd, config, stop, &mut Sink::Raw(&mut wr)).await? {
@@ -80,9 +80,9 @@ pub(super) async fn serve(
             _ => spool_reply(line, &mut rd, &mut wr, config, stop).await?,
         };
         match outcome {
-            Some(status) => info!(%peer, command, "command ended: {status}"),
+            Some(status) => info!(%peer, %command, "command ended: {status}"),
             None => {
-                info!(%peer, command, "command killed: the client went away or the server shut down");
+                info!(%peer, %command, "command killed: the client went away or the server shut down");
                 return Ok(());
             }
         }

@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! bytes ─▶ codec (frames, header) ─▶ protocol (messages) ─▶ server / client (actions)
-//!                                                          └▶ exec (running commands)
+//!     └──▶ tutorial_codec (classic, json-header, naive) ──▶   └▶ exec (running commands)
 //! ```
 
 pub mod auth;
@@ -18,8 +18,10 @@ pub mod demo;
 pub mod exec;
 pub mod fanout;
 pub mod header;
+pub mod printable;
 pub mod protocol;
 pub mod server;
 pub mod spool;
 pub mod status;
+pub mod tutorial_codec;
 pub mod wire;

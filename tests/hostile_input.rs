@@ -219,3 +219,21 @@ async fn json_client_refuses_a_header_over_max_frame() {
     r.expect_code(255);
     assert!(r.stderr_str().contains("more than --max-frame 4096"), "{r}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_client_survives_sizes_that_overflow_when_added() {
+    // stderr_size + stdout_size wraps to total_size in 64 bits: trusting the split would
+    // copy "18 EB" of stderr. The sum is checked, so the output is taken as one stream.
+    let json = br#"{"total_size":3,"stderr_size":18446744073709551615,"stdout_size":4}"#;
+    let mut reply = (json.len() as i32).to_ne_bytes().to_vec();
+    reply.extend_from_slice(json);
+    reply.extend_from_slice(b"abc");
+    let addr = lying_server(reply).await;
+    let r = rcmd(
+        &["client", &addr, "--protocol", "json-header", "--", "true"],
+        b"",
+    )
+    .await;
+    r.expect_code(0);
+    assert_eq!(r.stdout, b"abc", "{r}");
+}

@@ -67,6 +67,12 @@ pub(super) struct ServerArgs {
     #[arg(long, value_name = "SECS", value_parser = seconds, default_value = "10")]
     grace: Duration,
 
+    /// Most output one reply may collect in classic and json-header mode, which must know
+    /// a reply's length before sending it; past it the command is killed and the client
+    /// told why. Classic is also bound by what --header can describe
+    #[arg(long, value_name = "BYTES", default_value_t = Limits::default().max_spool)]
+    max_spool: u64,
+
     /// Let background processes a command started live on after it ends, as ssh does
     /// (by default everything a command started is killed when it ends)
     #[arg(long)]
@@ -133,6 +139,7 @@ pub(super) fn run(args: ServerArgs) -> Result<i32, Failure> {
             idle_timeout: Some(args.idle_timeout).filter(|d| !d.is_zero()),
             auth_timeout: args.auth_timeout,
             grace: args.grace,
+            max_spool: args.max_spool,
         },
         // Every command runs under this same executable's `supervise`; /proc/self/exe
         // still works if the file was replaced while the server runs.

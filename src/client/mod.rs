@@ -24,12 +24,18 @@ use crate::wire::{Protocol, Wire};
 /// How long the naive client waits for a reply before saying it cannot tell why none came.
 pub const NAIVE_WAIT: Duration = Duration::from_secs(1);
 
+/// How long a tutorial-mode reply that has started may pause before the client gives up
+/// and explains (those servers send a reply in one go, so a pause means a mismatch).
+pub const STALL_WAIT: Duration = Duration::from_secs(5);
+
 /// How the client talks to the server.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
     pub wire: Wire,
     /// How long the naive mode waits for the first bytes of a reply.
     pub naive_wait: Duration,
+    /// How long a classic or json-header reply may pause part-way (see [`STALL_WAIT`]).
+    pub stall_timeout: Duration,
     /// Sent in the hello when the server requires one (framed mode).
     pub token: Option<Token>,
     /// How long connecting may take; `None`: as long as the system allows.
@@ -44,6 +50,7 @@ impl ClientConfig {
         ClientConfig {
             wire: Wire::new(protocol),
             naive_wait: NAIVE_WAIT,
+            stall_timeout: STALL_WAIT,
             token: None,
             connect_timeout: None,
             session: Session::default(),

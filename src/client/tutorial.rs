@@ -2,15 +2,17 @@
 //!
 //! One command at a time, as the tutorial's client does. Replies are streamed to the
 //! output in fixed-size pieces: a length from the server sizes no buffer, so a lying
-//! server cannot make the client allocate.
+//! server cannot make the client allocate. The bytes and the checks are in
+//! [`crate::tutorial_codec`]; this file only moves them.
 
 use std::io::Write;
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::{ClientConfig, ClientError, Input, Output};
-use crate::header::HeaderFormat;
+use crate::tutorial_codec::{self as codec, JsonHeader, PROBE};
 use crate::wire::Protocol;
 
 const COPY_CHUNK: usize = 64 * 1024;
@@ -23,57 +25,159 @@ pub(super) async fn run<O: Write, E: Write>(
 ) -> Result<i32, ClientError> {
     let mut last = 0;
     while let Some(line) = input.next().await {
+        // The server would read only --recv-size bytes and run them: a different command.
+        codec::check_command_len(line.len(), config.wire.recv_size).map_err(ClientError::Usage)?;
         stream.write_all(&line).await?;
         last = match config.wire.protocol {
             Protocol::Naive => naive_reply(&mut stream, config, out).await?,
             Protocol::JsonHeader => json_reply(&mut stream, config, out).await?,
-            _ => classic_reply(&mut stream, config.wire.header, out).await?,
+            _ => classic_reply(&mut stream, config, out).await?,
         };
         input.replied();
     }
     Ok(last)
 }
 
-/// Reads one header of `fmt`'s size and returns the length it holds.
-async fn read_len<R: AsyncRead + Unpin>(r: &mut R, fmt: HeaderFormat) -> Result<u64, ClientError> {
-    let mut head = [0u8; 8];
-    let head = &mut head[..fmt.size()];
-    r.read_exact(head).await.map_err(|e| match e.kind() {
-        std::io::ErrorKind::UnexpectedEof => ClientError::Closed { unanswered: 1 },
-        _ => e.into(),
-    })?;
-    fmt.unpack_len(head).map_err(|e| {
-        ClientError::Protocol(crate::protocol::ProtocolError::Malformed(e.to_string()))
+fn malformed(msg: String) -> ClientError {
+    ClientError::Protocol(crate::protocol::ProtocolError::Malformed(msg))
+}
+
+/// Why reading the start of a reply stopped short.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Short {
+    Closed,
+    Stalled,
+}
+
+/// The start of a reply: our header's length and up to [`PROBE`] bytes after it.
+struct Start {
+    len: u64,
+    /// The bytes after the header that arrived, at most `min(len, PROBE)`.
+    body: Vec<u8>,
+    /// Set when fewer came than that.
+    short: Option<Short>,
+}
+
+/// A reply is in progress: bytes came, then nothing for the stall timeout.
+fn stalled(config: &ClientConfig, got: usize, expected: Option<u64>) -> ClientError {
+    ClientError::Usage(codec::stall_message(
+        got,
+        expected,
+        config.stall_timeout,
+        config.wire.header,
+    ))
+}
+
+/// Reads the header and the first bytes after it, and checks they are in our mode: a
+/// reply in another (framed frames, a JSON header to a classic client) is refused with
+/// the mode to use instead of being printed raw.
+async fn read_start(stream: &mut TcpStream, config: &ClientConfig) -> Result<Start, ClientError> {
+    let fmt = config.wire.header;
+    let size = fmt.size();
+    let mut start = [0u8; 8 + PROBE];
+    // The first byte may take as long as the command runs; after that, the server sends
+    // the reply in one go.
+    let mut have = stream.read(&mut start[..size]).await?;
+    if have == 0 {
+        return Err(ClientError::Closed { unanswered: 1 });
+    }
+    let mut short = None;
+    loop {
+        let want = match start.get(..size).filter(|_| have >= size) {
+            None => size,
+            Some(head) => {
+                let len = fmt.unpack_len(head).unwrap_or(PROBE as u64);
+                size + len.min(PROBE as u64) as usize
+            }
+        };
+        if have >= want {
+            break;
+        }
+        match tokio::time::timeout(config.stall_timeout, stream.read(&mut start[have..want])).await
+        {
+            Err(_) => short = Some(Short::Stalled),
+            Ok(Ok(0)) => short = Some(Short::Closed),
+            Ok(Ok(n)) => {
+                have += n;
+                continue;
+            }
+            Ok(Err(e)) => return Err(e.into()),
+        }
+        break;
+    }
+    let first = &start[..have];
+    if let Some(theirs) = codec::identify_reply(first, fmt).filter(|p| *p != config.wire.protocol) {
+        return Err(ClientError::Usage(codec::wrong_mode_message(theirs)));
+    }
+    if have < size {
+        return Err(match short {
+            Some(Short::Stalled) => stalled(config, have, None),
+            _ => ClientError::Closed { unanswered: 1 },
+        });
+    }
+    let len = fmt
+        .unpack_len(&first[..size])
+        .map_err(|e| malformed(e.to_string()))?;
+    Ok(Start {
+        len,
+        body: first[size..].to_vec(),
+        short,
     })
 }
 
-/// Copies exactly `n` bytes from `r` to `w`, in pieces.
+impl Start {
+    /// The error for a start that came up short, once whatever arrived has been shown.
+    fn check(&self, config: &ClientConfig) -> Result<(), ClientError> {
+        match self.short {
+            None => Ok(()),
+            Some(Short::Closed) => Err(ClientError::Closed { unanswered: 1 }),
+            Some(Short::Stalled) => Err(stalled(
+                config,
+                config.wire.header.size() + self.body.len(),
+                Some(self.len),
+            )),
+        }
+    }
+}
+
+/// Copies exactly `n` bytes from `r` to `w`, in pieces; `done` bytes of the reply came
+/// before, for the message if it stalls.
 async fn copy_exact<R: AsyncRead + Unpin>(
     r: &mut R,
+    config: &ClientConfig,
     mut n: u64,
+    mut done: usize,
     mut w: impl FnMut(&[u8]) -> std::io::Result<()>,
 ) -> Result<(), ClientError> {
-    let mut buf = vec![0u8; COPY_CHUNK.min(n as usize)];
+    let mut buf = vec![0u8; COPY_CHUNK.min(usize::try_from(n).unwrap_or(COPY_CHUNK))];
     while n > 0 {
-        let want = buf.len().min(n as usize);
-        let got = r.read(&mut buf[..want]).await?;
+        let want = buf.len().min(usize::try_from(n).unwrap_or(usize::MAX));
+        let got = match tokio::time::timeout(config.stall_timeout, r.read(&mut buf[..want])).await {
+            Err(_) => return Err(stalled(config, done, None)),
+            Ok(got) => got?,
+        };
         if got == 0 {
             return Err(ClientError::Closed { unanswered: 1 });
         }
         w(&buf[..got])?;
         n -= got as u64;
+        done += got;
     }
     Ok(())
 }
 
 async fn classic_reply<O: Write, E: Write>(
     stream: &mut TcpStream,
-    fmt: HeaderFormat,
+    config: &ClientConfig,
     out: &mut Output<O, E>,
 ) -> Result<i32, ClientError> {
-    let n = read_len(stream, fmt).await?;
+    let start = read_start(stream, config).await?;
     // The mode cannot tell stderr from stdout, nor carry a status.
-    copy_exact(stream, n, |b| out.out(b)).await?;
+    out.out(&start.body)?;
+    start.check(config)?;
+    let done = config.wire.header.size() + start.body.len();
+    let rest = start.len - start.body.len() as u64;
+    copy_exact(stream, config, rest, done, |b| out.out(b)).await?;
     Ok(0)
 }
 
@@ -82,56 +186,38 @@ async fn json_reply<O: Write, E: Write>(
     config: &ClientConfig,
     out: &mut Output<O, E>,
 ) -> Result<i32, ClientError> {
-    let n = read_len(stream, config.wire.header).await?;
+    let start = read_start(stream, config).await?;
+    let n = start.len;
     if n > config.wire.max_frame as u64 {
         return Err(ClientError::Usage(format!(
             "the server announced a JSON header of {n} bytes, more than --max-frame {}",
             config.wire.max_frame
         )));
     }
-    let mut json = vec![0u8; n as usize];
-    stream.read_exact(&mut json).await?;
-    let header = JsonHeader::parse(&json)?;
-    match (header.stderr_size, header.stdout_size) {
-        // An rcmd server says how the output splits: stderr first, then stdout.
-        (Some(e), Some(o)) if e + o == header.total_size => {
-            copy_exact(stream, e, |b| out.err(b)).await?;
-            copy_exact(stream, o, |b| out.out(b)).await?;
+    start.check(config)?;
+    // Checked against --max-frame above, so this buffer is bounded by our own limit.
+    let mut json = start.body;
+    let have = json.len();
+    json.resize(n as usize, 0);
+    let size = config.wire.header.size();
+    match tokio::time::timeout(config.stall_timeout, stream.read_exact(&mut json[have..])).await {
+        Err(_) => return Err(stalled(config, size + have, None)),
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            return Err(ClientError::Closed { unanswered: 1 })
         }
-        _ => copy_exact(stream, header.total_size, |b| out.out(b)).await?,
+        Ok(r) => r.map(drop)?,
+    }
+    let header = JsonHeader::parse(&json).map_err(malformed)?;
+    let done = size + json.len();
+    match header.split() {
+        // An rcmd server says how the output splits: stderr first, then stdout.
+        Some((e, o)) => {
+            copy_exact(stream, config, e, done, |b| out.err(b)).await?;
+            copy_exact(stream, config, o, done, |b| out.out(b)).await?;
+        }
+        None => copy_exact(stream, config, header.total_size, done, |b| out.out(b)).await?,
     }
     Ok(header.exit_code.unwrap_or(0))
-}
-
-/// The tutorial's header dictionary; only `total_size` is required.
-#[derive(Debug, PartialEq, Eq)]
-struct JsonHeader {
-    total_size: u64,
-    stdout_size: Option<u64>,
-    stderr_size: Option<u64>,
-    exit_code: Option<i32>,
-}
-
-impl JsonHeader {
-    fn parse(bytes: &[u8]) -> Result<JsonHeader, ClientError> {
-        let bad = |why: &str| {
-            ClientError::Protocol(crate::protocol::ProtocolError::Malformed(format!(
-                "JSON header {why}: {}",
-                String::from_utf8_lossy(bytes)
-            )))
-        };
-        let v: serde_json::Value = serde_json::from_slice(bytes).map_err(|_| bad("is not JSON"))?;
-        let field = |k: &str| v.get(k).and_then(serde_json::Value::as_u64);
-        Ok(JsonHeader {
-            total_size: field("total_size").ok_or_else(|| bad("has no total_size"))?,
-            stdout_size: field("stdout_size"),
-            stderr_size: field("stderr_size"),
-            exit_code: v
-                .get("exit_code")
-                .and_then(serde_json::Value::as_i64)
-                .and_then(|c| i32::try_from(c).ok()),
-        })
-    }
 }
 
 async fn naive_reply<O: Write, E: Write>(
@@ -150,30 +236,15 @@ async fn naive_reply<O: Write, E: Write>(
         }
         Ok(Err(e)) => Err(e.into()),
         Err(_) => {
-            out.err(
-                format!(
-                    "rcmd: no reply within {:?}. In naive mode nothing marks where a reply \
-                     starts or ends, so an empty reply and a slow one look the same.\n",
-                    config.naive_wait
-                )
-                .as_bytes(),
-            )?;
+            out.err(no_reply_message(config.naive_wait).as_bytes())?;
             Ok(0)
         }
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::JsonHeader;
-
-    #[test]
-    fn tutorial_json_header_needs_only_total_size() {
-        let h =
-            JsonHeader::parse(br#"{"filename": "a.txt", "md5": "x", "total_size": 12}"#).unwrap();
-        assert_eq!(h.total_size, 12);
-        assert_eq!(h.stdout_size, None);
-        assert!(JsonHeader::parse(br#"{"size": 1}"#).is_err());
-        assert!(JsonHeader::parse(b"not json").is_err());
-    }
+fn no_reply_message(waited: Duration) -> String {
+    format!(
+        "rcmd: no reply within {waited:?}. In naive mode nothing marks where a reply \
+         starts or ends, so an empty reply and a slow one look the same.\n"
+    )
 }

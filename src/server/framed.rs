@@ -25,6 +25,7 @@ use super::outbox::Outbox;
 use super::{admission, env, ConnError, ServerConfig, Shutdown};
 use crate::exec::{self, Event, Request, Running, TtyRequest, WindowSize};
 use crate::header::HeaderFormat;
+use crate::printable::printable;
 use crate::protocol::{
     chunks, signal_number, ClientMessage, Hello, ProtocolError, ServerCodec, ServerMessage,
     MAX_HELLO_FRAME, STDIN_WINDOW,
@@ -564,12 +565,6 @@ async fn next_event(running: Option<&mut Running>) -> std::io::Result<Event> {
         Some(running) => running.next().await,
         None => std::future::pending().await,
     }
-}
-
-/// A command line as it may appear in a log: control characters and invalid UTF-8
-/// escaped, so a newline in a command cannot forge a log line.
-pub(crate) fn printable(line: &[u8]) -> String {
-    line.escape_ascii().to_string()
 }
 
 /// The bytes of one `!` error frame, for a connection that never reaches a handler.

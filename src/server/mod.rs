@@ -49,6 +49,9 @@ pub struct Limits {
     pub auth_timeout: Duration,
     /// On shutdown, how long running commands get to finish before they are killed.
     pub grace: Duration,
+    /// Most output one reply collects in `classic` and `json-header` (which must know its
+    /// length before sending); past it the command is killed and the reply says so.
+    pub max_spool: u64,
 }
 
 impl Default for Limits {
@@ -61,6 +64,7 @@ impl Default for Limits {
             idle_timeout: Some(Duration::from_secs(600)),
             auth_timeout: Duration::from_secs(10),
             grace: Duration::from_secs(10),
+            max_spool: 1 << 30,
         }
     }
 }

@@ -2,27 +2,24 @@
 //!
 //! All three read a command as whatever one `recv(recv_size)` returns, exactly as the
 //! tutorial's server does, so request boundaries are as unreliable as the tutorial's
-//! (that is the point of `naive`, and what `classic` clients expect). They differ in the
-//! reply:
-//!
-//! ```text
-//! classic      pack(FMT, n) ‖ stderr ‖ stdout                      n = len(stderr)+len(stdout)
-//! json-header  pack(FMT, len(h)) ‖ h ‖ stderr ‖ stdout            h = {"total_size": n, ...}
-//! naive        stdout and stderr as the command produces them, nothing else
-//! ```
+//! (that is the point of `naive`, and what `classic` clients expect). The bytes of each
+//! reply, and what the server refuses to run, are in [`crate::tutorial_codec`]; this file
+//! only reads, runs and writes.
 
 use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
 
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::tcp::ReadHalf;
 use tokio::net::TcpStream;
 use tracing::{debug, info};
 
-use super::{ConnError, ServerConfig, Shutdown};
+use super::{ConnError, ServerConfig, Shutdown, REFUSAL_DEADLINE};
 use crate::exec::{self, Event};
-use crate::header::HeaderFormat;
+use crate::printable::printable;
 use crate::spool::{Spool, MEMORY_LIMIT};
 use crate::status::Status;
+use crate::tutorial_codec::{self as codec, Foreign};
 use crate::wire::{Protocol, Wire};
 
 pub(super) async fn serve(
@@ -32,6 +29,7 @@ pub(super) async fn serve(
     stop: &Shutdown,
 ) -> Result<(), ConnError> {
     let wire = config.wire;
+    let fd = stream.as_raw_fd();
     let (mut rd, mut wr) = stream.split();
     let mut buf = vec![0u8; wire.recv_size.max(1)];
     loop {
@@ -53,23 +51,67 @@ pub(super) async fn serve(
             return Ok(());
         }
         let line = &buf[..n];
-        let command = String::from_utf8_lossy(line);
-        let command = command.trim_end();
-        debug!(%peer, command, "running");
+        if let Some(foreign) = codec::foreign_request(line) {
+            if let Some(reply) = codec::foreign_reply(&wire, foreign) {
+                let _ = tokio::time::timeout(REFUSAL_DEADLINE, wr.write_all(&reply)).await;
+            }
+            return Err(ConnError::Refused(foreign_warning(foreign, &wire)));
+        }
+        // A full read with more already waiting is the start of a longer command: running
+        // it would run something the client never sent. Naive keeps that bug on purpose.
+        if wire.protocol != Protocol::Naive && n == buf.len() && bytes_waiting(fd)? > 0 {
+            let msg = codec::too_long_message(wire.recv_size);
+            let reply = codec::message_reply(&wire, &msg, 255);
+            let _ = tokio::time::timeout(REFUSAL_DEADLINE, wr.write_all(&reply)).await;
+            return Err(ConnError::Refused(
+                msg.trim_start_matches("rcmd: ").trim_end().into(),
+            ));
+        }
+        let command = printable(line);
+        debug!(%peer, %command, "running");
         let outcome = match wire.protocol {
             Protocol::Naive => {
-                run_into(line, &mut rd, config, stop, &mut Sink::Raw(&mut wr)).await?
+                match run_into(line, &mut rd, config, stop, &mut Sink::Raw(&mut wr)).await? {
+                    Outcome::Ended(status) => Some(status),
+                    // Nothing is collected, so nothing can overflow.
+                    Outcome::Overflow | Outcome::Gone => None,
+                }
             }
             _ => spool_reply(line, &mut rd, &mut wr, config, stop).await?,
         };
         match outcome {
-            Some(status) => info!(%peer, command, "command ended: {status}"),
+            Some(status) => info!(%peer, %command, "command ended: {status}"),
             None => {
-                info!(%peer, command, "command killed: the client went away or the server shut down");
+                info!(%peer, %command, "command killed: the client went away or the server shut down");
                 return Ok(());
             }
         }
     }
+}
+
+/// The one line logged for a refused first read (with the peer, by the caller).
+fn foreign_warning(foreign: Foreign, wire: &Wire) -> String {
+    let mode = wire.protocol.name();
+    match foreign {
+        Foreign::FramedHello => {
+            format!(
+                "{foreign} sent to a {mode} server (a client with another --protocol); nothing run"
+            )
+        }
+        _ => format!("possible security attack: {foreign} sent to a {mode} server; nothing run"),
+    }
+}
+
+/// Bytes the kernel has received on `fd` that we have not read yet (FIONREAD).
+fn bytes_waiting(fd: RawFd) -> std::io::Result<usize> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one c_int through the pointer; `fd` is our connected socket,
+    // open for as long as the connection is served.
+    let r = unsafe { libc::ioctl(fd, libc::FIONREAD, &mut n) };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(usize::try_from(n).unwrap_or(0))
 }
 
 /// Resolves when the peer has closed its side. Data waiting to be read (the next command,
@@ -86,9 +128,8 @@ async fn peer_closed(rd: &mut ReadHalf<'_>) {
 enum Sink<'a, W> {
     /// Straight to the peer, as produced (naive).
     Raw(&'a mut W),
-    /// Held until the command ends, so the reply's length is known (classic, json-header).
-    /// Past `limit` bytes the reply could not be described anyway: collecting stops there,
-    /// so an endless command cannot fill the disk.
+    /// Held until the command ends, so the reply's length is known (classic, json-header),
+    /// up to `limit` bytes in all, so an endless command cannot fill the disk.
     Spooled {
         stdout: &'a mut Spool,
         stderr: &'a mut Spool,
@@ -97,62 +138,75 @@ enum Sink<'a, W> {
 }
 
 impl<W: AsyncWrite + Unpin> Sink<'_, W> {
-    /// Whether the output has outgrown what a reply can carry.
-    fn full(&self) -> bool {
-        match self {
-            Sink::Raw(_) => false,
-            Sink::Spooled {
-                stdout,
-                stderr,
-                limit,
-            } => stdout.len() + stderr.len() > *limit,
+    /// Takes one piece of output; `false` (and nothing taken) if it would pass the limit.
+    async fn take(&mut self, event: Event) -> std::io::Result<bool> {
+        let (spool, piece, used, limit) = match (self, event) {
+            (Sink::Raw(w), Event::Stdout(b) | Event::Stderr(b)) => {
+                w.write_all(&b).await?;
+                return Ok(true);
+            }
+            (_, Event::Done(_)) => return Ok(true),
+            (
+                Sink::Spooled {
+                    stdout,
+                    stderr,
+                    limit,
+                },
+                event,
+            ) => {
+                let used = stdout.len() + stderr.len();
+                match event {
+                    Event::Stdout(b) => (&mut **stdout, b, used, *limit),
+                    Event::Stderr(b) => (&mut **stderr, b, used, *limit),
+                    Event::Done(_) => unreachable!("matched above"),
+                }
+            }
+        };
+        if used.saturating_add(piece.len() as u64) > limit {
+            return Ok(false);
         }
-    }
-
-    async fn take(&mut self, event: Event) -> std::io::Result<()> {
-        match (self, event) {
-            (Sink::Raw(w), Event::Stdout(b) | Event::Stderr(b)) => w.write_all(&b).await,
-            (Sink::Spooled { stdout, .. }, Event::Stdout(b)) => stdout.push(&b).await,
-            (Sink::Spooled { stderr, .. }, Event::Stderr(b)) => stderr.push(&b).await,
-            (_, Event::Done(_)) => Ok(()),
-        }
+        spool.push(&piece).await?;
+        Ok(true)
     }
 }
 
-/// Runs the command, feeding its output to `sink`; `None` if the peer went away or the
-/// grace period of a shutdown ran out first (the command is then killed as its runner is
-/// dropped).
+/// How running a command into a [`Sink`] ended.
+enum Outcome {
+    Ended(Status),
+    /// The output passed the sink's limit; the command was killed.
+    Overflow,
+    /// The peer went away, or the grace period of a shutdown ran out; the command was killed.
+    Gone,
+}
+
+/// Runs the command, feeding its output to `sink`. Returning early drops the runner,
+/// which kills the command's process group.
 async fn run_into<W: AsyncWrite + Unpin>(
     line: &[u8],
     rd: &mut ReadHalf<'_>,
     config: &ServerConfig,
     stop: &Shutdown,
     sink: &mut Sink<'_, W>,
-) -> Result<Option<Status>, ConnError> {
-    let mut running = match exec::spawn(line, config.exec, config.limits.command_timeout) {
+) -> Result<Outcome, ConnError> {
+    let mut running = match config.launcher().spawn(&exec::Request::line(line)) {
         Ok(r) => r,
         Err(status) => {
             sink.take(Event::Stderr(format!("{status}\n").into()))
                 .await?;
-            return Ok(Some(status));
+            return Ok(Outcome::Ended(status));
         }
     };
     loop {
         let event = tokio::select! {
             e = running.next() => e?,
-            _ = peer_closed(rd) => return Ok(None),
-            _ = stop.kill.cancelled() => return Ok(None),
+            _ = peer_closed(rd) => return Ok(Outcome::Gone),
+            _ = stop.kill.cancelled() => return Ok(Outcome::Gone),
         };
         if let Event::Done(status) = event {
-            return Ok(Some(status));
+            return Ok(Outcome::Ended(status));
         }
-        sink.take(event).await?;
-        if sink.full() {
-            // Returning drops the runner, which kills the command's group.
-            return Ok(Some(Status::Failed {
-                code: 1,
-                message: "rcmd: output too large for the header; command killed".into(),
-            }));
+        if !sink.take(event).await? {
+            return Ok(Outcome::Overflow);
         }
     }
 }
@@ -164,86 +218,40 @@ async fn spool_reply<W: AsyncWrite + Unpin>(
     config: &ServerConfig,
     stop: &Shutdown,
 ) -> Result<Option<Status>, ConnError> {
+    let wire = config.wire;
+    let max_spool = config.limits.max_spool;
     let mut stdout = Spool::new(MEMORY_LIMIT);
     let mut stderr = Spool::new(MEMORY_LIMIT);
     let mut sink: Sink<'_, W> = Sink::Spooled {
         stdout: &mut stdout,
         stderr: &mut stderr,
-        // json-header carries the size in the JSON, so any size can be described there.
-        limit: match config.wire.protocol {
-            Protocol::Classic => config.wire.header.max_len() as u64,
-            _ => u64::MAX,
-        },
+        limit: codec::spool_limit(&wire, max_spool),
     };
-    let Some(status) = run_into(line, rd, config, stop, &mut sink).await? else {
-        return Ok(None);
+    let status = match run_into(line, rd, config, stop, &mut sink).await? {
+        Outcome::Gone => return Ok(None),
+        Outcome::Overflow => {
+            let msg = codec::overflow_message(&wire, max_spool);
+            wr.write_all(&codec::message_reply(&wire, &msg, 1)).await?;
+            return Ok(Some(Status::Failed {
+                code: 1,
+                message: msg.trim_start_matches("rcmd: ").trim_end().into(),
+            }));
+        }
+        Outcome::Ended(status) => status,
     };
-    let wire = config.wire;
-    let total = stdout.len() + stderr.len();
-    let mut head = Vec::new();
-    let fits = if wire.protocol == Protocol::JsonHeader {
-        let json = json_header(stdout.len(), stderr.len(), status.exit_code());
-        let fits = wire.header.pack_into(json.len() as i128, &mut head).is_ok();
-        head.extend_from_slice(json.as_bytes());
-        fits
-    } else {
-        wire.header.pack_into(i128::from(total), &mut head).is_ok()
-    };
-    if !fits {
-        // A wrapped length would desynchronise the client for good; an explanation it
-        // can print is the honest reply.
-        let msg = too_large_message(wire.header, total);
-        wr.write_all(&message_reply(&wire, &msg)).await?;
-        return Ok(Some(status));
+    match codec::reply_head(&wire, stdout.len(), stderr.len(), status.exit_code()) {
+        Ok(head) => {
+            wr.write_all(&head).await?;
+            stderr.write_to(wr).await?;
+            stdout.write_to(wr).await?;
+        }
+        Err(msg) => wr.write_all(&codec::message_reply(&wire, &msg, 1)).await?,
     }
-    wr.write_all(&head).await?;
-    stderr.write_to(wr).await?;
-    stdout.write_to(wr).await?;
     Ok(Some(status))
 }
 
-/// The tutorial's header dictionary, plus what a richer client can use to split the
-/// streams and report the exit status. Tutorial clients read only `total_size`.
-fn json_header(stdout: u64, stderr: u64, exit_code: i32) -> String {
-    serde_json::json!({
-        "total_size": stdout + stderr,
-        "stderr_size": stderr,
-        "stdout_size": stdout,
-        "exit_code": exit_code,
-    })
-    .to_string()
-}
-
-fn too_large_message(header: HeaderFormat, len: u64) -> String {
-    format!(
-        "rcmd: the reply is {len} bytes, more than header format '{header}' can describe \
-         (at most {}); use a wider --header such as q\n",
-        header.max_value()
-    )
-}
-
-/// A reply carrying `msg` (as stderr) in place of a command's output, in `wire`'s mode,
-/// so a client of that mode shows it. Cut to what the header can describe.
+/// A reply carrying `msg` in place of a command's output, in `wire`'s mode (see
+/// [`codec::message_reply`]); for refusals made before any command runs.
 pub(super) fn message_reply(wire: &Wire, msg: &str) -> Vec<u8> {
-    let header = wire.header;
-    let mut out = Vec::new();
-    match wire.protocol {
-        Protocol::JsonHeader => {
-            // Under 90 bytes of JSON: every header format can describe that (b holds 127).
-            let json = json_header(0, msg.len() as u64, 255);
-            if header.pack_into(json.len() as i128, &mut out).is_ok() {
-                out.extend_from_slice(json.as_bytes());
-                out.extend_from_slice(msg.as_bytes());
-            }
-        }
-        Protocol::Naive => out.extend_from_slice(msg.as_bytes()),
-        Protocol::Classic | Protocol::Framed => {
-            let body = &msg.as_bytes()[..msg.len().min(header.max_len())];
-            header
-                .pack_into(body.len() as i128, &mut out)
-                .expect("length cut to the header's maximum");
-            out.extend_from_slice(body);
-        }
-    }
-    out
+    codec::message_reply(wire, msg, 255)
 }

@@ -1,0 +1,582 @@
+//! The tutorial modes' bytes (`classic`, `json-header`, `naive`), as `protocol.rs` is for
+//! `framed`: building and reading replies, and the checks both ends make on what the peer
+//! sent. No I/O here; `server/tutorial.rs` and `client/tutorial.rs` only move bytes.
+//!
+//! ```text
+//! classic      pack(FMT, n) ‖ stderr ‖ stdout                      n = len(stderr)+len(stdout)
+//! json-header  pack(FMT, len(h)) ‖ h ‖ stderr ‖ stdout            h = {"total_size": n, ...}
+//! naive        stdout and stderr as the command produces them, nothing else
+//! ```
+//!
+//! A request is whatever one `recv(--recv-size)` returns. Before running it the server asks
+//! [`foreign_request`] whether it is really another protocol (a browser, a TLS or SSH
+//! client, an rcmd `framed` client) and runs nothing if so.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::header::HeaderFormat;
+use crate::protocol::MAGIC;
+use crate::wire::{Protocol, Wire};
+
+/// The json-header mode's dictionary. The tutorial's client reads only `total_size`; an
+/// rcmd client uses the rest, when present, to split the streams and report the status.
+/// Fields are in alphabetical order, so the bytes are the same as they always were.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JsonHeader {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stderr_size: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdout_size: Option<u64>,
+    pub total_size: u64,
+}
+
+impl JsonHeader {
+    /// The header for a command's output; `None` if the sizes do not add up in a `u64`.
+    pub fn for_output(stdout: u64, stderr: u64, exit_code: i32) -> Option<JsonHeader> {
+        Some(JsonHeader {
+            exit_code: Some(exit_code),
+            stderr_size: Some(stderr),
+            stdout_size: Some(stdout),
+            total_size: stdout.checked_add(stderr)?,
+        })
+    }
+
+    /// Parses a header as the tutorial's `json.loads` would, requiring only `total_size`.
+    ///
+    /// # Errors
+    /// A message quoting the header when it is not a JSON object with a `total_size`.
+    pub fn parse(bytes: &[u8]) -> Result<JsonHeader, String> {
+        serde_json::from_slice(bytes).map_err(|e| {
+            format!(
+                "JSON header is not usable ({e}): {}",
+                crate::printable::printable(bytes)
+            )
+        })
+    }
+
+    /// The header as sent: compact JSON.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("a struct of numbers always serialises")
+    }
+
+    /// `(stderr, stdout)` byte counts when the header says how the output splits and the
+    /// parts add up to `total_size` (checked: a lying header cannot overflow); otherwise the
+    /// whole output is to be treated as stdout.
+    pub fn split(&self) -> Option<(u64, u64)> {
+        let (e, o) = (self.stderr_size?, self.stdout_size?);
+        (e.checked_add(o) == Some(self.total_size)).then_some((e, o))
+    }
+}
+
+// ---------------------------------------------------------------- replies (server side)
+
+/// The most a reply's output may hold in `wire`'s mode, given the server's `--max-spool`:
+/// classic also cannot describe more than its header holds.
+pub fn spool_limit(wire: &Wire, max_spool: u64) -> u64 {
+    match wire.protocol {
+        Protocol::Classic => max_spool.min(wire.header.max_len() as u64),
+        _ => max_spool,
+    }
+}
+
+/// What the reply says when a command's output passed [`spool_limit`]; the command has
+/// been killed.
+pub fn overflow_message(wire: &Wire, max_spool: u64) -> String {
+    let limit = spool_limit(wire, max_spool);
+    if limit < max_spool {
+        too_large_message(wire.header, limit + 1)
+    } else {
+        format!(
+            "rcmd: the output passed the server's --max-spool of {max_spool} bytes; \
+             the command was killed\n"
+        )
+    }
+}
+
+fn too_large_message(header: HeaderFormat, len: u64) -> String {
+    format!(
+        "rcmd: the reply is {len} bytes or more, more than header format '{header}' can \
+         describe (at most {}); the command was killed. Use a wider --header such as q\n",
+        header.max_value()
+    )
+}
+
+/// Everything a reply sends before the output (stderr, then stdout): `pack(FMT, n)` in
+/// classic, `pack(FMT, len(h)) ‖ h` in json-header, nothing in naive.
+///
+/// # Errors
+/// The explanation to send instead (see [`message_reply`]) when the header cannot
+/// describe the reply: a wrapped length would desynchronise the client for good.
+pub fn reply_head(
+    wire: &Wire,
+    stdout: u64,
+    stderr: u64,
+    exit_code: i32,
+) -> Result<Vec<u8>, String> {
+    let total = stdout.checked_add(stderr);
+    let mut head = Vec::new();
+    let fits = match (wire.protocol, total) {
+        (Protocol::Naive, _) => true,
+        (_, None) => false,
+        (Protocol::JsonHeader, Some(_)) => {
+            let json = JsonHeader::for_output(stdout, stderr, exit_code)
+                .expect("total checked above")
+                .to_bytes();
+            let fits = wire.header.pack_into(json.len() as i128, &mut head).is_ok();
+            head.extend_from_slice(&json);
+            fits
+        }
+        (_, Some(n)) => wire.header.pack_into(i128::from(n), &mut head).is_ok(),
+    };
+    if fits {
+        Ok(head)
+    } else {
+        Err(too_large_message(wire.header, total.unwrap_or(u64::MAX)))
+    }
+}
+
+/// A whole reply carrying `msg` (as stderr, with `exit_code` where the mode has one) in
+/// place of a command's output, so a client of `wire`'s mode shows it. Cut to what the
+/// header can describe.
+pub fn message_reply(wire: &Wire, msg: &str, exit_code: i32) -> Vec<u8> {
+    let header = wire.header;
+    let body = &msg.as_bytes()[..msg.len().min(header.max_len())];
+    let mut out = Vec::new();
+    match wire.protocol {
+        Protocol::JsonHeader => {
+            // Under 90 bytes of JSON: every header format can describe that (b holds 127).
+            let json = JsonHeader::for_output(0, body.len() as u64, exit_code)
+                .expect("small sizes add up")
+                .to_bytes();
+            if header.pack_into(json.len() as i128, &mut out).is_ok() {
+                out.extend_from_slice(&json);
+                out.extend_from_slice(body);
+            }
+        }
+        Protocol::Naive => out.extend_from_slice(msg.as_bytes()),
+        Protocol::Classic | Protocol::Framed => {
+            header
+                .pack_into(body.len() as i128, &mut out)
+                .expect("length cut to the header's maximum");
+            out.extend_from_slice(body);
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------- requests (server side)
+
+/// Another protocol's opening, found where a tutorial-mode command was expected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Foreign {
+    /// An HTTP request line, or a `Host:`/`Origin:` header: a browser or `curl`, perhaps
+    /// sent by a web page to a port on localhost.
+    Http,
+    /// A TLS ClientHello.
+    Tls,
+    /// An SSH client's banner.
+    Ssh,
+    /// rcmd's own `framed` hello: a client started with another `--protocol`.
+    FramedHello,
+}
+
+impl fmt::Display for Foreign {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Foreign::Http => "an HTTP request",
+            Foreign::Tls => "a TLS ClientHello",
+            Foreign::Ssh => "an SSH banner",
+            Foreign::FramedHello => "an rcmd framed hello",
+        })
+    }
+}
+
+/// The header sizes Python's `struct` has for one integer: `b`, `h`, `i`, `q`.
+const HEADER_SIZES: [usize; 4] = [1, 2, 4, 8];
+
+/// Whether a first read is another protocol's opening rather than a command. Checked on
+/// every request: a shell would happily run `GET /;touch$IFS/x; HTTP/1.1`.
+pub fn foreign_request(first: &[u8]) -> Option<Foreign> {
+    if first.starts_with(&[0x16, 0x03]) {
+        return Some(Foreign::Tls);
+    }
+    if first.starts_with(b"SSH-") {
+        return Some(Foreign::Ssh);
+    }
+    if HEADER_SIZES.iter().any(|&s| {
+        first
+            .get(s..)
+            .is_some_and(|rest| rest.starts_with(b"H") && rest[1..].starts_with(MAGIC))
+    }) {
+        return Some(Foreign::FramedHello);
+    }
+    let mut lines = first.split(|&b| b == b'\n');
+    if lines.next().is_some_and(is_http_request_line) {
+        return Some(Foreign::Http);
+    }
+    let http_header = |line: &[u8]| {
+        let line = line.trim_ascii_start();
+        ["host:", "origin:"]
+            .iter()
+            .any(|h| line.len() >= h.len() && line[..h.len()].eq_ignore_ascii_case(h.as_bytes()))
+    };
+    if first.split(|&b| b == b'\n').any(http_header) {
+        return Some(Foreign::Http);
+    }
+    None
+}
+
+/// `METHOD SP TARGET SP HTTP/…`, as RFC 9112 draws a request line.
+fn is_http_request_line(line: &[u8]) -> bool {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let Some(method_end) = line.iter().position(|&b| b == b' ') else {
+        return false;
+    };
+    let (method, rest) = (&line[..method_end], &line[method_end + 1..]);
+    let Some(target_end) = rest.iter().position(|&b| b == b' ') else {
+        return false;
+    };
+    let (target, version) = (&rest[..target_end], &rest[target_end + 1..]);
+    let tchar = |b: &u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(b);
+    !method.is_empty()
+        && method.iter().all(tchar)
+        && !target.is_empty()
+        && version.starts_with(b"HTTP/")
+}
+
+/// What the server says when it refuses a request; `None` when the peer gets no reply
+/// (it speaks something else entirely, so nothing we send would mean anything to it).
+pub fn foreign_reply(wire: &Wire, foreign: Foreign) -> Option<Vec<u8>> {
+    (foreign == Foreign::FramedHello).then(|| {
+        let name = wire.protocol.name();
+        let msg = format!(
+            "rcmd: this server speaks {name}; the client sent a framed hello: use --protocol {name}\n"
+        );
+        message_reply(wire, &msg, 255)
+    })
+}
+
+/// Why a command longer than one read is not run: the server would see only its first
+/// `recv_size` bytes, a different command (`rm -rf /tmp/build` cut to `rm -rf /`).
+pub fn too_long_message(recv_size: usize) -> String {
+    format!("rcmd: command longer than --recv-size {recv_size} bytes; not run\n")
+}
+
+// ---------------------------------------------------------------- replies (client side)
+
+/// How many bytes after its own header a client gathers before judging a reply with
+/// [`identify_reply`]: enough for any JSON header or error frame rcmd sends.
+pub const PROBE: usize = 512;
+
+/// Which mode a reply's first bytes look like, or `None` when nothing stands out (plain
+/// output in the caller's own mode looks like that). `first` is the start of the reply as
+/// received: at least the caller's header and, as available, up to [`PROBE`] bytes more.
+/// `ours` is the caller's own `--header`: an interpretation that agrees with it is taken
+/// to be the caller's mode, so output starting with `!` or `{` is not mistaken.
+///
+/// Recognised, in this order:
+/// - `framed`: a server hello (`H` `rcmd` version after a header of any size), or an error
+///   frame (`!` and text after a header of any size and byte order, at most 4 KiB long,
+///   nothing after it) whose length reads differently under `ours`;
+/// - `json-header`: under `ours`, a length `L` then `L` bytes of JSON with a `total_size`;
+/// - `classic`: a header (of any size and byte order, `ours` first) then text.
+///
+/// Used by every client: one that gets a reply in another mode says which, instead of
+/// printing raw frames.
+pub fn identify_reply(first: &[u8], ours: HeaderFormat) -> Option<Protocol> {
+    let ours_len = first
+        .get(..ours.size())
+        .and_then(|h| ours.unpack_len(h).ok());
+    let readings = || {
+        HEADER_SIZES
+            .into_iter()
+            .flat_map(|s| {
+                let head = first.get(..s)?;
+                let be = head.iter().fold(0u64, |n, &b| n << 8 | u64::from(b));
+                let le = head.iter().rev().fold(0u64, |n, &b| n << 8 | u64::from(b));
+                Some([(s, be), (s, le)])
+            })
+            .flatten()
+    };
+    // The hello: a fixed shape with a non-text version byte, so no output looks like it.
+    let hello = readings().any(|(s, len)| {
+        let rest = &first[s..];
+        len == 10
+            && rest.len() >= 6
+            && rest[0] == b'H'
+            && &rest[1..5] == MAGIC
+            && (1..=9).contains(&rest[5])
+    });
+    if hello {
+        return Some(Protocol::Framed);
+    }
+    let error_frame = readings().any(|(s, len)| {
+        let rest = &first[s..];
+        let agrees_with_ours = s == ours.size() && Some(len) == ours_len;
+        !agrees_with_ours
+            && (2..=4096).contains(&len)
+            && rest.len() as u64 <= len
+            && rest.len() >= 2
+            && rest[0] == b'!'
+            && is_text(&rest[1..])
+    });
+    if error_frame {
+        return Some(Protocol::Framed);
+    }
+    // Our own reading first: output in our mode is never taken for another.
+    let ours_first = || {
+        ours_len
+            .map(|l| (ours.size(), l, true))
+            .into_iter()
+            .chain(readings().map(|(s, l)| (s, l, false)))
+    };
+    let json = ours_first().any(|(s, len, _)| {
+        let rest = &first[s..];
+        usize::try_from(len)
+            .ok()
+            .and_then(|len| rest.get(..len))
+            .is_some_and(|j| j.starts_with(b"{") && JsonHeader::parse(j).is_ok())
+    });
+    if json {
+        return Some(Protocol::JsonHeader);
+    }
+    // Text after our header; after any other, only a short reply that arrived whole (a
+    // classic server's refusal), since text somewhere in a reply proves little.
+    let classic = ours_first().any(|(s, len, is_ours)| {
+        let rest = &first[s..];
+        let body = &rest[..rest.len().min(usize::try_from(len).unwrap_or(usize::MAX))];
+        let shape = if is_ours {
+            !body.starts_with(b"{")
+        } else {
+            len <= PROBE as u64 && rest.len() as u64 == len
+        };
+        len > 0 && !body.is_empty() && shape && is_text(body)
+    });
+    classic.then_some(Protocol::Classic)
+}
+
+/// Printable UTF-8 (a character cut at the end allowed), tabs and line ends.
+fn is_text(bytes: &[u8]) -> bool {
+    let valid = match std::str::from_utf8(bytes) {
+        Ok(s) => s,
+        // A multi-byte character cut by the end of what arrived is still text.
+        Err(e) if e.error_len().is_none() => {
+            std::str::from_utf8(&bytes[..e.valid_up_to()]).expect("valid up to here")
+        }
+        Err(_) => return false,
+    };
+    valid
+        .chars()
+        .all(|c| !c.is_control() || matches!(c, '\n' | '\r' | '\t'))
+}
+
+/// What a client says when [`identify_reply`] found another mode than its own.
+pub fn wrong_mode_message(theirs: Protocol) -> String {
+    let name = theirs.name();
+    format!("the server speaks `{name}`; try --protocol {name}")
+}
+
+/// What a client says when a reply started and then stopped coming.
+pub fn stall_message(
+    got: usize,
+    expected: Option<u64>,
+    waited: std::time::Duration,
+    ours: HeaderFormat,
+) -> String {
+    let of = expected.map_or(String::new(), |n| format!(" of {n}"));
+    format!(
+        "the reply stopped after {got}{of} bytes and nothing more came for {:?}. The likely \
+         cause is different --header formats on the two ends (this client reads a {}-byte \
+         '{ours}' header; a server using, say, q sends 8 bytes and i sends 4), or a server \
+         in another --protocol",
+        waited,
+        ours.size()
+    )
+}
+
+/// Why a client will not send a command: the server would cut it at `recv_size` bytes.
+pub fn check_command_len(len: usize, recv_size: usize) -> Result<(), String> {
+    if len <= recv_size {
+        return Ok(());
+    }
+    Err(format!(
+        "the command is {len} bytes, longer than --recv-size {recv_size}: the server would \
+         read only its first {recv_size} bytes and run them as a command. Not sent; raise \
+         --recv-size on both ends"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wire(protocol: Protocol, header: &str) -> Wire {
+        Wire {
+            header: header.parse().unwrap(),
+            ..Wire::new(protocol)
+        }
+    }
+
+    #[test]
+    fn tutorial_json_header_needs_only_total_size() {
+        let h =
+            JsonHeader::parse(br#"{"filename": "a.txt", "md5": "x", "total_size": 12}"#).unwrap();
+        assert_eq!(h.total_size, 12);
+        assert_eq!(h.stdout_size, None);
+        assert_eq!(h.split(), None);
+        assert!(JsonHeader::parse(br#"{"size": 1}"#).is_err());
+        assert!(JsonHeader::parse(b"not json").is_err());
+    }
+
+    #[test]
+    fn json_header_bytes_are_unchanged() {
+        // PROTOCOL.md's hex dump of `echo hi`.
+        let h = JsonHeader::for_output(3, 0, 0).unwrap();
+        assert_eq!(
+            h.to_bytes(),
+            br#"{"exit_code":0,"stderr_size":0,"stdout_size":3,"total_size":3}"#
+        );
+    }
+
+    #[test]
+    fn a_lying_split_cannot_overflow() {
+        let h = JsonHeader {
+            exit_code: None,
+            stderr_size: Some(u64::MAX),
+            stdout_size: Some(2),
+            total_size: 1,
+        };
+        // Wrapping arithmetic would say MAX + 2 == 1 and trust the split.
+        assert_eq!(h.split(), None);
+        assert_eq!(JsonHeader::for_output(u64::MAX, 1, 0), None);
+        let ok = JsonHeader::for_output(3, 4, 0).unwrap();
+        assert_eq!(ok.split(), Some((4, 3)));
+    }
+
+    #[test]
+    fn reply_heads_by_mode() {
+        let w = wire(Protocol::Classic, "!I");
+        assert_eq!(reply_head(&w, 3, 2, 0).unwrap(), vec![0, 0, 0, 5]);
+        assert!(reply_head(&w, u64::MAX, 1, 0).is_err());
+        let b = wire(Protocol::Classic, "b");
+        assert!(reply_head(&b, 100, 28, 0).unwrap_err().contains("'b'"));
+        assert_eq!(
+            reply_head(&wire(Protocol::Naive, "i"), 9, 9, 0).unwrap(),
+            b""
+        );
+        let j = reply_head(&wire(Protocol::JsonHeader, ">H"), 3, 0, 0).unwrap();
+        assert_eq!(j[..2], [0, 62]);
+    }
+
+    #[test]
+    fn spool_limit_is_the_smaller_of_flag_and_header() {
+        assert_eq!(spool_limit(&wire(Protocol::Classic, "h"), 1 << 30), 32767);
+        assert_eq!(spool_limit(&wire(Protocol::Classic, "q"), 1 << 30), 1 << 30);
+        assert_eq!(
+            spool_limit(&wire(Protocol::JsonHeader, "b"), 1 << 30),
+            1 << 30
+        );
+        assert!(overflow_message(&wire(Protocol::Classic, "h"), 1 << 30).contains("'h'"));
+        assert!(overflow_message(&wire(Protocol::Classic, "q"), 10).contains("--max-spool"));
+    }
+
+    #[test]
+    fn other_protocols_are_recognised_in_a_request() {
+        for (bytes, what) in [
+            (
+                &b"GET /;touch$IFS/tmp/x; HTTP/1.1\r\nHost: a\r\n\r\n"[..],
+                Foreign::Http,
+            ),
+            (b"POST /run HTTP/1.0\r\n", Foreign::Http),
+            (b"M-SEARCH * HTTP/1.1\r\n", Foreign::Http),
+            (b"echo hi\nHost: evil.example\n", Foreign::Http),
+            (b"x\r\n  origin: http://evil\r\n", Foreign::Http),
+            (b"\x16\x03\x01\x02\x00\x01", Foreign::Tls),
+            (b"SSH-2.0-OpenSSH_9.6\r\n", Foreign::Ssh),
+            (
+                b"\x00\x00\x00\x0aHrcmd\x01\x00\x10\x00\x00",
+                Foreign::FramedHello,
+            ),
+            (
+                b"\x0e\x00Hrcmd\x01\x00\x10\x00\x00tokn",
+                Foreign::FramedHello,
+            ),
+        ] {
+            assert_eq!(foreign_request(bytes), Some(what), "{bytes:?}");
+        }
+        for ok in [
+            &b"echo hi"[..],
+            b"ls -l /",
+            b"curl -s http://localhost/ | head",
+            b"echo GET / HTTP",
+            b"grep -r host: /etc",
+            b"",
+        ] {
+            assert_eq!(foreign_request(ok), None, "{ok:?}");
+        }
+    }
+
+    #[test]
+    fn only_a_framed_hello_gets_an_answer() {
+        let w = wire(Protocol::Classic, "i");
+        let reply = foreign_reply(&w, Foreign::FramedHello).unwrap();
+        let text = String::from_utf8_lossy(&reply[4..]);
+        assert!(text.contains("speaks classic") && text.contains("--protocol classic"));
+        assert_eq!(foreign_reply(&w, Foreign::Http), None);
+    }
+
+    fn framed_error(msg: &str) -> Vec<u8> {
+        let mut v = ((msg.len() + 1) as u32).to_be_bytes().to_vec();
+        v.push(b'!');
+        v.extend_from_slice(msg.as_bytes());
+        v
+    }
+
+    #[test]
+    fn replies_of_each_mode_are_recognised() {
+        let i = HeaderFormat::NATIVE_INT;
+        let hello = b"\x00\x00\x00\x0aHrcmd\x01\x00\x10\x00\x00";
+        assert_eq!(identify_reply(hello, i), Some(Protocol::Framed));
+        let err = framed_error("frame of 1701013615 bytes exceeds the limit");
+        assert_eq!(identify_reply(&err, i), Some(Protocol::Framed));
+        let mut json = 62i32.to_ne_bytes().to_vec();
+        json.extend_from_slice(&JsonHeader::for_output(3, 0, 0).unwrap().to_bytes());
+        assert_eq!(identify_reply(&json, i), Some(Protocol::JsonHeader));
+        let mut classic = 3i32.to_ne_bytes().to_vec();
+        classic.extend_from_slice(b"hi\n");
+        assert_eq!(identify_reply(&classic, i), Some(Protocol::Classic));
+        // A classic reply in a header other than ours, as a framed client sees one.
+        assert_eq!(
+            identify_reply(&classic, HeaderFormat::NETWORK_U32),
+            Some(Protocol::Classic)
+        );
+    }
+
+    #[test]
+    fn output_that_merely_starts_like_another_mode_is_ours() {
+        let i = HeaderFormat::NATIVE_INT;
+        for out in [&b"!important\n"[..], b"{\"a\": 1}\n", b"Hrcmd\n"] {
+            let mut reply = (out.len() as i32).to_ne_bytes().to_vec();
+            reply.extend_from_slice(out);
+            assert_eq!(
+                identify_reply(&reply, i),
+                Some(Protocol::Classic),
+                "{out:?}"
+            );
+        }
+        // Binary output says nothing either way.
+        assert_eq!(identify_reply(&[2, 0, 0, 0, 0xff, 0], i), None);
+        assert_eq!(identify_reply(&[0, 0], i), None);
+    }
+
+    #[test]
+    fn long_commands_are_refused_before_sending() {
+        assert!(check_command_len(1024, 1024).is_ok());
+        let e = check_command_len(1031, 1024).unwrap_err();
+        assert!(e.contains("1031") && e.contains("--recv-size 1024"), "{e}");
+    }
+}

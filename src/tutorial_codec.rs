@@ -291,40 +291,7 @@ pub fn identify_reply(first: &[u8], ours: HeaderFormat) -> Option<Protocol> {
     let ours_len = first
         .get(..ours.size())
         .and_then(|h| ours.unpack_len(h).ok());
-    let readings = || {
-        HEADER_SIZES
-            .into_iter()
-            .flat_map(|s| {
-                let head = first.get(..s)?;
-                let be = head.iter().fold(0u64, |n, &b| n << 8 | u64::from(b));
-                let le = head.iter().rev().fold(0u64, |n, &b| n << 8 | u64::from(b));
-                Some([(s, be), (s, le)])
-            })
-            .flatten()
-    };
-    // The hello: a fixed shape with a non-text version byte, so no output looks like it.
-    let hello = readings().any(|(s, len)| {
-        let rest = &first[s..];
-        len == 10
-            && rest.len() >= 6
-            && rest[0] == b'H'
-            && &rest[1..5] == MAGIC
-            && (1..=9).contains(&rest[5])
-    });
-    if hello {
-        return Some(Protocol::Framed);
-    }
-    let error_frame = readings().any(|(s, len)| {
-        let rest = &first[s..];
-        let agrees_with_ours = s == ours.size() && Some(len) == ours_len;
-        !agrees_with_ours
-            && (2..=4096).contains(&len)
-            && rest.len() as u64 <= len
-            && rest.len() >= 2
-            && rest[0] == b'!'
-            && is_text(&rest[1..])
-    });
-    if error_frame {
+    if framed_shape(first, Some((ours.size(), ours_len))) {
         return Some(Protocol::Framed);
     }
     // Our own reading first: output in our mode is never taken for another.
@@ -332,7 +299,7 @@ pub fn identify_reply(first: &[u8], ours: HeaderFormat) -> Option<Protocol> {
         ours_len
             .map(|l| (ours.size(), l, true))
             .into_iter()
-            .chain(readings().map(|(s, l)| (s, l, false)))
+            .chain(readings(first).map(|(s, l)| (s, l, false)))
     };
     let json = ours_first().any(|(s, len, _)| {
         let rest = &first[s..];
@@ -372,6 +339,52 @@ fn is_text(bytes: &[u8]) -> bool {
     valid
         .chars()
         .all(|c| !c.is_control() || matches!(c, '\n' | '\r' | '\t'))
+}
+
+/// Every way the start of `first` can be read as a length: each header size, both byte
+/// orders.
+fn readings(first: &[u8]) -> impl Iterator<Item = (usize, u64)> + '_ {
+    HEADER_SIZES
+        .into_iter()
+        .flat_map(move |s| {
+            let head = first.get(..s)?;
+            let be = head.iter().fold(0u64, |n, &b| n << 8 | u64::from(b));
+            let le = head.iter().rev().fold(0u64, |n, &b| n << 8 | u64::from(b));
+            Some([(s, be), (s, le)])
+        })
+        .flatten()
+}
+
+/// Whether `first` has the shape of an rcmd framed server's answer: its hello, or an
+/// error frame. With `ours` (a header's size and the length it reads), an error frame
+/// that reads the same way as the caller's own header is left to the caller's mode.
+fn framed_shape(first: &[u8], ours: Option<(usize, Option<u64>)>) -> bool {
+    // The hello: a fixed shape with a non-text version byte, so no output looks like it.
+    let hello = readings(first).any(|(s, len)| {
+        let rest = &first[s..];
+        len == 10
+            && rest.len() >= 6
+            && rest[0] == b'H'
+            && &rest[1..5] == MAGIC
+            && (1..=9).contains(&rest[5])
+    });
+    hello
+        || readings(first).any(|(s, len)| {
+            let rest = &first[s..];
+            let agrees_with_ours = ours.is_some_and(|(size, l)| s == size && Some(len) == l);
+            !agrees_with_ours
+                && (2..=4096).contains(&len)
+                && rest.len() as u64 <= len
+                && rest.len() >= 2
+                && rest[0] == b'!'
+                && is_text(&rest[1..])
+        })
+}
+
+/// Whether a reply with no shape of its own (naive mode's) is in fact an rcmd framed
+/// server's answer.
+pub fn is_framed_reply(first: &[u8]) -> bool {
+    framed_shape(first, None)
 }
 
 /// What a client says when [`identify_reply`] found another mode than its own.

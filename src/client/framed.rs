@@ -20,6 +20,7 @@ use crate::protocol::{
     signal_name, ClientCodec, ClientMessage, Hello, ServerMessage, MAX_HELLO_FRAME,
 };
 use crate::status::Status;
+use crate::tutorial_codec::{identify_reply, wrong_mode_message};
 
 /// Room for one read from the socket. Large output arrives in large frames; reading them
 /// in large pieces means fewer system calls per byte.
@@ -83,7 +84,14 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite, O: Write, E: Write>(
     let mut stdin_open = stdin.is_some();
     let mut grace: Option<Instant> = None;
     let mut last_interrupt: Option<Instant> = None;
+    // A frame that has started arriving and stops: how much of it we had, and since when.
+    let mut partial = (0usize, Instant::now());
     while input_open || pending > 0 {
+        let buffered = reader.read_buffer().len();
+        if buffered != partial.0 {
+            partial = (buffered, Instant::now());
+        }
+        let stall_at = (buffered > 0).then(|| partial.1 + config.stall_timeout);
         let max_body = writer.encoder().max_body();
         let can_send_stdin = stdin_open && pending > 0;
         tokio::select! {
@@ -176,6 +184,17 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite, O: Write, E: Write>(
                 grace.get_or_insert(now + SIGNAL_GRACE);
                 last = 128 + sig;
             }
+            _ = crate::deadline::until(stall_at) => {
+                if reader.read_buffer().len() == partial.0 {
+                    return Err(ClientError::Usage(format!(
+                        "the reply stopped part-way through a frame for {}s. The likely cause: \
+                         the server uses another --header than this client's '{}' (both ends \
+                         must use the same format)",
+                        config.stall_timeout.as_secs_f64(),
+                        wire.header
+                    )));
+                }
+            }
             _ = crate::deadline::until(grace) => {
                 // The command did not end on the signal: hang up, and the server kills it.
                 out.err(b"rcmd: the command did not end after the signal; disconnecting\n")?;
@@ -200,7 +219,20 @@ async fn handshake<S: AsyncRead + AsyncWrite>(
     writer
         .send(ClientMessage::Hello(Hello::new(wire.max_frame, token)))
         .await?;
-    match reader.next().await {
+    let answer = reader.next().await;
+    // Anything but a hello may be another mode's reply to our hello: say which mode the
+    // server speaks rather than what its bytes look like as frames.
+    if !matches!(
+        answer,
+        Some(Ok(ServerMessage::Hello(_) | ServerMessage::Error(_)))
+    ) {
+        if let Some(theirs) = identify_reply(reader.read_buffer(), wire.header)
+            .filter(|p| *p != crate::wire::Protocol::Framed)
+        {
+            return Err(ClientError::Usage(wrong_mode_message(theirs)));
+        }
+    }
+    match answer {
         Some(Ok(ServerMessage::Hello(h))) => {
             h.check().map_err(ClientError::Server)?;
             writer.encoder_mut().set_peer_max_frame(h.max_frame);

@@ -231,6 +231,13 @@ async fn naive_reply<O: Write, E: Write>(
     match tokio::time::timeout(config.naive_wait, stream.read(&mut buf)).await {
         Ok(Ok(0)) => Err(ClientError::Closed { unanswered: 1 }),
         Ok(Ok(n)) => {
+            // Naive replies have no shape of their own to check, but an rcmd framed
+            // server's answer has an unmistakable one: say so rather than print frames.
+            if crate::tutorial_codec::is_framed_reply(&buf[..n]) {
+                return Err(ClientError::Usage(
+                    crate::tutorial_codec::wrong_mode_message(Protocol::Framed),
+                ));
+            }
             out.out(&buf[..n])?;
             Ok(0)
         }

@@ -1,0 +1,76 @@
+//! A client pointed at a server of another mode says which mode it speaks, and a reply
+//! that stops part-way through a frame is explained, never waited on for ever.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{rcmd, start_server};
+use rcmd::client::{self, ClientConfig, ClientError, Input, Output};
+use rcmd::server::ServerConfig;
+use rcmd::wire::Protocol;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn framed_client_names_the_tutorial_mode_it_reached() {
+    for (mode, name) in [
+        (Protocol::Classic, "classic"),
+        (Protocol::JsonHeader, "json-header"),
+    ] {
+        let addr = start_server(ServerConfig::new(mode)).await.to_string();
+        let r = rcmd(&["client", &addr, "-n", "--", "echo hi"], b"").await;
+        r.expect_code(255);
+        assert!(
+            r.stderr_str().contains(&format!(
+                "the server speaks `{name}`; try --protocol {name}"
+            )),
+            "{r}"
+        );
+        assert!(r.stdout.is_empty(), "nothing raw is printed: {r}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn naive_client_names_a_framed_server_instead_of_printing_frames() {
+    let addr = start_server(ServerConfig::new(Protocol::Framed))
+        .await
+        .to_string();
+    let r = rcmd(&["client", &addr, "--naive", "--", "echo hi"], b"").await;
+    r.expect_code(255);
+    assert!(r.stderr_str().contains("try --protocol framed"), "{r}");
+    assert!(r.stdout.is_empty(), "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frame_that_stops_half_way_is_explained() {
+    // A server that answers the hello, then sends two bytes of a four-byte header and
+    // nothing more, as one whose --header is wider than the client's would.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        let (mut conn, _) = listener.accept().await.unwrap();
+        let mut hello = [0u8; 14];
+        conn.read_exact(&mut hello).await.unwrap();
+        conn.write_all(b"\x00\x00\x00\x0aHrcmd\x02\x00\x10\x00\x00\x00\x00")
+            .await
+            .unwrap();
+        let mut rest = Vec::new();
+        let _ = conn.read_to_end(&mut rest).await;
+    });
+    let mut config = ClientConfig::new(Protocol::Framed);
+    config.stall_timeout = Duration::from_millis(300);
+    let mut out = Output {
+        stdout: Vec::new(),
+        stderr: Vec::new(),
+    };
+    let err = tokio::time::timeout(
+        common::PROCESS_DEADLINE,
+        client::run(&addr, &config, Input::one(b"echo hi".to_vec()), &mut out),
+    )
+    .await
+    .expect("the client waited for ever on half a frame")
+    .unwrap_err();
+    assert!(matches!(err, ClientError::Usage(_)), "{err}");
+    assert!(err.to_string().contains("another --header"), "{err}");
+}

@@ -81,8 +81,12 @@ async fn allow_detach_lets_background_processes_live_on() {
     let r = rcmd(&["client", &addr, "-n", "--", &line], b"").await;
     r.expect_code(0);
     let sleep = format!("sleep {marker}");
+    // It may still be on its way from `setsid` to `sleep`; once there, it stays.
+    wait_until("the detached sleep runs on", || {
+        pids_running(&sleep).len() == 1
+    })
+    .await;
     let alive = pids_running(&sleep);
-    assert_eq!(alive.len(), 1, "the detached sleep should be running");
     for pid in alive {
         // SAFETY: kill(2) on a process this test started.
         unsafe { libc::kill(pid as i32, libc::SIGKILL) };

@@ -8,6 +8,12 @@
 //!     └──▶ tutorial_codec (classic, json-header, naive) ──▶   └▶ exec (running commands)
 //! ```
 
+#[cfg(not(target_os = "linux"))]
+compile_error!(
+    "rcmd runs on Linux only: it contains commands with PR_SET_CHILD_SUBREAPER and /proc, \
+     and sizes pipes and terminals with Linux fcntl and ioctl calls"
+);
+
 pub mod auth;
 pub mod cli;
 pub mod client;

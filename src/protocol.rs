@@ -633,6 +633,61 @@ mod tests {
     }
 
     #[test]
+    fn version_2_bytes_match_protocol_md() {
+        // The session PROTOCOL.md draws, message by message.
+        let mut client = ClientCodec::new(HeaderFormat::NETWORK_U32, 1 << 20);
+        let mut buf = BytesMut::new();
+        for msg in [
+            ClientMessage::Hello(Hello::new(1 << 20, Bytes::new())),
+            ClientMessage::Env {
+                name: Bytes::from("LANG"),
+                value: Bytes::from("C.UTF-8"),
+            },
+            ClientMessage::Cwd(Bytes::from("/tmp")),
+            ClientMessage::Tty {
+                rows: 24,
+                cols: 80,
+                term: Bytes::from("xterm"),
+            },
+            ClientMessage::RunWithStdin(Bytes::from("cat")),
+            ClientMessage::Stdin(Bytes::from("hi\n")),
+            ClientMessage::StdinEof,
+            ClientMessage::Resize {
+                rows: 50,
+                cols: 132,
+            },
+            ClientMessage::Signal("INT".into()),
+        ] {
+            client.encode(msg, &mut buf).unwrap();
+        }
+        let expected: &[&[u8]] = &[
+            b"\x00\x00\x00\x0aHrcmd\x02\x00\x10\x00\x00",
+            b"\x00\x00\x00\x0dVLANG\x00C.UTF-8",
+            b"\x00\x00\x00\x05D/tmp",
+            b"\x00\x00\x00\x0aT\x00\x18\x00\x50xterm",
+            b"\x00\x00\x00\x04Pcat",
+            b"\x00\x00\x00\x04Ihi\n",
+            b"\x00\x00\x00\x01Z",
+            b"\x00\x00\x00\x05W\x00\x32\x00\x84",
+            b"\x00\x00\x00\x04KINT",
+        ];
+        assert_eq!(&buf[..], &expected.concat()[..]);
+        let mut server = ServerCodec::new(HeaderFormat::NETWORK_U32, 1 << 20);
+        let mut buf = BytesMut::new();
+        server
+            .encode(ServerMessage::Credit(STDIN_WINDOW), &mut buf)
+            .unwrap();
+        server
+            .encode(
+                ServerMessage::Notice("environment variable FOO refused".into()),
+                &mut buf,
+            )
+            .unwrap();
+        assert_eq!(&buf[..9], b"\x00\x00\x00\x05G\x00\x40\x00\x00");
+        assert_eq!(&buf[9..14], b"\x00\x00\x00\x21N");
+    }
+
+    #[test]
     fn text_messages_are_cut_to_fit_the_peer() {
         let mut codec = ServerCodec::new(HeaderFormat::NETWORK_U32, 1 << 20);
         codec.set_peer_max_frame(1024);

@@ -148,3 +148,31 @@ async fn a_newline_in_a_command_cannot_forge_a_log_line() {
     );
     assert!(log.iter().any(|l| l.contains(r"echo a\n")), "{log:#?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stdin_beyond_the_granted_credit_is_refused() {
+    let addr = start_server(ServerConfig::new(Protocol::Framed)).await;
+    let mut conn = TcpStream::connect(addr).await.unwrap();
+    let marker = unique_marker();
+    // A command that never reads its stdin: after the pipe's worth, no more is granted.
+    let mut bytes = hello(1 << 20, b"");
+    bytes.extend(frame(format!("Psleep {marker}").as_bytes()));
+    conn.write_all(&bytes).await.unwrap();
+    let (mut rd, mut wr) = conn.into_split();
+    let flood = tokio::spawn(async move {
+        let mut chunk = b"I".to_vec();
+        chunk.resize(1_000_000, b'x');
+        for _ in 0..16 {
+            if wr.write_all(&frame(&chunk)).await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut reply = Vec::new();
+    rd.read_to_end(&mut reply).await.unwrap();
+    let reply = String::from_utf8_lossy(&reply);
+    assert!(reply.contains("were granted"), "{reply}");
+    flood.abort();
+    let sleep = format!("sleep {marker}");
+    wait_until("the command is killed", || pids_running(&sleep).is_empty()).await;
+}

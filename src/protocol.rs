@@ -43,7 +43,7 @@ pub const MAX_HELLO_FRAME: usize = 4096;
 pub const MIN_MAX_FRAME: u32 = 1024;
 /// Stdin bytes a client may send before the server grants more with `G`: enough to keep a
 /// fast stream moving, small enough that a command not reading its input costs little.
-pub const STDIN_WINDOW: u32 = 4 << 20;
+pub const STDIN_WINDOW: u32 = 8 << 20;
 
 /// What a client sends.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -475,16 +475,13 @@ impl<In, Out> MessageCodec<In, Out> {
     }
 }
 
-impl ServerCodec {
-    /// Writes only the frame header and tag of a `Stdout` (or, with `stderr`, a `Stderr`)
-    /// message whose body is `len` bytes. The body can then be written straight from its
-    /// own buffer (a vectored write) instead of being copied behind the head.
-    ///
-    /// # Errors
-    /// If `len` exceeds [`max_body`](Self::max_body).
-    pub fn encode_output_head(
+impl<In, Out> MessageCodec<In, Out> {
+    /// Writes only the frame header and `tag` of a data message whose body is `len` bytes,
+    /// so the body can be written straight from its own buffer (a vectored write) instead
+    /// of being copied behind the head.
+    fn encode_data_head(
         &self,
-        stderr: bool,
+        tag: u8,
         len: usize,
         dst: &mut BytesMut,
     ) -> Result<(), ProtocolError> {
@@ -496,8 +493,35 @@ impl ServerCodec {
             .into());
         }
         self.frames.encode_head(1 + len, dst)?;
-        dst.put_u8(if stderr { b'E' } else { b'O' });
+        dst.put_u8(tag);
         Ok(())
+    }
+}
+
+impl ServerCodec {
+    /// The head of a `Stdout` (or, with `stderr`, a `Stderr`) message whose body is `len`
+    /// bytes; the body follows it unchanged.
+    ///
+    /// # Errors
+    /// If `len` exceeds [`max_body`](Self::max_body).
+    pub fn encode_output_head(
+        &self,
+        stderr: bool,
+        len: usize,
+        dst: &mut BytesMut,
+    ) -> Result<(), ProtocolError> {
+        self.encode_data_head(if stderr { b'E' } else { b'O' }, len, dst)
+    }
+}
+
+impl ClientCodec {
+    /// The head of a `Stdin` message whose body is `len` bytes; the body follows it
+    /// unchanged.
+    ///
+    /// # Errors
+    /// If `len` exceeds [`max_body`](Self::max_body).
+    pub fn encode_stdin_head(&self, len: usize, dst: &mut BytesMut) -> Result<(), ProtocolError> {
+        self.encode_data_head(b'I', len, dst)
     }
 }
 
@@ -683,7 +707,7 @@ mod tests {
                 &mut buf,
             )
             .unwrap();
-        assert_eq!(&buf[..9], b"\x00\x00\x00\x05G\x00\x40\x00\x00");
+        assert_eq!(&buf[..9], b"\x00\x00\x00\x05G\x00\x80\x00\x00");
         assert_eq!(&buf[9..14], b"\x00\x00\x00\x21N");
     }
 

@@ -125,7 +125,7 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite, O: Write, E: Write>(
                 match chunk {
                     Some(data) => {
                         credit -= data.len();
-                        writer.send(ClientMessage::Stdin(data)).await?;
+                        send_stdin(&mut writer, data).await?;
                     }
                     None => {
                         stdin_open = false;
@@ -243,6 +243,21 @@ async fn handshake<S: AsyncRead + AsyncWrite>(
         Some(Err(e)) => Err(e.into()),
         None => Err(ClientError::Closed { unanswered: 0 }),
     }
+}
+
+/// Sends one piece of stdin: its small head and the data in one vectored write, straight
+/// from the buffer stdin was read into.
+async fn send_stdin<S: AsyncWrite>(writer: &mut Writer<S>, data: Bytes) -> Result<(), ClientError> {
+    use bytes::Buf;
+    use tokio::io::AsyncWriteExt;
+    debug_assert!(writer.write_buffer().is_empty(), "every send is flushed");
+    let mut head = bytes::BytesMut::with_capacity(9);
+    writer.encoder().encode_stdin_head(data.len(), &mut head)?;
+    writer
+        .get_mut()
+        .write_all_buf(&mut head.freeze().chain(data))
+        .await?;
+    Ok(())
 }
 
 /// How long the client waits for the rest of an answer that is not a hello, to judge it.

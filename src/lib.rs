@@ -22,4 +22,5 @@ pub mod protocol;
 pub mod server;
 pub mod spool;
 pub mod status;
+pub mod tls;
 pub mod wire;

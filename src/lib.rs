@@ -29,5 +29,6 @@ pub mod protocol;
 pub mod server;
 pub mod spool;
 pub mod status;
+pub mod tls;
 pub mod tutorial_codec;
 pub mod wire;

@@ -66,7 +66,14 @@ async fn a_write_that_makes_no_progress_ends_the_connection() {
     let ended = tokio::time::timeout(common::PROCESS_DEADLINE, conn.read_to_end(&mut sink)).await;
     assert!(ended.is_ok(), "the server kept the stalled connection open");
     let r = rcmd(
-        &["client", &addr.to_string(), "-n", "--", "echo alive"],
+        &[
+            "client",
+            &addr.to_string(),
+            "--plaintext",
+            "-n",
+            "--",
+            "echo alive",
+        ],
         b"",
     )
     .await;
@@ -76,7 +83,8 @@ async fn a_write_that_makes_no_progress_ends_the_connection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_ends_whatever_a_stalled_client_does() {
     let home = common::RcmdHome::new();
-    let mut server = home.server(&["--grace", "0.3"]).await;
+    // Plaintext, so the raw peer below can speak the framed protocol itself.
+    let mut server = home.server(&["--grace", "0.3", "--plaintext"]).await;
     let token = std::fs::read_to_string(home.token_file()).unwrap();
     let marker = unique_marker();
     let conn = stalled_client(server.addr, token.trim().as_bytes(), &marker).await;
@@ -116,6 +124,7 @@ async fn failure_messages_fit_the_clients_frames() {
         &[
             "client",
             &addr,
+            "--plaintext",
             "-n",
             "--max-frame",
             "1024",

@@ -42,6 +42,8 @@ pub struct ClientConfig {
     pub connect_timeout: Option<Duration>,
     /// What a one-shot command asks for around it (framed mode, protocol version 2).
     pub session: Session,
+    /// TLS for the framed mode, and whom to trust; `None`: the framed wire in the clear.
+    pub tls: Option<crate::tls::ClientTls>,
 }
 
 impl ClientConfig {
@@ -54,6 +56,7 @@ impl ClientConfig {
             token: None,
             connect_timeout: None,
             session: Session::default(),
+            tls: None,
         }
     }
 }
@@ -127,6 +130,8 @@ pub enum ClientError {
         addr: String,
         after: Duration,
     },
+    /// The TLS handshake failed, or the server is not the one we trust.
+    Trust(crate::tls::TrustError),
 }
 
 impl fmt::Display for ClientError {
@@ -148,6 +153,7 @@ impl fmt::Display for ClientError {
                 "cannot connect to {addr}: no answer within {}s (--connect-timeout)",
                 after.as_secs_f64()
             ),
+            ClientError::Trust(e) => write!(f, "{e}"),
         }
     }
 }
@@ -299,7 +305,13 @@ pub async fn run_on<O: Write, E: Write>(
     // Requests are small and we wait for their replies: do not let Nagle hold them back.
     stream.set_nodelay(true)?;
     match config.wire.protocol {
-        Protocol::Framed => framed::run(stream, config, input, out).await,
+        Protocol::Framed => match &config.tls {
+            Some(tls) => {
+                let stream = tls.connect(stream).await.map_err(ClientError::Trust)?;
+                framed::run(stream, config, input, out).await
+            }
+            None => framed::run(stream, config, input, out).await,
+        },
         _ => tutorial::run(stream, config, input, out).await,
     }
 }

@@ -191,6 +191,7 @@ const LINGER_MAX: usize = 16 << 20;
 /// before the peer has read it.
 async fn linger<S: AsyncRead>(reader: &mut Reader<S>, e: ConnError) -> ConnError {
     if matches!(e, ConnError::Refused(_) | ConnError::AuthFailed) {
+        admission::ticket(|t| t.give_back());
         let socket = reader.get_mut();
         let mut sink = vec![0u8; 64 * 1024];
         let _ = tokio::time::timeout(LAST_WORDS, async {

@@ -27,6 +27,7 @@ pub mod header;
 pub mod printable;
 pub mod protocol;
 pub mod server;
+pub mod splice;
 pub mod spool;
 pub mod status;
 pub mod tls;

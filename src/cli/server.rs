@@ -91,6 +91,11 @@ pub(super) struct ServerArgs {
     /// AcceptEnv; repeat it or separate names with spaces [default: LANG LC_*]
     #[arg(long, value_name = "PATTERN")]
     accept_env: Vec<String>,
+
+    /// Copy command output through memory instead of splicing it from the command's
+    /// pipe into the socket (framed mode in the clear; TLS always copies)
+    #[arg(long)]
+    no_splice: bool,
 }
 
 pub(super) fn run(args: ServerArgs) -> Result<i32, Failure> {
@@ -154,6 +159,7 @@ pub(super) fn run(args: ServerArgs) -> Result<i32, Failure> {
         accept_env,
         version: defaults.version,
         tls: tls.as_ref().map(|t| t.tls.clone()),
+        splice: !args.no_splice,
     };
     let runtime = tokio::runtime::Runtime::new().map_err(|e| fail(&e))?;
     runtime.block_on(async {

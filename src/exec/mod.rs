@@ -12,6 +12,7 @@
 //! Without one (a library user, or this module's unit tests) the command's process group
 //! is killed, which misses processes that called `setsid` or `setpgid`.
 
+mod pipe;
 pub mod pty;
 pub mod supervisor;
 
@@ -24,11 +25,12 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
+use tokio::io::AsyncWriteExt;
+use tokio::process::{Child, ChildStdin, Command};
 use tokio::time::Instant;
 
 use crate::status::Status;
+pub use pipe::OutPipe;
 pub use pty::WindowSize;
 
 /// How a command line becomes a process.
@@ -56,6 +58,20 @@ pub enum Event {
     Stderr(Bytes),
     /// The command ended and its output is drained; no event follows.
     Done(Status),
+}
+
+/// What [`Running::next_in_place`] found: an event, or output left in its pipe.
+#[derive(Debug)]
+pub enum Piece {
+    Event(Event),
+    /// `len` bytes of stdout (or stderr) wait in `pipe`. The caller moves exactly that
+    /// many out of it, telling the pipe with [`OutPipe::moved`]; until then this pipe
+    /// reports nothing more.
+    InPipe {
+        stderr: bool,
+        pipe: OutPipe,
+        len: usize,
+    },
 }
 
 /// How every command of a server is started.
@@ -108,8 +124,8 @@ impl<'a> Request<'a> {
 #[derive(Debug)]
 enum Output {
     Pipes {
-        stdout: Option<ChildStdout>,
-        stderr: Option<ChildStderr>,
+        stdout: Option<OutPipe>,
+        stderr: Option<OutPipe>,
         out_buf: BytesMut,
         err_buf: BytesMut,
     },
@@ -364,10 +380,21 @@ impl Launcher {
                         libc::fcntl(fd, libc::F_SETPIPE_SZ, PIPE_SIZE);
                     }
                 }
+                let pipe = |p: Option<OwnedFd>| {
+                    p.map(OutPipe::new)
+                        .transpose()
+                        .map_err(|e| failed(126, format!("rcmd: {e}")))
+                };
+                let stdout = child.stdout.take().map(|p| p.into_owned_fd()).transpose();
+                let stderr = child.stderr.take().map(|p| p.into_owned_fd()).transpose();
+                let (stdout, stderr) = match (stdout, stderr) {
+                    (Ok(o), Ok(e)) => (pipe(o)?, pipe(e)?),
+                    (Err(e), _) | (_, Err(e)) => return Err(failed(126, format!("rcmd: {e}"))),
+                };
                 (
                     Output::Pipes {
-                        stdout: child.stdout.take(),
-                        stderr: child.stderr.take(),
+                        stdout,
+                        stderr,
                         out_buf: BytesMut::new(),
                         err_buf: BytesMut::new(),
                     },
@@ -539,22 +566,29 @@ fn spawn_failure(program: &OsStr, e: &io::Error) -> Status {
     failed(code, format!("rcmd: {}: {why}", program.to_string_lossy()))
 }
 
-/// Reads one chunk into `buf`, or `None` at end of file (and then closes the pipe).
-async fn read_pipe<R: tokio::io::AsyncRead + Unpin>(
-    pipe: &mut Option<R>,
+/// Pulls from one pipe (see [`OutPipe::pull`]); `None` at its end, which closes it.
+async fn pull_pipe(
+    pipe: &mut Option<OutPipe>,
     buf: &mut BytesMut,
-) -> io::Result<Option<Bytes>> {
-    let Some(reader) = pipe.as_mut() else {
+    stderr: bool,
+    in_place: Option<(usize, usize)>,
+) -> io::Result<Option<Piece>> {
+    let Some(p) = pipe.as_ref() else {
         return std::future::pending().await;
     };
-    buf.reserve(READ_CHUNK);
-    if reader.read_buf(buf).await? == 0 {
-        *pipe = None;
-        return Ok(None);
-    }
-    // `split` hands the bytes out and keeps the allocation for the next read once the
-    // caller has dropped them.
-    Ok(Some(buf.split().freeze()))
+    Ok(match p.pull(buf, READ_CHUNK, in_place).await? {
+        pipe::Pulled::Read(b) if stderr => Some(Piece::Event(Event::Stderr(b))),
+        pipe::Pulled::Read(b) => Some(Piece::Event(Event::Stdout(b))),
+        pipe::Pulled::InPlace(len) => Some(Piece::InPipe {
+            stderr,
+            pipe: p.clone(),
+            len,
+        }),
+        pipe::Pulled::End => {
+            *pipe = None;
+            None
+        }
+    })
 }
 
 impl Output {
@@ -566,10 +600,10 @@ impl Output {
     }
 
     /// The next piece of output, or `None` when a stream closed (call again while open).
-    async fn next(&mut self) -> io::Result<Option<Event>> {
+    async fn next(&mut self, in_place: Option<(usize, usize)>) -> io::Result<Option<Piece>> {
         match self {
             // Both pipes are read concurrently: a command that fills one while we wait on
-            // the other must not deadlock. read_buf is cancel safe, so losing a race loses
+            // the other must not deadlock. Pulling is cancel safe, so losing a race loses
             // no bytes.
             Output::Pipes {
                 stdout,
@@ -577,15 +611,16 @@ impl Output {
                 out_buf,
                 err_buf,
             } => tokio::select! {
-                r = read_pipe(stdout, out_buf) => Ok(r?.map(Event::Stdout)),
-                r = read_pipe(stderr, err_buf) => Ok(r?.map(Event::Stderr)),
+                r = pull_pipe(stdout, out_buf, false, in_place) => r,
+                r = pull_pipe(stderr, err_buf, true, in_place) => r,
             },
             Output::Pty { master, buf } => {
                 let Some(m) = master.as_ref() else {
                     return std::future::pending().await;
                 };
+                // A terminal is always read: its master is no pipe to splice from.
                 match m.read(buf, READ_CHUNK).await? {
-                    Some(b) => Ok(Some(Event::Stdout(b))),
+                    Some(b) => Ok(Some(Piece::Event(Event::Stdout(b)))),
                     None => {
                         *master = None;
                         Ok(None)
@@ -603,11 +638,25 @@ impl Running {
     /// # Errors
     /// An I/O error reading the output or waiting for the child.
     pub async fn next(&mut self) -> io::Result<Event> {
+        match self.next_in_place(None).await? {
+            Piece::Event(e) => Ok(e),
+            Piece::InPipe { .. } => unreachable!("nothing is left in place unless asked"),
+        }
+    }
+
+    /// As [`next`](Self::next), but with `in_place = Some((min, max))`, output of at least
+    /// `min` bytes waiting in a pipe is left there and reported as [`Piece::InPipe`] (at
+    /// most `max` bytes of it), for the caller to move without copying it through our
+    /// memory. Smaller output, and a terminal's, is read as usual. Cancel safe.
+    ///
+    /// # Errors
+    /// As [`next`](Self::next).
+    pub async fn next_in_place(&mut self, in_place: Option<(usize, usize)>) -> io::Result<Piece> {
         while self.output.is_open() {
             let deadline = self.deadline();
             tokio::select! {
-                r = self.output.next() => {
-                    if let Some(event) = r? { return Ok(event); }
+                r = self.output.next(in_place) => {
+                    if let Some(piece) = r? { return Ok(piece); }
                 }
                 // Killing closes every copy of the output, so the loop then drains what
                 // was already written and ends.
@@ -630,6 +679,7 @@ impl Running {
             })),
             _ => Ok(Event::Done(Status::from_exit(status))),
         }
+        .map(Piece::Event)
     }
 
     /// When the command is to be killed for running too long, unless it already was.

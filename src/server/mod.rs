@@ -92,6 +92,9 @@ pub struct ServerConfig {
     pub version: u8,
     /// TLS for the framed mode; `None`: the framed wire in the clear (`--plaintext`).
     pub tls: Option<Arc<crate::tls::ServerTls>>,
+    /// Splice large output from a command's pipe straight into the socket (framed mode
+    /// in the clear only); `false` copies it through memory (`--no-splice`).
+    pub splice: bool,
 }
 
 impl ServerConfig {
@@ -108,6 +111,7 @@ impl ServerConfig {
             accept_env: env::DEFAULT_ACCEPT.iter().map(|s| s.to_string()).collect(),
             version: crate::protocol::VERSION,
             tls: None,
+            splice: true,
         }
     }
 
@@ -298,7 +302,15 @@ async fn handle(stream: TcpStream, peer: SocketAddr, config: &ServerConfig, stop
     let result = match config.wire.protocol {
         Protocol::Framed => match &config.tls {
             Some(tls) => serve_tls(stream, peer, config, tls, stop).await,
-            None => framed::serve(stream, peer, config, stop).await,
+            None => {
+                // A second handle on the socket, to splice output into; without one (or
+                // with `--no-splice`) output is copied, as it must be under TLS.
+                let splice = config
+                    .splice
+                    .then(|| crate::splice::Socket::new(&stream, tokio::io::Interest::WRITABLE))
+                    .and_then(|s| s.map_err(|e| debug!(%peer, "no splice: {e}")).ok());
+                framed::serve(stream, splice, peer, config, stop).await
+            }
         },
         Protocol::Classic | Protocol::JsonHeader | Protocol::Naive => {
             tutorial::serve(stream, peer, config, stop).await
@@ -343,7 +355,7 @@ async fn serve_tls(
             token: None,
             ..config.clone()
         };
-        return framed::serve(stream, peer, &by_key, stop).await;
+        return framed::serve(stream, None, peer, &by_key, stop).await;
     }
     if tls.require_key {
         let why = match key {
@@ -366,7 +378,7 @@ async fn serve_tls(
         );
         return Err(ConnError::Refused(why));
     }
-    framed::serve(stream, peer, config, stop).await
+    framed::serve(stream, None, peer, config, stop).await
 }
 
 /// Tells a connection turned away at once why, in its own mode's words.

@@ -1,30 +1,79 @@
 //! Bytes waiting to go to one peer, written without ever blocking the connection's loop.
 //!
-//! Every frame is queued here and written from inside the loop's `select!`, one vectored
-//! write at a time. A peer that stops reading therefore stalls only this queue: the loop
+//! Every frame is queued here and written from inside the loop's `select!`, one system
+//! call at a time. A peer that stops reading therefore stalls only this queue: the loop
 //! still notices a timeout, a shutdown, a disconnect, or the queue making no progress.
+//!
+//! A queued piece is either bytes in our memory, written with vectored writes, or bytes
+//! still in a command's pipe, spliced from there into the socket (see [`crate::splice`]).
+//! Pieces go out strictly in order, so a frame's head is always whole on the wire before
+//! its payload starts to move.
 
 use std::collections::VecDeque;
 use std::io::IoSlice;
+use std::os::fd::AsFd;
 
 use bytes::{Buf, Bytes};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tracing::debug;
+
+use crate::exec::OutPipe;
+use crate::splice::{self, Socket};
 
 /// How many pieces one vectored write takes at most (Linux accepts 1024).
 const MAX_SLICES: usize = 64;
 
+#[derive(Debug)]
+enum Piece {
+    Bytes(Bytes),
+    /// `len` bytes waiting in `from`, owed to us (see [`OutPipe::moved`]).
+    Pipe { from: OutPipe, len: usize },
+}
+
+impl Piece {
+    fn len(&self) -> usize {
+        match self {
+            Piece::Bytes(b) => b.len(),
+            Piece::Pipe { len, .. } => *len,
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 pub(super) struct Outbox {
-    queue: VecDeque<Bytes>,
+    queue: VecDeque<Piece>,
     len: usize,
+    /// The socket again, to splice into; `None`: every piece is written from memory.
+    splice: Option<Socket>,
 }
 
 impl Outbox {
+    /// An outbox that may splice pipes into `socket` (a duplicate of the one written).
+    pub(super) fn with_splice(socket: Option<Socket>) -> Outbox {
+        Outbox {
+            splice: socket,
+            ..Outbox::default()
+        }
+    }
+
+    /// Whether pieces left in a pipe can be taken ([`push_pipe`](Self::push_pipe)).
+    pub(super) fn can_splice(&self) -> bool {
+        self.splice.is_some()
+    }
+
     /// Queues `bytes` behind everything already queued.
     pub(super) fn push(&mut self, bytes: Bytes) {
         if !bytes.is_empty() {
             self.len += bytes.len();
-            self.queue.push_back(bytes);
+            self.queue.push_back(Piece::Bytes(bytes));
+        }
+    }
+
+    /// Queues `len` bytes that wait in `from`, to be spliced from there.
+    pub(super) fn push_pipe(&mut self, from: OutPipe, len: usize) {
+        if len > 0 {
+            self.len += len;
+            self.queue.push_back(Piece::Pipe { from, len });
         }
     }
 
@@ -49,11 +98,37 @@ impl Outbox {
         if self.is_empty() {
             return std::future::pending().await;
         }
+        if let Some(Piece::Pipe { from, len }) = self.queue.front_mut() {
+            let (from, len) = (from.clone(), *len);
+            let moved = match &self.splice {
+                Some(socket) => socket.splice_from(from.as_fd(), len).await,
+                None => Err(std::io::Error::from_raw_os_error(libc::EINVAL)),
+            };
+            match moved {
+                Ok(n) => {
+                    from.moved(n);
+                    self.advance(n);
+                    return Ok(n);
+                }
+                Err(e) if splice::is_refusal(&e) => {
+                    // The kernel will not splice here: copy these bytes, and all later
+                    // output, through memory. Nothing has moved, so the frame is intact.
+                    debug!("splice refused ({e}); copying output instead");
+                    self.splice = None;
+                    let bytes = from.read_owed(len)?;
+                    self.queue[0] = Piece::Bytes(bytes);
+                }
+                Err(e) => return Err(e),
+            }
+        }
         let slices: Vec<IoSlice<'_>> = self
             .queue
             .iter()
             .take(MAX_SLICES)
-            .map(|b| IoSlice::new(b))
+            .map_while(|p| match p {
+                Piece::Bytes(b) => Some(IoSlice::new(b)),
+                Piece::Pipe { .. } => None,
+            })
             .collect();
         let n = w.write_vectored(&slices).await?;
         if n == 0 {
@@ -71,7 +146,10 @@ impl Outbox {
                 n -= front.len();
                 self.queue.pop_front();
             } else {
-                front.advance(n);
+                match front {
+                    Piece::Bytes(b) => b.advance(n),
+                    Piece::Pipe { len, .. } => *len -= n,
+                }
                 n = 0;
             }
         }

@@ -117,6 +117,12 @@ impl FrameCodec {
         self.max_frame = max_frame;
     }
 
+    /// Whether the decoder is between frames: nothing of the next frame consumed yet, so
+    /// the read buffer starts with its head.
+    pub fn is_between_frames(&self) -> bool {
+        matches!(self.state, DecodeState::Head)
+    }
+
     /// Largest payload this header format can describe.
     pub fn max_payload(&self) -> usize {
         self.max_payload

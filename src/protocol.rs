@@ -462,6 +462,11 @@ impl<In, Out> MessageCodec<In, Out> {
         self.frames.set_max_frame(max_frame);
     }
 
+    /// The frame codec underneath: for a reader that takes some payloads past the decoder.
+    pub fn frames(&self) -> &FrameCodec {
+        &self.frames
+    }
+
     /// Records the largest frame the peer accepts (from its hello); sends stay within it.
     pub fn set_peer_max_frame(&mut self, peer_max: u32) {
         let peer_max = usize::try_from(peer_max).unwrap_or(usize::MAX);

@@ -132,6 +132,45 @@ impl Socket {
         }
     }
 
+    /// Copies into `buf` what the socket has, without taking it (`MSG_PEEK`), once it has
+    /// something. `Ok(0)`: the peer closed. Cancel safe.
+    ///
+    /// # Errors
+    /// The socket's error.
+    pub async fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.recv(buf, libc::MSG_PEEK).await
+    }
+
+    /// Reads into `buf` once the socket has something. `Ok(0)`: the peer closed.
+    /// Cancel safe.
+    ///
+    /// # Errors
+    /// The socket's error.
+    pub async fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.recv(buf, 0).await
+    }
+
+    async fn recv(&self, buf: &mut [u8], flags: libc::c_int) -> io::Result<usize> {
+        loop {
+            let mut ready = self.fd.readable().await?;
+            let recv = |fd: &AsyncFd<OwnedFd>| {
+                // SAFETY: recv writes at most buf.len() bytes into buf, which we borrow
+                // mutably for the call.
+                let n = unsafe {
+                    libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), flags)
+                };
+                if n < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(n as usize)
+            };
+            match ready.try_io(recv) {
+                Ok(r) => return r,
+                Err(_would_block) => continue,
+            }
+        }
+    }
+
     /// Sends at most `len` bytes of `file` from `*offset` into the socket, once it has
     /// room; says how many moved. Cancel safe.
     ///
@@ -212,9 +251,7 @@ mod tests {
                 while !rest.is_empty() {
                     match std::io::Write::write(&mut f, rest) {
                         Ok(n) => rest = &rest[n..],
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                            std::thread::yield_now()
-                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::thread::yield_now(),
                         Err(e) => panic!("{e}"),
                     }
                 }

@@ -57,6 +57,11 @@ pub(super) struct ClientArgs {
     #[arg(long, value_name = "DIR")]
     cwd: Option<String>,
 
+    /// Copy output through memory instead of splicing it from the socket to stdout (when
+    /// stdout is a pipe or a file, and the wire is in the clear)
+    #[arg(long)]
+    no_splice: bool,
+
     /// Command to run remotely; without one, each line of standard input is a command.
     /// Several words are quoted so they arrive as typed; a single word is sent as the
     /// command line itself, so `'ls | wc -l'` runs a pipeline, as with ssh
@@ -135,6 +140,8 @@ pub(super) fn run(args: ClientArgs) -> Result<i32, Failure> {
         tls,
         connect_timeout: args.fanout.connect_timeout,
         session,
+        // Only a single host's output goes straight to our stdout.
+        splice_stdout: args.fanout.hosts.is_none() && !args.no_splice,
         ..ClientConfig::new(wire.protocol)
     };
     if let Some(list) = &args.fanout.hosts {

@@ -34,8 +34,11 @@ const DOUBLE_INTERRUPT: Duration = Duration::from_secs(1);
 type Reader<S> = FramedRead<ReadHalf<S>, ClientCodec>;
 type Writer<S> = FramedWrite<WriteHalf<S>, ClientCodec>;
 
+/// Runs the session on `stream`. With `splice`, large stdout payloads go from the socket
+/// to stdout inside the kernel.
 pub(super) async fn run<S: AsyncRead + AsyncWrite, O: Write, E: Write>(
     stream: S,
+    mut splice: Option<super::spliced::SpliceIn>,
     config: &ClientConfig,
     mut input: Input,
     out: &mut Output<O, E>,
@@ -133,7 +136,7 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite, O: Write, E: Write>(
                     }
                 }
             }
-            msg = reader.next(), if pending > 0 => match msg {
+            msg = next_message(&mut reader, &mut splice), if pending > 0 => match msg {
                 Some(Ok(ServerMessage::Stdout(b))) => out.out(&b)?,
                 Some(Ok(ServerMessage::Stderr(b))) => out.err(&b)?,
                 Some(Ok(ServerMessage::Done(status))) => {
@@ -203,6 +206,17 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite, O: Write, E: Write>(
         }
     }
     Ok(last)
+}
+
+/// The next message from the server, through the splicer when there is one.
+async fn next_message<S: AsyncRead>(
+    reader: &mut Reader<S>,
+    splice: &mut Option<super::spliced::SpliceIn>,
+) -> Option<Result<ServerMessage, crate::protocol::ProtocolError>> {
+    match splice {
+        Some(s) => s.next(reader).await,
+        None => reader.next().await,
+    }
 }
 
 /// Sends our hello and reads the server's; returns the protocol version both speak.

@@ -6,6 +6,7 @@
 
 mod framed;
 pub mod input;
+mod spliced;
 pub mod terminal;
 mod tutorial;
 
@@ -44,6 +45,10 @@ pub struct ClientConfig {
     pub session: Session,
     /// TLS for the framed mode, and whom to trust; `None`: the framed wire in the clear.
     pub tls: Option<crate::tls::ClientTls>,
+    /// Large stdout payloads may be spliced from the socket straight to this process's
+    /// stdout (fd 1), when it is a pipe or a file and the wire is in the clear. Only for
+    /// an [`Output`] that writes to fd 1 itself.
+    pub splice_stdout: bool,
 }
 
 impl ClientConfig {
@@ -57,6 +62,7 @@ impl ClientConfig {
             connect_timeout: None,
             session: Session::default(),
             tls: None,
+            splice_stdout: false,
         }
     }
 }
@@ -308,9 +314,15 @@ pub async fn run_on<O: Write, E: Write>(
         Protocol::Framed => match &config.tls {
             Some(tls) => {
                 let stream = tls.connect(stream).await.map_err(ClientError::Trust)?;
-                framed::run(stream, config, input, out).await
+                framed::run(stream, None, config, input, out).await
             }
-            None => framed::run(stream, config, input, out).await,
+            None => {
+                let splice = config
+                    .splice_stdout
+                    .then(|| spliced::SpliceIn::new(&stream))
+                    .flatten();
+                framed::run(stream, splice, config, input, out).await
+            }
         },
         _ => tutorial::run(stream, config, input, out).await,
     }

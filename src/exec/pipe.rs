@@ -109,7 +109,6 @@ impl OutPipe {
     }
 }
 
-
 impl AsFd for OutPipe {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.inner.rx.as_fd()

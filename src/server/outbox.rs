@@ -27,7 +27,10 @@ const MAX_SLICES: usize = 64;
 enum Piece {
     Bytes(Bytes),
     /// `len` bytes waiting in `from`, owed to us (see [`OutPipe::moved`]).
-    Pipe { from: OutPipe, len: usize },
+    Pipe {
+        from: OutPipe,
+        len: usize,
+    },
 }
 
 impl Piece {

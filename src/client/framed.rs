@@ -212,10 +212,10 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite, O: Write, E: Write>(
 async fn next_message<S: AsyncRead>(
     reader: &mut Reader<S>,
     splice: &mut Option<super::spliced::SpliceIn>,
-) -> Option<Result<ServerMessage, crate::protocol::ProtocolError>> {
+) -> Option<Result<ServerMessage, ClientError>> {
     match splice {
         Some(s) => s.next(reader).await,
-        None => reader.next().await,
+        None => reader.next().await.map(|r| r.map_err(ClientError::from)),
     }
 }
 

@@ -16,8 +16,9 @@ use tokio::io::{AsyncRead, Interest, ReadHalf};
 use tokio::net::TcpStream;
 use tokio_util::codec::FramedRead;
 
+use super::ClientError;
 use crate::codec::FrameError;
-use crate::protocol::{ClientCodec, ProtocolError, ServerMessage};
+use crate::protocol::{ClientCodec, ServerMessage};
 use crate::splice::{self, Pipe, Socket};
 
 /// Payloads at least this large are spliced; smaller ones are copied with their frame.
@@ -67,7 +68,9 @@ impl SpliceIn {
     pub(super) async fn next<S: AsyncRead>(
         &mut self,
         reader: &mut Reader<S>,
-    ) -> Option<Result<ServerMessage, ProtocolError>> {
+    ) -> Option<Result<ServerMessage, ClientError>> {
+        let from_reader =
+            |m: Option<Result<ServerMessage, _>>| m.map(|r| r.map_err(ClientError::from));
         loop {
             if self.left > 0 || self.held > 0 {
                 if let Err(e) = self.pump().await {
@@ -76,7 +79,7 @@ impl SpliceIn {
                 continue;
             }
             if self.copying || !reader.decoder().frames().is_between_frames() {
-                return reader.next().await;
+                return from_reader(reader.next().await);
             }
             match self.large_stdout_head(reader).await {
                 Ok(Some(part)) => {
@@ -84,8 +87,8 @@ impl SpliceIn {
                         return Some(Ok(ServerMessage::Stdout(part)));
                     }
                 }
-                Ok(None) => return reader.next().await,
-                Err(e) => return Some(Err(e.into())),
+                Ok(None) => return from_reader(reader.next().await),
+                Err(e) => return Some(Err(ClientError::Protocol(e.into()))),
             }
         }
     }
@@ -134,21 +137,24 @@ impl SpliceIn {
 
     /// Moves what it can of the current payload: from the socket into `via` when it is
     /// empty, then all of `via` to stdout.
-    async fn pump(&mut self) -> Result<(), ProtocolError> {
+    async fn pump(&mut self) -> Result<(), ClientError> {
         if self.held == 0 {
             let n = self
                 .socket
                 .splice_to(self.via.write.as_fd(), self.left.min(VIA_SIZE))
-                .await?;
+                .await
+                .map_err(|e| ClientError::Protocol(e.into()))?;
             if n == 0 {
-                return Err(FrameError::Truncated { buffered: 0 }.into());
+                return Err(ClientError::Protocol(
+                    FrameError::Truncated { buffered: 0 }.into(),
+                ));
             }
             self.left -= n;
             self.held += n;
         }
         while self.held > 0 {
             let n = if self.copying {
-                self.copy_held()?
+                self.copy_held().map_err(ClientError::Io)?
             } else {
                 match splice::splice(self.via.read.as_fd(), self.stdout.as_fd(), self.held) {
                     Ok(n) => n,
@@ -160,7 +166,7 @@ impl SpliceIn {
                         self.copying = true;
                         continue;
                     }
-                    Err(e) => return Err(local(e).into()),
+                    Err(e) => return Err(ClientError::Io(local(e))),
                 }
             };
             self.held -= n;

@@ -860,6 +860,28 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_terminal_is_always_read_never_left_in_place() {
+        let req = Request {
+            line: b"head -c 200000 /dev/zero | tr '\\0' a",
+            tty: Some(TtyRequest {
+                size: WindowSize { rows: 24, cols: 80 },
+                term: "dumb".into(),
+            }),
+            ..Request::default()
+        };
+        let mut r = Launcher::default().spawn(&req).unwrap();
+        let mut got = 0;
+        loop {
+            match r.next_in_place(Some((1, 1 << 20))).await.unwrap() {
+                Piece::Event(Event::Stdout(b)) => got += b.iter().filter(|&&c| c == b'a').count(),
+                Piece::Event(Event::Done(s)) => break assert_eq!(s, Status::Exited(0)),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(got, 200_000);
+    }
+
+    #[tokio::test]
     async fn signal_is_reported() {
         let (_, _, status) = collect("kill -TERM $$", ExecMode::Shell).await;
         assert_eq!(status, Status::Signaled(15));

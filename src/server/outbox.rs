@@ -162,6 +162,80 @@ impl Outbox {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::exec::{Event, ExecMode, Piece};
+    use tokio::io::AsyncReadExt;
+
+    /// Sends a command's output through an outbox as `<len>` heads and payloads, leaving
+    /// output of `min` bytes or more in the pipe; returns what the peer read.
+    async fn through_outbox(line: &str, splice: bool, min: usize) -> (Vec<u8>, usize) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (a, b) = tokio::join!(tokio::net::TcpStream::connect(addr), listener.accept());
+        let (mut a, (mut b, _)) = (a.unwrap(), b.unwrap());
+        let socket = splice.then(|| Socket::new(&a, tokio::io::Interest::WRITABLE).unwrap());
+        let mut out = Outbox::with_splice(socket);
+        let reader = tokio::spawn(async move {
+            let mut got = Vec::new();
+            b.read_to_end(&mut got).await.unwrap();
+            got
+        });
+        let mut running = crate::exec::spawn(line.as_bytes(), ExecMode::Shell, None).unwrap();
+        let mut in_pipe = 0;
+        loop {
+            match running.next_in_place(Some((min, 100_000))).await.unwrap() {
+                Piece::InPipe { pipe, len, .. } => {
+                    in_pipe += 1;
+                    out.push(Bytes::from(format!("<{len}>")));
+                    out.push_pipe(pipe, len);
+                }
+                Piece::Event(Event::Stdout(b)) => {
+                    out.push(Bytes::from(format!("<{}>", b.len())));
+                    out.push(b);
+                }
+                Piece::Event(Event::Done(_)) => break,
+                Piece::Event(Event::Stderr(_)) => unreachable!(),
+            }
+            while !out.is_empty() {
+                out.write_some(&mut a).await.unwrap();
+            }
+        }
+        drop((out, a));
+        (reader.await.unwrap(), in_pipe)
+    }
+
+    /// The payloads of `<len>`-framed `bytes`, checking every length.
+    fn unframe(mut bytes: &[u8]) -> Vec<u8> {
+        let mut data = Vec::new();
+        while !bytes.is_empty() {
+            let end = bytes.iter().position(|&b| b == b'>').unwrap();
+            let len: usize = std::str::from_utf8(&bytes[1..end])
+                .unwrap()
+                .parse()
+                .unwrap();
+            data.extend_from_slice(&bytes[end + 1..end + 1 + len]);
+            bytes = &bytes[end + 1 + len..];
+        }
+        data
+    }
+
+    #[tokio::test]
+    async fn output_left_in_the_pipe_follows_its_head_spliced_or_copied() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("data");
+        let data: Vec<u8> = (0..1_000_003u32).map(|i| (i % 253) as u8).collect();
+        std::fs::write(&path, &data).unwrap();
+        let line = format!("cat {}", path.display());
+        // With no socket to splice into, what was left in the pipe is read and copied:
+        // the fallback when the kernel refuses.
+        for splice in [true, false] {
+            let (got, in_pipe) = through_outbox(&line, splice, 1).await;
+            assert!(in_pipe > 0, "nothing was left in the pipe");
+            assert!(unframe(&got) == data, "splice {splice}: output differs");
+        }
+        // Below the threshold everything is read as before.
+        let (got, in_pipe) = through_outbox("printf small", true, 64 * 1024).await;
+        assert_eq!((unframe(&got), in_pipe), (b"small".to_vec(), 0));
+    }
 
     #[tokio::test]
     async fn partial_writes_keep_order_and_lose_nothing() {

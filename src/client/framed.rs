@@ -156,7 +156,7 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite, O: Write, E: Write>(
                 Some(Ok(ServerMessage::Hello(_))) => {
                     return Err(ClientError::Server("unexpected second hello".into()))
                 }
-                Some(Err(e)) => return Err(e.into()),
+                Some(Err(e)) => return Err(e),
                 None => return Err(ClientError::Closed { unanswered: pending }),
             },
             sig = next_signal(&mut signals) => {

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::tcp::ReadHalf;
+use tokio::net::tcp::{ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tracing::{debug, info};
 
@@ -211,10 +211,10 @@ async fn run_into<W: AsyncWrite + Unpin>(
     }
 }
 
-async fn spool_reply<W: AsyncWrite + Unpin>(
+async fn spool_reply(
     line: &[u8],
     rd: &mut ReadHalf<'_>,
-    wr: &mut W,
+    wr: &mut WriteHalf<'_>,
     config: &ServerConfig,
     stop: &Shutdown,
 ) -> Result<Option<Status>, ConnError> {
@@ -222,7 +222,7 @@ async fn spool_reply<W: AsyncWrite + Unpin>(
     let max_spool = config.limits.max_spool;
     let mut stdout = Spool::new(MEMORY_LIMIT);
     let mut stderr = Spool::new(MEMORY_LIMIT);
-    let mut sink: Sink<'_, W> = Sink::Spooled {
+    let mut sink: Sink<'_, WriteHalf<'_>> = Sink::Spooled {
         stdout: &mut stdout,
         stderr: &mut stderr,
         limit: codec::spool_limit(&wire, max_spool),
@@ -242,8 +242,9 @@ async fn spool_reply<W: AsyncWrite + Unpin>(
     match codec::reply_head(&wire, stdout.len(), stderr.len(), status.exit_code()) {
         Ok(head) => {
             wr.write_all(&head).await?;
-            stderr.write_to(wr).await?;
-            stdout.write_to(wr).await?;
+            // What spilled to disk goes with sendfile(2), never through our memory.
+            stderr.send_to(wr.as_ref()).await?;
+            stdout.send_to(wr.as_ref()).await?;
         }
         Err(msg) => wr.write_all(&codec::message_reply(&wire, &msg, 1)).await?,
     }

@@ -117,6 +117,16 @@ impl Socket {
         }
     }
 
+    /// As [`splice_from`](Self::splice_from), but only if the socket has room now:
+    /// `WouldBlock` otherwise. Never waits, so it may follow a write in the same step.
+    ///
+    /// # Errors
+    /// As [`splice_from`](Self::splice_from), and `WouldBlock`.
+    pub fn try_splice_from(&self, pipe: BorrowedFd<'_>, len: usize) -> io::Result<usize> {
+        self.fd
+            .try_io(Interest::WRITABLE, |fd| splice(pipe, fd.as_fd(), len))
+    }
+
     /// Moves at most `len` bytes from the socket into `pipe` (which must have room for
     /// them), once the socket has something to read. `Ok(0)`: the peer closed. Cancel safe.
     ///

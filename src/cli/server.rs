@@ -96,6 +96,11 @@ pub(super) struct ServerArgs {
     /// pipe into the socket (framed mode in the clear; TLS always copies)
     #[arg(long)]
     no_splice: bool,
+
+    /// Splice output only when at least this many bytes of it wait in the command's pipe;
+    /// smaller pieces are copied, which costs fewer system calls
+    #[arg(long, value_name = "BYTES", default_value_t = server::SPLICE_MIN)]
+    splice_min: usize,
 }
 
 pub(super) fn run(args: ServerArgs) -> Result<i32, Failure> {
@@ -160,6 +165,7 @@ pub(super) fn run(args: ServerArgs) -> Result<i32, Failure> {
         version: defaults.version,
         tls: tls.as_ref().map(|t| t.tls.clone()),
         splice: !args.no_splice,
+        splice_min: args.splice_min,
     };
     let runtime = tokio::runtime::Runtime::new().map_err(|e| fail(&e))?;
     runtime.block_on(async {

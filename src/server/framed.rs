@@ -39,10 +39,6 @@ const MAX_QUEUED: usize = 64;
 const HIGH_WATER: usize = 1 << 20;
 /// Variables one command may be given.
 const MAX_ENV: usize = 256;
-/// Output waiting in a command's pipe is spliced into the socket when at least this much
-/// waits; less is read and written with its frame head in one vectored write, which costs
-/// fewer system calls (see BENCHMARKS.md for where the two cross).
-pub(super) const SPLICE_MIN: usize = 64 * 1024;
 /// How long a last message (a refusal, a goodbye) may take to write before we hang up.
 const LAST_WORDS: Duration = Duration::from_millis(500);
 
@@ -54,6 +50,8 @@ struct Writer<S> {
     socket: WriteHalf<S>,
     codec: ServerCodec,
     outbox: Outbox,
+    /// Output is spliced when at least this much waits in the pipe (see [`ServerConfig`]).
+    splice_min: usize,
 }
 
 impl<S: AsyncWrite> Writer<S> {
@@ -94,10 +92,11 @@ impl<S: AsyncWrite> Writer<S> {
     }
 
     /// How much output a command may leave in its pipe for us to splice: from
-    /// [`SPLICE_MIN`] to one frame's worth. `None`: read it all.
+    /// `splice_min` to one frame's worth. `None`: read it all.
     fn in_place(&self) -> Option<(usize, usize)> {
         let max = self.codec.max_body();
-        (self.outbox.can_splice() && max >= SPLICE_MIN).then_some((SPLICE_MIN, max))
+        let min = self.splice_min.max(1);
+        (self.outbox.can_splice() && max >= min).then_some((min, max))
     }
 
     /// Writes what is queued, giving up after `limit`: for last words to a peer that may
@@ -174,6 +173,7 @@ pub(super) async fn serve<S: AsyncRead + AsyncWrite>(
         socket: wr,
         codec: ServerCodec::new(wire.header, wire.max_frame),
         outbox: Outbox::with_splice(splice),
+        splice_min: config.splice_min,
     };
     let hello = tokio::select! {
         hello = handshake(&mut reader, &mut writer, peer, config) => hello,

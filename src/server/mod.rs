@@ -95,7 +95,14 @@ pub struct ServerConfig {
     /// Splice large output from a command's pipe straight into the socket (framed mode
     /// in the clear only); `false` copies it through memory (`--no-splice`).
     pub splice: bool,
+    /// Output is spliced only when at least this many bytes wait in the pipe: below it,
+    /// one read and one vectored write (head and payload together) cost less than a
+    /// count, a head and a splice (see BENCHMARKS.md for the crossover).
+    pub splice_min: usize,
 }
+
+/// Default for [`ServerConfig::splice_min`], from the crossover measured by scripts/bench.
+pub const SPLICE_MIN: usize = 64 * 1024;
 
 impl ServerConfig {
     /// Defaults for `protocol`: `sh -c`, the mode's header, 1 MiB frames, no token.
@@ -112,6 +119,7 @@ impl ServerConfig {
             version: crate::protocol::VERSION,
             tls: None,
             splice: true,
+            splice_min: SPLICE_MIN,
         }
     }
 

@@ -138,7 +138,25 @@ impl Outbox {
             return Err(std::io::ErrorKind::WriteZero.into());
         }
         self.advance(n);
-        Ok(n)
+        Ok(n + self.splice_now())
+    }
+
+    /// With a frame head just written and its payload next in the pipe, starts moving
+    /// the payload at once if the socket has room, saving a turn of the loop. Never
+    /// waits, so it keeps `write_some` cancel safe; any failure is left to the next turn.
+    fn splice_now(&mut self) -> usize {
+        let (Some(socket), Some(Piece::Pipe { from, len })) = (&self.splice, self.queue.front())
+        else {
+            return 0;
+        };
+        match socket.try_splice_from(from.as_fd(), *len) {
+            Ok(n) if n > 0 => {
+                from.moved(n);
+                self.advance(n);
+                n
+            }
+            _ => 0,
+        }
     }
 
     fn advance(&mut self, mut n: usize) {

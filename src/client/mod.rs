@@ -267,7 +267,7 @@ pub async fn run<O: Write, E: Write>(
     out: &mut Output<O, E>,
 ) -> Result<i32, ClientError> {
     let stream = connect(addr, config.connect_timeout).await?;
-    run_on(stream, config, input, out).await
+    run_on(&with_default_port(addr), stream, config, input, out).await
 }
 
 /// Opens the connection [`run`] uses, within `timeout`; apart so a caller can put a
@@ -297,6 +297,7 @@ pub async fn connect(addr: &str, timeout: Option<Duration>) -> Result<TcpStream,
 /// # Errors
 /// As [`run`], less connecting.
 pub async fn run_on<O: Write, E: Write>(
+    host: &str,
     stream: TcpStream,
     config: &ClientConfig,
     input: Input,
@@ -307,7 +308,10 @@ pub async fn run_on<O: Write, E: Write>(
     match config.wire.protocol {
         Protocol::Framed => match &config.tls {
             Some(tls) => {
-                let stream = tls.connect(stream).await.map_err(ClientError::Trust)?;
+                let stream = tls
+                    .connect(host, stream)
+                    .await
+                    .map_err(ClientError::Trust)?;
                 framed::run(stream, config, input, out).await
             }
             None => framed::run(stream, config, input, out).await,

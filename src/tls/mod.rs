@@ -282,17 +282,16 @@ impl fmt::Display for TrustError {
 impl std::error::Error for TrustError {}
 
 impl ClientTls {
-    /// Completes the TLS handshake over `stream` and decides whether to trust the server.
+    /// Completes the TLS handshake over `stream` and decides whether to trust the server,
+    /// known in `known_hosts` as `host` (`HOST:PORT` as the user wrote it, as ssh records
+    /// the name typed).
     /// Nothing of the framed protocol (no token, no command) is sent before this returns.
     ///
     /// # Errors
     /// A [`TrustError`] for a failed handshake, a changed identity (saying which line of
     /// which file to remove), or an unknown one that is not accepted.
-    pub async fn connect(&self, stream: TcpStream) -> Result<ClientStream, TrustError> {
-        let host = stream
-            .peer_addr()
-            .map_err(|e| TrustError(format!("connection failed: {e}")))?
-            .to_string();
+    pub async fn connect(&self, host: &str, stream: TcpStream) -> Result<ClientStream, TrustError> {
+        let host = host.to_string();
         let mut known = match (&self.pin, &self.known_hosts) {
             (None, Some(path)) => Some(KnownHosts::load(path).map_err(|e| TrustError(e.0))?),
             _ => None,

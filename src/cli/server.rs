@@ -218,9 +218,7 @@ pub(super) fn run(args: ServerArgs) -> Result<i32, Failure> {
             config.wire.protocol.name(),
             config.wire.header,
         );
-        server::serve(listener, config, shutdown_signal())
-            .await
-            .map_err(|e| fail(&e))?;
+        server::serve(listener, config, shutdown_signal()).await;
         Ok(0)
     })
 }

@@ -195,15 +195,13 @@ const REFUSAL_DEADLINE: Duration = Duration::from_secs(1);
 
 /// Serves connections from `listener` until `shutdown` completes, then stops accepting,
 /// gives running commands `limits.grace` to finish, kills what is left and returns.
-///
-/// # Errors
-/// Never for a single connection's failure (that is logged and the connection closed);
-/// only if the listener itself cannot be used.
+/// Nothing stops it before that: a connection's failure is logged and ends only that
+/// connection, and a failed accept (out of descriptors, say) is logged and retried.
 pub async fn serve(
     listener: TcpListener,
     config: ServerConfig,
     shutdown: impl Future<Output = ()>,
-) -> std::io::Result<()> {
+) {
     let config = Arc::new(config);
     let admission = Admission::new(&config.limits);
     let tracker = TaskTracker::new();
@@ -286,7 +284,6 @@ pub async fn serve(
         }
     }
     info!("server stopped");
-    Ok(())
 }
 
 async fn handle(stream: TcpStream, peer: SocketAddr, config: &ServerConfig, stop: &Shutdown) {

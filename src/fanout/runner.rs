@@ -45,6 +45,9 @@ pub struct Options {
     pub prefix: bool,
     /// Show a progress line on stderr.
     pub progress: bool,
+    /// The same stdin for every host's command (`--stdin`); `None`: an empty stdin, as
+    /// ssh's `-n` gives.
+    pub stdin: Option<bytes::Bytes>,
 }
 
 /// How one host ended.

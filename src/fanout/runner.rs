@@ -314,7 +314,13 @@ async fn attempt(
     };
     // Many hosts cannot share one stdin: each gets the command alone (`-n`).
     let host = target.addr();
-    let session = client::run_on(&host, stream, client, Input::one(command.to_vec()), out);
+    let input = match &options.stdin {
+        Some(data) => {
+            Input::one(command.to_vec()).with_stdin_from(std::io::Cursor::new(data.clone()))
+        }
+        None => Input::one(command.to_vec()),
+    };
+    let session = client::run_on(&host, stream, client, input, out);
     let result = match options.timeout {
         Some(limit) => match tokio::time::timeout(limit, session).await {
             Ok(result) => result,

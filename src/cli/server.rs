@@ -10,6 +10,7 @@ use super::{init_logging, seconds, Failure, WireArgs};
 use crate::auth::check_exposure;
 use crate::exec::ExecMode;
 use crate::server::{self, Limits, ServerConfig};
+use crate::wire::{Order, Protocol};
 
 /// Exit code when the server cannot start.
 const SERVER_FAILED: i32 = 1;
@@ -73,6 +74,11 @@ pub(super) struct ServerArgs {
     #[arg(long, value_name = "BYTES", default_value_t = Limits::default().max_spool)]
     max_spool: u64,
 
+    /// Which stream a reply sends first in length-ack, classic and json-header, for the
+    /// copies of the tutorial that differ [default: stderr-first]
+    #[arg(long, value_enum, value_name = "ORDER")]
+    order: Option<Order>,
+
     /// Let background processes a command started live on after it ends, as ssh does
     /// (by default everything a command started is killed when it ends)
     #[arg(long)]
@@ -97,7 +103,17 @@ pub(super) fn run(args: ServerArgs) -> Result<i32, Failure> {
     std::env::remove_var("RCMD_TOKEN");
     init_logging("rcmd=info");
     let fail = |e: &dyn std::fmt::Display| Failure::new(SERVER_FAILED, e);
-    let wire = args.wire.wire();
+    let mut wire = args.wire.wire();
+    if let Some(order) = args.order {
+        if matches!(wire.protocol, Protocol::Framed | Protocol::Naive) {
+            return Err(fail(&format!(
+                "--order applies to length-ack, classic and json-header; {} sends each \
+                 stream as it comes",
+                wire.protocol.name()
+            )));
+        }
+        wire.order = order;
+    }
     let token = args
         .token
         .for_server(env_token, wire.protocol, args.allow_unauthenticated)

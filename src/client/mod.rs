@@ -16,6 +16,7 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 
 pub use input::Input;
+pub use tutorial::ACK;
 
 use crate::auth::Token;
 use crate::protocol::{ClientMessage, ProtocolError};

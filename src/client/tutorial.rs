@@ -1,4 +1,5 @@
-//! The tutorial's wire modes, client side: `classic`, `json-header` and `naive`.
+//! The tutorial's wire modes, client side: `length-ack`, `classic`, `json-header` and
+//! `naive`.
 //!
 //! One command at a time, as the tutorial's client does. Replies are streamed to the
 //! output in fixed-size pieces: a length from the server sizes no buffer, so a lying
@@ -31,6 +32,7 @@ pub(super) async fn run<O: Write, E: Write>(
         last = match config.wire.protocol {
             Protocol::Naive => naive_reply(&mut stream, config, out).await?,
             Protocol::JsonHeader => json_reply(&mut stream, config, out).await?,
+            Protocol::LengthAck => length_ack_reply(&mut stream, config, out).await?,
             _ => classic_reply(&mut stream, config, out).await?,
         };
         input.replied();
@@ -181,6 +183,45 @@ async fn classic_reply<O: Write, E: Write>(
     Ok(0)
 }
 
+/// What the length-ack client answers to the length, as the tutorial's client does.
+pub const ACK: &[u8] = b"ready";
+
+async fn length_ack_reply<O: Write, E: Write>(
+    stream: &mut TcpStream,
+    config: &ClientConfig,
+    out: &mut Output<O, E>,
+) -> Result<i32, ClientError> {
+    // The tutorial: `length = int(recv(1024))`, `send(b'ready')`, then recv until length.
+    // The server waits for our answer, so the first read holds the digits and nothing else
+    // (a refusal, sent in one go, has its message right after them).
+    let mut first = [0u8; codec::MAX_DIGITS + PROBE];
+    let n = stream.read(&mut first).await?;
+    if n == 0 {
+        return Err(ClientError::Closed { unanswered: 1 });
+    }
+    let first = &first[..n];
+    let (len, digits) = codec::parse_length(first).map_err(|e| {
+        match codec::identify_reply(first, config.wire.header).filter(|p| *p != Protocol::LengthAck)
+        {
+            Some(theirs) => ClientError::Usage(codec::wrong_mode_message(theirs)),
+            None => malformed(e),
+        }
+    })?;
+    let already = &first[digits..];
+    let already = &already[..already
+        .len()
+        .min(usize::try_from(len).unwrap_or(usize::MAX))];
+    if already.is_empty() {
+        stream.write_all(ACK).await?;
+    } else {
+        out.out(already)?;
+    }
+    // The mode cannot tell stderr from stdout, nor carry a status.
+    let rest = len - already.len() as u64;
+    copy_exact(stream, config, rest, n, |b| out.out(b)).await?;
+    Ok(0)
+}
+
 async fn json_reply<O: Write, E: Write>(
     stream: &mut TcpStream,
     config: &ClientConfig,
@@ -210,7 +251,11 @@ async fn json_reply<O: Write, E: Write>(
     let header = JsonHeader::parse(&json).map_err(malformed)?;
     let done = size + json.len();
     match header.split() {
-        // An rcmd server says how the output splits: stderr first, then stdout.
+        // An rcmd server says how the output splits: stderr first unless it says otherwise.
+        Some((e, o)) if header.stdout_first == Some(true) => {
+            copy_exact(stream, config, o, done, |b| out.out(b)).await?;
+            copy_exact(stream, config, e, done, |b| out.err(b)).await?;
+        }
         Some((e, o)) => {
             copy_exact(stream, config, e, done, |b| out.err(b)).await?;
             copy_exact(stream, config, o, done, |b| out.out(b)).await?;

@@ -294,7 +294,7 @@ async fn handle(stream: TcpStream, peer: SocketAddr, config: &ServerConfig, stop
     debug!(%peer, protocol, "connection opened");
     let result = match config.wire.protocol {
         Protocol::Framed => framed::serve(stream, peer, config, stop).await,
-        Protocol::Classic | Protocol::JsonHeader | Protocol::Naive => {
+        Protocol::LengthAck | Protocol::Classic | Protocol::JsonHeader | Protocol::Naive => {
             tutorial::serve(stream, peer, config, stop).await
         }
     };

@@ -49,10 +49,7 @@ async fn send_raw_answering(addr: SocketAddr, bytes: &[u8], protocol: Protocol) 
     s.write_all(bytes).await.unwrap();
     let mut digits = [0u8; 32];
     let n = s.read(&mut digits).await.unwrap();
-    assert!(
-        n > 0 && digits[..n].iter().all(u8::is_ascii_digit),
-        "{digits:?}"
-    );
+    assert!(n > 0 && digits[0].is_ascii_digit(), "{digits:?}");
     s.write_all(b"ready").await.unwrap();
     let mut reply = digits[..n].to_vec();
     let _ = tokio::time::timeout(common::PROCESS_DEADLINE, s.read_to_end(&mut reply))

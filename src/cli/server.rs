@@ -79,6 +79,11 @@ pub(super) struct ServerArgs {
     #[arg(long, value_enum, value_name = "ORDER")]
     order: Option<Order>,
 
+    /// Show every frame on stderr as it passes: direction, header bytes in hex, their
+    /// struct decode, the tag and a preview
+    #[arg(long)]
+    trace: bool,
+
     /// Let background processes a command started live on after it ends, as ssh does
     /// (by default everything a command started is killed when it ends)
     #[arg(long)]
@@ -164,6 +169,7 @@ pub(super) fn run(args: ServerArgs) -> Result<i32, Failure> {
         workdir,
         accept_env,
         version: defaults.version,
+        trace: args.trace,
     };
     let runtime = tokio::runtime::Runtime::new().map_err(|e| fail(&e))?;
     runtime.block_on(async {

@@ -43,6 +43,8 @@ pub struct ClientConfig {
     pub connect_timeout: Option<Duration>,
     /// What a one-shot command asks for around it (framed mode, protocol version 2).
     pub session: Session,
+    /// Show every frame on stderr as it passes (`--trace`).
+    pub trace: bool,
 }
 
 impl ClientConfig {
@@ -55,6 +57,7 @@ impl ClientConfig {
             token: None,
             connect_timeout: None,
             session: Session::default(),
+            trace: false,
         }
     }
 }
@@ -299,6 +302,7 @@ pub async fn run_on<O: Write, E: Write>(
 ) -> Result<i32, ClientError> {
     // Requests are small and we wait for their replies: do not let Nagle hold them back.
     stream.set_nodelay(true)?;
+    let stream = crate::trace::Traced::new(stream, &config.wire, "client", config.trace);
     match config.wire.protocol {
         Protocol::Framed => framed::run(stream, config, input, out).await,
         _ => tutorial::run(stream, config, input, out).await,

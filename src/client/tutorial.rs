@@ -9,8 +9,7 @@
 use std::io::Write;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::{ClientConfig, ClientError, Input, Output};
 use crate::tutorial_codec::{self as codec, JsonHeader, PROBE};
@@ -18,8 +17,8 @@ use crate::wire::Protocol;
 
 const COPY_CHUNK: usize = 64 * 1024;
 
-pub(super) async fn run<O: Write, E: Write>(
-    mut stream: TcpStream,
+pub(super) async fn run<S: AsyncRead + AsyncWrite + Unpin, O: Write, E: Write>(
+    mut stream: S,
     config: &ClientConfig,
     mut input: Input,
     out: &mut Output<O, E>,
@@ -73,7 +72,10 @@ fn stalled(config: &ClientConfig, got: usize, expected: Option<u64>) -> ClientEr
 /// Reads the header and the first bytes after it, and checks they are in our mode: a
 /// reply in another (framed frames, a JSON header to a classic client) is refused with
 /// the mode to use instead of being printed raw.
-async fn read_start(stream: &mut TcpStream, config: &ClientConfig) -> Result<Start, ClientError> {
+async fn read_start<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    config: &ClientConfig,
+) -> Result<Start, ClientError> {
     let fmt = config.wire.header;
     let size = fmt.size();
     let mut start = [0u8; 8 + PROBE];
@@ -168,8 +170,8 @@ async fn copy_exact<R: AsyncRead + Unpin>(
     Ok(())
 }
 
-async fn classic_reply<O: Write, E: Write>(
-    stream: &mut TcpStream,
+async fn classic_reply<S: AsyncRead + AsyncWrite + Unpin, O: Write, E: Write>(
+    stream: &mut S,
     config: &ClientConfig,
     out: &mut Output<O, E>,
 ) -> Result<i32, ClientError> {
@@ -186,8 +188,8 @@ async fn classic_reply<O: Write, E: Write>(
 /// What the length-ack client answers to the length, as the tutorial's client does.
 pub const ACK: &[u8] = b"ready";
 
-async fn length_ack_reply<O: Write, E: Write>(
-    stream: &mut TcpStream,
+async fn length_ack_reply<S: AsyncRead + AsyncWrite + Unpin, O: Write, E: Write>(
+    stream: &mut S,
     config: &ClientConfig,
     out: &mut Output<O, E>,
 ) -> Result<i32, ClientError> {
@@ -222,8 +224,8 @@ async fn length_ack_reply<O: Write, E: Write>(
     Ok(0)
 }
 
-async fn json_reply<O: Write, E: Write>(
-    stream: &mut TcpStream,
+async fn json_reply<S: AsyncRead + AsyncWrite + Unpin, O: Write, E: Write>(
+    stream: &mut S,
     config: &ClientConfig,
     out: &mut Output<O, E>,
 ) -> Result<i32, ClientError> {
@@ -265,8 +267,8 @@ async fn json_reply<O: Write, E: Write>(
     Ok(header.exit_code.unwrap_or(0))
 }
 
-async fn naive_reply<O: Write, E: Write>(
-    stream: &mut TcpStream,
+async fn naive_reply<S: AsyncRead + AsyncWrite + Unpin, O: Write, E: Write>(
+    stream: &mut S,
     config: &ClientConfig,
     out: &mut Output<O, E>,
 ) -> Result<i32, ClientError> {

@@ -90,6 +90,8 @@ pub struct ServerConfig {
     pub accept_env: Vec<String>,
     /// Highest framed protocol version offered (a lower one imitates an older server).
     pub version: u8,
+    /// Show every frame on stderr as it passes (`--trace`).
+    pub trace: bool,
 }
 
 impl ServerConfig {
@@ -105,6 +107,7 @@ impl ServerConfig {
             workdir: None,
             accept_env: env::DEFAULT_ACCEPT.iter().map(|s| s.to_string()).collect(),
             version: crate::protocol::VERSION,
+            trace: false,
         }
     }
 
@@ -293,6 +296,10 @@ async fn handle(stream: TcpStream, peer: SocketAddr, config: &ServerConfig, stop
     let opened = std::time::Instant::now();
     debug!(%peer, protocol, "connection opened");
     let result = match config.wire.protocol {
+        Protocol::Framed if config.trace => {
+            let traced = crate::trace::Traced::new(stream, &config.wire, "server", true);
+            framed::serve(traced, peer, config, stop).await
+        }
         Protocol::Framed => framed::serve(stream, peer, config, stop).await,
         Protocol::LengthAck | Protocol::Classic | Protocol::JsonHeader | Protocol::Naive => {
             tutorial::serve(stream, peer, config, stop).await

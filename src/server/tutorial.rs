@@ -20,6 +20,7 @@ use crate::exec::{self, Event};
 use crate::printable::printable;
 use crate::spool::{Spool, MEMORY_LIMIT};
 use crate::status::Status;
+use crate::trace::Traced;
 use crate::tutorial_codec::{self as codec, Foreign};
 use crate::wire::{Order, Protocol, Wire};
 
@@ -30,7 +31,8 @@ pub(super) async fn serve(
     stop: &Shutdown,
 ) -> Result<(), ConnError> {
     let wire = config.wire;
-    let (mut rd, mut wr) = stream.split();
+    let (mut rd, wr) = stream.split();
+    let mut wr = Traced::new(wr, &wire, "server", config.trace);
     let mut buf = vec![0u8; wire.recv_size.max(1)];
     // In length-ack, a command that came in one read with the answer to the last reply.
     let mut carried: Vec<u8> = Vec::new();
@@ -61,6 +63,9 @@ pub(super) async fn serve(
         };
         if n == 0 {
             return Ok(());
+        }
+        if config.trace {
+            crate::trace::raw("server recv", &buf[..n]);
         }
         let line = buf[..n].to_vec();
         if !run_command(&line, &mut rd, &mut wr, peer, config, stop, &mut carried).await? {
@@ -173,6 +178,9 @@ async fn await_ack(
         _ = crate::deadline::until(idle_at) => 0,
         _ = stop.kill.cancelled() => 0,
     };
+    if config.trace {
+        crate::trace::raw("server recv", &ack[..n]);
+    }
     Ok((n > 0).then(|| {
         ack[..n]
             .strip_prefix(crate::client::ACK)

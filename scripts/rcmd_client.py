@@ -1,16 +1,25 @@
 #!/usr/bin/env python3
 """A client for rcmd's `framed` protocol, written from PROTOCOL.md, standard library only.
 
-Usage: rcmd_client.py HOST PORT COMMAND [--header FMT]
+Usage: rcmd_client.py HOST PORT COMMAND [--fingerprint SHA256:...] [--plaintext] [--header FMT]
 
 Runs COMMAND on the server, copies its stdout and stderr to ours and exits with its
 status, like `rcmd client HOST:PORT -- COMMAND`. The token comes from where rcmd's own
 client finds it: RCMD_TOKEN, else the same-user file `token` in $RCMD_HOME,
 $XDG_CONFIG_HOME/rcmd or ~/.config/rcmd.
+
+The connection is TLS 1.3 (PROTOCOL.md, "Transport"). The server is trusted when its
+certificate's fingerprint (SHA-256 of the certificate's DER bytes, as `rcmd fingerprint`
+prints it) is the one given with --fingerprint, or is this user's own server identity
+(`identity.pem` in the same directory); otherwise nothing is sent. --plaintext talks to a
+`rcmd server --plaintext` instead.
 """
 import argparse
+import base64
+import hashlib
 import os
 import socket
+import ssl
 import stat
 import struct
 import sys
@@ -72,15 +81,56 @@ def token():
         return f.read().rstrip(b'\r\n')
 
 
+def fingerprint(der):
+    """`SHA256:` and the base64 of the SHA-256 of a certificate, without padding (as ssh)."""
+    return 'SHA256:' + base64.b64encode(hashlib.sha256(der).digest()).decode().rstrip('=')
+
+
+def pem_fingerprint(path):
+    """The fingerprint of the certificate in a PEM file, or None if there is none."""
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError:
+        return None
+    end = '-----END CERTIFICATE-----'
+    if end not in text:
+        return None
+    return fingerprint(ssl.PEM_cert_to_DER_cert(text[:text.index(end) + len(end)]))
+
+
+def tls_connect(sock, pinned):
+    """TLS 1.3 over `sock`, refusing a server whose fingerprint is not trusted."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    # No certificate authority: the fingerprint check below is the whole check.
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    key = os.path.join(config_dir(), 'client.pem')
+    if os.path.exists(key):
+        ctx.load_cert_chain(key)
+    tls = ctx.wrap_socket(sock)
+    seen = fingerprint(tls.getpeercert(binary_form=True))
+    own = pem_fingerprint(os.path.join(config_dir(), 'identity.pem'))
+    if seen != pinned and seen != own:
+        tls.close()
+        expected = f'not {pinned}, given with --fingerprint' if pinned else 'not known'
+        sys.exit(f'the server presented {seen}, {expected}; nothing was sent')
+    return tls
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('host')
     ap.add_argument('port', type=int)
     ap.add_argument('command')
     ap.add_argument('--header', default='!I')
+    ap.add_argument('--fingerprint', help="the server's identity, as `rcmd fingerprint` prints it")
+    ap.add_argument('--plaintext', action='store_true', help='no TLS (rcmd server --plaintext)')
     args = ap.parse_args()
 
-    with socket.create_connection((args.host, args.port)) as sock:
+    with socket.create_connection((args.host, args.port)) as raw:
+        sock = raw if args.plaintext else tls_connect(raw, args.fingerprint)
         conn = Framed(sock, args.header)
         conn.send(b'H' + b'rcmd' + struct.pack('!BI', VERSION, MAX_FRAME) + token())
         hello = conn.recv()

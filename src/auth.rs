@@ -195,6 +195,8 @@ pub enum ExposureError {
     },
     /// A token was given for a mode that has no way to carry one.
     TokenUnsupported { protocol: &'static str },
+    /// `--plaintext` beyond loopback: the token would cross the network readable.
+    Plaintext { addr: SocketAddr },
 }
 
 impl fmt::Display for ExposureError {
@@ -220,6 +222,13 @@ impl fmt::Display for ExposureError {
                     )
                 }
             }
+            ExposureError::Plaintext { addr } => write!(
+                f,
+                "refusing to listen on {addr} with --plaintext: the token, every command \
+                 and its output would cross the network readable, and anyone on the path \
+                 could take the connection over. Drop --plaintext (TLS is the default), or \
+                 add --allow-unauthenticated if every network in between is trusted"
+            ),
             ExposureError::TokenUnsupported { protocol } => write!(
                 f,
                 "the {protocol} mode has no way to carry a token; use --protocol framed, or \
@@ -281,6 +290,21 @@ pub fn check_exposure(
                  and any web page a local browser opens, can run any command as this user"
             .to_string(),
     }))
+}
+
+/// Decides whether a framed server may listen on `addrs` without TLS: on loopback only,
+/// unless explicitly allowed. Checked before binding, so a refused address is never opened.
+///
+/// # Errors
+/// [`ExposureError::Plaintext`] naming the first address beyond loopback.
+pub fn check_plaintext(
+    addrs: &[SocketAddr],
+    allow_unauthenticated: bool,
+) -> Result<(), ExposureError> {
+    match addrs.iter().find(|a| !a.ip().is_loopback()) {
+        Some(addr) if !allow_unauthenticated => Err(ExposureError::Plaintext { addr: *addr }),
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]
@@ -405,6 +429,14 @@ mod tests {
         );
         let warning = check_exposure(&any, Protocol::Classic, false, true).unwrap();
         assert!(warning.unwrap().contains("NO authentication"));
+    }
+
+    #[test]
+    fn plaintext_only_on_loopback_unless_allowed() {
+        assert!(check_plaintext(&[addr("127.0.0.1:9000"), addr("[::1]:9000")], false).is_ok());
+        let err = check_plaintext(&[addr("0.0.0.0:9000")], false).unwrap_err();
+        assert!(err.to_string().contains("--plaintext"), "{err}");
+        assert!(check_plaintext(&[addr("0.0.0.0:9000")], true).is_ok());
     }
 
     #[test]

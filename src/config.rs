@@ -1,7 +1,8 @@
 //! rcmd's own directory, and the one place that knows the paths inside it.
 //!
 //! `$RCMD_HOME`, else `$XDG_CONFIG_HOME/rcmd`, else `~/.config/rcmd`. It holds the same-user
-//! token (`token`). Whoever can write to it can replace what rcmd trusts, so it is created
+//! token (`token`), the server identity (`identity.pem`), the client key (`client.pem`)
+//! and the trusted servers (`known_hosts`). Whoever can write to it can replace what rcmd trusts, so it is created
 //! 0700 and refused when group or others may write to it.
 
 use std::fmt;
@@ -72,6 +73,21 @@ impl ConfigDir {
     /// The same-user token: the server creates it, clients of the same user read it.
     pub fn token_file(&self) -> PathBuf {
         self.path.join("token")
+    }
+
+    /// This machine's server identity (certificate and key, PEM): the server creates it.
+    pub fn identity_file(&self) -> PathBuf {
+        self.path.join("identity.pem")
+    }
+
+    /// This user's client key (certificate and key, PEM), made by `rcmd keygen`.
+    pub fn client_key_file(&self) -> PathBuf {
+        self.path.join("client.pem")
+    }
+
+    /// The servers this user trusts: `host:port` and a fingerprint per line.
+    pub fn known_hosts_file(&self) -> PathBuf {
+        self.path.join("known_hosts")
     }
 
     /// Makes sure the directory exists (created 0700, parents as needed) and that nobody

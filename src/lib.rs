@@ -9,6 +9,12 @@
 //! trace: an optional wrapper around the bytes, showing each frame as it passes (--trace)
 //! ```
 
+#[cfg(not(target_os = "linux"))]
+compile_error!(
+    "rcmd runs on Linux only: it contains commands with PR_SET_CHILD_SUBREAPER and /proc, \
+     and sizes pipes and terminals with Linux fcntl and ioctl calls"
+);
+
 pub mod auth;
 pub mod cli;
 pub mod client;
@@ -24,6 +30,7 @@ pub mod protocol;
 pub mod server;
 pub mod spool;
 pub mod status;
+pub mod tls;
 pub mod trace;
 pub mod tutorial_codec;
 pub mod wire;

@@ -43,7 +43,7 @@ pub const MAX_HELLO_FRAME: usize = 4096;
 pub const MIN_MAX_FRAME: u32 = 1024;
 /// Stdin bytes a client may send before the server grants more with `G`: enough to keep a
 /// fast stream moving, small enough that a command not reading its input costs little.
-pub const STDIN_WINDOW: u32 = 4 << 20;
+pub const STDIN_WINDOW: u32 = 8 << 20;
 
 /// What a client sends.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -475,16 +475,13 @@ impl<In, Out> MessageCodec<In, Out> {
     }
 }
 
-impl ServerCodec {
-    /// Writes only the frame header and tag of a `Stdout` (or, with `stderr`, a `Stderr`)
-    /// message whose body is `len` bytes. The body can then be written straight from its
-    /// own buffer (a vectored write) instead of being copied behind the head.
-    ///
-    /// # Errors
-    /// If `len` exceeds [`max_body`](Self::max_body).
-    pub fn encode_output_head(
+impl<In, Out> MessageCodec<In, Out> {
+    /// Writes only the frame header and `tag` of a data message whose body is `len` bytes,
+    /// so the body can be written straight from its own buffer (a vectored write) instead
+    /// of being copied behind the head.
+    fn encode_data_head(
         &self,
-        stderr: bool,
+        tag: u8,
         len: usize,
         dst: &mut BytesMut,
     ) -> Result<(), ProtocolError> {
@@ -496,8 +493,35 @@ impl ServerCodec {
             .into());
         }
         self.frames.encode_head(1 + len, dst)?;
-        dst.put_u8(if stderr { b'E' } else { b'O' });
+        dst.put_u8(tag);
         Ok(())
+    }
+}
+
+impl ServerCodec {
+    /// The head of a `Stdout` (or, with `stderr`, a `Stderr`) message whose body is `len`
+    /// bytes; the body follows it unchanged.
+    ///
+    /// # Errors
+    /// If `len` exceeds [`max_body`](Self::max_body).
+    pub fn encode_output_head(
+        &self,
+        stderr: bool,
+        len: usize,
+        dst: &mut BytesMut,
+    ) -> Result<(), ProtocolError> {
+        self.encode_data_head(if stderr { b'E' } else { b'O' }, len, dst)
+    }
+}
+
+impl ClientCodec {
+    /// The head of a `Stdin` message whose body is `len` bytes; the body follows it
+    /// unchanged.
+    ///
+    /// # Errors
+    /// If `len` exceeds [`max_body`](Self::max_body).
+    pub fn encode_stdin_head(&self, len: usize, dst: &mut BytesMut) -> Result<(), ProtocolError> {
+        self.encode_data_head(b'I', len, dst)
     }
 }
 
@@ -630,6 +654,61 @@ mod tests {
             rows: 50,
             cols: 132,
         });
+    }
+
+    #[test]
+    fn version_2_bytes_match_protocol_md() {
+        // The session PROTOCOL.md draws, message by message.
+        let mut client = ClientCodec::new(HeaderFormat::NETWORK_U32, 1 << 20);
+        let mut buf = BytesMut::new();
+        for msg in [
+            ClientMessage::Hello(Hello::new(1 << 20, Bytes::new())),
+            ClientMessage::Env {
+                name: Bytes::from("LANG"),
+                value: Bytes::from("C.UTF-8"),
+            },
+            ClientMessage::Cwd(Bytes::from("/tmp")),
+            ClientMessage::Tty {
+                rows: 24,
+                cols: 80,
+                term: Bytes::from("xterm"),
+            },
+            ClientMessage::RunWithStdin(Bytes::from("cat")),
+            ClientMessage::Stdin(Bytes::from("hi\n")),
+            ClientMessage::StdinEof,
+            ClientMessage::Resize {
+                rows: 50,
+                cols: 132,
+            },
+            ClientMessage::Signal("INT".into()),
+        ] {
+            client.encode(msg, &mut buf).unwrap();
+        }
+        let expected: &[&[u8]] = &[
+            b"\x00\x00\x00\x0aHrcmd\x02\x00\x10\x00\x00",
+            b"\x00\x00\x00\x0dVLANG\x00C.UTF-8",
+            b"\x00\x00\x00\x05D/tmp",
+            b"\x00\x00\x00\x0aT\x00\x18\x00\x50xterm",
+            b"\x00\x00\x00\x04Pcat",
+            b"\x00\x00\x00\x04Ihi\n",
+            b"\x00\x00\x00\x01Z",
+            b"\x00\x00\x00\x05W\x00\x32\x00\x84",
+            b"\x00\x00\x00\x04KINT",
+        ];
+        assert_eq!(&buf[..], &expected.concat()[..]);
+        let mut server = ServerCodec::new(HeaderFormat::NETWORK_U32, 1 << 20);
+        let mut buf = BytesMut::new();
+        server
+            .encode(ServerMessage::Credit(STDIN_WINDOW), &mut buf)
+            .unwrap();
+        server
+            .encode(
+                ServerMessage::Notice("environment variable FOO refused".into()),
+                &mut buf,
+            )
+            .unwrap();
+        assert_eq!(&buf[..9], b"\x00\x00\x00\x05G\x00\x80\x00\x00");
+        assert_eq!(&buf[9..14], b"\x00\x00\x00\x21N");
     }
 
     #[test]

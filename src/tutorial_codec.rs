@@ -416,6 +416,12 @@ fn framed_shape(first: &[u8], ours: Option<(usize, Option<u64>)>) -> bool {
         })
 }
 
+/// Whether `got` is one whole classic reply: a header, of some size and byte order, whose
+/// length is exactly what follows it.
+pub fn is_whole_classic_reply(got: &[u8]) -> bool {
+    readings(got).any(|(s, len)| len > 0 && len == (got.len() - s) as u64)
+}
+
 /// Whether a reply with no shape of its own (naive mode's) is in fact an rcmd framed
 /// server's answer.
 pub fn is_framed_reply(first: &[u8]) -> bool {

@@ -50,7 +50,7 @@ async fn same_user_needs_no_flags_and_the_token_is_private() {
     let elsewhere = RcmdHome::new();
     refused_auth(
         &elsewhere
-            .rcmd(&["client", &addr, "--", "echo ran"], b"")
+            .rcmd(&["client", "--accept-new", &addr, "--", "echo ran"], b"")
             .await,
     );
     // The token file is kept across restarts.
@@ -92,9 +92,13 @@ async fn another_local_user_is_refused_and_nothing_runs() {
     let theirs = tempfile::tempdir().unwrap();
     chmod(theirs.path(), 0o755);
     let their_home = theirs.path().join("rcmd");
+    // The server's identity, pinned: this test is about the token, not about trust.
+    let fp = home.rcmd(&["fingerprint"], b"").await.stdout_str();
+    let fp = fp.trim().to_string();
     let as_nobody = |rcmd_home: String| {
         let touch = touch.clone();
         let addr = addr.clone();
+        let fp = fp.clone();
         async move {
             common::run_env(
                 "setpriv",
@@ -104,6 +108,8 @@ async fn another_local_user_is_refused_and_nothing_runs() {
                     "--clear-groups",
                     common::rcmd_bin(),
                     "client",
+                    "--fingerprint",
+                    &fp,
                     &addr,
                     "--",
                     &touch,
@@ -144,7 +150,13 @@ async fn allow_unauthenticated_warns_and_lets_anyone_in() {
     );
     let r = RcmdHome::new()
         .rcmd(
-            &["client", &server.addr.to_string(), "--", "echo open"],
+            &[
+                "client",
+                "--accept-new",
+                &server.addr.to_string(),
+                "--",
+                "echo open",
+            ],
             b"",
         )
         .await;
@@ -275,7 +287,8 @@ async fn token_on_the_command_line_warns_about_ps() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_client_finds_the_token_where_rcmd_does() {
     let home = RcmdHome::new();
-    let server = home.server(&[]).await;
+    // The token's sources, without TLS's (tests/tls.rs has the Python client over TLS).
+    let server = home.server(&["--plaintext"]).await;
     let port = server.addr.port().to_string();
     let script = common::peer("scripts/rcmd_client.py");
     let python = |env: Vec<(&'static str, String)>| {
@@ -284,7 +297,7 @@ async fn python_client_finds_the_token_where_rcmd_does() {
             let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
             common::run_env(
                 "python3",
-                &[&script, "127.0.0.1", &port, "echo py"],
+                &[&script, "127.0.0.1", &port, "echo py", "--plaintext"],
                 b"",
                 &env,
             )
@@ -369,7 +382,8 @@ async fn fifty_wrong_guesses_are_slowed_and_logged_as_a_few_counts() {
     // each guess is a failed authentication, not a refused connection.
     const GUESSERS: usize = 7;
     let home = RcmdHome::new();
-    let server = home.server(&[]).await;
+    // The guesses are raw hellos, in the clear.
+    let server = home.server(&["--plaintext"]).await;
     let addr = server.addr;
     let left = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(GUESSES));
     let started = std::time::Instant::now();
@@ -447,7 +461,7 @@ async fn unauthenticated_connections_from_one_source_do_not_lock_out_others() {
     for _ in 0..20 {
         let r = common::run_env(
             common::rcmd_bin(),
-            &["client", &a, "--", "echo in"],
+            &["client", "--plaintext", &a, "--", "echo in"],
             b"",
             &[("RCMD_TOKEN", "the token")],
         )

@@ -35,7 +35,7 @@ async fn framed_client_killed_mid_command_leaves_no_process() {
         .to_string();
     let marker = unique_marker();
     let mut client = rcmd_command()
-        .args(["client", &addr, "--", &two_sleeps(&marker)])
+        .args(["client", "--plaintext", &addr, "--", &two_sleeps(&marker)])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();

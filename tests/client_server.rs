@@ -17,7 +17,20 @@ fn framed() -> ServerConfig {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_shot_arguments_arrive_as_typed() {
     let addr = start_server(framed()).await.to_string();
-    let r = rcmd(&["client", &addr, "--", "printf", "%s|", "a b", "c"], b"").await;
+    let r = rcmd(
+        &[
+            "client",
+            "--plaintext",
+            &addr,
+            "--",
+            "printf",
+            "%s|",
+            "a b",
+            "c",
+        ],
+        b"",
+    )
+    .await;
     r.expect_code(0);
     assert_eq!(r.stdout_str(), "a b|c|", "{r}");
 }
@@ -25,7 +38,11 @@ async fn one_shot_arguments_arrive_as_typed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn single_argument_is_a_shell_command_line() {
     let addr = start_server(framed()).await.to_string();
-    let r = rcmd(&["client", &addr, "--", "seq 3 | wc -l"], b"").await;
+    let r = rcmd(
+        &["client", "--plaintext", &addr, "--", "seq 3 | wc -l"],
+        b"",
+    )
+    .await;
     r.expect_code(0);
     assert_eq!(r.stdout_str().trim(), "3", "{r}");
 }
@@ -34,7 +51,13 @@ async fn single_argument_is_a_shell_command_line() {
 async fn stdout_stderr_and_exit_status_are_kept_apart() {
     let addr = start_server(framed()).await.to_string();
     let r = rcmd(
-        &["client", &addr, "--", "echo out; echo err >&2; exit 7"],
+        &[
+            "client",
+            "--plaintext",
+            &addr,
+            "--",
+            "echo out; echo err >&2; exit 7",
+        ],
         b"",
     )
     .await;
@@ -46,23 +69,30 @@ async fn stdout_stderr_and_exit_status_are_kept_apart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_by_signal_exits_128_plus_n() {
     let addr = start_server(framed()).await.to_string();
-    rcmd(&["client", &addr, "--", "kill -KILL $$"], b"")
-        .await
-        .expect_code(137);
+    rcmd(
+        &["client", "--plaintext", &addr, "--", "kill -KILL $$"],
+        b"",
+    )
+    .await
+    .expect_code(137);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_command_is_127_and_connection_stays_usable() {
     let addr = start_server(framed()).await.to_string();
     let r = rcmd(
-        &["client", &addr],
+        &["client", "--plaintext", &addr],
         b"no-such-command-rcmd\necho still here\n",
     )
     .await;
     r.expect_code(0);
     assert_eq!(r.stdout_str(), "still here\n", "{r}");
     assert!(r.stderr_str().contains("not found"), "{r}");
-    let r = rcmd(&["client", &addr, "--", "no-such-command-rcmd"], b"").await;
+    let r = rcmd(
+        &["client", "--plaintext", &addr, "--", "no-such-command-rcmd"],
+        b"",
+    )
+    .await;
     r.expect_code(127);
 }
 
@@ -71,10 +101,18 @@ async fn exec_mode_runs_without_a_shell() {
     let mut config = framed();
     config.exec = ExecMode::Direct;
     let addr = start_server(config).await.to_string();
-    let r = rcmd(&["client", &addr, "--", "echo", "$HOME", "a|b"], b"").await;
+    let r = rcmd(
+        &["client", "--plaintext", &addr, "--", "echo", "$HOME", "a|b"],
+        b"",
+    )
+    .await;
     r.expect_code(0);
     assert_eq!(r.stdout_str(), "$HOME a|b\n", "{r}");
-    let r = rcmd(&["client", &addr, "--", "no-such-command-rcmd"], b"").await;
+    let r = rcmd(
+        &["client", "--plaintext", &addr, "--", "no-such-command-rcmd"],
+        b"",
+    )
+    .await;
     r.expect_code(127);
     assert!(r.stderr_str().contains("command not found"), "{r}");
 }
@@ -83,7 +121,7 @@ async fn exec_mode_runs_without_a_shell() {
 async fn piped_lines_run_in_order_and_last_status_wins() {
     let addr = start_server(framed()).await.to_string();
     let script = b"echo one\n\n   \necho two >&2\nseq 3\nexit 5\n";
-    let r = rcmd(&["client", &addr], script).await;
+    let r = rcmd(&["client", "--plaintext", &addr], script).await;
     r.expect_code(5);
     assert_eq!(r.stdout_str(), "one\n1\n2\n3\n", "{r}");
     assert_eq!(r.stderr_str(), "two\n", "{r}");
@@ -93,7 +131,7 @@ async fn piped_lines_run_in_order_and_last_status_wins() {
 async fn many_pipelined_commands_keep_request_order() {
     let addr = start_server(framed()).await.to_string();
     let script: String = (0..200).map(|i| format!("echo {i}\n")).collect();
-    let r = rcmd(&["client", &addr], script.as_bytes()).await;
+    let r = rcmd(&["client", "--plaintext", &addr], script.as_bytes()).await;
     r.expect_code(0);
     let expected: String = (0..200).map(|i| format!("{i}\n")).collect();
     assert_eq!(r.stdout_str(), expected);
@@ -102,7 +140,17 @@ async fn many_pipelined_commands_keep_request_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn non_utf8_output_passes_byte_for_byte() {
     let addr = start_server(framed()).await.to_string();
-    let r = rcmd(&["client", &addr, "--", r"printf '\377\000\200abc'"], b"").await;
+    let r = rcmd(
+        &[
+            "client",
+            "--plaintext",
+            &addr,
+            "--",
+            r"printf '\377\000\200abc'",
+        ],
+        b"",
+    )
+    .await;
     r.expect_code(0);
     assert_eq!(r.stdout, b"\xff\x00\x80abc");
 }
@@ -114,7 +162,11 @@ async fn large_output_split_into_frames_the_header_can_hold() {
     config.wire.header = "!H".parse().unwrap();
     let addr = start_server(config).await.to_string();
     let cmd = "head -c 5000000 /dev/urandom | tee /tmp/rcmd-large-$$ | cksum; cat /tmp/rcmd-large-$$; rm /tmp/rcmd-large-$$";
-    let r = rcmd(&["client", &addr, "--header", "!H", "--", cmd], b"").await;
+    let r = rcmd(
+        &["client", "--plaintext", &addr, "--header", "!H", "--", cmd],
+        b"",
+    )
+    .await;
     r.expect_code(0);
     let nl = r.stdout.iter().position(|&b| b == b'\n').unwrap();
     let (cksum_line, body) = (&r.stdout[..nl], &r.stdout[nl + 1..]);
@@ -133,7 +185,15 @@ async fn output_split_to_the_client_max_frame() {
     // refuse a larger frame).
     let addr = start_server(framed()).await.to_string();
     let r = rcmd(
-        &["client", &addr, "--max-frame", "1024", "--", "seq 1 10000"],
+        &[
+            "client",
+            "--plaintext",
+            &addr,
+            "--max-frame",
+            "1024",
+            "--",
+            "seq 1 10000",
+        ],
         b"",
     )
     .await;
@@ -148,14 +208,30 @@ async fn command_too_long_for_the_header_is_refused_clearly() {
     config.wire.header = "b".parse().unwrap();
     let addr = start_server(config).await.to_string();
     let long = format!("echo {}", "x".repeat(200));
-    let r = rcmd(&["client", &addr, "--header", "b", "--", &long], b"").await;
+    let r = rcmd(
+        &["client", "--plaintext", &addr, "--header", "b", "--", &long],
+        b"",
+    )
+    .await;
     r.expect_code(255);
     assert!(
         r.stderr_str().contains("longer than one frame allows"),
         "{r}"
     );
     // Short commands still fit in a 'b' header.
-    let r = rcmd(&["client", &addr, "--header", "b", "--", "echo ok"], b"").await;
+    let r = rcmd(
+        &[
+            "client",
+            "--plaintext",
+            &addr,
+            "--header",
+            "b",
+            "--",
+            "echo ok",
+        ],
+        b"",
+    )
+    .await;
     r.expect_code(0);
     assert_eq!(r.stdout_str(), "ok\n");
 }
@@ -164,7 +240,13 @@ async fn command_too_long_for_the_header_is_refused_clearly() {
 async fn output_streams_before_the_command_ends() {
     let addr = start_server(framed()).await.to_string();
     let mut child = rcmd_command()
-        .args(["client", &addr, "--", "echo first; sleep 30; echo second"])
+        .args([
+            "client",
+            "--plaintext",
+            &addr,
+            "--",
+            "echo first; sleep 30; echo second",
+        ])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -187,7 +269,11 @@ async fn connection_refused_is_255_with_a_message() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let r = rcmd(&["client", &port.to_string(), "--", "true"], b"").await;
+    let r = rcmd(
+        &["client", "--plaintext", &port.to_string(), "--", "true"],
+        b"",
+    )
+    .await;
     r.expect_code(255);
     assert!(r.stderr_str().contains("cannot connect"), "{r}");
 }
@@ -195,7 +281,19 @@ async fn connection_refused_is_255_with_a_message() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mismatched_header_formats_fail_with_a_hint() {
     let addr = start_server(framed()).await.to_string();
-    let r = rcmd(&["client", &addr, "--header", "<I", "--", "true"], b"").await;
+    let r = rcmd(
+        &[
+            "client",
+            "--plaintext",
+            &addr,
+            "--header",
+            "<I",
+            "--",
+            "true",
+        ],
+        b"",
+    )
+    .await;
     r.expect_code(255);
     assert!(r.stderr_str().contains("--header"), "{r}");
 }
@@ -210,6 +308,7 @@ async fn python_client_from_scripts_speaks_framed() {
             "127.0.0.1",
             &addr.port().to_string(),
             "echo hi; echo oops >&2; exit 3",
+            "--plaintext",
         ],
         b"",
     )

@@ -62,7 +62,14 @@ async fn nothing_outlives_a_command_that_ended() {
     let addr = start_server(supervised()).await.to_string();
     let marker = unique_marker();
     let r = rcmd(
-        &["client", &addr, "-n", "--", &escapees(&marker, false)],
+        &[
+            "client",
+            &addr,
+            "--plaintext",
+            "-n",
+            "--",
+            &escapees(&marker, false),
+        ],
         b"",
     )
     .await;
@@ -78,7 +85,7 @@ async fn allow_detach_lets_background_processes_live_on() {
     let addr = start_server(config).await.to_string();
     let marker = unique_marker();
     let line = format!("setsid sleep {marker} >/dev/null 2>&1 < /dev/null & echo started");
-    let r = rcmd(&["client", &addr, "-n", "--", &line], b"").await;
+    let r = rcmd(&["client", &addr, "--plaintext", "-n", "--", &line], b"").await;
     r.expect_code(0);
     let sleep = format!("sleep {marker}");
     // It may still be on its way from `setsid` to `sleep`; once there, it stays.
@@ -98,7 +105,14 @@ async fn nothing_outlives_a_client_that_left() {
     let addr = start_server(supervised()).await.to_string();
     let marker = unique_marker();
     let mut client = rcmd_command()
-        .args(["client", &addr, "-n", "--", &escapees(&marker, true)])
+        .args([
+            "client",
+            &addr,
+            "--plaintext",
+            "-n",
+            "--",
+            &escapees(&marker, true),
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -117,7 +131,14 @@ async fn nothing_outlives_a_timeout() {
     let addr = start_server(config).await.to_string();
     let marker = unique_marker();
     let r = rcmd(
-        &["client", &addr, "-n", "--", &escapees(&marker, true)],
+        &[
+            "client",
+            &addr,
+            "--plaintext",
+            "-n",
+            "--",
+            &escapees(&marker, true),
+        ],
         b"",
     )
     .await;

@@ -64,6 +64,7 @@ async fn every_host_streams_whole_prefixed_lines() {
     let r = rcmd(
         &[
             "client",
+            "--plaintext",
             "-H",
             &list(&addrs, port),
             "--",
@@ -99,6 +100,7 @@ async fn no_prefix_keeps_lines_whole() {
     let r = rcmd(
         &[
             "client",
+            "--plaintext",
             "-N",
             "-H",
             &list(&addrs, port),
@@ -126,6 +128,7 @@ async fn collate_groups_identical_output_under_compact_ranges() {
     let r = rcmd(
         &[
             "client",
+            "--plaintext",
             "--collate",
             "-H",
             &list(&addrs, port),
@@ -163,6 +166,7 @@ async fn output_dir_holds_out_err_and_status_per_host() {
     let r = rcmd(
         &[
             "client",
+            "--plaintext",
             "-H",
             &hosts,
             "--output-dir",
@@ -195,6 +199,7 @@ async fn json_prints_one_object_per_host() {
     let r = rcmd(
         &[
             "client",
+            "--plaintext",
             "--json",
             "-H",
             &hosts,
@@ -233,7 +238,7 @@ async fn exit_status_is_the_largest_or_255_with_a_summary() {
     let rest: Vec<Ipv4Addr> = addrs.iter().copied().filter(|&a| a != ODD).collect();
 
     // `exit 3` is a shell builtin: the odd host, without a shell, cannot find it (127).
-    let r = rcmd(&["client", "-H", &all, "--", "exit 3"], b"").await;
+    let r = rcmd(&["client", "--plaintext", "-H", &all, "--", "exit 3"], b"").await;
     r.expect_code(127);
     let err = r.stderr_str();
     assert!(
@@ -250,7 +255,11 @@ async fn exit_status_is_the_largest_or_255_with_a_summary() {
     );
 
     let hosts = format!("{all},{NOBODY}:{port}");
-    let r = rcmd(&["client", "-H", &hosts, "--", "exit 3"], b"").await;
+    let r = rcmd(
+        &["client", "--plaintext", "-H", &hosts, "--", "exit 3"],
+        b"",
+    )
+    .await;
     r.expect_code(255);
     assert!(
         r.stderr_str().contains(&format!(
@@ -260,7 +269,16 @@ async fn exit_status_is_the_largest_or_255_with_a_summary() {
     );
 
     let r = rcmd(
-        &["client", "-H", &all, "-x", &ODD.to_string(), "--", "true"],
+        &[
+            "client",
+            "--plaintext",
+            "-H",
+            &all,
+            "-x",
+            &ODD.to_string(),
+            "--",
+            "true",
+        ],
         b"",
     )
     .await;
@@ -276,7 +294,21 @@ async fn fail_fast_stops_starting_hosts_and_interrupts_running_ones() {
     let hosts = format!("{ODD}:{port},{}", list(&addrs, port));
     let cmd = "sh -c 'case $1 in /*) sleep 120;; *) sleep 1; exit 1;; esac' x $HOME";
     let started = std::time::Instant::now();
-    let r = rcmd(&["client", "-k", "-f", "10", "-H", &hosts, "--", cmd], b"").await;
+    let r = rcmd(
+        &[
+            "client",
+            "--plaintext",
+            "-k",
+            "-f",
+            "10",
+            "-H",
+            &hosts,
+            "--",
+            cmd,
+        ],
+        b"",
+    )
+    .await;
     assert!(
         started.elapsed() < std::time::Duration::from_secs(60),
         "running hosts were not interrupted"
@@ -313,7 +345,16 @@ async fn fanout_of_one_runs_hosts_one_at_a_time() {
         log.display()
     );
     let r = rcmd(
-        &["client", "-f", "1", "-H", &list(&addrs, port), "--", &cmd],
+        &[
+            "client",
+            "--plaintext",
+            "-f",
+            "1",
+            "-H",
+            &list(&addrs, port),
+            "--",
+            &cmd,
+        ],
         b"",
     )
     .await;
@@ -331,7 +372,14 @@ async fn fanout_of_one_runs_hosts_one_at_a_time() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn second_host_positional_is_refused_with_a_hint() {
     let r = rcmd(
-        &["client", "127.0.0.1:9", "127.0.0.2:9", "--", "hostname"],
+        &[
+            "client",
+            "--plaintext",
+            "127.0.0.1:9",
+            "127.0.0.2:9",
+            "--",
+            "hostname",
+        ],
         b"",
     )
     .await;
@@ -341,7 +389,11 @@ async fn second_host_positional_is_refused_with_a_hint() {
             .contains("rcmd client -H 127.0.0.1:9,127.0.0.2:9 -- CMD"),
         "{r}"
     );
-    let r = rcmd(&["client", "-H", "a[3-1]", "--", "true"], b"").await;
+    let r = rcmd(
+        &["client", "--plaintext", "-H", "a[3-1]", "--", "true"],
+        b"",
+    )
+    .await;
     r.expect_code(255);
     assert!(r.stderr_str().contains("runs backwards"), "{r}");
 }
@@ -360,6 +412,7 @@ async fn hosts_from_a_file_and_a_group_with_default_port() {
     let mut cmd = tokio::process::Command::new(common::rcmd_bin());
     cmd.env("RCMD_HOME", home.path()).args([
         "client",
+        "--plaintext",
         "-p",
         &port.to_string(),
         "-H",
@@ -408,11 +461,23 @@ async fn collate_matches_dshbak_on_the_streamed_output() {
     let (port, addrs) = start_servers_on_one_port(HOSTS, odd_one_direct).await;
     let hosts = list(&addrs, port);
     let cmd = "echo $HOME; echo two";
-    let streamed = rcmd(&["client", "-H", &hosts, "--", cmd], b"").await;
+    let streamed = rcmd(&["client", "--plaintext", "-H", &hosts, "--", cmd], b"").await;
     streamed.expect_code(0);
     let dshbak = common::run("dshbak", &["-c"], &streamed.stdout).await;
     dshbak.expect_code(0);
-    let collated = rcmd(&["client", "--collate", "-H", &hosts, "--", cmd], b"").await;
+    let collated = rcmd(
+        &[
+            "client",
+            "--plaintext",
+            "--collate",
+            "-H",
+            &hosts,
+            "--",
+            cmd,
+        ],
+        b"",
+    )
+    .await;
     collated.expect_code(0);
     assert_eq!(
         blocks(&collated.stdout_str()),

@@ -29,7 +29,7 @@ fn with_token(token: &str) -> ServerConfig {
 
 async fn still_serves(addr: SocketAddr, extra: &[&str]) {
     let addr = addr.to_string();
-    let mut args = vec!["client", addr.as_str()];
+    let mut args = vec!["client", "--plaintext", addr.as_str()];
     args.extend_from_slice(extra);
     args.extend_from_slice(&["--", "echo alive"]);
     let r = rcmd(&args, b"").await;
@@ -86,7 +86,7 @@ async fn missing_and_wrong_tokens_are_refused() {
         vec!["--token", "wrong"],
         vec!["--token", "correct hors"],
     ] {
-        let mut all = vec!["client", a.as_str()];
+        let mut all = vec!["client", "--plaintext", a.as_str()];
         all.extend(args);
         all.extend(["--", "echo", "ran"]);
         let r = rcmd(&all, b"").await;
@@ -111,6 +111,7 @@ async fn token_from_file_and_environment() {
             "RCMD_TOKEN=s3cret",
             rcmd_bin(),
             "client",
+            "--plaintext",
             &addr.to_string(),
             "--",
             "echo",
@@ -216,14 +217,21 @@ async fn connections_past_max_conns_are_refused_with_a_message() {
         c.read_exact(&mut reply).await.unwrap();
         held.push(c);
     }
-    let r = rcmd(&["client", &addr.to_string(), "--", "true"], b"").await;
+    let r = rcmd(
+        &["client", "--plaintext", &addr.to_string(), "--", "true"],
+        b"",
+    )
+    .await;
     r.expect_code(255);
     assert!(r.stderr_str().contains("server busy"), "{r}");
     drop(held);
     // The slots come back once the server sees those connections close.
     let a = addr.to_string();
     eventually("a client is served again", || async {
-        rcmd(&["client", &a, "--", "echo", "in"], b"").await.code == Some(0)
+        rcmd(&["client", "--plaintext", &a, "--", "echo", "in"], b"")
+            .await
+            .code
+            == Some(0)
     })
     .await;
 }
@@ -256,7 +264,10 @@ async fn five_hundred_abrupt_resets_are_survived() {
                  // (at most 8 at once from one address; the rest were refused at once).
     let a = addr.to_string();
     eventually("a client is served", || async {
-        rcmd(&["client", &a, "--", "echo", "in"], b"").await.code == Some(0)
+        rcmd(&["client", "--plaintext", &a, "--", "echo", "in"], b"")
+            .await
+            .code
+            == Some(0)
     })
     .await;
 }
@@ -268,7 +279,11 @@ async fn command_timeout_kills_the_group_and_exits_124() {
     let addr = start_server(config).await;
     let marker = unique_marker();
     let cmd = format!("echo partial; sleep {marker} & sleep {marker}");
-    let r = rcmd(&["client", &addr.to_string(), "--", &cmd], b"").await;
+    let r = rcmd(
+        &["client", "--plaintext", &addr.to_string(), "--", &cmd],
+        b"",
+    )
+    .await;
     r.expect_code(124);
     assert_eq!(
         r.stdout_str(),
@@ -307,7 +322,13 @@ async fn a_running_command_is_not_idleness() {
     config.limits.idle_timeout = Some(Duration::from_millis(200));
     let addr = start_server(config).await;
     let r = rcmd(
-        &["client", &addr.to_string(), "--", "sleep 1; echo finished"],
+        &[
+            "client",
+            "--plaintext",
+            &addr.to_string(),
+            "--",
+            "sleep 1; echo finished",
+        ],
         b"",
     )
     .await;
@@ -340,17 +361,22 @@ async fn stoppable(
 
 /// Starts a client running `command` and waits for its first line.
 async fn client_started(addr: SocketAddr, command: &str) -> tokio::process::Child {
-    client_started_in(addr, command, common::rcmd_command()).await
+    // The in-process servers speak the framed wire in the clear.
+    client_started_in(addr, command, common::rcmd_command(), &["--plaintext"]).await
 }
 
-/// [`client_started`] for a client spawned from `cmd` (to give it an rcmd home).
+/// [`client_started`] for a client spawned from `cmd` (to give it an rcmd home), with
+/// `options` before the address.
 async fn client_started_in(
     addr: SocketAddr,
     command: &str,
     mut cmd: tokio::process::Command,
+    options: &[&str],
 ) -> tokio::process::Child {
     let mut child = cmd
-        .args(["client", &addr.to_string(), "--", command])
+        .arg("client")
+        .args(options)
+        .args([&addr.to_string(), "--", command])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -431,7 +457,7 @@ async fn sigterm_drains_exits_zero_and_the_port_is_reusable_at_once() {
     let gate = dir.path().join("go");
     let mut cmd = common::rcmd_command();
     cmd.env("RCMD_HOME", home.path());
-    let client = client_started_in(addr, &gated(&gate), cmd).await;
+    let client = client_started_in(addr, &gated(&gate), cmd, &[]).await;
     // SAFETY: kill(2) on our own child's pid.
     unsafe { libc::kill(server.child.id().unwrap() as i32, libc::SIGTERM) };
     stopped_accepting(addr).await;

@@ -34,6 +34,7 @@ async fn still_serves(addr: std::net::SocketAddr, header: &str) {
     let r = rcmd(
         &[
             "client",
+            "--plaintext",
             &addr.to_string(),
             "--header",
             header,
@@ -165,7 +166,7 @@ async fn lying_server(reply: Vec<u8>) -> String {
 async fn client_refuses_a_huge_frame_from_the_server() {
     // A server "hello" announcing a 2 GiB frame: the client must not try to buffer it.
     let addr = lying_server(vec![0x7f, 0xff, 0xff, 0xff, b'H']).await;
-    let r = rcmd(&["client", &addr, "--", "true"], b"").await;
+    let r = rcmd(&["client", "--plaintext", &addr, "--", "true"], b"").await;
     r.expect_code(255);
     assert!(r.stderr_str().contains("exceeds the limit"), "{r}");
 }
@@ -174,7 +175,15 @@ async fn client_refuses_a_huge_frame_from_the_server() {
 async fn classic_client_refuses_a_negative_length() {
     let addr = lying_server((-5i32).to_ne_bytes().to_vec()).await;
     let r = rcmd(
-        &["client", &addr, "--protocol", "classic", "--", "true"],
+        &[
+            "client",
+            "--plaintext",
+            &addr,
+            "--protocol",
+            "classic",
+            "--",
+            "true",
+        ],
         b"",
     )
     .await;
@@ -190,7 +199,15 @@ async fn classic_client_streams_a_lying_length_without_allocating_it() {
     reply.extend_from_slice(b"abc");
     let addr = lying_server(reply).await;
     let r = rcmd(
-        &["client", &addr, "--protocol", "classic", "--", "true"],
+        &[
+            "client",
+            "--plaintext",
+            &addr,
+            "--protocol",
+            "classic",
+            "--",
+            "true",
+        ],
         b"",
     )
     .await;
@@ -205,6 +222,7 @@ async fn json_client_refuses_a_header_over_max_frame() {
     let r = rcmd(
         &[
             "client",
+            "--plaintext",
             &addr,
             "--protocol",
             "json-header",

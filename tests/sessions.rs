@@ -20,13 +20,17 @@ fn framed() -> ServerConfig {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stdin_reaches_the_command_and_ends() {
     let addr = start_server(framed()).await.to_string();
-    let r = rcmd(&["client", &addr, "--", "cat"], b"hi\n").await;
+    let r = rcmd(&["client", &addr, "--plaintext", "--", "cat"], b"hi\n").await;
     r.expect_code(0);
     assert_eq!(r.stdout_str(), "hi\n");
-    let r = rcmd(&["client", &addr, "--", "wc -c"], b"12345").await;
+    let r = rcmd(&["client", &addr, "--plaintext", "--", "wc -c"], b"12345").await;
     assert_eq!(r.stdout_str().trim(), "5", "{r}");
     // -n: the command's stdin is empty, whatever ours holds (as ssh -n).
-    let r = rcmd(&["client", &addr, "-n", "--", "wc -c"], b"12345").await;
+    let r = rcmd(
+        &["client", &addr, "--plaintext", "-n", "--", "wc -c"],
+        b"12345",
+    )
+    .await;
     assert_eq!(r.stdout_str().trim(), "0", "{r}");
 }
 
@@ -44,7 +48,7 @@ async fn a_tar_stream_unpacks_remotely() {
         .unwrap()
         .stdout;
     let untar = format!("tar x -C {}", dst.path().display());
-    rcmd(&["client", &addr, "--", &untar], &tar)
+    rcmd(&["client", &addr, "--plaintext", "--", &untar], &tar)
         .await
         .expect_code(0);
     assert_eq!(std::fs::read(dst.path().join("a.txt")).unwrap(), b"alpha\n");
@@ -131,6 +135,7 @@ async fn ctrl_c_reaches_the_command_and_its_status_comes_back() {
         .args([
             "client",
             &addr,
+            "--plaintext",
             "-n",
             "--",
             "trap 'echo got INT; exit 3' INT; echo ready; sleep 30",
@@ -152,7 +157,7 @@ async fn a_command_ignoring_the_signal_is_disconnected_and_killed() {
     let marker = unique_marker();
     let line = format!("trap '' INT TERM; echo ready; sleep {marker}");
     let mut client = rcmd_command()
-        .args(["client", &addr, "-n", "--", &line])
+        .args(["client", &addr, "--plaintext", "-n", "--", &line])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -237,6 +242,7 @@ async fn t_gives_the_command_a_terminal_of_our_size() {
             &[
                 "client",
                 &addr,
+                "--plaintext",
                 "-t",
                 "--",
                 "tty; stty size; echo $TERM; exit 4",
@@ -259,7 +265,11 @@ async fn no_command_at_a_terminal_opens_a_remote_shell() {
     let size = WindowSize { rows: 24, cols: 80 };
     // Typed at the remote shell, through the local terminal in raw mode.
     let (code, shown) = tokio::task::spawn_blocking(move || {
-        on_a_terminal(&["client", &addr], size, b"echo remote-$((6*7)); exit 5\n")
+        on_a_terminal(
+            &["client", &addr, "--plaintext"],
+            size,
+            b"echo remote-$((6*7)); exit 5\n",
+        )
     })
     .await
     .unwrap();
@@ -271,11 +281,18 @@ async fn no_command_at_a_terminal_opens_a_remote_shell() {
 async fn the_terminal_is_restored_on_the_way_out() {
     let addr = start_server(framed()).await.to_string();
     // `stty -a` before and after the client, on the same terminal: the same settings.
-    let line = format!("stty -g; {} client {addr} -t -- true; stty -g", rcmd_bin());
+    let line = format!(
+        "stty -g; {} client {addr} --plaintext -t -- true; echo status=$?; stty -g",
+        rcmd_bin()
+    );
     let (code, shown) = tokio::task::spawn_blocking(move || on_a_terminal_sh(&line))
         .await
         .unwrap();
     assert_eq!(code, Some(0), "{shown}");
+    assert!(
+        shown.contains("status=0"),
+        "the client itself failed: {shown}"
+    );
     let settings: Vec<&str> = shown
         .lines()
         .map(str::trim)
@@ -316,6 +333,7 @@ async fn environment_accepted_and_refused() {
         &[
             "client",
             &addr,
+            "--plaintext",
             "-n",
             "-e",
             "LANG=C.UTF-8",
@@ -345,16 +363,38 @@ async fn cwd_runs_the_command_there_or_fails() {
     config.workdir = Some(base.path().to_path_buf());
     let addr = start_server(config).await.to_string();
     // The server's working directory is its --workdir; --cwd is relative to it.
-    let r = rcmd(&["client", &addr, "-n", "--", "pwd"], b"").await;
+    let r = rcmd(&["client", &addr, "--plaintext", "-n", "--", "pwd"], b"").await;
     assert_eq!(r.stdout_str().trim(), base.path().to_str().unwrap(), "{r}");
-    let r = rcmd(&["client", &addr, "-n", "--cwd", "inner", "--", "pwd"], b"").await;
+    let r = rcmd(
+        &[
+            "client",
+            &addr,
+            "--plaintext",
+            "-n",
+            "--cwd",
+            "inner",
+            "--",
+            "pwd",
+        ],
+        b"",
+    )
+    .await;
     assert_eq!(
         r.stdout_str().trim(),
         base.path().join("inner").to_str().unwrap(),
         "{r}"
     );
     let r = rcmd(
-        &["client", &addr, "-n", "--cwd", "/no/such/dir", "--", "pwd"],
+        &[
+            "client",
+            &addr,
+            "--plaintext",
+            "-n",
+            "--cwd",
+            "/no/such/dir",
+            "--",
+            "pwd",
+        ],
         b"",
     )
     .await;
@@ -370,6 +410,7 @@ async fn a_version_1_client_works_against_this_server() {
         "python3",
         &[
             &common::peer("scripts/rcmd_client.py"),
+            "--plaintext",
             "127.0.0.1",
             &addr.port().to_string(),
             "echo v1 client",
@@ -386,11 +427,19 @@ async fn this_client_works_against_a_version_1_server() {
     let mut config = framed();
     config.version = 1;
     let addr = start_server(config).await.to_string();
-    let r = rcmd(&["client", &addr, "--", "echo old server"], b"ignored").await;
+    let r = rcmd(
+        &["client", &addr, "--plaintext", "--", "echo old server"],
+        b"ignored",
+    )
+    .await;
     r.expect_code(0);
     assert_eq!(r.stdout_str(), "old server\n");
     // What version 1 cannot do is refused, never done some other way.
-    let r = rcmd(&["client", &addr, "--cwd", "/tmp", "--", "pwd"], b"").await;
+    let r = rcmd(
+        &["client", &addr, "--plaintext", "--cwd", "/tmp", "--", "pwd"],
+        b"",
+    )
+    .await;
     r.expect_code(255);
     assert!(r.stderr_str().contains("protocol version 1"), "{r}");
     assert!(r.stdout.is_empty(), "{r}");
@@ -415,7 +464,7 @@ async fn a_closed_stdout_ends_the_client_quietly_with_141() {
     let marker = unique_marker();
     let line = format!("seq 1 100000000; sleep {marker}");
     let mut client = rcmd_command()
-        .args(["client", &addr, "-n", "--", &line])
+        .args(["client", &addr, "--plaintext", "-n", "--", &line])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

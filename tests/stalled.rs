@@ -66,7 +66,14 @@ async fn a_write_that_makes_no_progress_ends_the_connection() {
     let ended = tokio::time::timeout(common::PROCESS_DEADLINE, conn.read_to_end(&mut sink)).await;
     assert!(ended.is_ok(), "the server kept the stalled connection open");
     let r = rcmd(
-        &["client", &addr.to_string(), "-n", "--", "echo alive"],
+        &[
+            "client",
+            &addr.to_string(),
+            "--plaintext",
+            "-n",
+            "--",
+            "echo alive",
+        ],
         b"",
     )
     .await;
@@ -76,7 +83,8 @@ async fn a_write_that_makes_no_progress_ends_the_connection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_ends_whatever_a_stalled_client_does() {
     let home = common::RcmdHome::new();
-    let mut server = home.server(&["--grace", "0.3"]).await;
+    // Plaintext, so the raw peer below can speak the framed protocol itself.
+    let mut server = home.server(&["--grace", "0.3", "--plaintext"]).await;
     let token = std::fs::read_to_string(home.token_file()).unwrap();
     let marker = unique_marker();
     let conn = stalled_client(server.addr, token.trim().as_bytes(), &marker).await;
@@ -116,6 +124,7 @@ async fn failure_messages_fit_the_clients_frames() {
         &[
             "client",
             &addr,
+            "--plaintext",
             "-n",
             "--max-frame",
             "1024",
@@ -147,4 +156,32 @@ async fn a_newline_in_a_command_cannot_forge_a_log_line() {
         "{log:#?}"
     );
     assert!(log.iter().any(|l| l.contains(r"echo a\n")), "{log:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stdin_beyond_the_granted_credit_is_refused() {
+    let addr = start_server(ServerConfig::new(Protocol::Framed)).await;
+    let mut conn = TcpStream::connect(addr).await.unwrap();
+    let marker = unique_marker();
+    // A command that never reads its stdin: after the pipe's worth, no more is granted.
+    let mut bytes = hello(1 << 20, b"");
+    bytes.extend(frame(format!("Psleep {marker}").as_bytes()));
+    conn.write_all(&bytes).await.unwrap();
+    let (mut rd, mut wr) = conn.into_split();
+    let flood = tokio::spawn(async move {
+        let mut chunk = b"I".to_vec();
+        chunk.resize(1_000_000, b'x');
+        for _ in 0..16 {
+            if wr.write_all(&frame(&chunk)).await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut reply = Vec::new();
+    rd.read_to_end(&mut reply).await.unwrap();
+    let reply = String::from_utf8_lossy(&reply);
+    assert!(reply.contains("were granted"), "{reply}");
+    flood.abort();
+    let sleep = format!("sleep {marker}");
+    wait_until("the command is killed", || pids_running(&sleep).is_empty()).await;
 }

@@ -117,11 +117,18 @@ async fn decode(file: &std::path::Path, port: u16, mode: &str, header: &str) -> 
 async fn tshark_decodes_every_framed_frame_of_a_real_session() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("framed.pcapng");
-    // The in-process server is plaintext and needs no token.
+    // The in-process server is plaintext (the dissector reads no TLS) and needs no token.
     let addr = start_server(ServerConfig::new(Protocol::Framed)).await;
     let dumpcap = capture(addr.port(), &file).await;
     let r = rcmd(
-        &["client", &addr.to_string(), "-n", "--", "echo hello"],
+        &[
+            "client",
+            &addr.to_string(),
+            "--plaintext",
+            "-n",
+            "--",
+            "echo hello",
+        ],
         b"",
     )
     .await;

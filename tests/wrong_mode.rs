@@ -19,7 +19,11 @@ async fn framed_client_names_the_tutorial_mode_it_reached() {
         (Protocol::JsonHeader, "json-header"),
     ] {
         let addr = start_server(ServerConfig::new(mode)).await.to_string();
-        let r = rcmd(&["client", &addr, "-n", "--", "echo hi"], b"").await;
+        let r = rcmd(
+            &["client", &addr, "--plaintext", "-n", "--", "echo hi"],
+            b"",
+        )
+        .await;
         r.expect_code(255);
         assert!(
             r.stderr_str().contains(&format!(
@@ -36,7 +40,11 @@ async fn naive_client_names_a_framed_server_instead_of_printing_frames() {
     let addr = start_server(ServerConfig::new(Protocol::Framed))
         .await
         .to_string();
-    let r = rcmd(&["client", &addr, "--naive", "--", "echo hi"], b"").await;
+    let r = rcmd(
+        &["client", &addr, "--plaintext", "--naive", "--", "echo hi"],
+        b"",
+    )
+    .await;
     r.expect_code(255);
     assert!(r.stderr_str().contains("try --protocol framed"), "{r}");
     assert!(r.stdout.is_empty(), "{r}");

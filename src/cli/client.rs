@@ -5,6 +5,7 @@ use std::io::IsTerminal;
 use clap::Args;
 
 use super::fanout::{self, FanoutArgs};
+use super::tls::ClientTlsArgs;
 use super::token::TokenArgs;
 use super::{init_logging, Failure, WireArgs};
 use crate::client::{self, terminal, ClientConfig, Input, Output, Session, Tty};
@@ -28,6 +29,9 @@ pub(super) struct ClientArgs {
 
     #[command(flatten)]
     token: TokenArgs,
+
+    #[command(flatten)]
+    tls: ClientTlsArgs,
 
     /// Show every frame on stderr as it passes: direction, header bytes in hex, their
     /// struct decode, the tag and a preview
@@ -120,9 +124,20 @@ pub(super) fn run(args: ClientArgs) -> Result<i32, Failure> {
         }),
         forward_signals: true,
     };
+    if let Some(addr) = &addr {
+        args.tls
+            .check_plaintext(addr)
+            .map_err(|e| Failure::new(CLIENT_FAILED, e))?;
+    }
+    // Many hosts at once cannot each ask on the one terminal.
+    let tls = args
+        .tls
+        .setup(wire.protocol, args.fanout.hosts.is_none())
+        .map_err(|e| Failure::new(CLIENT_FAILED, e))?;
     let config = ClientConfig {
         wire,
         token,
+        tls,
         connect_timeout: args.fanout.connect_timeout,
         session,
         trace: args.trace,

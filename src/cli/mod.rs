@@ -4,8 +4,10 @@
 mod client;
 mod demo;
 mod fanout;
+mod keys;
 mod server;
 mod supervise;
+mod tls;
 mod token;
 
 use clap::builder::TypedValueParser;
@@ -31,6 +33,12 @@ enum Command {
     /// Run a command on a server (one-shot), or each line of standard input; with -H, one
     /// command on many servers at once.
     Client(client::ClientArgs),
+    /// Make this user's client key (for servers with --authorized-keys) and print its
+    /// fingerprint.
+    Keygen(keys::KeygenArgs),
+    /// Print the fingerprint of this machine's server identity (or of FILE), as clients
+    /// see it.
+    Fingerprint(keys::FingerprintArgs),
     /// Watch the sticky-packet bug happen, and its fix (`rcmd demo` lists the demos).
     Demo(demo::DemoArgs),
     /// Runs one command for the server and makes sure nothing it starts outlives it.
@@ -102,6 +110,8 @@ pub fn run(cli: Cli) -> i32 {
     let result = match cli.command {
         Command::Server(args) => server::run(args),
         Command::Client(args) => client::run(args),
+        Command::Keygen(args) => keys::keygen(args),
+        Command::Fingerprint(args) => keys::fingerprint(args),
         Command::Demo(args) => demo::run(args),
         Command::Supervise(args) => supervise::run(args),
     };

@@ -5,9 +5,10 @@ use std::time::Duration;
 
 use clap::Args;
 
+use super::tls::ServerTlsArgs;
 use super::token::{ServerToken, TokenArgs};
 use super::{init_logging, seconds, Failure, WireArgs};
-use crate::auth::check_exposure;
+use crate::auth::{check_exposure, check_plaintext};
 use crate::exec::ExecMode;
 use crate::server::{self, Limits, ServerConfig};
 use crate::wire::{Order, Protocol};
@@ -31,6 +32,9 @@ pub(super) struct ServerArgs {
 
     #[command(flatten)]
     token: TokenArgs,
+
+    #[command(flatten)]
+    tls: ServerTlsArgs,
 
     /// Require no token (not even the same-user one). Anyone who can reach the port
     /// (on loopback: every local user, and web pages in a local browser) can run any
@@ -123,6 +127,7 @@ pub(super) fn run(args: ServerArgs) -> Result<i32, Failure> {
         .token
         .for_server(env_token, wire.protocol, args.allow_unauthenticated)
         .map_err(|e| fail(&e))?;
+    let tls = args.tls.setup(wire.protocol).map_err(|e| fail(&e))?;
     let workdir = match args.workdir {
         Some(dir) => {
             if !dir.is_dir() {
@@ -170,6 +175,7 @@ pub(super) fn run(args: ServerArgs) -> Result<i32, Failure> {
         accept_env,
         version: defaults.version,
         trace: args.trace,
+        tls: tls.as_ref().map(|t| t.tls.clone()),
     };
     let runtime = tokio::runtime::Runtime::new().map_err(|e| fail(&e))?;
     runtime.block_on(async {
@@ -178,10 +184,13 @@ pub(super) fn run(args: ServerArgs) -> Result<i32, Failure> {
             .await
             .map_err(|e| fail(&format!("cannot resolve {}: {e}", args.listen)))?
             .collect();
+        if args.tls.plaintext() && config.wire.protocol == crate::wire::Protocol::Framed {
+            check_plaintext(&addrs, args.allow_unauthenticated).map_err(|e| fail(&e))?;
+        }
         let warning = check_exposure(
             &addrs,
             config.wire.protocol,
-            config.token.is_some(),
+            config.token.is_some() || args.tls.requires_key(),
             args.allow_unauthenticated,
         )
         .map_err(|e| fail(&e))?;
@@ -204,15 +213,30 @@ pub(super) fn run(args: ServerArgs) -> Result<i32, Failure> {
                 path.display()
             );
         }
+        if let Some(setup) = &tls {
+            if let Some(path) = &setup.created {
+                eprintln!(
+                    "rcmd: created the server identity {}: clients check its fingerprint",
+                    path.display()
+                );
+            }
+            eprintln!("rcmd server identity: {}", setup.tls.fingerprint);
+        }
         let auth = match &token {
+            _ if args.tls.requires_key() => ", client key required".to_string(),
             ServerToken::Given(_) => ", token required".to_string(),
             ServerToken::SameUser { path, .. } => {
                 format!(", token required: this user's, in {}", path.display())
             }
             ServerToken::None => String::new(),
         };
+        let over = if config.tls.is_some() {
+            " over TLS 1.3"
+        } else {
+            ""
+        };
         eprintln!(
-            "rcmd server listening on {local} (protocol {}, header {}{auth})",
+            "rcmd server listening on {local} (protocol {}{over}, header {}{auth})",
             config.wire.protocol.name(),
             config.wire.header,
         );

@@ -125,7 +125,7 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite, O: Write, E: Write>(
                 match chunk {
                     Some(data) => {
                         credit -= data.len();
-                        writer.send(ClientMessage::Stdin(data)).await?;
+                        send_stdin(&mut writer, data).await?;
                     }
                     None => {
                         stdin_open = false;
@@ -226,9 +226,7 @@ async fn handshake<S: AsyncRead + AsyncWrite>(
         answer,
         Some(Ok(ServerMessage::Hello(_) | ServerMessage::Error(_)))
     ) {
-        if let Some(theirs) = identify_reply(reader.read_buffer(), wire.header)
-            .filter(|p| *p != crate::wire::Protocol::Framed)
-        {
+        if let Some(theirs) = other_mode(reader, wire.header).await {
             return Err(ClientError::Usage(wrong_mode_message(theirs)));
         }
     }
@@ -244,6 +242,54 @@ async fn handshake<S: AsyncRead + AsyncWrite>(
         ))),
         Some(Err(e)) => Err(e.into()),
         None => Err(ClientError::Closed { unanswered: 0 }),
+    }
+}
+
+/// Sends one piece of stdin: its small head and the data in one vectored write, straight
+/// from the buffer stdin was read into.
+async fn send_stdin<S: AsyncWrite>(writer: &mut Writer<S>, data: Bytes) -> Result<(), ClientError> {
+    use bytes::Buf;
+    use tokio::io::AsyncWriteExt;
+    debug_assert!(writer.write_buffer().is_empty(), "every send is flushed");
+    let mut head = bytes::BytesMut::with_capacity(9);
+    writer.encoder().encode_stdin_head(data.len(), &mut head)?;
+    writer
+        .get_mut()
+        .write_all_buf(&mut head.freeze().chain(data))
+        .await?;
+    Ok(())
+}
+
+/// How long the client waits for the rest of an answer that is not a hello, to judge it.
+const JUDGE_WAIT: Duration = Duration::from_millis(250);
+
+/// Whether the server's answer to our hello is a whole reply in a tutorial mode. A tutorial
+/// server answers a hello with one short reply and closes, so the rest of it is read first
+/// (briefly); a classic reply must then be exactly as long as its header says, so that a
+/// framed server that lies is not taken for one.
+async fn other_mode<S: AsyncRead>(
+    reader: &mut Reader<S>,
+    header: crate::header::HeaderFormat,
+) -> Option<crate::wire::Protocol> {
+    use crate::wire::Protocol;
+    use tokio::io::AsyncReadExt;
+    let _ = tokio::time::timeout(JUDGE_WAIT, async {
+        let mut chunk = [0u8; 512];
+        while reader.read_buffer().len() < crate::tutorial_codec::PROBE {
+            match reader.get_mut().read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => reader.read_buffer_mut().extend_from_slice(&chunk[..n]),
+            }
+        }
+    })
+    .await;
+    let got = reader.read_buffer();
+    match identify_reply(got, header)? {
+        Protocol::Framed => None,
+        Protocol::Classic => {
+            crate::tutorial_codec::is_whole_classic_reply(got).then_some(Protocol::Classic)
+        }
+        theirs => Some(theirs),
     }
 }
 

@@ -40,6 +40,12 @@ impl Input {
 
     /// Forwards this process's standard input to the one-shot command, read as it comes.
     pub fn with_stdin(self) -> Input {
+        // SAFETY: F_SETPIPE_SZ only resizes the pipe behind our stdin, if it is one; on
+        // anything else it fails and changes nothing. A larger pipe lets a fast writer
+        // (`tar c . | rcmd …`) hand us bigger pieces, so each costs fewer system calls.
+        unsafe {
+            libc::fcntl(0, libc::F_SETPIPE_SZ, STDIN_CHUNK as libc::c_int * 4);
+        }
         self.with_stdin_from(std::io::stdin())
     }
 

@@ -45,6 +45,8 @@ pub struct ClientConfig {
     pub session: Session,
     /// Show every frame on stderr as it passes (`--trace`).
     pub trace: bool,
+    /// TLS for the framed mode, and whom to trust; `None`: the framed wire in the clear.
+    pub tls: Option<crate::tls::ClientTls>,
 }
 
 impl ClientConfig {
@@ -58,6 +60,7 @@ impl ClientConfig {
             connect_timeout: None,
             session: Session::default(),
             trace: false,
+            tls: None,
         }
     }
 }
@@ -131,6 +134,8 @@ pub enum ClientError {
         addr: String,
         after: Duration,
     },
+    /// The TLS handshake failed, or the server is not the one we trust.
+    Trust(crate::tls::TrustError),
 }
 
 impl fmt::Display for ClientError {
@@ -152,6 +157,7 @@ impl fmt::Display for ClientError {
                 "cannot connect to {addr}: no answer within {}s (--connect-timeout)",
                 after.as_secs_f64()
             ),
+            ClientError::Trust(e) => write!(f, "{e}"),
         }
     }
 }
@@ -265,7 +271,7 @@ pub async fn run<O: Write, E: Write>(
     out: &mut Output<O, E>,
 ) -> Result<i32, ClientError> {
     let stream = connect(addr, config.connect_timeout).await?;
-    run_on(stream, config, input, out).await
+    run_on(&with_default_port(addr), stream, config, input, out).await
 }
 
 /// Opens the connection [`run`] uses, within `timeout`; apart so a caller can put a
@@ -295,6 +301,7 @@ pub async fn connect(addr: &str, timeout: Option<Duration>) -> Result<TcpStream,
 /// # Errors
 /// As [`run`], less connecting.
 pub async fn run_on<O: Write, E: Write>(
+    host: &str,
     stream: TcpStream,
     config: &ClientConfig,
     input: Input,
@@ -302,10 +309,26 @@ pub async fn run_on<O: Write, E: Write>(
 ) -> Result<i32, ClientError> {
     // Requests are small and we wait for their replies: do not let Nagle hold them back.
     stream.set_nodelay(true)?;
-    let stream = crate::trace::Traced::new(stream, &config.wire, "client", config.trace);
+    // --trace wraps the bytes inside TLS, so it shows frames rather than ciphertext.
+    let traced = |s| crate::trace::Traced::new(s, &config.wire, "client", config.trace);
     match config.wire.protocol {
-        Protocol::Framed => framed::run(stream, config, input, out).await,
-        _ => tutorial::run(stream, config, input, out).await,
+        Protocol::Framed => match &config.tls {
+            Some(tls) => {
+                let stream = tls
+                    .connect(host, stream)
+                    .await
+                    .map_err(ClientError::Trust)?;
+                framed::run(
+                    crate::trace::Traced::new(stream, &config.wire, "client", config.trace),
+                    config,
+                    input,
+                    out,
+                )
+                .await
+            }
+            None => framed::run(traced(stream), config, input, out).await,
+        },
+        _ => tutorial::run(traced(stream), config, input, out).await,
     }
 }
 

@@ -353,6 +353,7 @@ impl Launcher {
                 for fd in [
                     child.stdout.as_ref().map(AsRawFd::as_raw_fd),
                     child.stderr.as_ref().map(AsRawFd::as_raw_fd),
+                    child.stdin.as_ref().map(AsRawFd::as_raw_fd),
                 ]
                 .into_iter()
                 .flatten()

@@ -310,7 +310,8 @@ async fn attempt(
         }
     };
     // Many hosts cannot share one stdin: each gets the command alone (`-n`).
-    let session = client::run_on(stream, client, Input::one(command.to_vec()), out);
+    let host = target.addr();
+    let session = client::run_on(&host, stream, client, Input::one(command.to_vec()), out);
     let result = match options.timeout {
         Some(limit) => match tokio::time::timeout(limit, session).await {
             Ok(result) => result,

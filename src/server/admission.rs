@@ -102,6 +102,7 @@ impl Admission {
             admission: Arc::clone(self),
             source,
             slot: None,
+            released: false,
         })
     }
 
@@ -124,9 +125,22 @@ pub(crate) struct Ticket {
     admission: Arc<Admission>,
     source: Source,
     slot: Option<OwnedSemaphorePermit>,
+    /// Already given back (the connection is only saying goodbye).
+    released: bool,
 }
 
 impl Ticket {
+    /// Gives back whatever this connection holds, before it ends: one that was refused and
+    /// is only waiting for its peer to hang up must not keep others out meanwhile.
+    pub fn give_back(&mut self) {
+        if !self.released {
+            self.released = true;
+            if self.slot.take().is_none() {
+                self.admission.release(self.source);
+            }
+        }
+    }
+
     pub fn guard(&self) -> &Guard {
         &self.admission.guard
     }
@@ -134,7 +148,7 @@ impl Ticket {
     /// The connection has authenticated (or needs no authentication): it leaves the
     /// unauthenticated places for one of the `max_conns` slots, if one is free.
     pub fn authenticated(&mut self) -> Result<(), Refusal> {
-        if self.slot.is_some() {
+        if self.slot.is_some() || self.released {
             return Ok(());
         }
         let slot = Arc::clone(&self.admission.slots)
@@ -150,9 +164,7 @@ impl Ticket {
 
 impl Drop for Ticket {
     fn drop(&mut self) {
-        if self.slot.is_none() {
-            self.admission.release(self.source);
-        }
+        self.give_back();
     }
 }
 

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::StreamExt;
-use tokio::io::{AsyncRead, AsyncWrite, ReadHalf, WriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::time::Instant;
 use tokio_util::codec::{Encoder, FramedRead};
 use tracing::{debug, info, warn};
@@ -87,11 +87,13 @@ impl<S: AsyncWrite> Writer<S> {
         .await;
     }
 
-    /// Tells the peer why the connection ends, as far as it is listening.
+    /// Tells the peer why the connection ends, as far as it is listening, and ends our
+    /// side of it.
     async fn last_words(&mut self, why: &str) {
         if self.push(ServerMessage::Error(why.to_string())).is_ok() {
             self.flush_within(LAST_WORDS).await;
         }
+        let _ = tokio::time::timeout(LAST_WORDS, self.socket.shutdown()).await;
     }
 
     /// Tells the peer why it is being turned away; the caller then ends the connection
@@ -145,8 +147,12 @@ pub(super) async fn serve<S: AsyncRead + AsyncWrite>(
         outbox: Outbox::default(),
     };
     let hello = tokio::select! {
-        hello = handshake(&mut reader, &mut writer, peer, config) => hello?,
+        hello = handshake(&mut reader, &mut writer, peer, config) => hello,
         _ = stop.drain.cancelled() => return Ok(()),
+    };
+    let hello = match hello {
+        Ok(hello) => hello,
+        Err(e) => return Err(linger(&mut reader, e).await),
     };
     let Some(hello) = hello else {
         return Ok(());
@@ -159,7 +165,7 @@ pub(super) async fn serve<S: AsyncRead + AsyncWrite>(
         ..Hello::new(wire.max_frame, Bytes::new())
     };
     writer.push(ServerMessage::Hello(reply))?;
-    Session {
+    let result = Session {
         peer,
         config,
         version,
@@ -170,7 +176,36 @@ pub(super) async fn serve<S: AsyncRead + AsyncWrite>(
         stdin_allowance: 0,
     }
     .run(&mut reader, stop)
-    .await
+    .await;
+    match result {
+        Err(e) => Err(linger(&mut reader, e).await),
+        ok => ok,
+    }
+}
+
+/// Most a refused peer's leftover bytes are read (and dropped) before the connection closes.
+const LINGER_MAX: usize = 16 << 20;
+
+/// After a refusal, reads and drops what the peer still sends, for a moment: closing a
+/// socket with unread bytes makes the kernel send a reset, which can destroy the refusal
+/// before the peer has read it.
+async fn linger<S: AsyncRead>(reader: &mut Reader<S>, e: ConnError) -> ConnError {
+    if matches!(e, ConnError::Refused(_) | ConnError::AuthFailed) {
+        admission::ticket(|t| t.give_back());
+        let socket = reader.get_mut();
+        let mut sink = vec![0u8; 64 * 1024];
+        let _ = tokio::time::timeout(LAST_WORDS, async {
+            let mut total = 0;
+            while total < LINGER_MAX {
+                match socket.read(&mut sink).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => total += n,
+                }
+            }
+        })
+        .await;
+    }
+    e
 }
 
 struct Session<'a, S> {

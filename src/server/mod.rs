@@ -92,6 +92,8 @@ pub struct ServerConfig {
     pub version: u8,
     /// Show every frame on stderr as it passes (`--trace`).
     pub trace: bool,
+    /// TLS for the framed mode; `None`: the framed wire in the clear (`--plaintext`).
+    pub tls: Option<Arc<crate::tls::ServerTls>>,
 }
 
 impl ServerConfig {
@@ -108,6 +110,7 @@ impl ServerConfig {
             accept_env: env::DEFAULT_ACCEPT.iter().map(|s| s.to_string()).collect(),
             version: crate::protocol::VERSION,
             trace: false,
+            tls: None,
         }
     }
 
@@ -296,11 +299,10 @@ async fn handle(stream: TcpStream, peer: SocketAddr, config: &ServerConfig, stop
     let opened = std::time::Instant::now();
     debug!(%peer, protocol, "connection opened");
     let result = match config.wire.protocol {
-        Protocol::Framed if config.trace => {
-            let traced = crate::trace::Traced::new(stream, &config.wire, "server", true);
-            framed::serve(traced, peer, config, stop).await
-        }
-        Protocol::Framed => framed::serve(stream, peer, config, stop).await,
+        Protocol::Framed => match &config.tls {
+            Some(tls) => serve_tls(stream, peer, config, tls, stop).await,
+            None => serve_framed(stream, peer, config, stop).await,
+        },
         Protocol::LengthAck | Protocol::Classic | Protocol::JsonHeader | Protocol::Naive => {
             tutorial::serve(stream, peer, config, stop).await
         }
@@ -319,13 +321,90 @@ async fn handle(stream: TcpStream, peer: SocketAddr, config: &ServerConfig, stop
     }
 }
 
+/// The framed protocol inside TLS. A client key the server authorizes is authentication
+/// enough (no token is asked); with `--authorized-keys` nothing else is.
+async fn serve_tls(
+    stream: TcpStream,
+    peer: SocketAddr,
+    config: &ServerConfig,
+    tls: &crate::tls::ServerTls,
+    stop: &Shutdown,
+) -> Result<(), ConnError> {
+    // The handshake counts against the same deadline as the hello.
+    let accepted = tokio::select! {
+        accepted = tokio::time::timeout(config.limits.auth_timeout, tls.accept(stream)) => accepted,
+        _ = stop.drain.cancelled() => return Ok(()),
+    };
+    let (mut stream, key) = match accepted {
+        Ok(Ok(accepted)) => accepted,
+        Ok(Err(e)) => return Err(ConnError::Refused(format!("TLS handshake failed: {e}"))),
+        Err(_) => return Err(ConnError::Refused("no TLS handshake in time".into())),
+    };
+    if tls.authorizes(key) {
+        info!(%peer, key = %key.expect("authorized keys exist"), "authenticated by key");
+        let by_key = ServerConfig {
+            token: None,
+            ..config.clone()
+        };
+        return serve_framed(stream, peer, &by_key, stop).await;
+    }
+    if tls.require_key {
+        let why = match key {
+            Some(key) => format!(
+                "key {key} is not authorized on this server; ask its owner to add it to \
+                 the --authorized-keys file"
+            ),
+            None => "this server needs a client key (--authorized-keys); make one with \
+                     `rcmd keygen` and ask the server's owner to add its fingerprint"
+                .into(),
+        };
+        let bytes = framed::error_frame(config.wire.header, &why);
+        let _ = tokio::time::timeout(REFUSAL_DEADLINE, async {
+            stream.write_all(&bytes).await?;
+            stream.shutdown().await
+        })
+        .await;
+        log_tallies(
+            admission::ticket(|t| t.guard().failed(guard::Source::from(peer.ip())).1).flatten(),
+        );
+        return Err(ConnError::Refused(why));
+    }
+    serve_framed(stream, peer, config, stop).await
+}
+
+/// The framed handler, behind `--trace` when asked: inside TLS, so the trace shows the
+/// frames and not their ciphertext.
+async fn serve_framed<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    stream: S,
+    peer: SocketAddr,
+    config: &ServerConfig,
+    stop: &Shutdown,
+) -> Result<(), ConnError> {
+    let traced = crate::trace::Traced::new(stream, &config.wire, "server", config.trace);
+    framed::serve(traced, peer, config, stop).await
+}
+
 /// Tells a connection turned away at once why, in its own mode's words.
-async fn refuse_at_once(mut stream: TcpStream, config: Arc<ServerConfig>, why: String) {
+async fn refuse_at_once(stream: TcpStream, config: Arc<ServerConfig>, why: String) {
     let bytes = match config.wire.protocol {
         Protocol::Framed => framed::error_frame(config.wire.header, &why),
         _ => tutorial::message_reply(&config.wire, &why),
     };
-    let _ = tokio::time::timeout(REFUSAL_DEADLINE, stream.write_all(&bytes)).await;
+    let _ = tokio::time::timeout(REFUSAL_DEADLINE, async {
+        match (&config.tls, config.wire.protocol) {
+            // The client can read nothing before the handshake.
+            (Some(tls), Protocol::Framed) => {
+                let (mut tls, _) = tls.accept(stream).await?;
+                tls.write_all(&bytes).await?;
+                tls.shutdown().await
+            }
+            _ => {
+                let mut stream = stream;
+                stream.write_all(&bytes).await
+            }
+        }
+    })
+    .await;
 }
 
 fn log_tallies(tallies: impl IntoIterator<Item = guard::Tally>) {

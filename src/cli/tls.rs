@@ -1,0 +1,177 @@
+//! The TLS options of both ends, and where their keys and trust files come from: the
+//! server's identity and the client's key in rcmd's configuration directory (or files
+//! given), the client's `known_hosts` there too.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::Args;
+
+use crate::config::ConfigDir;
+use crate::tls::identity::fingerprint_file;
+use crate::tls::{known_hosts, ClientTls, Fingerprint, Identity, NewHost, ServerTls};
+use crate::wire::Protocol;
+
+/// The server's TLS options.
+#[derive(Debug, Args)]
+pub(super) struct ServerTlsArgs {
+    /// Speak the framed protocol without TLS, for teaching and Wireshark: the token, the
+    /// commands and their output cross the network readable. Loopback only, unless
+    /// --allow-unauthenticated is also given
+    #[arg(long)]
+    plaintext: bool,
+
+    /// The server's identity (certificate and key, PEM, mode 0600)
+    /// [default: identity.pem in rcmd's configuration directory, made on first start]
+    #[arg(long, value_name = "FILE", conflicts_with = "plaintext")]
+    identity: Option<PathBuf>,
+
+    /// Require a client key listed in FILE (a fingerprint per line, then a comment): that
+    /// key is authentication enough, and a client without one is refused. This user's own
+    /// client key (`rcmd keygen`) is accepted without being listed
+    #[arg(long, value_name = "FILE", conflicts_with = "plaintext")]
+    authorized_keys: Option<PathBuf>,
+}
+
+/// The server's TLS set-up, and what to tell its operator about it.
+pub(super) struct ServerTlsSetup {
+    pub tls: Arc<ServerTls>,
+    /// Where a new identity was just written, if one was.
+    pub created: Option<PathBuf>,
+}
+
+impl ServerTlsArgs {
+    pub(super) fn plaintext(&self) -> bool {
+        self.plaintext
+    }
+
+    pub(super) fn requires_key(&self) -> bool {
+        self.authorized_keys.is_some()
+    }
+
+    /// TLS for a framed server, unless `--plaintext` (the tutorial modes never use it).
+    pub(super) fn setup(&self, protocol: Protocol) -> Result<Option<ServerTlsSetup>, String> {
+        if self.plaintext || protocol != Protocol::Framed {
+            return Ok(None);
+        }
+        let dir = ConfigDir::locate().map_err(|e| e.to_string())?;
+        let (identity, created) = match &self.identity {
+            Some(path) => (Identity::load(path).map_err(|e| e.0)?, None),
+            None => {
+                dir.create().map_err(|e| e.to_string())?;
+                let path = dir.identity_file();
+                let (id, created) =
+                    Identity::load_or_create(&path, "rcmd server").map_err(|e| e.0)?;
+                (id, created.then_some(path))
+            }
+        };
+        let mut authorized = match &self.authorized_keys {
+            Some(path) => known_hosts::authorized_keys(path).map_err(|e| e.0)?,
+            None => Vec::new(),
+        };
+        // The same user's own client key, as the same-user token is.
+        if let Some(own) = own_fingerprint(&dir.client_key_file()) {
+            authorized.push(own);
+        }
+        let tls = ServerTls::new(&identity, authorized, self.requires_key()).map_err(|e| e.0)?;
+        Ok(Some(ServerTlsSetup {
+            tls: Arc::new(tls),
+            created,
+        }))
+    }
+}
+
+/// The client's TLS options.
+#[derive(Debug, Args)]
+pub(super) struct ClientTlsArgs {
+    /// Speak the framed protocol without TLS (to a `rcmd server --plaintext`); only to a
+    /// loopback address, unless --allow-unauthenticated is also given
+    #[arg(long)]
+    plaintext: bool,
+
+    /// With --plaintext, allow a server beyond loopback: the token, the commands and
+    /// their output cross the network readable by anyone on the path
+    #[arg(long, requires = "plaintext")]
+    allow_unauthenticated: bool,
+
+    /// Trust a server not yet in known_hosts and record it there (as ssh's
+    /// StrictHostKeyChecking=accept-new); a changed identity is still refused
+    #[arg(long, conflicts_with = "plaintext")]
+    accept_new: bool,
+
+    /// Trust only the server whose identity has this fingerprint (`rcmd fingerprint` on
+    /// the server prints it); known_hosts is neither read nor written
+    #[arg(long, value_name = "SHA256:...", conflicts_with_all = ["plaintext", "accept_new"])]
+    fingerprint: Option<Fingerprint>,
+}
+
+impl ClientTlsArgs {
+    /// TLS for a framed client, unless `--plaintext`. `ask` says whether a new server may
+    /// be asked about on the terminal (one host, stdin a terminal).
+    pub(super) fn setup(&self, protocol: Protocol, ask: bool) -> Result<Option<ClientTls>, String> {
+        if self.plaintext || protocol != Protocol::Framed {
+            return Ok(None);
+        }
+        let dir = ConfigDir::locate().ok();
+        let existing = match &dir {
+            Some(d) => d.existing().map_err(|e| e.to_string())?,
+            None => false,
+        };
+        let file = |f: fn(&ConfigDir) -> PathBuf| dir.as_ref().map(f);
+        let identity = match file(ConfigDir::client_key_file).filter(|p| existing && p.exists()) {
+            Some(path) => Some(Identity::load(&path).map_err(|e| e.0)?),
+            None => None,
+        };
+        let own_server = file(ConfigDir::identity_file)
+            .filter(|_| existing)
+            .and_then(|p| own_fingerprint(&p));
+        let new_host = if self.accept_new {
+            NewHost::Accept
+        } else if ask && std::io::stdin().is_terminal() {
+            NewHost::Ask
+        } else {
+            NewHost::Refuse
+        };
+        if new_host != NewHost::Refuse {
+            // known_hosts may be written: the directory must exist (0700).
+            if let Some(d) = &dir {
+                d.create().map_err(|e| e.to_string())?;
+            }
+        }
+        Ok(Some(ClientTls {
+            identity,
+            pin: self.fingerprint,
+            own_server,
+            known_hosts: file(ConfigDir::known_hosts_file),
+            new_host,
+        }))
+    }
+
+    /// Refuses `--plaintext` to an address beyond loopback without
+    /// `--allow-unauthenticated`, before anything is sent.
+    pub(super) fn check_plaintext(&self, addr: &str) -> Result<(), String> {
+        if !self.plaintext || self.allow_unauthenticated {
+            return Ok(());
+        }
+        use std::net::ToSocketAddrs;
+        let addr = crate::client::with_default_port(addr);
+        let addrs: Vec<_> = addr
+            .to_socket_addrs()
+            .map_err(|e| format!("cannot resolve {addr}: {e}"))?
+            .collect();
+        match addrs.iter().find(|a| !a.ip().is_loopback()) {
+            None => Ok(()),
+            Some(a) => Err(format!(
+                "refusing --plaintext to {a}: the token, the commands and their output would \
+                 cross the network readable by anyone on the path. Drop --plaintext (TLS is \
+                 the default), or add --allow-unauthenticated if the network is trusted"
+            )),
+        }
+    }
+}
+
+/// The fingerprint of an identity file of this user's, if there is one.
+fn own_fingerprint(path: &std::path::Path) -> Option<Fingerprint> {
+    fingerprint_file(path).ok()
+}

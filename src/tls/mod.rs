@@ -1,0 +1,502 @@
+//! TLS 1.3 under the framed protocol, with identities pinned by fingerprint as ssh pins
+//! host keys: no certificate authority, no names in certificates that matter.
+//!
+//! The server proves it holds the key of the certificate it shows (TLS does that); the
+//! client decides whether that certificate is the one it expects ([`PinVerifier`]): the one
+//! given with `--fingerprint`, the one `known_hosts` recorded for this address, or this
+//! user's own server identity. The server takes any client certificate at the TLS layer
+//! ([`AnyClientCert`]) and then decides, by its fingerprint, whether the key alone
+//! authenticates the client ([`ServerTls::authorizes`]). The framed protocol runs unchanged
+//! inside.
+
+pub mod identity;
+pub mod known_hosts;
+
+use std::fmt;
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+pub use self::identity::{Fingerprint, Identity, IdentityError};
+use self::known_hosts::KnownHosts;
+
+/// The client's TLS connection.
+pub type ClientStream = CleanEof<tokio_rustls::client::TlsStream<TcpStream>>;
+/// The server's TLS connection.
+pub type ServerStream = CleanEof<tokio_rustls::server::TlsStream<TcpStream>>;
+
+/// A TLS stream on which a peer closing without TLS's `close_notify` is an ordinary end
+/// of stream. TLS reports it as an error because a truncation could otherwise go unseen;
+/// the framed protocol sees one itself (an end inside a frame is an error, and a reply
+/// always ends with its status), so it is safe to treat as the peer hanging up.
+#[derive(Debug)]
+pub struct CleanEof<S>(S);
+
+impl<S> CleanEof<S> {
+    pub fn get_ref(&self) -> &S {
+        &self.0
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for CleanEof<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match Pin::new(&mut self.0).poll_read(cx, buf) {
+            Poll::Ready(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                Poll::Ready(Ok(()))
+            }
+            other => other,
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for CleanEof<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.0.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+/// `ring`: it builds with only a C compiler (see Cargo.toml).
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// TLS 1.3 only: nothing older is needed, as both ends are rcmd (or Python 3.7+).
+const VERSIONS: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13];
+
+fn tls_error(e: rustls::Error) -> IdentityError {
+    IdentityError(format!("cannot set up TLS: {e}"))
+}
+
+// ------------------------------------------------------------------------------- server
+
+/// What the server needs for TLS: its identity, and the client keys that authenticate
+/// alone.
+pub struct ServerTls {
+    acceptor: tokio_rustls::TlsAcceptor,
+    /// The server's own fingerprint, as clients see it.
+    pub fingerprint: Fingerprint,
+    authorized: Vec<Fingerprint>,
+    /// Whether a client must present one of the authorized keys (`--authorized-keys`);
+    /// otherwise an unlisted client authenticates with the token.
+    pub require_key: bool,
+}
+
+impl fmt::Debug for ServerTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerTls")
+            .field("fingerprint", &self.fingerprint)
+            .field("authorized", &self.authorized)
+            .field("require_key", &self.require_key)
+            .finish()
+    }
+}
+
+impl ServerTls {
+    /// TLS with `identity`; `authorized` client keys need no token.
+    ///
+    /// # Errors
+    /// If rustls refuses the key.
+    pub fn new(
+        identity: &Identity,
+        authorized: Vec<Fingerprint>,
+        require_key: bool,
+    ) -> Result<ServerTls, IdentityError> {
+        let provider = provider();
+        let verifier = Arc::new(AnyClientCert {
+            provider: Arc::clone(&provider),
+        });
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(VERSIONS)
+            .map_err(tls_error)?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(vec![identity.cert.clone()], identity.key.clone_key())
+            .map_err(tls_error)?;
+        Ok(ServerTls {
+            acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+            fingerprint: identity.fingerprint(),
+            authorized,
+            require_key,
+        })
+    }
+
+    /// Completes the TLS handshake; returns the connection and the client key's
+    /// fingerprint, if it presented one.
+    ///
+    /// # Errors
+    /// If the handshake fails.
+    pub async fn accept(
+        &self,
+        stream: TcpStream,
+    ) -> std::io::Result<(ServerStream, Option<Fingerprint>)> {
+        let tls = self.acceptor.accept(stream).await?;
+        let key = tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|certs| certs.first())
+            .map(|c| Fingerprint::of(c));
+        Ok((CleanEof(tls), key))
+    }
+
+    /// Whether the client key `key` authenticates the client without a token.
+    pub fn authorizes(&self, key: Option<Fingerprint>) -> bool {
+        key.is_some_and(|k| self.authorized.contains(&k))
+    }
+}
+
+/// Takes any client certificate whose key signed the handshake; the server decides by
+/// fingerprint afterwards, where it can answer in the protocol's own words.
+#[derive(Debug)]
+struct AnyClientCert {
+    provider: Arc<CryptoProvider>,
+}
+
+impl ClientCertVerifier for AnyClientCert {
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+// ------------------------------------------------------------------------------- client
+
+/// What to do with a server no fingerprint is known for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NewHost {
+    /// Refuse it, saying how to pin it.
+    Refuse,
+    /// Record it in `known_hosts` and go on (`--accept-new`).
+    Accept,
+    /// Show the fingerprint on the terminal and ask.
+    Ask,
+}
+
+/// How the client decides whom to trust, and the key it shows.
+#[derive(Debug, Clone)]
+pub struct ClientTls {
+    /// The client key to present (`rcmd keygen`), if this user has one.
+    pub identity: Option<Identity>,
+    /// `--fingerprint`: this server and no other; `known_hosts` is neither read nor written.
+    pub pin: Option<Fingerprint>,
+    /// This user's own server identity, trusted at any address.
+    pub own_server: Option<Fingerprint>,
+    /// The `known_hosts` file.
+    pub known_hosts: Option<PathBuf>,
+    pub new_host: NewHost,
+}
+
+/// Why the client would not talk to a server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrustError(pub String);
+
+impl fmt::Display for TrustError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for TrustError {}
+
+impl ClientTls {
+    /// Completes the TLS handshake over `stream` and decides whether to trust the server,
+    /// known in `known_hosts` as `host` (`HOST:PORT` as the user wrote it, as ssh records
+    /// the name typed).
+    /// Nothing of the framed protocol (no token, no command) is sent before this returns.
+    ///
+    /// # Errors
+    /// A [`TrustError`] for a failed handshake, a changed identity (saying which line of
+    /// which file to remove), or an unknown one that is not accepted.
+    pub async fn connect(&self, host: &str, stream: TcpStream) -> Result<ClientStream, TrustError> {
+        let host = host.to_string();
+        let mut known = match (&self.pin, &self.known_hosts) {
+            (None, Some(path)) => Some(KnownHosts::load(path).map_err(|e| TrustError(e.0))?),
+            _ => None,
+        };
+        let entry = known.as_ref().and_then(|k| k.get(&host)).cloned();
+        let (accept, strict) = match self.pin {
+            Some(pin) => (vec![pin], true),
+            None => {
+                let mut accept: Vec<_> = self.own_server.into_iter().collect();
+                accept.extend(entry.as_ref().map(|e| e.fingerprint));
+                (accept, entry.is_some())
+            }
+        };
+        let verifier = Arc::new(PinVerifier {
+            accept: accept.clone(),
+            strict,
+            refused: Mutex::new(None),
+            provider: provider(),
+        });
+        let builder = rustls::ClientConfig::builder_with_provider(provider())
+            .with_protocol_versions(VERSIONS)
+            .map_err(|e| TrustError(tls_error(e).0))?
+            .dangerous()
+            .with_custom_certificate_verifier(verifier.clone());
+        let mut config = match &self.identity {
+            Some(id) => builder
+                .with_client_auth_cert(vec![id.cert.clone()], id.key.clone_key())
+                .map_err(|e| TrustError(tls_error(e).0))?,
+            None => builder.with_no_client_auth(),
+        };
+        // Certificates carry no names that matter, so there is none to send.
+        config.enable_sni = false;
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        let name = ServerName::try_from("rcmd").expect("a valid name");
+        let tls = match connector.connect(name, stream).await {
+            Ok(tls) => tls,
+            Err(e) => {
+                let refused = *verifier.refused.lock().expect("not poisoned");
+                return Err(match refused {
+                    Some(seen) => changed(&host, seen, self.pin, entry.as_ref(), known.as_ref()),
+                    None => TrustError(format!(
+                        "TLS handshake with {host} failed: {e} (a server started with \
+                         --plaintext needs --plaintext here too)"
+                    )),
+                });
+            }
+        };
+        let seen = tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .map(|c| Fingerprint::of(c))
+            .ok_or_else(|| TrustError(format!("{host} presented no certificate")))?;
+        let tls = CleanEof(tls);
+        if accept.contains(&seen) {
+            return Ok(tls);
+        }
+        // A server no fingerprint is known for: the verifier let it through only so that
+        // we may decide here, before anything is sent.
+        let known = known.as_mut().expect("unknown only without --fingerprint");
+        let trusted = match self.new_host {
+            NewHost::Accept => true,
+            NewHost::Ask => ask(&host, seen).await?,
+            NewHost::Refuse => {
+                return Err(TrustError(format!(
+                    "the server at {host} is not known (its identity is {seen}) and there is \
+                     no terminal to ask. Check the fingerprint against `rcmd fingerprint` on \
+                     the server, then connect again with --fingerprint {seen} (or \
+                     --accept-new to record it in {})",
+                    known.path.display()
+                )))
+            }
+        };
+        if !trusted {
+            return Err(TrustError(format!(
+                "{host}: identity not accepted; nothing was sent"
+            )));
+        }
+        known.add(&host, seen).map_err(|e| TrustError(e.0))?;
+        eprintln!("rcmd: added {host} ({seen}) to {}", known.path.display());
+        Ok(tls)
+    }
+}
+
+/// The loud message for a server whose identity is not the one expected.
+fn changed(
+    host: &str,
+    seen: Fingerprint,
+    pin: Option<Fingerprint>,
+    entry: Option<&known_hosts::Entry>,
+    known: Option<&KnownHosts>,
+) -> TrustError {
+    let banner = "@@@ WARNING: THE SERVER'S IDENTITY IS NOT THE ONE EXPECTED @@@\n";
+    let said = match (pin, entry, known) {
+        (Some(pin), _, _) => format!("not {pin}, given with --fingerprint"),
+        (None, Some(entry), Some(known)) => format!(
+            "but {} line {} says {}",
+            known.path.display(),
+            entry.line,
+            entry.fingerprint
+        ),
+        _ => "which is not the one expected".into(),
+    };
+    let mut msg = format!(
+        "{banner}the server at {host} presented {seen}, {said}.\nSomeone may be \
+         intercepting the connection, or the server's identity was replaced. Nothing was sent."
+    );
+    if let (None, Some(entry), Some(known)) = (pin, entry, known) {
+        msg.push_str(&format!(
+            "\nIf the change is expected, remove line {} of {} and connect again.",
+            entry.line,
+            known.path.display()
+        ));
+    }
+    TrustError(msg)
+}
+
+/// Shows the fingerprint on the terminal and asks, as ssh does.
+async fn ask(host: &str, seen: Fingerprint) -> Result<bool, TrustError> {
+    let question = format!(
+        "The server at {host} is not known.\nIts identity fingerprint is {seen}.\n\
+         (On the server, `rcmd fingerprint` prints it.)\n\
+         Are you sure you want to trust it and continue connecting (yes/no)? "
+    );
+    tokio::task::spawn_blocking(move || {
+        let cannot = |e: std::io::Error| TrustError(format!("cannot ask on the terminal: {e}"));
+        let mut tty = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/tty")
+            .map_err(cannot)?;
+        tty.write_all(question.as_bytes()).map_err(cannot)?;
+        let mut answer = String::new();
+        std::io::BufReader::new(&tty)
+            .read_line(&mut answer)
+            .map_err(cannot)?;
+        Ok(answer.trim().eq_ignore_ascii_case("yes"))
+    })
+    .await
+    .map_err(|e| TrustError(format!("cannot ask on the terminal: {e}")))?
+}
+
+/// Accepts the server's certificate when its fingerprint is one of `accept`; any other is
+/// refused when `strict` (a pin or a `known_hosts` entry exists), and otherwise let through
+/// for [`ClientTls::connect`] to decide about. TLS itself checks the server holds the key.
+#[derive(Debug)]
+struct PinVerifier {
+    accept: Vec<Fingerprint>,
+    strict: bool,
+    /// The fingerprint refused, for the message.
+    refused: Mutex<Option<Fingerprint>>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for PinVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let seen = Fingerprint::of(end_entity);
+        if self.accept.contains(&seen) || !self.strict {
+            return Ok(ServerCertVerified::assertion());
+        }
+        *self.refused.lock().expect("not poisoned") = Some(seen);
+        Err(rustls::Error::InvalidCertificate(
+            rustls::CertificateError::ApplicationVerificationFailure,
+        ))
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}

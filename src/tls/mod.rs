@@ -95,7 +95,17 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for CleanEof<S> {
 
 /// `ring`: it builds with only a C compiler (see Cargo.toml).
 fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    use rustls::crypto::ring::{cipher_suite, default_provider};
+    // AES-128-GCM first: on processors with AES instructions it is the fastest of the
+    // three TLS 1.3 ciphers, and 128-bit keys are what TLS 1.3 itself prefers by default.
+    Arc::new(CryptoProvider {
+        cipher_suites: vec![
+            cipher_suite::TLS13_AES_128_GCM_SHA256,
+            cipher_suite::TLS13_AES_256_GCM_SHA384,
+            cipher_suite::TLS13_CHACHA20_POLY1305_SHA256,
+        ],
+        ..default_provider()
+    })
 }
 
 /// TLS 1.3 only: nothing older is needed, as both ends are rcmd (or Python 3.7+).

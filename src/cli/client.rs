@@ -33,6 +33,11 @@ pub(super) struct ClientArgs {
     #[command(flatten)]
     tls: ClientTlsArgs,
 
+    /// Show every frame on stderr as it passes: direction, header bytes in hex, their
+    /// struct decode, the tag and a preview
+    #[arg(long)]
+    trace: bool,
+
     /// Give the command an empty stdin instead of forwarding ours (as ssh -n)
     #[arg(short = 'n')]
     no_stdin: bool,
@@ -135,6 +140,7 @@ pub(super) fn run(args: ClientArgs) -> Result<i32, Failure> {
         tls,
         connect_timeout: args.fanout.connect_timeout,
         session,
+        trace: args.trace,
         ..ClientConfig::new(wire.protocol)
     };
     if let Some(list) = &args.fanout.hosts {

@@ -16,6 +16,7 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 
 pub use input::Input;
+pub use tutorial::ACK;
 
 use crate::auth::Token;
 use crate::protocol::{ClientMessage, ProtocolError};
@@ -42,6 +43,8 @@ pub struct ClientConfig {
     pub connect_timeout: Option<Duration>,
     /// What a one-shot command asks for around it (framed mode, protocol version 2).
     pub session: Session,
+    /// Show every frame on stderr as it passes (`--trace`).
+    pub trace: bool,
     /// TLS for the framed mode, and whom to trust; `None`: the framed wire in the clear.
     pub tls: Option<crate::tls::ClientTls>,
 }
@@ -56,6 +59,7 @@ impl ClientConfig {
             token: None,
             connect_timeout: None,
             session: Session::default(),
+            trace: false,
             tls: None,
         }
     }
@@ -305,6 +309,8 @@ pub async fn run_on<O: Write, E: Write>(
 ) -> Result<i32, ClientError> {
     // Requests are small and we wait for their replies: do not let Nagle hold them back.
     stream.set_nodelay(true)?;
+    // --trace wraps the bytes inside TLS, so it shows frames rather than ciphertext.
+    let traced = |s| crate::trace::Traced::new(s, &config.wire, "client", config.trace);
     match config.wire.protocol {
         Protocol::Framed => match &config.tls {
             Some(tls) => {
@@ -312,11 +318,17 @@ pub async fn run_on<O: Write, E: Write>(
                     .connect(host, stream)
                     .await
                     .map_err(ClientError::Trust)?;
-                framed::run(stream, config, input, out).await
+                framed::run(
+                    crate::trace::Traced::new(stream, &config.wire, "client", config.trace),
+                    config,
+                    input,
+                    out,
+                )
+                .await
             }
-            None => framed::run(stream, config, input, out).await,
+            None => framed::run(traced(stream), config, input, out).await,
         },
-        _ => tutorial::run(stream, config, input, out).await,
+        _ => tutorial::run(traced(stream), config, input, out).await,
     }
 }
 

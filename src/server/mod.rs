@@ -90,6 +90,8 @@ pub struct ServerConfig {
     pub accept_env: Vec<String>,
     /// Highest framed protocol version offered (a lower one imitates an older server).
     pub version: u8,
+    /// Show every frame on stderr as it passes (`--trace`).
+    pub trace: bool,
     /// TLS for the framed mode; `None`: the framed wire in the clear (`--plaintext`).
     pub tls: Option<Arc<crate::tls::ServerTls>>,
 }
@@ -107,6 +109,7 @@ impl ServerConfig {
             workdir: None,
             accept_env: env::DEFAULT_ACCEPT.iter().map(|s| s.to_string()).collect(),
             version: crate::protocol::VERSION,
+            trace: false,
             tls: None,
         }
     }
@@ -295,9 +298,9 @@ async fn handle(stream: TcpStream, peer: SocketAddr, config: &ServerConfig, stop
     let result = match config.wire.protocol {
         Protocol::Framed => match &config.tls {
             Some(tls) => serve_tls(stream, peer, config, tls, stop).await,
-            None => framed::serve(stream, peer, config, stop).await,
+            None => serve_framed(stream, peer, config, stop).await,
         },
-        Protocol::Classic | Protocol::JsonHeader | Protocol::Naive => {
+        Protocol::LengthAck | Protocol::Classic | Protocol::JsonHeader | Protocol::Naive => {
             tutorial::serve(stream, peer, config, stop).await
         }
     };
@@ -340,7 +343,7 @@ async fn serve_tls(
             token: None,
             ..config.clone()
         };
-        return framed::serve(stream, peer, &by_key, stop).await;
+        return serve_framed(stream, peer, &by_key, stop).await;
     }
     if tls.require_key {
         let why = match key {
@@ -363,7 +366,19 @@ async fn serve_tls(
         );
         return Err(ConnError::Refused(why));
     }
-    framed::serve(stream, peer, config, stop).await
+    serve_framed(stream, peer, config, stop).await
+}
+
+/// The framed handler, behind `--trace` when asked: inside TLS, so the trace shows the
+/// frames and not their ciphertext.
+async fn serve_framed<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    stream: S,
+    peer: SocketAddr,
+    config: &ServerConfig,
+    stop: &Shutdown,
+) -> Result<(), ConnError> {
+    let traced = crate::trace::Traced::new(stream, &config.wire, "server", config.trace);
+    framed::serve(traced, peer, config, stop).await
 }
 
 /// Tells a connection turned away at once why, in its own mode's words.

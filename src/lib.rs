@@ -5,7 +5,8 @@
 //!
 //! ```text
 //! bytes ─▶ codec (frames, header) ─▶ protocol (messages) ─▶ server / client (actions)
-//!     └──▶ tutorial_codec (classic, json-header, naive) ──▶   └▶ exec (running commands)
+//!     └──▶ tutorial_codec (length-ack, classic, json-header, naive) ─▶ └▶ exec
+//! trace: an optional wrapper around the bytes, showing each frame as it passes (--trace)
 //! ```
 
 #[cfg(not(target_os = "linux"))]
@@ -31,5 +32,6 @@ pub mod splice;
 pub mod spool;
 pub mod status;
 pub mod tls;
+pub mod trace;
 pub mod tutorial_codec;
 pub mod wire;

@@ -142,13 +142,26 @@ impl Socket {
         }
     }
 
-    /// Copies into `buf` what the socket has, without taking it (`MSG_PEEK`), once it has
-    /// something. `Ok(0)`: the peer closed. Cancel safe.
+    /// Copies into `buf` what the socket has now, without taking it (`MSG_PEEK`), and
+    /// without waiting or touching the readiness: `WouldBlock` when nothing has arrived.
+    /// `Ok(0)`: the peer closed.
     ///
     /// # Errors
     /// The socket's error.
-    pub async fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
-        self.recv(buf, libc::MSG_PEEK).await
+    pub fn peek_now(&self, buf: &mut [u8]) -> io::Result<usize> {
+        // SAFETY: recv writes at most buf.len() bytes into buf, borrowed mutably.
+        let n = unsafe {
+            libc::recv(
+                self.fd.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(n as usize)
     }
 
     /// Reads into `buf` once the socket has something. `Ok(0)`: the peer closed.

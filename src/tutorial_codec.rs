@@ -1,8 +1,10 @@
-//! The tutorial modes' bytes (`classic`, `json-header`, `naive`), as `protocol.rs` is for
+//! The tutorial modes' bytes (`length-ack`, `classic`, `json-header`, `naive`), as
+//! `protocol.rs` is for
 //! `framed`: building and reading replies, and the checks both ends make on what the peer
 //! sent. No I/O here; `server/tutorial.rs` and `client/tutorial.rs` only move bytes.
 //!
 //! ```text
+//! length-ack   str(n) as ASCII digits; wait for any reply ("ready"); stderr ‖ stdout
 //! classic      pack(FMT, n) ‖ stderr ‖ stdout                      n = len(stderr)+len(stdout)
 //! json-header  pack(FMT, len(h)) ‖ h ‖ stderr ‖ stdout            h = {"total_size": n, ...}
 //! naive        stdout and stderr as the command produces them, nothing else
@@ -18,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::header::HeaderFormat;
 use crate::protocol::MAGIC;
-use crate::wire::{Protocol, Wire};
+use crate::wire::{Order, Protocol, Wire};
 
 /// The json-header mode's dictionary. The tutorial's client reads only `total_size`; an
 /// rcmd client uses the rest, when present, to split the streams and report the status.
@@ -29,6 +31,10 @@ pub struct JsonHeader {
     pub exit_code: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stderr_size: Option<u64>,
+    /// Set (true) only by a server started with `--order stdout-first`, so an rcmd client
+    /// splits the streams the right way round; absent, stderr comes first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdout_first: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stdout_size: Option<u64>,
     pub total_size: u64,
@@ -40,6 +46,7 @@ impl JsonHeader {
         Some(JsonHeader {
             exit_code: Some(exit_code),
             stderr_size: Some(stderr),
+            stdout_first: None,
             stdout_size: Some(stdout),
             total_size: stdout.checked_add(stderr)?,
         })
@@ -105,8 +112,9 @@ fn too_large_message(header: HeaderFormat, len: u64) -> String {
     )
 }
 
-/// Everything a reply sends before the output (stderr, then stdout): `pack(FMT, n)` in
-/// classic, `pack(FMT, len(h)) ‖ h` in json-header, nothing in naive.
+/// Everything a reply sends before the output (stderr and stdout, in `wire.order`):
+/// `pack(FMT, n)` in classic, `pack(FMT, len(h)) ‖ h` in json-header, `str(n)` in
+/// length-ack (the server then waits for the client's answer), nothing in naive.
 ///
 /// # Errors
 /// The explanation to send instead (see [`message_reply`]) when the header cannot
@@ -122,10 +130,17 @@ pub fn reply_head(
     let fits = match (wire.protocol, total) {
         (Protocol::Naive, _) => true,
         (_, None) => false,
+        (Protocol::LengthAck, Some(n)) => {
+            head.extend_from_slice(n.to_string().as_bytes());
+            true
+        }
         (Protocol::JsonHeader, Some(_)) => {
-            let json = JsonHeader::for_output(stdout, stderr, exit_code)
-                .expect("total checked above")
-                .to_bytes();
+            let mut json =
+                JsonHeader::for_output(stdout, stderr, exit_code).expect("total checked above");
+            if wire.order == Order::StdoutFirst {
+                json.stdout_first = Some(true);
+            }
+            let json = json.to_bytes();
             let fits = wire.header.pack_into(json.len() as i128, &mut head).is_ok();
             head.extend_from_slice(&json);
             fits
@@ -141,8 +156,24 @@ pub fn reply_head(
 
 /// A whole reply carrying `msg` (as stderr, with `exit_code` where the mode has one) in
 /// place of a command's output, so a client of `wire`'s mode shows it. Cut to what the
-/// header can describe.
+/// header can describe. In length-ack the digits and the message go out together: for a
+/// connection turned away before any exchange (a server that can wait for the answer
+/// uses [`message_parts`]).
 pub fn message_reply(wire: &Wire, msg: &str, exit_code: i32) -> Vec<u8> {
+    let (mut head, body) = message_parts(wire, msg, exit_code);
+    head.extend_from_slice(&body);
+    head
+}
+
+/// [`message_reply`] as the head (sent before length-ack's wait for an answer) and the rest.
+pub fn message_parts(wire: &Wire, msg: &str, exit_code: i32) -> (Vec<u8>, Vec<u8>) {
+    if wire.protocol == Protocol::LengthAck {
+        return (msg.len().to_string().into_bytes(), msg.as_bytes().to_vec());
+    }
+    (message_reply_inner(wire, msg, exit_code), Vec::new())
+}
+
+fn message_reply_inner(wire: &Wire, msg: &str, exit_code: i32) -> Vec<u8> {
     let header = wire.header;
     let body = &msg.as_bytes()[..msg.len().min(header.max_len())];
     let mut out = Vec::new();
@@ -157,7 +188,7 @@ pub fn message_reply(wire: &Wire, msg: &str, exit_code: i32) -> Vec<u8> {
                 out.extend_from_slice(body);
             }
         }
-        Protocol::Naive => out.extend_from_slice(msg.as_bytes()),
+        Protocol::Naive | Protocol::LengthAck => out.extend_from_slice(msg.as_bytes()),
         Protocol::Classic | Protocol::Framed => {
             header
                 .pack_into(body.len() as i128, &mut out)
@@ -250,14 +281,18 @@ fn is_http_request_line(line: &[u8]) -> bool {
 
 /// What the server says when it refuses a request; `None` when the peer gets no reply
 /// (it speaks something else entirely, so nothing we send would mean anything to it).
-pub fn foreign_reply(wire: &Wire, foreign: Foreign) -> Option<Vec<u8>> {
+pub fn foreign_message(wire: &Wire, foreign: Foreign) -> Option<String> {
     (foreign == Foreign::FramedHello).then(|| {
         let name = wire.protocol.name();
-        let msg = format!(
+        format!(
             "rcmd: this server speaks {name}; the client sent a framed hello: use --protocol {name}\n"
-        );
-        message_reply(wire, &msg, 255)
+        )
     })
+}
+
+/// [`foreign_message`] as a whole reply in `wire`'s mode.
+pub fn foreign_reply(wire: &Wire, foreign: Foreign) -> Option<Vec<u8>> {
+    foreign_message(wire, foreign).map(|msg| message_reply(wire, &msg, 255))
 }
 
 /// Why a command longer than one read is not run: the server would see only its first
@@ -393,6 +428,29 @@ pub fn is_framed_reply(first: &[u8]) -> bool {
     framed_shape(first, None)
 }
 
+/// Most digits a length-ack length can have: those of `u64::MAX`.
+pub const MAX_DIGITS: usize = 20;
+
+/// Reads length-ack's announcement, `str(n)`: the length and how many bytes its digits
+/// took. Anything after the digits is already output (a refusal is sent in one go).
+///
+/// # Errors
+/// A message quoting what came when it does not start with a number that fits a `u64`.
+pub fn parse_length(first: &[u8]) -> Result<(u64, usize), String> {
+    let digits = first.iter().take_while(|b| b.is_ascii_digit()).count();
+    std::str::from_utf8(&first[..digits])
+        .ok()
+        .filter(|_| digits > 0)
+        .and_then(|d| d.parse::<u64>().ok())
+        .map(|n| (n, digits))
+        .ok_or_else(|| {
+            format!(
+                "expected the reply's length as ASCII digits, got {}",
+                crate::printable::printable(&first[..first.len().min(40)])
+            )
+        })
+}
+
 /// What a client says when [`identify_reply`] found another mode than its own.
 pub fn wrong_mode_message(theirs: Protocol) -> String {
     let name = theirs.name();
@@ -466,6 +524,7 @@ mod tests {
         let h = JsonHeader {
             exit_code: None,
             stderr_size: Some(u64::MAX),
+            stdout_first: None,
             stdout_size: Some(2),
             total_size: 1,
         };
@@ -590,6 +649,28 @@ mod tests {
         // Binary output says nothing either way.
         assert_eq!(identify_reply(&[2, 0, 0, 0, 0xff, 0], i), None);
         assert_eq!(identify_reply(&[0, 0], i), None);
+    }
+
+    #[test]
+    fn length_ack_heads_are_digits_and_parse_back() {
+        let w = wire(Protocol::LengthAck, "i");
+        assert_eq!(reply_head(&w, 3893, 0, 0).unwrap(), b"3893");
+        assert_eq!(parse_length(b"3893").unwrap(), (3893, 4));
+        assert_eq!(parse_length(b"12rcmd: no").unwrap(), (12, 2));
+        assert!(parse_length(b"hello").is_err());
+        assert!(parse_length(b"99999999999999999999999").is_err());
+        let (head, body) = message_parts(&w, "rcmd: no\n", 255);
+        assert_eq!((head, body), (b"9".to_vec(), b"rcmd: no\n".to_vec()));
+    }
+
+    #[test]
+    fn stdout_first_is_said_in_the_json_header_only_when_set() {
+        let mut w = wire(Protocol::JsonHeader, "i");
+        w.order = Order::StdoutFirst;
+        let head = reply_head(&w, 3, 4, 0).unwrap();
+        let h = JsonHeader::parse(&head[4..]).unwrap();
+        assert_eq!(h.stdout_first, Some(true));
+        assert_eq!(h.split(), Some((4, 3)));
     }
 
     #[test]

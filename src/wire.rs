@@ -8,6 +8,9 @@ use crate::header::HeaderFormat;
 pub enum Protocol {
     /// rcmd's own: every message length-prefixed, output streamed, exit status kept.
     Framed,
+    /// The tutorial's first fix: the length as ASCII digits, wait for the client's "ready",
+    /// then stderr and stdout. One extra round trip per reply.
+    LengthAck,
     /// The tutorial's fix: `struct.pack(FMT, n)` then stderr and stdout (n bytes in all).
     Classic,
     /// The tutorial's final version: packed length of a JSON header, the header, the output.
@@ -30,6 +33,7 @@ impl Protocol {
     pub fn name(self) -> &'static str {
         match self {
             Protocol::Framed => "framed",
+            Protocol::LengthAck => "length-ack",
             Protocol::Classic => "classic",
             Protocol::JsonHeader => "json-header",
             Protocol::Naive => "naive",
@@ -50,6 +54,8 @@ pub struct Wire {
     /// Size of one read where the mode has no framing (naive, and commands in the
     /// classic and json-header modes).
     pub recv_size: usize,
+    /// Which stream a spooled reply sends first (server side).
+    pub order: Order,
 }
 
 impl Wire {
@@ -60,6 +66,16 @@ impl Wire {
             header: protocol.default_header(),
             max_frame: DEFAULT_MAX_FRAME,
             recv_size: DEFAULT_RECV_SIZE,
+            order: Order::StderrFirst,
         }
     }
+}
+
+/// Which stream a spooled reply (length-ack, classic, json-header) sends first. The
+/// tutorial sends stderr first; some of its copies send stdout first.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Order {
+    #[default]
+    StderrFirst,
+    StdoutFirst,
 }

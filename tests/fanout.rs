@@ -488,3 +488,39 @@ async fn collate_matches_dshbak_on_the_streamed_output() {
     );
     assert_eq!(blocks(&collated.stdout_str()).len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stdin_goes_to_every_host_only_when_asked() {
+    let (port, addrs) = start_servers_on_one_port(5, framed).await;
+    let hosts = list(&addrs, port);
+    // Without --stdin every command's stdin is empty, whatever ours holds (as ssh -n).
+    let r = rcmd(
+        &["client", "--plaintext", "-N", "-H", &hosts, "--", "wc -c"],
+        b"12345",
+    )
+    .await;
+    r.expect_code(0);
+    assert!(r.stdout_str().lines().all(|l| l.trim() == "0"), "{r}");
+    // With it, every host's command reads the same bytes.
+    let r = rcmd(
+        &[
+            "client",
+            "--plaintext",
+            "--stdin",
+            "-H",
+            &hosts,
+            "--",
+            "cat",
+        ],
+        b"same for all\n",
+    )
+    .await;
+    r.expect_code(0);
+    let out = r.stdout_str();
+    let lines: Vec<&str> = out
+        .lines()
+        .map(|l| l.split_once(": ").map_or(l, |(_, rest)| rest))
+        .collect();
+    assert_eq!(lines.len(), addrs.len(), "{r}");
+    assert!(lines.iter().all(|l| *l == "same for all"), "{r}");
+}

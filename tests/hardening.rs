@@ -353,8 +353,7 @@ async fn stoppable(
         serve(listener, config, async {
             let _ = rx.await;
         })
-        .await
-        .unwrap();
+        .await;
     });
     (addr, tx, task)
 }

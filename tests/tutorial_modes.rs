@@ -1,5 +1,5 @@
 //! The tutorial's own Python client and server (tests/peers) against rcmd, both ways, in
-//! the classic, json-header and naive modes.
+//! the length-ack, classic, json-header and naive modes.
 
 mod common;
 
@@ -7,7 +7,7 @@ use std::process::Stdio;
 
 use common::{peer, rcmd, run, start_server, Run};
 use rcmd::server::ServerConfig;
-use rcmd::wire::Protocol;
+use rcmd::wire::{Order, Protocol};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 /// Starts the tutorial's Python server in `mode`; returns it and its address.
@@ -203,4 +203,149 @@ async fn naive_client_says_why_an_empty_reply_cannot_be_told_apart() {
     let r = rcmd(&["client", &addr, "--naive", "--", "true"], b"").await;
     r.expect_code(0);
     assert!(r.stderr_str().contains("no reply within"), "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tutorial_length_ack_client_talks_to_rcmd_server() {
+    let addr = start_server(config(Protocol::LengthAck, "i")).await;
+    let (_, replies) = python_client(
+        "length-ack",
+        addr,
+        "i",
+        "echo hello; echo oops >&2\nseq 1 2000\ntrue\necho after\n",
+    )
+    .await;
+    assert_eq!(
+        replies,
+        vec![
+            b"oops\nhello\n".to_vec(),
+            seq_output(2000),
+            Vec::new(),
+            b"after\n".to_vec()
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rcmd_length_ack_client_talks_to_tutorial_server() {
+    let (_server, addr) = python_server("length-ack", "i").await;
+    // No command with empty output: the tutorial's server then reads our `ready` and the
+    // next command as one (its own sticky-packet bug) and waits forever.
+    let r = rcmd(
+        &["client", &addr, "--protocol", "length-ack"],
+        b"echo hello\nseq 1 2000\nls /nonexistent-rcmd-test\necho last\n",
+    )
+    .await;
+    r.expect_code(0);
+    let out = r.stdout_str();
+    let mut expected = b"hello\n".to_vec();
+    expected.extend(seq_output(2000));
+    assert!(r.stdout.starts_with(&expected), "{r}");
+    assert!(
+        out.contains("nonexistent-rcmd-test"),
+        "stderr comes as output\n{r}"
+    );
+    assert!(out.ends_with("last\n"), "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rcmd_length_ack_client_and_server_agree() {
+    let addr = start_server(config(Protocol::LengthAck, "i"))
+        .await
+        .to_string();
+    let r = rcmd(
+        &["client", &addr, "--protocol", "length-ack"],
+        b"seq 1 3\ntrue\necho x\n",
+    )
+    .await;
+    r.expect_code(0);
+    assert_eq!(r.stdout_str(), "1\n2\n3\nx\n", "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn length_ack_server_sends_the_output_only_once_answered() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = start_server(config(Protocol::LengthAck, "i")).await;
+    let exchange = async |answer: bool| {
+        let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+        conn.write_all(b"echo hello").await.unwrap();
+        let mut digits = [0u8; 16];
+        let n = conn.read(&mut digits).await.unwrap();
+        assert_eq!(&digits[..n], b"6");
+        if answer {
+            conn.write_all(b"ready").await.unwrap();
+        }
+        conn.shutdown().await.unwrap();
+        let mut rest = Vec::new();
+        conn.read_to_end(&mut rest).await.unwrap();
+        rest
+    };
+    assert_eq!(exchange(true).await, b"hello\n");
+    // Closing without answering: the server never sends the output.
+    assert_eq!(exchange(false).await, b"");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn order_stdout_first_puts_stdout_before_stderr() {
+    let script = "echo out; echo err >&2\n";
+    for (order, want) in [
+        (None, &b"err\nout\n"[..]),
+        (Some(Order::StdoutFirst), b"out\nerr\n"),
+    ] {
+        for (protocol, mode) in [
+            (Protocol::Classic, "classic"),
+            (Protocol::JsonHeader, "json"),
+            (Protocol::LengthAck, "length-ack"),
+        ] {
+            let mut c = config(protocol, "i");
+            if let Some(order) = order {
+                c.wire.order = order;
+            }
+            let addr = start_server(c).await;
+            let (_, replies) = python_client(mode, addr, "i", script).await;
+            assert_eq!(replies, vec![want.to_vec()], "{mode} {order:?}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rcmd_json_client_splits_streams_of_a_stdout_first_server() {
+    let home = common::RcmdHome::new();
+    let server = home
+        .server(&["--protocol", "json-header", "--order", "stdout-first"])
+        .await;
+    let addr = server.addr.to_string();
+    let r = home
+        .rcmd(
+            &[
+                "client",
+                &addr,
+                "--protocol",
+                "json-header",
+                "--",
+                "echo out; echo err >&2; exit 3",
+            ],
+            b"",
+        )
+        .await;
+    r.expect_code(3);
+    assert_eq!(r.stdout_str(), "out\n", "{r}");
+    assert_eq!(r.stderr_str(), "err\n", "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn order_is_refused_where_streams_are_not_spooled() {
+    let r = rcmd(
+        &[
+            "server",
+            "--listen",
+            "127.0.0.1:0",
+            "--order",
+            "stdout-first",
+        ],
+        b"",
+    )
+    .await;
+    r.expect_code(1);
+    assert!(r.stderr_str().contains("--order applies to"), "{r}");
 }

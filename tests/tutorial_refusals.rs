@@ -17,7 +17,12 @@ use rcmd::wire::Protocol;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-const TUTORIAL_MODES: [Protocol; 3] = [Protocol::Classic, Protocol::JsonHeader, Protocol::Naive];
+const TUTORIAL_MODES: [Protocol; 4] = [
+    Protocol::LengthAck,
+    Protocol::Classic,
+    Protocol::JsonHeader,
+    Protocol::Naive,
+];
 
 fn config(protocol: Protocol) -> ServerConfig {
     ServerConfig::new(protocol)
@@ -29,6 +34,24 @@ async fn send_raw(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
     let mut s = TcpStream::connect(addr).await.unwrap();
     s.write_all(bytes).await.unwrap();
     let mut reply = Vec::new();
+    let _ = tokio::time::timeout(common::PROCESS_DEADLINE, s.read_to_end(&mut reply))
+        .await
+        .expect("server never closed the connection");
+    reply
+}
+
+/// [`send_raw`], answering length-ack's length as its client would.
+async fn send_raw_answering(addr: SocketAddr, bytes: &[u8], protocol: Protocol) -> Vec<u8> {
+    if protocol != Protocol::LengthAck {
+        return send_raw(addr, bytes).await;
+    }
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(bytes).await.unwrap();
+    let mut digits = [0u8; 32];
+    let n = s.read(&mut digits).await.unwrap();
+    assert!(n > 0 && digits[0].is_ascii_digit(), "{digits:?}");
+    s.write_all(b"ready").await.unwrap();
+    let mut reply = digits[..n].to_vec();
     let _ = tokio::time::timeout(common::PROCESS_DEADLINE, s.read_to_end(&mut reply))
         .await
         .expect("server never closed the connection");
@@ -115,7 +138,7 @@ async fn tls_ssh_and_header_lines_run_nothing() {
 async fn python_http_client_gets_no_answer_and_runs_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("x");
-    for protocol in [Protocol::Classic, Protocol::JsonHeader] {
+    for protocol in [Protocol::LengthAck, Protocol::Classic, Protocol::JsonHeader] {
         let addr = start_server(config(protocol)).await;
         let script = "import http.client, sys\n\
             c = http.client.HTTPConnection('127.0.0.1', int(sys.argv[1]), timeout=30)\n\
@@ -227,7 +250,7 @@ async fn one_warning_names_the_peer_and_commands_cannot_forge_log_lines() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tutorial_modes_refuse_to_listen_beyond_loopback() {
-    for mode in ["classic", "json-header", "naive"] {
+    for mode in ["length-ack", "classic", "json-header", "naive"] {
         let r = rcmd(
             &["server", "--protocol", mode, "--listen", "0.0.0.0:0"],
             b"",
@@ -256,9 +279,9 @@ fn long_touch(dir: &Path) -> (Vec<u8>, std::path::PathBuf) {
 async fn server_refuses_a_command_longer_than_recv_size() {
     let dir = tempfile::tempdir().unwrap();
     let (line, cut) = long_touch(dir.path());
-    for protocol in [Protocol::Classic, Protocol::JsonHeader] {
+    for protocol in [Protocol::LengthAck, Protocol::Classic, Protocol::JsonHeader] {
         let addr = start_server(config(protocol)).await;
-        let reply = send_raw(addr, &line).await;
+        let reply = send_raw_answering(addr, &line, protocol).await;
         assert!(
             String::from_utf8_lossy(&reply)
                 .contains("command longer than --recv-size 1024 bytes; not run"),
@@ -420,4 +443,34 @@ async fn a_reply_that_stalls_is_explained() {
     assert!(msg.contains("stopped after 7 bytes"), "{msg}");
     assert!(msg.contains("different --header formats"), "{msg}");
     assert!(out.stdout.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn length_ack_output_stops_at_max_spool_too() {
+    let addr = start_server(with_max_spool(Protocol::LengthAck, "i", 100_000))
+        .await
+        .to_string();
+    let marker = unique_marker();
+    let r = rcmd(
+        &[
+            "client",
+            &addr,
+            "--protocol",
+            "length-ack",
+            "--",
+            &format!("yes {marker}"),
+        ],
+        b"",
+    )
+    .await;
+    r.expect_code(0);
+    assert!(
+        r.stdout_str().contains("--max-spool of 100000 bytes"),
+        "{r}"
+    );
+    wait_until("yes is killed", || {
+        pids_running(&format!("yes {marker}")).is_empty()
+    })
+    .await;
+    still_serves(addr.parse().unwrap(), Protocol::LengthAck).await;
 }

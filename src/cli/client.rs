@@ -33,6 +33,11 @@ pub(super) struct ClientArgs {
     #[command(flatten)]
     tls: ClientTlsArgs,
 
+    /// Show every frame on stderr as it passes: direction, header bytes in hex, their
+    /// struct decode, the tag and a preview
+    #[arg(long)]
+    trace: bool,
+
     /// Give the command an empty stdin instead of forwarding ours (as ssh -n)
     #[arg(short = 'n')]
     no_stdin: bool,
@@ -142,6 +147,7 @@ pub(super) fn run(args: ClientArgs) -> Result<i32, Failure> {
         session,
         // Only a single host's output goes straight to our stdout.
         splice_stdout: args.fanout.hosts.is_none() && !args.no_splice,
+        trace: args.trace,
         ..ClientConfig::new(wire.protocol)
     };
     if let Some(list) = &args.fanout.hosts {

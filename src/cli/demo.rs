@@ -27,11 +27,25 @@ enum Demo {
     Sticky(StickyArgs),
     /// The same commands over UDP: boundaries kept, but long replies cut and lost
     Udp(UdpArgs),
+    /// The cost of a round trip: each stage through a proxy that delays every byte
+    Rtt(RttArgs),
+}
+
+#[derive(Debug, Args)]
+struct RttArgs {
+    /// Milliseconds the proxy holds data in each direction
+    #[arg(long, value_name = "MS", default_value_t = 25,
+          value_parser = clap::value_parser!(u64).range(1..=2000))]
+    delay: u64,
+
+    /// Print only the timings, as JSON
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
 struct StickyArgs {
-    /// Header format of the framed half (a Python struct format for one integer)
+    /// Header format of the framed stage (a Python struct format for one integer)
     #[arg(long, value_name = "FMT", default_value = "!I")]
     header: HeaderFormat,
 
@@ -47,6 +61,14 @@ struct StickyArgs {
     /// Print only the summary, as JSON
     #[arg(long)]
     json: bool,
+
+    /// Wait for Enter before every read, to talk through each step
+    #[arg(long)]
+    step: bool,
+
+    /// Also write the runs as one self-contained web page (inline SVG, no scripts)
+    #[arg(long, value_name = "FILE")]
+    html: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -86,13 +108,24 @@ pub(super) fn run(args: DemoArgs) -> Result<i32, Failure> {
                         header: a.header,
                         recv_size: a.recv_size,
                         case: a.case,
+                        step: a.step,
                     };
-                    let s = sticky::run(&opts, style, &mut stdout, a.json).await?;
+                    let (s, lesson) = sticky::run(&opts, style, &mut stdout, a.json).await?;
+                    if let Some(path) = &a.html {
+                        std::fs::write(path, demo::html::page(&lesson)).map_err(|e| {
+                            std::io::Error::new(e.kind(), format!("{}: {e}", path.display()))
+                        })?;
+                    }
                     Ok::<_, std::io::Error>((a.json.then(|| s.to_json()), Some(s.as_expected())))
                 }
                 Demo::Udp(a) => {
                     let s = demo::udp::run(a.recv_size, style, &mut stdout, a.json).await?;
                     Ok((a.json.then(|| s.to_json()), Some(s.as_expected())))
+                }
+                Demo::Rtt(a) => {
+                    let delay = std::time::Duration::from_millis(a.delay);
+                    let t = demo::rtt::run(delay, style, &mut stdout, a.json).await?;
+                    Ok((a.json.then(|| t.to_json()), Some(true)))
                 }
             }
         })

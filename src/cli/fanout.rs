@@ -71,6 +71,11 @@ pub(super) struct FanoutArgs {
     #[arg(long, value_name = "SECS", value_parser = seconds)]
     pub connect_timeout: Option<Duration>,
 
+    /// Read standard input once and give the same bytes to the command on every host
+    /// (at most 64 MiB); without it each command gets an empty stdin, as with ssh -n
+    #[arg(help_heading = HEADING, long, requires = "hosts")]
+    stdin: bool,
+
     /// Seconds each host may take in all; then it counts as failed
     #[arg(help_heading = HEADING, long, value_name = "SECS", value_parser = seconds, requires = "hosts")]
     timeout: Option<Duration>,
@@ -165,6 +170,11 @@ pub(super) fn run(
         mode,
         prefix: !args.no_prefix,
         progress: std::io::stderr().is_terminal(),
+        stdin: if args.stdin {
+            Some(read_stdin_for_all()?)
+        } else {
+            None
+        },
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -177,6 +187,29 @@ pub(super) fn run(
         eprintln!("rcmd: {line}");
     }
     Ok(exit_code(results.iter().map(|r| &r.outcome)))
+}
+
+/// Most stdin `--stdin` holds, to give every host the same bytes.
+const MAX_SHARED_STDIN: u64 = 64 << 20;
+
+/// Our whole stdin, read once for every host.
+fn read_stdin_for_all() -> Result<bytes::Bytes, Failure> {
+    use std::io::Read;
+    let mut data = Vec::new();
+    std::io::stdin()
+        .take(MAX_SHARED_STDIN + 1)
+        .read_to_end(&mut data)
+        .map_err(|e| Failure::new(FAILED, format!("cannot read stdin: {e}")))?;
+    if data.len() as u64 > MAX_SHARED_STDIN {
+        return Err(Failure::new(
+            FAILED,
+            format!(
+                "--stdin holds at most {} MiB, read once for every host",
+                MAX_SHARED_STDIN >> 20
+            ),
+        ));
+    }
+    Ok(data.into())
 }
 
 /// The largest remote status, or 255 when rcmd could not run the command somewhere.

@@ -85,6 +85,7 @@ impl WireArgs {
             header: self.header.unwrap_or(protocol.default_header()),
             max_frame: self.max_frame,
             recv_size: self.recv_size,
+            ..Wire::new(protocol)
         }
     }
 }

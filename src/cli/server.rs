@@ -11,6 +11,7 @@ use super::{init_logging, seconds, Failure, WireArgs};
 use crate::auth::{check_exposure, check_plaintext};
 use crate::exec::ExecMode;
 use crate::server::{self, Limits, ServerConfig};
+use crate::wire::{Order, Protocol};
 
 /// Exit code when the server cannot start.
 const SERVER_FAILED: i32 = 1;
@@ -77,6 +78,16 @@ pub(super) struct ServerArgs {
     #[arg(long, value_name = "BYTES", default_value_t = Limits::default().max_spool)]
     max_spool: u64,
 
+    /// Which stream a reply sends first in length-ack, classic and json-header, for the
+    /// copies of the tutorial that differ [default: stderr-first]
+    #[arg(long, value_enum, value_name = "ORDER")]
+    order: Option<Order>,
+
+    /// Show every frame on stderr as it passes: direction, header bytes in hex, their
+    /// struct decode, the tag and a preview
+    #[arg(long)]
+    trace: bool,
+
     /// Let background processes a command started live on after it ends, as ssh does
     /// (by default everything a command started is killed when it ends)
     #[arg(long)]
@@ -111,7 +122,17 @@ pub(super) fn run(args: ServerArgs) -> Result<i32, Failure> {
     std::env::remove_var("RCMD_TOKEN");
     init_logging("rcmd=info");
     let fail = |e: &dyn std::fmt::Display| Failure::new(SERVER_FAILED, e);
-    let wire = args.wire.wire();
+    let mut wire = args.wire.wire();
+    if let Some(order) = args.order {
+        if matches!(wire.protocol, Protocol::Framed | Protocol::Naive) {
+            return Err(fail(&format!(
+                "--order applies to length-ack, classic and json-header; {} sends each \
+                 stream as it comes",
+                wire.protocol.name()
+            )));
+        }
+        wire.order = order;
+    }
     let token = args
         .token
         .for_server(env_token, wire.protocol, args.allow_unauthenticated)
@@ -163,6 +184,7 @@ pub(super) fn run(args: ServerArgs) -> Result<i32, Failure> {
         workdir,
         accept_env,
         version: defaults.version,
+        trace: args.trace,
         tls: tls.as_ref().map(|t| t.tls.clone()),
         splice: !args.no_splice,
         splice_min: args.splice_min,
@@ -230,9 +252,7 @@ pub(super) fn run(args: ServerArgs) -> Result<i32, Failure> {
             config.wire.protocol.name(),
             config.wire.header,
         );
-        server::serve(listener, config, shutdown_signal())
-            .await
-            .map_err(|e| fail(&e))?;
+        server::serve(listener, config, shutdown_signal()).await;
         Ok(0)
     })
 }

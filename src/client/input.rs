@@ -136,7 +136,7 @@ fn prompt_lines(prompt: &str, tx: &mpsc::Sender<Vec<u8>>, replied: &std_mpsc::Re
     let mut err = std::io::stderr();
     let _ = writeln!(
         err,
-        "rcmd: each line runs on its own in a new shell (so `cd` does not carry over); \
+        "rcmd: each line runs in a new shell of its own (`cd` does not carry over);\n\
          `exit` or Ctrl-D ends. For one shell session, leave out -T (or use -t)."
     );
     let Ok(mut editor) = rustyline::DefaultEditor::new() else {

@@ -17,6 +17,7 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 
 pub use input::Input;
+pub use tutorial::ACK;
 
 use crate::auth::Token;
 use crate::protocol::{ClientMessage, ProtocolError};
@@ -43,6 +44,8 @@ pub struct ClientConfig {
     pub connect_timeout: Option<Duration>,
     /// What a one-shot command asks for around it (framed mode, protocol version 2).
     pub session: Session,
+    /// Show every frame on stderr as it passes (`--trace`).
+    pub trace: bool,
     /// TLS for the framed mode, and whom to trust; `None`: the framed wire in the clear.
     pub tls: Option<crate::tls::ClientTls>,
     /// Large stdout payloads may be spliced from the socket straight to this process's
@@ -61,6 +64,7 @@ impl ClientConfig {
             token: None,
             connect_timeout: None,
             session: Session::default(),
+            trace: false,
             tls: None,
             splice_stdout: false,
         }
@@ -273,7 +277,7 @@ pub async fn run<O: Write, E: Write>(
     out: &mut Output<O, E>,
 ) -> Result<i32, ClientError> {
     let stream = connect(addr, config.connect_timeout).await?;
-    run_on(stream, config, input, out).await
+    run_on(&with_default_port(addr), stream, config, input, out).await
 }
 
 /// Opens the connection [`run`] uses, within `timeout`; apart so a caller can put a
@@ -303,6 +307,7 @@ pub async fn connect(addr: &str, timeout: Option<Duration>) -> Result<TcpStream,
 /// # Errors
 /// As [`run`], less connecting.
 pub async fn run_on<O: Write, E: Write>(
+    host: &str,
     stream: TcpStream,
     config: &ClientConfig,
     input: Input,
@@ -310,21 +315,33 @@ pub async fn run_on<O: Write, E: Write>(
 ) -> Result<i32, ClientError> {
     // Requests are small and we wait for their replies: do not let Nagle hold them back.
     stream.set_nodelay(true)?;
+    // --trace wraps the bytes inside TLS, so it shows frames rather than ciphertext.
+    let traced = |s| crate::trace::Traced::new(s, &config.wire, "client", config.trace);
     match config.wire.protocol {
         Protocol::Framed => match &config.tls {
             Some(tls) => {
-                let stream = tls.connect(stream).await.map_err(ClientError::Trust)?;
-                framed::run(stream, None, config, input, out).await
+                let stream = tls
+                    .connect(host, stream)
+                    .await
+                    .map_err(ClientError::Trust)?;
+                framed::run(
+                    crate::trace::Traced::new(stream, &config.wire, "client", config.trace),
+                    None,
+                    config,
+                    input,
+                    out,
+                )
+                .await
             }
             None => {
-                let splice = config
-                    .splice_stdout
+                // `--trace` must see every byte: it never splices.
+                let splice = (config.splice_stdout && !config.trace)
                     .then(|| spliced::SpliceIn::new(&stream))
                     .flatten();
-                framed::run(stream, splice, config, input, out).await
+                framed::run(traced(stream), splice, config, input, out).await
             }
         },
-        _ => tutorial::run(stream, config, input, out).await,
+        _ => tutorial::run(traced(stream), config, input, out).await,
     }
 }
 

@@ -109,7 +109,14 @@ impl SpliceIn {
             // the reader reads it, in as large a read as it likes.
             let mut head = reader.read_buffer().to_vec();
             head.resize(want, 0);
-            let got = self.socket.peek(&mut head[buffered..]).await?;
+            // Only what has arrived: waiting is left to the reader, on the socket's own
+            // registration (waiting on our duplicate here lost wake-ups, rarely, when a
+            // signal cut the wait short).
+            let got = match self.socket.peek_now(&mut head[buffered..]) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+                Err(e) => return Err(e),
+            };
             if buffered + got < want || !is_large_stdout(&head, header, max_frame) {
                 return Ok(None);
             }

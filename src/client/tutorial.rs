@@ -1,4 +1,5 @@
-//! The tutorial's wire modes, client side: `classic`, `json-header` and `naive`.
+//! The tutorial's wire modes, client side: `length-ack`, `classic`, `json-header` and
+//! `naive`.
 //!
 //! One command at a time, as the tutorial's client does. Replies are streamed to the
 //! output in fixed-size pieces: a length from the server sizes no buffer, so a lying
@@ -8,8 +9,7 @@
 use std::io::Write;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::{ClientConfig, ClientError, Input, Output};
 use crate::tutorial_codec::{self as codec, JsonHeader, PROBE};
@@ -17,8 +17,8 @@ use crate::wire::Protocol;
 
 const COPY_CHUNK: usize = 64 * 1024;
 
-pub(super) async fn run<O: Write, E: Write>(
-    mut stream: TcpStream,
+pub(super) async fn run<S: AsyncRead + AsyncWrite + Unpin, O: Write, E: Write>(
+    mut stream: S,
     config: &ClientConfig,
     mut input: Input,
     out: &mut Output<O, E>,
@@ -31,6 +31,7 @@ pub(super) async fn run<O: Write, E: Write>(
         last = match config.wire.protocol {
             Protocol::Naive => naive_reply(&mut stream, config, out).await?,
             Protocol::JsonHeader => json_reply(&mut stream, config, out).await?,
+            Protocol::LengthAck => length_ack_reply(&mut stream, config, out).await?,
             _ => classic_reply(&mut stream, config, out).await?,
         };
         input.replied();
@@ -71,7 +72,10 @@ fn stalled(config: &ClientConfig, got: usize, expected: Option<u64>) -> ClientEr
 /// Reads the header and the first bytes after it, and checks they are in our mode: a
 /// reply in another (framed frames, a JSON header to a classic client) is refused with
 /// the mode to use instead of being printed raw.
-async fn read_start(stream: &mut TcpStream, config: &ClientConfig) -> Result<Start, ClientError> {
+async fn read_start<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    config: &ClientConfig,
+) -> Result<Start, ClientError> {
     let fmt = config.wire.header;
     let size = fmt.size();
     let mut start = [0u8; 8 + PROBE];
@@ -166,8 +170,8 @@ async fn copy_exact<R: AsyncRead + Unpin>(
     Ok(())
 }
 
-async fn classic_reply<O: Write, E: Write>(
-    stream: &mut TcpStream,
+async fn classic_reply<S: AsyncRead + AsyncWrite + Unpin, O: Write, E: Write>(
+    stream: &mut S,
     config: &ClientConfig,
     out: &mut Output<O, E>,
 ) -> Result<i32, ClientError> {
@@ -181,8 +185,47 @@ async fn classic_reply<O: Write, E: Write>(
     Ok(0)
 }
 
-async fn json_reply<O: Write, E: Write>(
-    stream: &mut TcpStream,
+/// What the length-ack client answers to the length, as the tutorial's client does.
+pub const ACK: &[u8] = b"ready";
+
+async fn length_ack_reply<S: AsyncRead + AsyncWrite + Unpin, O: Write, E: Write>(
+    stream: &mut S,
+    config: &ClientConfig,
+    out: &mut Output<O, E>,
+) -> Result<i32, ClientError> {
+    // The tutorial: `length = int(recv(1024))`, `send(b'ready')`, then recv until length.
+    // The server waits for our answer, so the first read holds the digits and nothing else
+    // (a refusal, sent in one go, has its message right after them).
+    let mut first = [0u8; codec::MAX_DIGITS + PROBE];
+    let n = stream.read(&mut first).await?;
+    if n == 0 {
+        return Err(ClientError::Closed { unanswered: 1 });
+    }
+    let first = &first[..n];
+    let (len, digits) = codec::parse_length(first).map_err(|e| {
+        match codec::identify_reply(first, config.wire.header).filter(|p| *p != Protocol::LengthAck)
+        {
+            Some(theirs) => ClientError::Usage(codec::wrong_mode_message(theirs)),
+            None => malformed(e),
+        }
+    })?;
+    let already = &first[digits..];
+    let already = &already[..already
+        .len()
+        .min(usize::try_from(len).unwrap_or(usize::MAX))];
+    if already.is_empty() {
+        stream.write_all(ACK).await?;
+    } else {
+        out.out(already)?;
+    }
+    // The mode cannot tell stderr from stdout, nor carry a status.
+    let rest = len - already.len() as u64;
+    copy_exact(stream, config, rest, n, |b| out.out(b)).await?;
+    Ok(0)
+}
+
+async fn json_reply<S: AsyncRead + AsyncWrite + Unpin, O: Write, E: Write>(
+    stream: &mut S,
     config: &ClientConfig,
     out: &mut Output<O, E>,
 ) -> Result<i32, ClientError> {
@@ -210,7 +253,11 @@ async fn json_reply<O: Write, E: Write>(
     let header = JsonHeader::parse(&json).map_err(malformed)?;
     let done = size + json.len();
     match header.split() {
-        // An rcmd server says how the output splits: stderr first, then stdout.
+        // An rcmd server says how the output splits: stderr first unless it says otherwise.
+        Some((e, o)) if header.stdout_first == Some(true) => {
+            copy_exact(stream, config, o, done, |b| out.out(b)).await?;
+            copy_exact(stream, config, e, done, |b| out.err(b)).await?;
+        }
         Some((e, o)) => {
             copy_exact(stream, config, e, done, |b| out.err(b)).await?;
             copy_exact(stream, config, o, done, |b| out.out(b)).await?;
@@ -220,8 +267,8 @@ async fn json_reply<O: Write, E: Write>(
     Ok(header.exit_code.unwrap_or(0))
 }
 
-async fn naive_reply<O: Write, E: Write>(
-    stream: &mut TcpStream,
+async fn naive_reply<S: AsyncRead + AsyncWrite + Unpin, O: Write, E: Write>(
+    stream: &mut S,
     config: &ClientConfig,
     out: &mut Output<O, E>,
 ) -> Result<i32, ClientError> {

@@ -6,9 +6,11 @@
 //! never a sleep) until exactly the bytes it expects have arrived. A read then returns the
 //! same bytes on every run.
 
+pub mod html;
 pub mod render;
+pub mod rtt;
+pub mod stages;
 pub mod sticky;
-pub mod stream;
 pub mod udp;
 
 use std::io;
@@ -25,11 +27,15 @@ use crate::status::Status;
 pub const DEMOS: &[(&str, &str)] = &[
     (
         "sticky",
-        "TCP: replies bleed into each other without a length header (粘包), then framed",
+        "TCP: replies run together (粘包); the tutorial's fixes side by side",
+    ),
+    (
+        "rtt",
+        "the cost of a round trip: length-ack waits once more per reply",
     ),
     (
         "udp",
-        "UDP: boundaries kept, but a reply larger than the buffer is cut and the rest lost",
+        "UDP: boundaries kept, but a reply longer than the buffer is cut",
     ),
 ];
 

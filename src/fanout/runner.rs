@@ -45,6 +45,9 @@ pub struct Options {
     pub prefix: bool,
     /// Show a progress line on stderr.
     pub progress: bool,
+    /// The same stdin for every host's command (`--stdin`); `None`: an empty stdin, as
+    /// ssh's `-n` gives.
+    pub stdin: Option<bytes::Bytes>,
 }
 
 /// How one host ended.
@@ -310,7 +313,14 @@ async fn attempt(
         }
     };
     // Many hosts cannot share one stdin: each gets the command alone (`-n`).
-    let session = client::run_on(stream, client, Input::one(command.to_vec()), out);
+    let host = target.addr();
+    let input = match &options.stdin {
+        Some(data) => {
+            Input::one(command.to_vec()).with_stdin_from(std::io::Cursor::new(data.clone()))
+        }
+        None => Input::one(command.to_vec()),
+    };
+    let session = client::run_on(&host, stream, client, input, out);
     let result = match options.timeout {
         Some(limit) => match tokio::time::timeout(limit, session).await {
             Ok(result) => result,

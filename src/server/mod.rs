@@ -90,6 +90,8 @@ pub struct ServerConfig {
     pub accept_env: Vec<String>,
     /// Highest framed protocol version offered (a lower one imitates an older server).
     pub version: u8,
+    /// Show every frame on stderr as it passes (`--trace`).
+    pub trace: bool,
     /// TLS for the framed mode; `None`: the framed wire in the clear (`--plaintext`).
     pub tls: Option<Arc<crate::tls::ServerTls>>,
     /// Splice large output from a command's pipe straight into the socket (framed mode
@@ -117,6 +119,7 @@ impl ServerConfig {
             workdir: None,
             accept_env: env::DEFAULT_ACCEPT.iter().map(|s| s.to_string()).collect(),
             version: crate::protocol::VERSION,
+            trace: false,
             tls: None,
             splice: true,
             splice_min: SPLICE_MIN,
@@ -207,15 +210,13 @@ const REFUSAL_DEADLINE: Duration = Duration::from_secs(1);
 
 /// Serves connections from `listener` until `shutdown` completes, then stops accepting,
 /// gives running commands `limits.grace` to finish, kills what is left and returns.
-///
-/// # Errors
-/// Never for a single connection's failure (that is logged and the connection closed);
-/// only if the listener itself cannot be used.
+/// Nothing stops it before that: a connection's failure is logged and ends only that
+/// connection, and a failed accept (out of descriptors, say) is logged and retried.
 pub async fn serve(
     listener: TcpListener,
     config: ServerConfig,
     shutdown: impl Future<Output = ()>,
-) -> std::io::Result<()> {
+) {
     let config = Arc::new(config);
     let admission = Admission::new(&config.limits);
     let tracker = TaskTracker::new();
@@ -298,7 +299,6 @@ pub async fn serve(
         }
     }
     info!("server stopped");
-    Ok(())
 }
 
 async fn handle(stream: TcpStream, peer: SocketAddr, config: &ServerConfig, stop: &Shutdown) {
@@ -311,16 +311,16 @@ async fn handle(stream: TcpStream, peer: SocketAddr, config: &ServerConfig, stop
         Protocol::Framed => match &config.tls {
             Some(tls) => serve_tls(stream, peer, config, tls, stop).await,
             None => {
-                // A second handle on the socket, to splice output into; without one (or
-                // with `--no-splice`) output is copied, as it must be under TLS.
-                let splice = config
-                    .splice
+                // A second handle on the socket, to splice output into; without one (with
+                // `--no-splice`, or `--trace`, which must see every byte) output is
+                // copied, as it must be under TLS.
+                let splice = (config.splice && !config.trace)
                     .then(|| crate::splice::Socket::new(&stream, tokio::io::Interest::WRITABLE))
                     .and_then(|s| s.map_err(|e| debug!(%peer, "no splice: {e}")).ok());
-                framed::serve(stream, splice, peer, config, stop).await
+                serve_framed(stream, splice, peer, config, stop).await
             }
         },
-        Protocol::Classic | Protocol::JsonHeader | Protocol::Naive => {
+        Protocol::LengthAck | Protocol::Classic | Protocol::JsonHeader | Protocol::Naive => {
             tutorial::serve(stream, peer, config, stop).await
         }
     };
@@ -363,7 +363,7 @@ async fn serve_tls(
             token: None,
             ..config.clone()
         };
-        return framed::serve(stream, None, peer, &by_key, stop).await;
+        return serve_framed(stream, None, peer, &by_key, stop).await;
     }
     if tls.require_key {
         let why = match key {
@@ -386,7 +386,20 @@ async fn serve_tls(
         );
         return Err(ConnError::Refused(why));
     }
-    framed::serve(stream, None, peer, config, stop).await
+    serve_framed(stream, None, peer, config, stop).await
+}
+
+/// The framed handler, behind `--trace` when asked: inside TLS, so the trace shows the
+/// frames and not their ciphertext.
+async fn serve_framed<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    stream: S,
+    splice: Option<crate::splice::Socket>,
+    peer: SocketAddr,
+    config: &ServerConfig,
+    stop: &Shutdown,
+) -> Result<(), ConnError> {
+    let traced = crate::trace::Traced::new(stream, &config.wire, "server", config.trace);
+    framed::serve(traced, splice, peer, config, stop).await
 }
 
 /// Tells a connection turned away at once why, in its own mode's words.

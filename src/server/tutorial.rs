@@ -1,6 +1,7 @@
-//! The tutorial's wire modes, server side: `classic`, `json-header` and `naive`.
+//! The tutorial's wire modes, server side: `length-ack`, `classic`, `json-header` and
+//! `naive`.
 //!
-//! All three read a command as whatever one `recv(recv_size)` returns, exactly as the
+//! All four read a command as whatever one `recv(recv_size)` returns, exactly as the
 //! tutorial's server does, so request boundaries are as unreliable as the tutorial's
 //! (that is the point of `naive`, and what `classic` clients expect). The bytes of each
 //! reply, and what the server refuses to run, are in [`crate::tutorial_codec`]; this file
@@ -19,8 +20,9 @@ use crate::exec::{self, Event};
 use crate::printable::printable;
 use crate::spool::{Spool, MEMORY_LIMIT};
 use crate::status::Status;
+use crate::trace::Traced;
 use crate::tutorial_codec::{self as codec, Foreign};
-use crate::wire::{Protocol, Wire};
+use crate::wire::{Order, Protocol, Wire};
 
 pub(super) async fn serve(
     mut stream: TcpStream,
@@ -29,10 +31,22 @@ pub(super) async fn serve(
     stop: &Shutdown,
 ) -> Result<(), ConnError> {
     let wire = config.wire;
-    let fd = stream.as_raw_fd();
-    let (mut rd, mut wr) = stream.split();
+    let (mut rd, wr) = stream.split();
+    let mut wr = Traced::new(wr, &wire, "server", config.trace);
     let mut buf = vec![0u8; wire.recv_size.max(1)];
+    // In length-ack, a command that came in one read with the answer to the last reply.
+    let mut carried: Vec<u8> = Vec::new();
     loop {
+        if !carried.is_empty() {
+            let n = carried.len().min(buf.len());
+            buf[..n].copy_from_slice(&carried[..n]);
+            carried.clear();
+            let line = buf[..n].to_vec();
+            if !run_command(&line, &mut rd, &mut wr, peer, config, stop, &mut carried).await? {
+                return Ok(());
+            }
+            continue;
+        }
         // These modes have no way to say goodbye: on idleness or shutdown the
         // connection simply closes, as the tutorial's server would.
         let idle_at = config
@@ -50,43 +64,129 @@ pub(super) async fn serve(
         if n == 0 {
             return Ok(());
         }
-        let line = &buf[..n];
-        if let Some(foreign) = codec::foreign_request(line) {
-            if let Some(reply) = codec::foreign_reply(&wire, foreign) {
-                let _ = tokio::time::timeout(REFUSAL_DEADLINE, wr.write_all(&reply)).await;
-            }
-            return Err(ConnError::Refused(foreign_warning(foreign, &wire)));
+        if config.trace {
+            crate::trace::raw("server recv", &buf[..n]);
         }
-        // A full read with more already waiting is the start of a longer command: running
-        // it would run something the client never sent. Naive keeps that bug on purpose.
-        if wire.protocol != Protocol::Naive && n == buf.len() && bytes_waiting(fd)? > 0 {
-            let msg = codec::too_long_message(wire.recv_size);
-            let reply = codec::message_reply(&wire, &msg, 255);
-            let _ = tokio::time::timeout(REFUSAL_DEADLINE, wr.write_all(&reply)).await;
-            return Err(ConnError::Refused(
-                msg.trim_start_matches("rcmd: ").trim_end().into(),
-            ));
-        }
-        let command = printable(line);
-        debug!(%peer, %command, "running");
-        let outcome = match wire.protocol {
-            Protocol::Naive => {
-                match run_into(line, &mut rd, config, stop, &mut Sink::Raw(&mut wr)).await? {
-                    Outcome::Ended(status) => Some(status),
-                    // Nothing is collected, so nothing can overflow.
-                    Outcome::Overflow | Outcome::Gone => None,
-                }
-            }
-            _ => spool_reply(line, &mut rd, &mut wr, config, stop).await?,
-        };
-        match outcome {
-            Some(status) => info!(%peer, %command, "command ended: {status}"),
-            None => {
-                info!(%peer, %command, "command killed: the client went away or the server shut down");
-                return Ok(());
-            }
+        let line = buf[..n].to_vec();
+        if !run_command(&line, &mut rd, &mut wr, peer, config, stop, &mut carried).await? {
+            return Ok(());
         }
     }
+}
+
+/// Checks and runs one command read from the peer and sends its reply; `false` when the
+/// connection is to close.
+async fn run_command(
+    line: &[u8],
+    rd: &mut ReadHalf<'_>,
+    wr: &mut Traced<WriteHalf<'_>>,
+    peer: SocketAddr,
+    config: &ServerConfig,
+    stop: &Shutdown,
+    carried: &mut Vec<u8>,
+) -> Result<bool, ConnError> {
+    let wire = config.wire;
+    let n = line.len();
+    if let Some(foreign) = codec::foreign_request(line) {
+        if let Some(msg) = codec::foreign_message(&wire, foreign) {
+            refuse_with(&msg, rd, wr, config, stop).await;
+        }
+        return Err(ConnError::Refused(foreign_warning(foreign, &wire)));
+    }
+    // A full read with more already waiting is the start of a longer command: running
+    // it would run something the client never sent. Naive keeps that bug on purpose.
+    if wire.protocol != Protocol::Naive
+        && n == wire.recv_size.max(1)
+        && bytes_waiting(rd.as_ref().as_raw_fd())? > 0
+    {
+        let msg = codec::too_long_message(wire.recv_size);
+        refuse_with(&msg, rd, wr, config, stop).await;
+        return Err(ConnError::Refused(
+            msg.trim_start_matches("rcmd: ").trim_end().into(),
+        ));
+    }
+    let command = printable(line);
+    debug!(%peer, %command, "running");
+    let outcome = match wire.protocol {
+        Protocol::Naive => {
+            match run_into(line, rd, config, stop, &mut Sink::Raw(&mut *wr)).await? {
+                Outcome::Ended(status) => Some(status),
+                // Nothing is collected, so nothing can overflow.
+                Outcome::Overflow | Outcome::Gone => None,
+            }
+        }
+        _ => spool_reply(line, rd, wr, config, stop, carried).await?,
+    };
+    match outcome {
+        Some(status) => info!(%peer, %command, "command ended: {status}"),
+        None => {
+            info!(%peer, %command, "command killed: the client went away or the server shut down");
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// Tells the peer why it is turned away, in its mode's words, within [`REFUSAL_DEADLINE`].
+async fn refuse_with<W: AsyncWrite + Unpin>(
+    msg: &str,
+    rd: &mut ReadHalf<'_>,
+    wr: &mut W,
+    config: &ServerConfig,
+    stop: &Shutdown,
+) {
+    let send = send_message(msg, 255, rd, wr, config, stop);
+    let _ = tokio::time::timeout(REFUSAL_DEADLINE, send).await;
+}
+
+/// Sends a reply carrying `msg` instead of output, waiting for the answer in length-ack.
+async fn send_message<W: AsyncWrite + Unpin>(
+    msg: &str,
+    exit_code: i32,
+    rd: &mut ReadHalf<'_>,
+    wr: &mut W,
+    config: &ServerConfig,
+    stop: &Shutdown,
+) -> Result<(), ConnError> {
+    let (head, body) = codec::message_parts(&config.wire, msg, exit_code);
+    wr.write_all(&head).await?;
+    if !body.is_empty() && await_ack(rd, config, stop).await?.is_some() {
+        wr.write_all(&body).await?;
+    }
+    Ok(())
+}
+
+/// Length-ack's wait for the client's answer to the length: any bytes will do, as in the
+/// tutorial (`conn.recv(1024)`). `None` when the peer closed, went idle or the server is
+/// shutting down: the reply is not sent.
+///
+/// After an empty reply a client has nothing to wait for, so its next command can arrive
+/// in the same read as its `ready` (the sticky-packet bug, in this mode). What follows a
+/// leading `ready` is returned, to be run as the next command.
+async fn await_ack(
+    rd: &mut ReadHalf<'_>,
+    config: &ServerConfig,
+    stop: &Shutdown,
+) -> Result<Option<Vec<u8>>, ConnError> {
+    let mut ack = vec![0u8; config.wire.recv_size.max(1)];
+    let idle_at = config
+        .limits
+        .idle_timeout
+        .map(|t| tokio::time::Instant::now() + t);
+    let n = tokio::select! {
+        n = rd.read(&mut ack) => n?,
+        _ = crate::deadline::until(idle_at) => 0,
+        _ = stop.kill.cancelled() => 0,
+    };
+    if config.trace {
+        crate::trace::raw("server recv", &ack[..n]);
+    }
+    Ok((n > 0).then(|| {
+        ack[..n]
+            .strip_prefix(crate::client::ACK)
+            .unwrap_or_default()
+            .to_vec()
+    }))
 }
 
 /// The one line logged for a refused first read (with the peer, by the caller).
@@ -214,15 +314,16 @@ async fn run_into<W: AsyncWrite + Unpin>(
 async fn spool_reply(
     line: &[u8],
     rd: &mut ReadHalf<'_>,
-    wr: &mut WriteHalf<'_>,
+    wr: &mut Traced<WriteHalf<'_>>,
     config: &ServerConfig,
     stop: &Shutdown,
+    carried: &mut Vec<u8>,
 ) -> Result<Option<Status>, ConnError> {
     let wire = config.wire;
     let max_spool = config.limits.max_spool;
     let mut stdout = Spool::new(MEMORY_LIMIT);
     let mut stderr = Spool::new(MEMORY_LIMIT);
-    let mut sink: Sink<'_, WriteHalf<'_>> = Sink::Spooled {
+    let mut sink: Sink<'_, Traced<WriteHalf<'_>>> = Sink::Spooled {
         stdout: &mut stdout,
         stderr: &mut stderr,
         limit: codec::spool_limit(&wire, max_spool),
@@ -231,7 +332,7 @@ async fn spool_reply(
         Outcome::Gone => return Ok(None),
         Outcome::Overflow => {
             let msg = codec::overflow_message(&wire, max_spool);
-            wr.write_all(&codec::message_reply(&wire, &msg, 1)).await?;
+            send_message(&msg, 1, rd, wr, config, stop).await?;
             return Ok(Some(Status::Failed {
                 code: 1,
                 message: msg.trim_start_matches("rcmd: ").trim_end().into(),
@@ -242,11 +343,27 @@ async fn spool_reply(
     match codec::reply_head(&wire, stdout.len(), stderr.len(), status.exit_code()) {
         Ok(head) => {
             wr.write_all(&head).await?;
-            // What spilled to disk goes with sendfile(2), never through our memory.
-            stderr.send_to(wr.as_ref()).await?;
-            stdout.send_to(wr.as_ref()).await?;
+            if wire.protocol == Protocol::LengthAck {
+                match await_ack(rd, config, stop).await? {
+                    Some(next) => *carried = next,
+                    None => return Ok(None),
+                }
+            }
+            let (first, second) = match wire.order {
+                Order::StderrFirst => (stderr, stdout),
+                Order::StdoutFirst => (stdout, stderr),
+            };
+            if config.trace {
+                first.write_to(wr).await?;
+                second.write_to(wr).await?;
+            } else {
+                // What spilled to disk goes with sendfile(2), never through our memory.
+                let socket = wr.get_ref().as_ref();
+                first.send_to(socket).await?;
+                second.send_to(socket).await?;
+            }
         }
-        Err(msg) => wr.write_all(&codec::message_reply(&wire, &msg, 1)).await?,
+        Err(msg) => send_message(&msg, 1, rd, wr, config, stop).await?,
     }
     Ok(Some(status))
 }

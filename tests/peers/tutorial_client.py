@@ -1,7 +1,7 @@
-"""The tutorial's remote command client, in each of its three versions.
+"""The tutorial's remote command client, in each of its four versions.
 
 Usage: tutorial_client.py MODE PORT [FMT] < commands
-  MODE naive | classic | json, as in tutorial_server.py.
+  MODE naive | length-ack | classic | json, as in tutorial_server.py.
 
 Sends each non-empty line of stdin as a command to 127.0.0.1:PORT and prints each reply
 on one line as hex, so a test can compare replies byte for byte.
@@ -46,6 +46,10 @@ for line in sys.stdin:
     phone.send(cmd.encode('utf-8'))
     if mode == 'naive':
         reply = phone.recv(1024)
+    elif mode == 'length-ack':
+        length = int(phone.recv(1024).decode('utf-8'))
+        phone.send('ready'.encode('utf-8'))
+        reply = recv_body(phone, length)
     elif mode == 'classic':
         total_size = struct.unpack(fmt, recv_exact(phone, struct.calcsize(fmt)))[0]
         reply = recv_body(phone, total_size)

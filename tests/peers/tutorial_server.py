@@ -1,7 +1,9 @@
-"""The tutorial's remote command server, in each of its three versions.
+"""The tutorial's remote command server, in each of its four versions.
 
 Usage: tutorial_server.py MODE [FMT]
-  MODE  naive    reply with the raw output, no header (before the fix)
+  MODE  naive       reply with the raw output, no header (before the fix)
+        length-ack  the length as text, wait for the client's "ready", then the
+                    output (the first fix, which the tutorial calls clumsy)
         classic  struct.pack(FMT, total) then the output (the fix)
         json     struct.pack(FMT, len(header)), a JSON header, then the output
   FMT   struct format of the length header, default 'i'
@@ -38,6 +40,11 @@ while True:
     stdout, stderr = obj.communicate()
     if mode == 'naive':
         conn.sendall(stdout + stderr)
+    elif mode == 'length-ack':
+        conn.send(str(len(stdout) + len(stderr)).encode('utf-8'))
+        conn.recv(1024)  # "ready"
+        conn.sendall(stderr)
+        conn.sendall(stdout)
     elif mode == 'classic':
         conn.sendall(struct.pack(fmt, len(stdout) + len(stderr)))
         conn.sendall(stdout)

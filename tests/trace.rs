@@ -1,0 +1,84 @@
+//! `--trace`: every frame on stderr as it passes, on both ends and in every mode.
+
+mod common;
+
+use common::RcmdHome;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn framed_client_traces_each_frame_with_header_decode_and_tag() {
+    let home = RcmdHome::new();
+    let server = home.server(&["--trace"]).await;
+    let addr = server.addr.to_string();
+    let r = home
+        .rcmd(&["client", &addr, "-n", "--trace", "--", "echo hello"], b"")
+        .await;
+    r.expect_code(0);
+    assert_eq!(r.stdout_str(), "hello\n", "{r}");
+    let err = r.stderr_str();
+    for want in [
+        "rcmd trace: client send  00 00 00 0b  !I=11  'R' run  1+10 bytes  \"echo hello\"",
+        "rcmd trace: client recv  00 00 00 07  !I=7  'O' stdout  1+6 bytes  \"hello\\n\"",
+        "rcmd trace: client recv  00 00 00 05  !I=5  'X' exit  1+4 bytes",
+        "'H' hello",
+    ] {
+        assert!(err.contains(want), "missing {want:?}\n{r}");
+    }
+    let log = server.stop().await.join("\n");
+    for want in [
+        "rcmd trace: server recv  00 00 00 0b  !I=11  'R' run  1+10 bytes  \"echo hello\"",
+        "rcmd trace: server send  00 00 00 07  !I=7  'O' stdout  1+6 bytes  \"hello\\n\"",
+    ] {
+        assert!(log.contains(want), "missing {want:?}\n{log}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tutorial_modes_trace_their_own_framing() {
+    let home = RcmdHome::new();
+    for (mode, client_line, server_line) in [
+        (
+            "classic",
+            "rcmd trace: client recv  03 00 00 00  i=3  3 bytes  \"hi\\n\"",
+            "rcmd trace: server send  03 00 00 00  i=3  3 bytes  \"hi\\n\"",
+        ),
+        (
+            "length-ack",
+            "rcmd trace: client recv  length as text b'3' = 3  3 bytes  \"hi\\n\"",
+            "rcmd trace: server recv  5 bytes, no header  \"ready\"",
+        ),
+        (
+            "json-header",
+            "rcmd trace: client recv  3e 00 00 00  i=62  json {\"exit_code\":0",
+            "rcmd trace: server recv  7 bytes, no header  \"echo hi\"",
+        ),
+        (
+            "naive",
+            "rcmd trace: client recv  3 bytes, no header  \"hi\\n\"",
+            "rcmd trace: server send  3 bytes, no header  \"hi\\n\"",
+        ),
+    ] {
+        let server = home.server(&["--protocol", mode, "--trace"]).await;
+        let addr = server.addr.to_string();
+        let r = home
+            .rcmd(
+                &[
+                    "client",
+                    &addr,
+                    "--protocol",
+                    mode,
+                    "--trace",
+                    "--",
+                    "echo hi",
+                ],
+                b"",
+            )
+            .await;
+        r.expect_code(0);
+        assert!(
+            r.stderr_str().contains(client_line),
+            "{mode}: {client_line:?}\n{r}"
+        );
+        let log = server.stop().await.join("\n");
+        assert!(log.contains(server_line), "{mode}: {server_line:?}\n{log}");
+    }
+}

@@ -389,6 +389,16 @@ async fn second_host_positional_is_refused_with_a_hint() {
             .contains("rcmd client -H 127.0.0.1:9,127.0.0.2:9 -- CMD"),
         "{r}"
     );
+    // Bare addresses too, now that the port is optional (issue 12's own example).
+    for second in ["127.0.0.2", "::1", "[::1]", "127.0.0.[2-4]"] {
+        let r = rcmd(
+            &["client", "--plaintext", "127.0.0.1", second, "--", "true"],
+            b"",
+        )
+        .await;
+        r.expect_code(255);
+        assert!(r.stderr_str().contains("list them with -H"), "{r}");
+    }
     let r = rcmd(
         &["client", "--plaintext", "-H", "a[3-1]", "--", "true"],
         b"",

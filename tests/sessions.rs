@@ -500,3 +500,44 @@ async fn a_closed_stdout_ends_the_demo_quietly_too() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_timeout_bounds_a_server_that_accepts_and_never_answers() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let held = tokio::spawn(async move {
+        let mut conns = Vec::new();
+        while let Ok((conn, _)) = listener.accept().await {
+            conns.push(conn); // accepted, never answered
+        }
+    });
+    for (args, says) in [
+        (vec!["--plaintext"], "did not answer within 0.5s"),
+        (vec![], "no TLS answer within 0.5s"),
+    ] {
+        let mut all = vec!["client", addr.as_str(), "--connect-timeout", "0.5"];
+        all.extend(args);
+        all.extend(["-n", "--", "true"]);
+        let r = rcmd(&all, b"").await;
+        r.expect_code(255);
+        assert!(r.stderr_str().contains(says), "{r}");
+    }
+    // With many hosts, the silent one is reported unreachable and the run ends.
+    let r = rcmd(
+        &[
+            "client",
+            "--plaintext",
+            "--connect-timeout",
+            "0.5",
+            "-H",
+            &addr,
+            "--",
+            "true",
+        ],
+        b"",
+    )
+    .await;
+    r.expect_code(255);
+    assert!(r.stderr_str().contains("no answer within"), "{r}");
+    held.abort();
+}

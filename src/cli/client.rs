@@ -138,7 +138,12 @@ pub(super) fn run(args: ClientArgs) -> Result<i32, Failure> {
         wire,
         token,
         tls,
-        connect_timeout: args.fanout.connect_timeout,
+        // With many hosts one silent host must not hold up the rest: 10 s by default.
+        connect_timeout: args.fanout.connect_timeout.or(args
+            .fanout
+            .hosts
+            .is_some()
+            .then_some(fanout::FANOUT_CONNECT_TIMEOUT)),
         session,
         trace: args.trace,
         ..ClientConfig::new(wire.protocol)

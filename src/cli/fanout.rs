@@ -16,7 +16,7 @@ use crate::fanout::{self, hosts, Mode, Options, Outcome};
 const FAILED: i32 = 255;
 
 /// How long each host's connection may take unless --connect-timeout says otherwise.
-const FANOUT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+pub(super) const FANOUT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where these options show in `--help`.
 const HEADING: &str = "Many hosts (rcmd client -H LIST [OPTIONS] -- CMD)";

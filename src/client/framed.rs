@@ -48,7 +48,14 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite, O: Write, E: Write>(
         READ_BUFFER,
     );
     let mut writer = FramedWrite::new(wr, ClientCodec::new(wire.header, wire.max_frame));
-    let version = handshake(&mut reader, &mut writer, config).await?;
+    // --connect-timeout covers the hello too: a peer that accepts and never answers is as
+    // unreachable as one that never accepts.
+    let version = match config.connect_timeout {
+        Some(limit) => tokio::time::timeout(limit, handshake(&mut reader, &mut writer, config))
+            .await
+            .map_err(|_| ClientError::HandshakeTimeout(limit))??,
+        None => handshake(&mut reader, &mut writer, config).await?,
+    };
     reader.decoder_mut().set_max_frame(wire.max_frame);
 
     let session = &config.session;

@@ -134,6 +134,9 @@ pub enum ClientError {
         addr: String,
         after: Duration,
     },
+    /// The server accepted the connection but did not answer the hello within
+    /// `--connect-timeout`.
+    HandshakeTimeout(Duration),
     /// The TLS handshake failed, or the server is not the one we trust.
     Trust(crate::tls::TrustError),
 }
@@ -152,6 +155,12 @@ impl fmt::Display for ClientError {
                 "the server closed the connection with {unanswered} command(s) unanswered"
             ),
             ClientError::Usage(m) => write!(f, "{m}"),
+            ClientError::HandshakeTimeout(after) => write!(
+                f,
+                "the server accepted the connection but did not answer within {}s \
+                 (--connect-timeout): is it an rcmd server?",
+                after.as_secs_f64()
+            ),
             ClientError::ConnectTimeout { addr, after } => write!(
                 f,
                 "cannot connect to {addr}: no answer within {}s (--connect-timeout)",
@@ -315,7 +324,7 @@ pub async fn run_on<O: Write, E: Write>(
         Protocol::Framed => match &config.tls {
             Some(tls) => {
                 let stream = tls
-                    .connect(host, stream)
+                    .connect(host, stream, config.connect_timeout)
                     .await
                     .map_err(ClientError::Trust)?;
                 framed::run(

@@ -335,6 +335,11 @@ async fn attempt(
     };
     match result {
         Ok(code) => Outcome::Exited(code),
+        // Accepted but never answered: as unreachable as a host that never accepts.
+        Err(ClientError::HandshakeTimeout(limit)) => Outcome::Unreachable(format!(
+            "no answer within {} (--connect-timeout)",
+            report::seconds(limit)
+        )),
         Err(e) => Outcome::Failed(e.to_string()),
     }
 }

@@ -288,7 +288,12 @@ impl ClientTls {
     /// # Errors
     /// A [`TrustError`] for a failed handshake, a changed identity (saying which line of
     /// which file to remove), or an unknown one that is not accepted.
-    pub async fn connect(&self, host: &str, stream: TcpStream) -> Result<ClientStream, TrustError> {
+    pub async fn connect(
+        &self,
+        host: &str,
+        stream: TcpStream,
+        timeout: Option<std::time::Duration>,
+    ) -> Result<ClientStream, TrustError> {
         let host = host.to_string();
         let mut known = match (&self.pin, &self.known_hosts) {
             (None, Some(path)) => Some(KnownHosts::load(path).map_err(|e| TrustError(e.0))?),
@@ -324,7 +329,18 @@ impl ClientTls {
         config.enable_sni = false;
         let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
         let name = ServerName::try_from("rcmd").expect("a valid name");
-        let tls = match connector.connect(name, stream).await {
+        // Only the exchange with the server is timed, never a person answering below.
+        let handshake = connector.connect(name, stream);
+        let handshake = match timeout {
+            Some(limit) => tokio::time::timeout(limit, handshake).await.map_err(|_| {
+                TrustError(format!(
+                    "{host}: no TLS answer within {}s (--connect-timeout)",
+                    limit.as_secs_f64()
+                ))
+            })?,
+            None => handshake.await,
+        };
+        let tls = match handshake {
             Ok(tls) => tls,
             Err(e) => {
                 let refused = *verifier.refused.lock().expect("not poisoned");

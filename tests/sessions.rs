@@ -541,3 +541,29 @@ async fn connect_timeout_bounds_a_server_that_accepts_and_never_answers() {
     assert!(r.stderr_str().contains("no answer within"), "{r}");
     held.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_on_one_command_then_the_next_is_not_a_double_ctrl_c() {
+    let addr = start_server(framed()).await.to_string();
+    let mut client = rcmd_command()
+        .args(["client", &addr, "--plaintext"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = client.stdin.take().unwrap();
+    stdin
+        .write_all(b"echo r1; sleep 30\necho r2; sleep 30\necho r3\n")
+        .await
+        .unwrap();
+    drop(stdin);
+    let mut lines = BufReader::new(client.stdout.take().unwrap()).lines();
+    for (seen, interrupt) in [("r1", true), ("r2", true), ("r3", false)] {
+        assert_eq!(lines.next_line().await.unwrap().as_deref(), Some(seen));
+        if interrupt {
+            // SAFETY: kill(2) on the client this test started.
+            unsafe { libc::kill(client.id().unwrap() as i32, libc::SIGINT) };
+        }
+    }
+    assert_eq!(client.wait().await.unwrap().code(), Some(0));
+}

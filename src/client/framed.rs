@@ -79,6 +79,7 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite, O: Write, E: Write>(
     } else {
         None
     };
+    input.ready();
     let mut tty_active = false;
 
     let mut pending = 0usize;
@@ -149,7 +150,9 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite, O: Write, E: Write>(
                     }
                     last = status.exit_code();
                     pending -= 1;
+                    // A Ctrl-C for this command says nothing about the next one.
                     grace = None;
+                    last_interrupt = None;
                     input.replied();
                 }
                 Some(Ok(ServerMessage::Credit(n))) => credit += n as usize,

@@ -141,14 +141,18 @@ async fn ctrl_c_reaches_the_command_and_its_status_comes_back() {
             "trap 'echo got INT; exit 3' INT; echo ready; sleep 30",
         ])
         .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(client.stdout.take().unwrap()).lines();
     assert_eq!(lines.next_line().await.unwrap().as_deref(), Some("ready"));
     // SAFETY: kill(2) on the client this test started.
     unsafe { libc::kill(client.id().unwrap() as i32, libc::SIGINT) };
-    assert_eq!(lines.next_line().await.unwrap().as_deref(), Some("got INT"));
-    assert_eq!(client.wait().await.unwrap().code(), Some(3));
+    let next = lines.next_line().await.unwrap();
+    let out = client.wait_with_output().await.unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(next.as_deref(), Some("got INT"), "client said: {said}");
+    assert_eq!(out.status.code(), Some(3), "client said: {said}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -534,3 +534,29 @@ async fn stdin_goes_to_every_host_only_when_asked() {
     assert_eq!(lines.len(), addrs.len(), "{r}");
     assert!(lines.iter().all(|l| *l == "same for all"), "{r}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_servers_are_one_line_of_the_summary() {
+    // Three TLS servers of one user; the client is another user's, knowing none of them.
+    let theirs = common::RcmdHome::new();
+    let first = theirs.server(&["--listen", "127.0.0.2:0"]).await;
+    let port = first.addr.port().to_string();
+    let mut servers = vec![first];
+    for ip in ["127.0.0.3", "127.0.0.4"] {
+        servers.push(theirs.server(&["--listen", &format!("{ip}:{port}")]).await);
+    }
+    let ours = common::RcmdHome::new();
+    let list = format!("127.0.0.[2-4]:{port}");
+    let r = ours.rcmd(&["client", "-H", &list, "--", "true"], b"").await;
+    r.expect_code(255);
+    let err = r.stderr_str();
+    assert!(
+        err.lines()
+            .any(|l| l.contains("127.0.0.[2-4]") && l.contains("unknown server identity")),
+        "{r}"
+    );
+    assert!(!err.contains("SHA256:"), "no fingerprint per host: {r}");
+    for s in servers {
+        s.stop().await;
+    }
+}

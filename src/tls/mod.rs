@@ -279,6 +279,17 @@ impl fmt::Display for TrustError {
 
 impl std::error::Error for TrustError {}
 
+/// How the refusal of a server no fingerprint is known for begins.
+const UNKNOWN: &str = "unknown server identity";
+
+impl TrustError {
+    /// Whether the server was refused only for being unknown (first use without
+    /// `--accept-new`), as opposed to a changed identity or a failed handshake.
+    pub fn is_unknown_host(&self) -> bool {
+        self.0.starts_with(UNKNOWN)
+    }
+}
+
 impl ClientTls {
     /// Completes the TLS handshake over `stream` and decides whether to trust the server,
     /// known in `known_hosts` as `host` (`HOST:PORT` as the user wrote it, as ssh records
@@ -372,10 +383,9 @@ impl ClientTls {
             NewHost::Ask => ask(&host, seen).await?,
             NewHost::Refuse => {
                 return Err(TrustError(format!(
-                    "the server at {host} is not known (its identity is {seen}) and there is \
-                     no terminal to ask. Check the fingerprint against `rcmd fingerprint` on \
-                     the server, then connect again with --fingerprint {seen} (or \
-                     --accept-new to record it in {})",
+                    "{UNKNOWN}: {host} presents {seen}, which is not in {}. Check it \
+                     against `rcmd fingerprint` on the server, then connect again with \
+                     --fingerprint {seen}, or with --accept-new to record it",
                     known.path.display()
                 )))
             }

@@ -327,10 +327,22 @@ async fn fail_fast_stops_starting_hosts_and_interrupts_running_ones() {
         err.contains(": not started after another host failed (-k)\n"),
         "{r}"
     );
-    assert!(
-        err.contains(&format!("{HOSTS} of {HOSTS} hosts failed")),
-        "{r}"
-    );
+    // The headline counts hosts that failed apart from those -k stopped.
+    let headline = err
+        .lines()
+        .find(|l| l.contains(&format!(" of {HOSTS} hosts failed")))
+        .unwrap_or_else(|| panic!("no headline: {r}"));
+    let numbers: Vec<usize> = headline
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    // "rcmd: F of N hosts failed, I interrupted, S not started:"
+    let [failed, all, interrupted, not_started] = numbers[..] else {
+        panic!("{headline:?}")
+    };
+    assert_eq!(all, HOSTS, "{headline}");
+    assert!(failed >= 1, "{headline}");
+    assert_eq!(failed + interrupted + not_started, HOSTS, "{headline}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -131,21 +131,20 @@ async fn a_gib_of_stdin_arrives_byte_for_byte_in_bounded_memory() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ctrl_c_reaches_the_command_and_its_status_comes_back() {
     let addr = start_server(framed()).await.to_string();
+    let marker = unique_marker();
+    let line = format!("trap 'echo got INT; exit 3' INT; echo ready; sleep {marker}");
     let mut client = rcmd_command()
-        .args([
-            "client",
-            &addr,
-            "--plaintext",
-            "-n",
-            "--",
-            "trap 'echo got INT; exit 3' INT; echo ready; sleep 30",
-        ])
+        .args(["client", &addr, "--plaintext", "-n", "--", &line])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(client.stdout.take().unwrap()).lines();
     assert_eq!(lines.next_line().await.unwrap().as_deref(), Some("ready"));
+    // Only once sleep runs: a signal landing while the shell forks it reaches the child
+    // before it execs, and the shell then waits for a sleep that never got it (a shell's
+    // race, the same over ssh).
+    sleeping(&marker).await;
     // SAFETY: kill(2) on the client this test started.
     unsafe { libc::kill(client.id().unwrap() as i32, libc::SIGINT) };
     let next = lines.next_line().await.unwrap();
@@ -176,6 +175,15 @@ async fn a_command_ignoring_the_signal_is_disconnected_and_killed() {
     let sleep = format!("sleep {marker}");
     wait_until("the ignoring command is killed", || {
         common::pids_running(&sleep).is_empty()
+    })
+    .await;
+}
+
+/// Waits until `sleep MARKER` runs.
+async fn sleeping(marker: &str) {
+    let sleep = format!("sleep {marker}");
+    wait_until("the sleep runs", || {
+        !common::pids_running(&sleep).is_empty()
     })
     .await;
 }
@@ -556,15 +564,15 @@ async fn ctrl_c_on_one_command_then_the_next_is_not_a_double_ctrl_c() {
         .spawn()
         .unwrap();
     let mut stdin = client.stdin.take().unwrap();
-    stdin
-        .write_all(b"echo r1; sleep 30\necho r2; sleep 30\necho r3\n")
-        .await
-        .unwrap();
+    let (m1, m2) = (unique_marker(), unique_marker());
+    let lines = format!("echo r1; sleep {m1}\necho r2; sleep {m2}\necho r3\n");
+    stdin.write_all(lines.as_bytes()).await.unwrap();
     drop(stdin);
     let mut lines = BufReader::new(client.stdout.take().unwrap()).lines();
-    for (seen, interrupt) in [("r1", true), ("r2", true), ("r3", false)] {
+    for (seen, interrupt) in [("r1", Some(&m1)), ("r2", Some(&m2)), ("r3", None)] {
         assert_eq!(lines.next_line().await.unwrap().as_deref(), Some(seen));
-        if interrupt {
+        if let Some(marker) = interrupt {
+            sleeping(marker).await;
             // SAFETY: kill(2) on the client this test started.
             unsafe { libc::kill(client.id().unwrap() as i32, libc::SIGINT) };
         }

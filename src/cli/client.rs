@@ -109,7 +109,7 @@ pub(super) fn run(args: ClientArgs) -> Result<i32, Failure> {
         env: args
             .env
             .iter()
-            .map(|spec| env_pair(spec))
+            .filter_map(|spec| env_pair(spec).transpose())
             .collect::<Result<_, _>>()?,
         cwd: args.cwd.map(String::into_bytes),
         tty: want_tty.then(|| {
@@ -149,6 +149,12 @@ pub(super) fn run(args: ClientArgs) -> Result<i32, Failure> {
         ..ClientConfig::new(wire.protocol)
     };
     if let Some(list) = &args.fanout.hosts {
+        if args.tty {
+            return Err(Failure::new(
+                CLIENT_FAILED,
+                "-t gives one command a terminal; with -H, many commands would share ours",
+            ));
+        }
         return fanout::run(&args.fanout, list, &command_line(&command), &config);
     }
     let addr = addr.expect("clap requires HOST:PORT without -H");
@@ -176,11 +182,17 @@ pub(super) fn run(args: ClientArgs) -> Result<i32, Failure> {
         None
     };
     let result = runtime.block_on(client::run(&addr, &config, input, &mut Output::terminal()));
+    let was_raw = raw.is_some();
     drop(raw);
     // Threads still blocked reading our stdin must not keep the process alive.
     runtime.shutdown_background();
     match result {
         Ok(code) => Ok(code),
+        // The remote shell's last line is still on the screen: say why on a line of its own.
+        Err(e) if was_raw => {
+            eprintln!();
+            Err(Failure::new(CLIENT_FAILED, e))
+        }
         // Our output was closed (`| head`): end quietly, as a command killed by SIGPIPE.
         Err(e) if e.is_local_broken_pipe() => Ok(SIGPIPE_STATUS),
         Err(e) => Err(Failure::new(CLIENT_FAILED, e)),
@@ -190,24 +202,23 @@ pub(super) fn run(args: ClientArgs) -> Result<i32, Failure> {
 /// How a shell reports a command killed by SIGPIPE.
 const SIGPIPE_STATUS: i32 = 128 + libc::SIGPIPE;
 
-/// `NAME=VALUE`, or `NAME` for our own value of it.
-fn env_pair(spec: &str) -> Result<(Vec<u8>, Vec<u8>), Failure> {
+/// One variable for the remote command: its name and value.
+type EnvPair = (Vec<u8>, Vec<u8>);
+
+/// `NAME=VALUE`, or `NAME` for our own value of it (`None` when it is not set here).
+fn env_pair(spec: &str) -> Result<Option<EnvPair>, Failure> {
     use std::os::unix::ffi::OsStrExt;
     match spec.split_once('=') {
         Some((name, value)) if !name.is_empty() => {
-            Ok((name.as_bytes().to_vec(), value.as_bytes().to_vec()))
+            Ok(Some((name.as_bytes().to_vec(), value.as_bytes().to_vec())))
         }
         Some(_) => Err(Failure::new(
             CLIENT_FAILED,
             format!("-e {spec}: no variable name"),
         )),
-        None => match std::env::var_os(spec) {
-            Some(value) => Ok((spec.as_bytes().to_vec(), value.as_bytes().to_vec())),
-            None => Err(Failure::new(
-                CLIENT_FAILED,
-                format!("-e {spec}: {spec} is not set here; give a value with -e {spec}=VALUE"),
-            )),
-        },
+        // As ssh's SendEnv: a variable not set here is simply not sent.
+        None => Ok(std::env::var_os(spec)
+            .map(|value| (spec.as_bytes().to_vec(), value.as_bytes().to_vec()))),
     }
 }
 

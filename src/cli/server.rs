@@ -18,7 +18,7 @@ const SERVER_FAILED: i32 = 1;
 
 #[derive(Debug, Args)]
 pub(super) struct ServerArgs {
-    /// Address to listen on; anything but loopback needs a token
+    /// Address to listen on (port 9000 unless given); anything but loopback needs a token
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9000")]
     listen: String,
 
@@ -180,7 +180,9 @@ pub(super) fn run(args: ServerArgs) -> Result<i32, Failure> {
     let runtime = tokio::runtime::Runtime::new().map_err(|e| fail(&e))?;
     runtime.block_on(async {
         // Decide on exposure before binding anything: a refused address is never opened.
-        let addrs: Vec<_> = tokio::net::lookup_host(&args.listen)
+        // A bare address listens on the port clients assume, 9000.
+        let listen = crate::client::with_default_port(&args.listen);
+        let addrs: Vec<_> = tokio::net::lookup_host(&listen)
             .await
             .map_err(|e| fail(&format!("cannot resolve {}: {e}", args.listen)))?
             .collect();

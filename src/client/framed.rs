@@ -183,6 +183,8 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite, O: Write, E: Write>(
                 if sig == libc::SIGINT
                     && last_interrupt.is_some_and(|t| now.duration_since(t) < DOUBLE_INTERRUPT)
                 {
+                    // The terminal echoed ^C; the shell's prompt belongs on a new line.
+                    out.err(b"\n")?;
                     return Ok(128 + sig);
                 }
                 if sig == libc::SIGINT {

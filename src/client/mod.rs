@@ -150,9 +150,16 @@ impl fmt::Display for ClientError {
             ClientError::Io(e) => write!(f, "connection failed: {e}"),
             ClientError::Protocol(e) => write!(f, "protocol error: {e}"),
             ClientError::Server(m) => write!(f, "server: {m}"),
+            ClientError::Closed { unanswered: 0 } => {
+                write!(f, "the server closed the connection")
+            }
+            ClientError::Closed { unanswered: 1 } => write!(
+                f,
+                "the server closed the connection before the command finished"
+            ),
             ClientError::Closed { unanswered } => write!(
                 f,
-                "the server closed the connection with {unanswered} command(s) unanswered"
+                "the server closed the connection with {unanswered} commands unanswered"
             ),
             ClientError::Usage(m) => write!(f, "{m}"),
             ClientError::HandshakeTimeout(after) => write!(

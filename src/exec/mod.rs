@@ -46,8 +46,9 @@ const READ_CHUNK: usize = 256 * 1024;
 /// Pipe capacity asked for (Linux allows up to /proc/sys/fs/pipe-max-size, 1 MiB by
 /// default): a fast producer fills more before it waits on us, so we wake less often.
 const PIPE_SIZE: libc::c_int = 1 << 20;
-/// Variables that never reach a command: the server's own secret.
-const PRIVATE_ENV: &[&str] = &["RCMD_TOKEN"];
+/// Variables that never reach a command: the server's own secret, and where the server
+/// keeps its keys and token (a command has no business finding them).
+const PRIVATE_ENV: &[&str] = &["RCMD_TOKEN", "RCMD_HOME"];
 
 /// One piece of what a running command produced.
 #[derive(Debug, Clone, PartialEq, Eq)]

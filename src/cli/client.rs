@@ -86,7 +86,7 @@ pub(super) fn run(args: ClientArgs) -> Result<i32, Failure> {
             ),
         ));
     }
-    let token = args
+    let (token, same_user_token) = args
         .token
         .for_client(std::env::var("RCMD_TOKEN").ok(), wire.protocol)
         .map_err(|e| Failure::new(CLIENT_FAILED, e))?;
@@ -137,6 +137,7 @@ pub(super) fn run(args: ClientArgs) -> Result<i32, Failure> {
     let config = ClientConfig {
         wire,
         token,
+        same_user_token,
         tls,
         // With many hosts one silent host must not hold up the rest: 10 s by default.
         connect_timeout: args.fanout.connect_timeout.or(args

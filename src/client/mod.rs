@@ -39,6 +39,10 @@ pub struct ClientConfig {
     pub stall_timeout: Duration,
     /// Sent in the hello when the server requires one (framed mode).
     pub token: Option<Token>,
+    /// This user's own token (the same-user file), sent only to a server whose TLS
+    /// identity is this user's own: never in the clear, never to a server merely pinned
+    /// or accepted, where another user could be listening.
+    pub same_user_token: Option<Token>,
     /// How long connecting may take; `None`: as long as the system allows.
     pub connect_timeout: Option<Duration>,
     /// What a one-shot command asks for around it (framed mode, protocol version 2).
@@ -57,6 +61,7 @@ impl ClientConfig {
             naive_wait: NAIVE_WAIT,
             stall_timeout: STALL_WAIT,
             token: None,
+            same_user_token: None,
             connect_timeout: None,
             session: Session::default(),
             trace: false,
@@ -330,10 +335,22 @@ pub async fn run_on<O: Write, E: Write>(
     match config.wire.protocol {
         Protocol::Framed => match &config.tls {
             Some(tls) => {
-                let stream = tls
+                let (stream, own) = tls
                     .connect(host, stream, config.connect_timeout)
                     .await
                     .map_err(ClientError::Trust)?;
+                // Our own token only to our own server.
+                let mine;
+                let config = match (&config.token, &config.same_user_token, own) {
+                    (None, Some(token), true) => {
+                        mine = ClientConfig {
+                            token: Some(token.clone()),
+                            ..config.clone()
+                        };
+                        &mine
+                    }
+                    _ => config,
+                };
                 framed::run(
                     crate::trace::Traced::new(stream, &config.wire, "client", config.trace),
                     config,

@@ -304,7 +304,7 @@ impl ClientTls {
         host: &str,
         stream: TcpStream,
         timeout: Option<std::time::Duration>,
-    ) -> Result<ClientStream, TrustError> {
+    ) -> Result<(ClientStream, bool), TrustError> {
         let host = host.to_string();
         let mut known = match (&self.pin, &self.known_hosts) {
             (None, Some(path)) => Some(KnownHosts::load(path).map_err(|e| TrustError(e.0))?),
@@ -373,7 +373,9 @@ impl ClientTls {
             .ok_or_else(|| TrustError(format!("{host} presented no certificate")))?;
         let tls = CleanEof(tls);
         if accept.contains(&seen) {
-            return Ok(tls);
+            // Whether the server proved to be this user's own: only that one may be sent
+            // the same-user token.
+            return Ok((tls, self.own_server == Some(seen)));
         }
         // A server no fingerprint is known for: the verifier let it through only so that
         // we may decide here, before anything is sent.
@@ -397,7 +399,7 @@ impl ClientTls {
         }
         known.add(&host, seen).map_err(|e| TrustError(e.0))?;
         eprintln!("rcmd: added {host} ({seen}) to {}", known.path.display());
-        Ok(tls)
+        Ok((tls, self.own_server == Some(seen)))
     }
 }
 

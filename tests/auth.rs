@@ -432,30 +432,46 @@ async fn fifty_wrong_guesses_are_slowed_and_logged_as_a_few_counts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unauthenticated_connections_from_one_source_do_not_lock_out_others() {
+    // 256 connections from 127.0.0.2 that never say a word.
+    lock_out_attempt(&[[127, 0, 0, 2].into()], 256).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unauthenticated_connections_from_many_sources_do_not_lock_out_others() {
+    // 8 silent connections from each of 16 addresses: twice what the server lets wait.
+    let attackers: Vec<std::net::IpAddr> = (2..18).map(|i| [127, 0, 0, i].into()).collect();
+    lock_out_attempt(&attackers, 8).await;
+}
+
+/// Holds `each` silent connections from every address in `attackers`, then checks that
+/// clients from 127.0.0.1 are served at least 19 times in 20.
+async fn lock_out_attempt(attackers: &[std::net::IpAddr], each: usize) {
     use tokio::io::AsyncReadExt;
     let mut config = rcmd::server::ServerConfig::new(rcmd::wire::Protocol::Framed);
     config.token = Some(rcmd::auth::Token::new(b"the token").unwrap());
     let addr = common::start_server(config).await;
-    // 256 connections from 127.0.0.2 that never say a word.
-    let attacker: std::net::IpAddr = [127, 0, 0, 2].into();
     let mut held = Vec::new();
-    for _ in 0..256 {
-        let socket = tokio::net::TcpSocket::new_v4().unwrap();
-        socket.bind((attacker, 0).into()).unwrap();
-        held.push(socket.connect(addr).await.unwrap());
+    for attacker in attackers {
+        for _ in 0..each {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.bind((*attacker, 0).into()).unwrap();
+            held.push(socket.connect(addr).await.unwrap());
+        }
     }
-    // Those past the per-source limit are told so at once.
-    let mut told = Vec::new();
-    held.last_mut()
-        .unwrap()
-        .read_to_end(&mut told)
-        .await
-        .unwrap();
-    let told = String::from_utf8_lossy(&told);
-    assert!(
-        told.contains("too many unauthenticated connections from 127.0.0.2"),
-        "{told:?}"
-    );
+    if each > 8 {
+        // Those past the per-source limit are told so at once.
+        let mut told = Vec::new();
+        held.last_mut()
+            .unwrap()
+            .read_to_end(&mut told)
+            .await
+            .unwrap();
+        let told = String::from_utf8_lossy(&told);
+        assert!(
+            told.contains("too many unauthenticated connections from 127.0.0.2"),
+            "{told:?}"
+        );
+    }
     let a = addr.to_string();
     let mut served = 0;
     for _ in 0..20 {

@@ -149,9 +149,17 @@ pub(super) async fn serve<S: AsyncRead + AsyncWrite>(
         codec: ServerCodec::new(wire.header, wire.max_frame),
         outbox: Outbox::default(),
     };
+    // A connection still authenticating may lose its place to a newer one when the server
+    // is full of them (see `admission`).
+    let evicted = admission::ticket(|t| t.evicted()).unwrap_or_default();
     let hello = tokio::select! {
         hello = handshake(&mut reader, &mut writer, peer, config) => hello,
         _ = stop.drain.cancelled() => return Ok(()),
+        _ = evicted.cancelled() => {
+            let why = "too many connections are authenticating: this one waited longest \
+                       and made room for a newer one; try again";
+            Err(writer.refuse(why.into()).await)
+        }
     };
     let hello = match hello {
         Ok(hello) => hello,

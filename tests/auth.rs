@@ -121,10 +121,10 @@ async fn another_local_user_is_refused_and_nothing_runs() {
         }
     };
     refused_auth(&as_nobody(their_home.to_str().unwrap().to_string()).await);
-    // Pointed at the server user's directory, it cannot even read the token.
+    // Pointed at the server user's directory, it refuses to trust it at all.
     let r = as_nobody(home.path().to_str().unwrap().to_string()).await;
     r.expect_code(255);
-    assert!(r.stderr_str().contains("ermission denied"), "{r}");
+    assert!(r.stderr_str().contains("belongs to another user"), "{r}");
     assert!(!proof.exists(), "a command ran for another user");
     // The owner still gets in.
     let r = home.rcmd(&["client", &addr, "--", &touch], b"").await;

@@ -274,3 +274,33 @@ async fn none_left_of(cmdline: &str) {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_inherit_no_descriptor_the_server_was_started_with() {
+    // A shell that leaves descriptor 7 open, then becomes the server.
+    let home = common::RcmdHome::new();
+    let mut cmd = tokio::process::Command::new("sh");
+    cmd.env("RCMD_HOME", home.path())
+        .args([
+            "-c",
+            "exec 7</dev/null; exec \"$0\" server --listen 127.0.0.1:0",
+            common::rcmd_bin(),
+        ])
+        .kill_on_drop(true);
+    let server = common::ServerProcess::start(cmd).await;
+    let r = home
+        .rcmd(
+            &[
+                "client",
+                &server.addr.to_string(),
+                "-n",
+                "--",
+                "ls /proc/$$/fd",
+            ],
+            b"",
+        )
+        .await;
+    r.expect_code(0);
+    assert_eq!(r.stdout_str(), "0\n1\n2\n", "{r}");
+    server.stop().await;
+}

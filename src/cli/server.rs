@@ -110,6 +110,7 @@ pub(super) fn run(args: ServerArgs) -> Result<i32, Failure> {
     // runtime starts below), so nothing reads the environment while it changes.
     let env_token = std::env::var("RCMD_TOKEN").ok();
     std::env::remove_var("RCMD_TOKEN");
+    close_inherited_descriptors();
     init_logging("rcmd=info");
     let fail = |e: &dyn std::fmt::Display| Failure::new(SERVER_FAILED, e);
     let mut wire = args.wire.wire();
@@ -261,5 +262,26 @@ async fn shutdown_signal() {
         _ = term.recv() => {}
         _ = hup.recv() => {}
         _ = quit.recv() => {}
+    }
+}
+
+/// Marks every descriptor this process inherited beyond stdin, stdout and stderr
+/// close-on-exec, so commands do not inherit what the shell that started the server had
+/// open (as sshd closes them at start).
+fn close_inherited_descriptors() {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    let fds: Vec<i32> = dir
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .filter(|fd| *fd > 2)
+        .collect();
+    for fd in fds {
+        // SAFETY: F_SETFD on a descriptor number; one that closed since (the directory's
+        // own) fails harmlessly.
+        unsafe {
+            libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+        }
     }
 }

@@ -241,6 +241,12 @@ async fn handshake<S: AsyncRead + AsyncWrite>(
         if let Some(theirs) = other_mode(reader, wire.header).await {
             return Err(ClientError::Usage(wrong_mode_message(theirs)));
         }
+        // A TLS alert or handshake record: a TLS server read our hello as garbage.
+        if matches!(reader.read_buffer().get(..2), Some([0x15 | 0x16, 0x03])) {
+            return Err(ClientError::Usage(
+                "the server speaks TLS (rcmd's default); leave out --plaintext".into(),
+            ));
+        }
     }
     match answer {
         Some(Ok(ServerMessage::Hello(h))) => {

@@ -5,7 +5,8 @@ Usage: rcmd_client.py HOST PORT COMMAND [--fingerprint SHA256:...] [--plaintext]
 
 Runs COMMAND on the server, copies its stdout and stderr to ours and exits with its
 status, like `rcmd client HOST:PORT -- COMMAND`. The token comes from where rcmd's own
-client finds it: RCMD_TOKEN, else the same-user file `token` in $RCMD_HOME,
+client finds it: RCMD_TOKEN, else (sent only to this user's own server, over TLS) the
+same-user file `token` in $RCMD_HOME,
 $XDG_CONFIG_HOME/rcmd or ~/.config/rcmd.
 
 The connection is TLS 1.3 (PROTOCOL.md, "Transport"). The server is trusted when its
@@ -64,10 +65,14 @@ def config_dir():
     return os.path.join(os.path.expanduser('~'), '.config', 'rcmd')
 
 
-def token():
-    """The token to present: RCMD_TOKEN, else the same-user file, else none."""
+def token(own_server):
+    """The token to present: RCMD_TOKEN, else (only to this user's own server, proved by
+    its TLS identity) the same-user file, else none. The same-user token never goes in the
+    clear or to another server: another local user could be the one listening."""
     if os.environ.get('RCMD_TOKEN'):
         return os.environ['RCMD_TOKEN'].encode()
+    if not own_server:
+        return b''
     path = os.path.join(config_dir(), 'token')
     try:
         f = open(path, 'rb')
@@ -116,7 +121,7 @@ def tls_connect(sock, pinned):
         tls.close()
         expected = f'not {pinned}, given with --fingerprint' if pinned else 'not known'
         sys.exit(f'the server presented {seen}, {expected}; nothing was sent')
-    return tls
+    return tls, seen == own
 
 
 def main():
@@ -130,9 +135,9 @@ def main():
     args = ap.parse_args()
 
     with socket.create_connection((args.host, args.port)) as raw:
-        sock = raw if args.plaintext else tls_connect(raw, args.fingerprint)
+        sock, own = (raw, False) if args.plaintext else tls_connect(raw, args.fingerprint)
         conn = Framed(sock, args.header)
-        conn.send(b'H' + b'rcmd' + struct.pack('!BI', VERSION, MAX_FRAME) + token())
+        conn.send(b'H' + b'rcmd' + struct.pack('!BI', VERSION, MAX_FRAME) + token(own))
         hello = conn.recv()
         if hello[:1] == b'!':
             sys.exit(f'server: {hello[1:].decode(errors="replace")}')

@@ -124,6 +124,13 @@ impl Token {
                 path.display()
             )));
         }
+        if !crate::config::owned_by_us(&meta) {
+            return Err(TokenError(format!(
+                "token file {} belongs to another user, who chose the token; use a file of \
+                 your own",
+                path.display()
+            )));
+        }
         let mode = meta.permissions().mode() & 0o777;
         if mode & 0o077 != 0 {
             return Err(TokenError(format!(

@@ -133,6 +133,16 @@ impl ConfigDir {
                 self.path.display()
             )));
         }
+        // Another user's directory, even one closed to others, holds their token and
+        // identity, not ours: trusting it would trust them (as ssh's StrictModes refuses).
+        if !owned_by_us(&meta) {
+            return Err(ConfigError(format!(
+                "{} belongs to another user (uid {}), whose token and identity rcmd would \
+                 then trust; use a directory of your own (RCMD_HOME)",
+                self.path.display(),
+                std::os::unix::fs::MetadataExt::uid(&meta)
+            )));
+        }
         let mode = meta.permissions().mode() & 0o777;
         if mode & 0o022 != 0 {
             return Err(ConfigError(format!(
@@ -151,6 +161,12 @@ impl ConfigDir {
             self.path.display()
         ))
     }
+}
+
+/// Whether a file or directory belongs to the user this process runs as.
+pub fn owned_by_us(meta: &std::fs::Metadata) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    std::os::unix::fs::MetadataExt::uid(meta) == unsafe { libc::geteuid() }
 }
 
 #[cfg(test)]

@@ -246,7 +246,7 @@ pub fn foreign_request(first: &[u8]) -> Option<Foreign> {
         return Some(Foreign::FramedHello);
     }
     let mut lines = first.split(|&b| b == b'\n');
-    if lines.next().is_some_and(is_http_request_line) {
+    if lines.next().is_some_and(is_http_request_line) || starts_like_http(first) {
         return Some(Foreign::Http);
     }
     let http_header = |line: &[u8]| {
@@ -259,6 +259,22 @@ pub fn foreign_request(first: &[u8]) -> Option<Foreign> {
         return Some(Foreign::Http);
     }
     None
+}
+
+/// A request line cut short by the read (a long URL fills `--recv-size` before ` HTTP/`
+/// arrives): one of HTTP's methods, a space, and a target as a browser sends one.
+fn starts_like_http(first: &[u8]) -> bool {
+    const METHODS: &[&str] = &[
+        "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+    ];
+    METHODS.iter().any(|m| {
+        first
+            .strip_prefix(m.as_bytes())
+            .and_then(|rest| rest.strip_prefix(b" "))
+            .is_some_and(|target| {
+                target.starts_with(b"/") || target.starts_with(b"*") || target.starts_with(b"http")
+            })
+    })
 }
 
 /// `METHOD SP TARGET SP HTTP/…`, as RFC 9112 draws a request line.

@@ -121,10 +121,10 @@ async fn another_local_user_is_refused_and_nothing_runs() {
         }
     };
     refused_auth(&as_nobody(their_home.to_str().unwrap().to_string()).await);
-    // Pointed at the server user's directory, it cannot even read the token.
+    // Pointed at the server user's directory, it refuses to trust it at all.
     let r = as_nobody(home.path().to_str().unwrap().to_string()).await;
     r.expect_code(255);
-    assert!(r.stderr_str().contains("ermission denied"), "{r}");
+    assert!(r.stderr_str().contains("belongs to another user"), "{r}");
     assert!(!proof.exists(), "a command ran for another user");
     // The owner still gets in.
     let r = home.rcmd(&["client", &addr, "--", &touch], b"").await;
@@ -287,40 +287,40 @@ async fn token_on_the_command_line_warns_about_ps() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_client_finds_the_token_where_rcmd_does() {
     let home = RcmdHome::new();
-    // The token's sources, without TLS's (tests/tls.rs has the Python client over TLS).
-    let server = home.server(&["--plaintext"]).await;
-    let port = server.addr.port().to_string();
+    let plain = home.server(&["--plaintext"]).await;
+    let tls = home.server(&[]).await;
     let script = common::peer("scripts/rcmd_client.py");
-    let python = |env: Vec<(&'static str, String)>| {
-        let (script, port) = (script.clone(), port.clone());
+    let python = |server: &common::ServerProcess, env: Vec<(&'static str, String)>| {
+        let script = script.clone();
+        let port = server.addr.port().to_string();
+        let plaintext = std::ptr::eq(server, &plain);
         async move {
             let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-            common::run_env(
-                "python3",
-                &[&script, "127.0.0.1", &port, "echo py", "--plaintext"],
-                b"",
-                &env,
-            )
-            .await
+            let mut args = vec![script.as_str(), "127.0.0.1", &port, "echo py"];
+            if plaintext {
+                args.push("--plaintext");
+            }
+            common::run_env("python3", &args, b"", &env).await
         }
     };
     let home_var = ("RCMD_HOME", home.path().to_str().unwrap().to_string());
-    // The same-user file.
-    let r = python(vec![home_var.clone()]).await;
+    // The same-user file, to this user's own server (proved by its TLS identity).
+    let r = python(&tls, vec![home_var.clone()]).await;
     r.expect_code(0);
     assert_eq!(r.stdout_str(), "py\n", "{r}");
+    // Never in the clear: without TLS nobody is proved, so it is not sent.
+    let r = python(&plain, vec![home_var.clone()]).await;
+    assert!(r.stderr_str().contains("authentication failed"), "{r}");
     // RCMD_TOKEN comes first: a wrong one is refused even though the file is right.
-    let r = python(vec![home_var.clone(), ("RCMD_TOKEN", "wrong".into())]).await;
+    let r = python(&tls, vec![home_var.clone(), ("RCMD_TOKEN", "wrong".into())]).await;
     assert!(r.stderr_str().contains("authentication failed"), "{r}");
+    // A token given explicitly is sent to any server, in the clear too.
     let right = std::fs::read_to_string(home.token_file()).unwrap();
-    let r = python(vec![("RCMD_TOKEN", right.trim_end().to_string())]).await;
+    let r = python(&plain, vec![("RCMD_TOKEN", right.trim_end().to_string())]).await;
     r.expect_code(0);
-    // No token anywhere: refused.
-    let r = python(vec![]).await;
-    assert!(r.stderr_str().contains("authentication failed"), "{r}");
     // A file others may read is refused with the fix.
     chmod(&home.token_file(), 0o640);
-    let r = python(vec![home_var]).await;
+    let r = python(&tls, vec![home_var]).await;
     let fix = format!("chmod 600 {}", home.token_file().display());
     assert!(r.stderr_str().contains(&fix), "{r}");
 }
@@ -432,30 +432,46 @@ async fn fifty_wrong_guesses_are_slowed_and_logged_as_a_few_counts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unauthenticated_connections_from_one_source_do_not_lock_out_others() {
+    // 256 connections from 127.0.0.2 that never say a word.
+    lock_out_attempt(&[[127, 0, 0, 2].into()], 256).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unauthenticated_connections_from_many_sources_do_not_lock_out_others() {
+    // 8 silent connections from each of 16 addresses: twice what the server lets wait.
+    let attackers: Vec<std::net::IpAddr> = (2..18).map(|i| [127, 0, 0, i].into()).collect();
+    lock_out_attempt(&attackers, 8).await;
+}
+
+/// Holds `each` silent connections from every address in `attackers`, then checks that
+/// clients from 127.0.0.1 are served at least 19 times in 20.
+async fn lock_out_attempt(attackers: &[std::net::IpAddr], each: usize) {
     use tokio::io::AsyncReadExt;
     let mut config = rcmd::server::ServerConfig::new(rcmd::wire::Protocol::Framed);
     config.token = Some(rcmd::auth::Token::new(b"the token").unwrap());
     let addr = common::start_server(config).await;
-    // 256 connections from 127.0.0.2 that never say a word.
-    let attacker: std::net::IpAddr = [127, 0, 0, 2].into();
     let mut held = Vec::new();
-    for _ in 0..256 {
-        let socket = tokio::net::TcpSocket::new_v4().unwrap();
-        socket.bind((attacker, 0).into()).unwrap();
-        held.push(socket.connect(addr).await.unwrap());
+    for attacker in attackers {
+        for _ in 0..each {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.bind((*attacker, 0).into()).unwrap();
+            held.push(socket.connect(addr).await.unwrap());
+        }
     }
-    // Those past the per-source limit are told so at once.
-    let mut told = Vec::new();
-    held.last_mut()
-        .unwrap()
-        .read_to_end(&mut told)
-        .await
-        .unwrap();
-    let told = String::from_utf8_lossy(&told);
-    assert!(
-        told.contains("too many unauthenticated connections from 127.0.0.2"),
-        "{told:?}"
-    );
+    if each > 8 {
+        // Those past the per-source limit are told so at once.
+        let mut told = Vec::new();
+        held.last_mut()
+            .unwrap()
+            .read_to_end(&mut told)
+            .await
+            .unwrap();
+        let told = String::from_utf8_lossy(&told);
+        assert!(
+            told.contains("too many unauthenticated connections from 127.0.0.2"),
+            "{told:?}"
+        );
+    }
     let a = addr.to_string();
     let mut served = 0;
     for _ in 0..20 {
@@ -474,4 +490,32 @@ async fn unauthenticated_connections_from_one_source_do_not_lock_out_others() {
     }
     assert!(served >= 19, "only {served} of 20 clients were served");
     drop(held);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_user_token_is_never_sent_to_a_server_that_is_not_ours() {
+    // Another user listening where we connect, in the clear: it must learn nothing.
+    let home = RcmdHome::new();
+    let ours = home.server(&[]).await; // makes the same-user token
+    let token = std::fs::read_to_string(home.token_file()).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let caught = tokio::spawn(async move {
+        use tokio::io::AsyncReadExt;
+        let (mut conn, _) = listener.accept().await.unwrap();
+        let mut hello = vec![0u8; 4096];
+        let n = conn.read(&mut hello).await.unwrap();
+        hello.truncate(n);
+        hello
+    });
+    let r = home
+        .rcmd(&["client", "--plaintext", &addr, "-n", "--", "true"], b"")
+        .await;
+    let hello = caught.await.unwrap();
+    assert!(!hello.is_empty(), "the client sent its hello: {r}");
+    assert!(
+        !String::from_utf8_lossy(&hello).contains(token.trim()),
+        "the token went to a stranger"
+    );
+    ours.stop().await;
 }

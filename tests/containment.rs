@@ -197,3 +197,110 @@ async fn nothing_outlives_a_server_stopped_by_sigquit() {
 async fn nothing_outlives_a_server_killed_with_sigkill() {
     server_stopped_by(libc::SIGKILL).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_forking_and_exiting_in_a_loop_is_caught() {
+    let addr = start_server(supervised()).await.to_string();
+    let marker = unique_marker();
+    // Every generation forks and exits at once: a scan of /proc always finds the one
+    // before, already gone. Its process group does not change, and dies in one go.
+    let runner = format!(
+        "perl -e '$t = time + 3; while (time < $t) {{ exit if fork }} sleep 60; # {marker}'"
+    );
+    let r = rcmd(&["client", &addr, "--plaintext", "-n", "--", &runner], b"").await;
+    r.expect_code(0);
+    let perl = format!("# {marker}");
+    wait_until("no runner is left", || {
+        common::pids_containing(&perl).is_empty()
+    })
+    .await;
+}
+
+/// A command that stops its own supervisor, then sleeps.
+fn stops_its_supervisor(marker: &str) -> String {
+    format!("echo started; kill -STOP $PPID; sleep {marker}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_that_stops_its_supervisor_still_times_out() {
+    let mut config = supervised();
+    config.limits.command_timeout = Some(Duration::from_millis(500));
+    let addr = start_server(config).await.to_string();
+    let marker = unique_marker();
+    let r = rcmd(
+        &[
+            "client",
+            &addr,
+            "--plaintext",
+            "-n",
+            "--",
+            &stops_its_supervisor(&marker),
+        ],
+        b"",
+    )
+    .await;
+    r.expect_code(124);
+    none_left_of(&format!("sleep {marker}")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_that_stops_its_supervisor_dies_with_its_client() {
+    let addr = start_server(supervised()).await.to_string();
+    let marker = unique_marker();
+    let mut client = rcmd_command()
+        .args([
+            "client",
+            &addr,
+            "--plaintext",
+            "-n",
+            "--",
+            &stops_its_supervisor(&marker),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(client.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next_line().await.unwrap().as_deref(), Some("started"));
+    let sleep = format!("sleep {marker}");
+    wait_until("the sleep runs", || !pids_running(&sleep).is_empty()).await;
+    client.kill().await.unwrap();
+    none_left_of(&sleep).await;
+}
+
+async fn none_left_of(cmdline: &str) {
+    wait_until("the command's processes are gone", || {
+        pids_running(cmdline).is_empty()
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_inherit_no_descriptor_the_server_was_started_with() {
+    // A shell that leaves descriptor 7 open, then becomes the server.
+    let home = common::RcmdHome::new();
+    let mut cmd = tokio::process::Command::new("sh");
+    cmd.env("RCMD_HOME", home.path())
+        .args([
+            "-c",
+            "exec 7</dev/null; exec \"$0\" server --listen 127.0.0.1:0",
+            common::rcmd_bin(),
+        ])
+        .kill_on_drop(true);
+    let server = common::ServerProcess::start(cmd).await;
+    let r = home
+        .rcmd(
+            &[
+                "client",
+                &server.addr.to_string(),
+                "-n",
+                "--",
+                "ls /proc/$$/fd",
+            ],
+            b"",
+        )
+        .await;
+    r.expect_code(0);
+    assert_eq!(r.stdout_str(), "0\n1\n2\n", "{r}");
+    server.stop().await;
+}

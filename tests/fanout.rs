@@ -327,10 +327,22 @@ async fn fail_fast_stops_starting_hosts_and_interrupts_running_ones() {
         err.contains(": not started after another host failed (-k)\n"),
         "{r}"
     );
-    assert!(
-        err.contains(&format!("{HOSTS} of {HOSTS} hosts failed")),
-        "{r}"
-    );
+    // The headline counts hosts that failed apart from those -k stopped.
+    let headline = err
+        .lines()
+        .find(|l| l.contains(&format!(" of {HOSTS} hosts failed")))
+        .unwrap_or_else(|| panic!("no headline: {r}"));
+    let numbers: Vec<usize> = headline
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    // "rcmd: F of N hosts failed, I interrupted, S not started:"
+    let [failed, all, interrupted, not_started] = numbers[..] else {
+        panic!("{headline:?}")
+    };
+    assert_eq!(all, HOSTS, "{headline}");
+    assert!(failed >= 1, "{headline}");
+    assert_eq!(failed + interrupted + not_started, HOSTS, "{headline}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -389,6 +401,16 @@ async fn second_host_positional_is_refused_with_a_hint() {
             .contains("rcmd client -H 127.0.0.1:9,127.0.0.2:9 -- CMD"),
         "{r}"
     );
+    // Bare addresses too, now that the port is optional (issue 12's own example).
+    for second in ["127.0.0.2", "::1", "[::1]", "127.0.0.[2-4]"] {
+        let r = rcmd(
+            &["client", "--plaintext", "127.0.0.1", second, "--", "true"],
+            b"",
+        )
+        .await;
+        r.expect_code(255);
+        assert!(r.stderr_str().contains("list them with -H"), "{r}");
+    }
     let r = rcmd(
         &["client", "--plaintext", "-H", "a[3-1]", "--", "true"],
         b"",
@@ -523,4 +545,30 @@ async fn stdin_goes_to_every_host_only_when_asked() {
         .collect();
     assert_eq!(lines.len(), addrs.len(), "{r}");
     assert!(lines.iter().all(|l| *l == "same for all"), "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_servers_are_one_line_of_the_summary() {
+    // Three TLS servers of one user; the client is another user's, knowing none of them.
+    let theirs = common::RcmdHome::new();
+    let first = theirs.server(&["--listen", "127.0.0.2:0"]).await;
+    let port = first.addr.port().to_string();
+    let mut servers = vec![first];
+    for ip in ["127.0.0.3", "127.0.0.4"] {
+        servers.push(theirs.server(&["--listen", &format!("{ip}:{port}")]).await);
+    }
+    let ours = common::RcmdHome::new();
+    let list = format!("127.0.0.[2-4]:{port}");
+    let r = ours.rcmd(&["client", "-H", &list, "--", "true"], b"").await;
+    r.expect_code(255);
+    let err = r.stderr_str();
+    assert!(
+        err.lines()
+            .any(|l| l.contains("127.0.0.[2-4]") && l.contains("unknown server identity")),
+        "{r}"
+    );
+    assert!(!err.contains("SHA256:"), "no fingerprint per host: {r}");
+    for s in servers {
+        s.stop().await;
+    }
 }

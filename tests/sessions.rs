@@ -131,24 +131,27 @@ async fn a_gib_of_stdin_arrives_byte_for_byte_in_bounded_memory() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ctrl_c_reaches_the_command_and_its_status_comes_back() {
     let addr = start_server(framed()).await.to_string();
+    let marker = unique_marker();
+    let line = format!("trap 'echo got INT; exit 3' INT; echo ready; sleep {marker}");
     let mut client = rcmd_command()
-        .args([
-            "client",
-            &addr,
-            "--plaintext",
-            "-n",
-            "--",
-            "trap 'echo got INT; exit 3' INT; echo ready; sleep 30",
-        ])
+        .args(["client", &addr, "--plaintext", "-n", "--", &line])
         .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(client.stdout.take().unwrap()).lines();
     assert_eq!(lines.next_line().await.unwrap().as_deref(), Some("ready"));
+    // Only once sleep runs: a signal landing while the shell forks it reaches the child
+    // before it execs, and the shell then waits for a sleep that never got it (a shell's
+    // race, the same over ssh).
+    sleeping(&marker).await;
     // SAFETY: kill(2) on the client this test started.
     unsafe { libc::kill(client.id().unwrap() as i32, libc::SIGINT) };
-    assert_eq!(lines.next_line().await.unwrap().as_deref(), Some("got INT"));
-    assert_eq!(client.wait().await.unwrap().code(), Some(3));
+    let next = lines.next_line().await.unwrap();
+    let out = client.wait_with_output().await.unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(next.as_deref(), Some("got INT"), "client said: {said}");
+    assert_eq!(out.status.code(), Some(3), "client said: {said}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -172,6 +175,15 @@ async fn a_command_ignoring_the_signal_is_disconnected_and_killed() {
     let sleep = format!("sleep {marker}");
     wait_until("the ignoring command is killed", || {
         common::pids_running(&sleep).is_empty()
+    })
+    .await;
+}
+
+/// Waits until `sleep MARKER` runs.
+async fn sleeping(marker: &str) {
+    let sleep = format!("sleep {marker}");
+    wait_until("the sleep runs", || {
+        !common::pids_running(&sleep).is_empty()
     })
     .await;
 }
@@ -499,4 +511,71 @@ async fn a_closed_stdout_ends_the_demo_quietly_too() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_timeout_bounds_a_server_that_accepts_and_never_answers() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let held = tokio::spawn(async move {
+        let mut conns = Vec::new();
+        while let Ok((conn, _)) = listener.accept().await {
+            conns.push(conn); // accepted, never answered
+        }
+    });
+    for (args, says) in [
+        (vec!["--plaintext"], "did not answer within 0.5s"),
+        (vec![], "no TLS answer within 0.5s"),
+    ] {
+        let mut all = vec!["client", addr.as_str(), "--connect-timeout", "0.5"];
+        all.extend(args);
+        all.extend(["-n", "--", "true"]);
+        let r = rcmd(&all, b"").await;
+        r.expect_code(255);
+        assert!(r.stderr_str().contains(says), "{r}");
+    }
+    // With many hosts, the silent one is reported unreachable and the run ends.
+    let r = rcmd(
+        &[
+            "client",
+            "--plaintext",
+            "--connect-timeout",
+            "0.5",
+            "-H",
+            &addr,
+            "--",
+            "true",
+        ],
+        b"",
+    )
+    .await;
+    r.expect_code(255);
+    assert!(r.stderr_str().contains("no answer within"), "{r}");
+    held.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_on_one_command_then_the_next_is_not_a_double_ctrl_c() {
+    let addr = start_server(framed()).await.to_string();
+    let mut client = rcmd_command()
+        .args(["client", &addr, "--plaintext"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = client.stdin.take().unwrap();
+    let (m1, m2) = (unique_marker(), unique_marker());
+    let lines = format!("echo r1; sleep {m1}\necho r2; sleep {m2}\necho r3\n");
+    stdin.write_all(lines.as_bytes()).await.unwrap();
+    drop(stdin);
+    let mut lines = BufReader::new(client.stdout.take().unwrap()).lines();
+    for (seen, interrupt) in [("r1", Some(&m1)), ("r2", Some(&m2)), ("r3", None)] {
+        assert_eq!(lines.next_line().await.unwrap().as_deref(), Some(seen));
+        if let Some(marker) = interrupt {
+            sleeping(marker).await;
+            // SAFETY: kill(2) on the client this test started.
+            unsafe { libc::kill(client.id().unwrap() as i32, libc::SIGINT) };
+        }
+    }
+    assert_eq!(client.wait().await.unwrap().code(), Some(0));
 }

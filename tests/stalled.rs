@@ -185,3 +185,57 @@ async fn stdin_beyond_the_granted_credit_is_refused() {
     let sleep = format!("sleep {marker}");
     wait_until("the command is killed", || pids_running(&sleep).is_empty()).await;
 }
+
+/// Reads framed `!I` messages from `conn` until `count` of the tags in `ends` are seen;
+/// returns every message's payload.
+async fn read_until(conn: &mut TcpStream, ends: &[u8], count: usize) -> Vec<Vec<u8>> {
+    let mut msgs = Vec::new();
+    let mut seen = 0;
+    while seen < count {
+        let mut len = [0u8; 4];
+        conn.read_exact(&mut len).await.unwrap();
+        let mut payload = vec![0u8; u32::from_be_bytes(len) as usize];
+        conn.read_exact(&mut payload).await.unwrap();
+        if ends.contains(&payload[0]) {
+            seen += 1;
+        }
+        msgs.push(payload);
+    }
+    msgs
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stdin_credit_does_not_add_up_across_commands() {
+    let addr = start_server(ServerConfig::new(Protocol::Framed)).await;
+    let mut conn = TcpStream::connect(addr).await.unwrap();
+    let mut bytes = hello(1 << 20, b"");
+    for _ in 0..20 {
+        bytes.extend(frame(b"Ptrue"));
+    }
+    conn.write_all(&bytes).await.unwrap();
+    let msgs = read_until(&mut conn, b"XSF", 20).await;
+    let granted: u64 = msgs
+        .iter()
+        .filter(|m| m[0] == b'G')
+        .map(|m| u64::from(u32::from_be_bytes(m[1..5].try_into().unwrap())))
+        .sum();
+    // One window in all: none of the commands read stdin, so nothing was given back.
+    assert_eq!(granted, u64::from(rcmd::protocol::STDIN_WINDOW));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn environment_for_one_command_is_bounded() {
+    let addr = start_server(ServerConfig::new(Protocol::Framed)).await;
+    let mut conn = TcpStream::connect(addr).await.unwrap();
+    let mut bytes = hello(1 << 20, b"");
+    let value = "v".repeat(64 << 10);
+    for i in 0..4 {
+        bytes.extend(frame(format!("VLC_X{i}\0{value}").as_bytes()));
+    }
+    bytes.extend(frame(b"Rtrue"));
+    conn.write_all(&bytes).await.unwrap();
+    let mut reply = Vec::new();
+    conn.read_to_end(&mut reply).await.unwrap();
+    let reply = String::from_utf8_lossy(&reply);
+    assert!(reply.contains("128 KiB"), "{reply}");
+}

@@ -103,11 +103,15 @@ async fn a_recording_proxy_sees_no_token_command_or_output() {
     let plain_home = RcmdHome::new();
     let plain = plain_home.server(&["--plaintext"]).await;
     let (proxy, seen) = recording_proxy(plain.addr).await;
+    // (The same-user token is never sent in the clear unasked: it is given here.)
+    let token_file = plain_home.token_file();
     let r = plain_home
         .rcmd(
             &[
                 "client",
                 "--plaintext",
+                "--token-file",
+                token_file.to_str().unwrap(),
                 &proxy.to_string(),
                 "--",
                 "echo secret-$((6*7))",

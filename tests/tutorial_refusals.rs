@@ -113,6 +113,26 @@ async fn http_request_runs_nothing_and_the_server_serves_on() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_request_with_a_url_longer_than_one_read_runs_nothing() {
+    // The first recv(1024) ends inside the URL, before ` HTTP/1.1` arrives; what follows
+    // would be read as further commands.
+    let dir = tempfile::tempdir().unwrap();
+    for protocol in TUTORIAL_MODES {
+        let addr = start_server(config(protocol)).await;
+        let file = dir.path().join(protocol.name());
+        let request = format!(
+            "GET /;touch$IFS{};true$IFS{} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+            file.display(),
+            "A".repeat(3000)
+        );
+        let reply = send_raw(addr, request.as_bytes()).await;
+        assert_eq!(reply, b"", "{protocol:?} answered an HTTP request");
+        assert_absent(&file);
+        still_serves(addr, protocol).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_ssh_and_header_lines_run_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let addr = start_server(config(Protocol::Classic)).await;

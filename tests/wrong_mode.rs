@@ -82,3 +82,25 @@ async fn a_frame_that_stops_half_way_is_explained() {
     assert!(matches!(err, ClientError::Usage(_)), "{err}");
     assert!(err.to_string().contains("another --header"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plaintext_client_is_told_the_server_speaks_tls() {
+    let home = common::RcmdHome::new();
+    let server = home.server(&[]).await;
+    let r = home
+        .rcmd(
+            &[
+                "client",
+                "--plaintext",
+                &server.addr.to_string(),
+                "-n",
+                "--",
+                "true",
+            ],
+            b"",
+        )
+        .await;
+    r.expect_code(255);
+    assert!(r.stderr_str().contains("leave out --plaintext"), "{r}");
+    server.stop().await;
+}

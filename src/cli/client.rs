@@ -91,7 +91,7 @@ pub(super) fn run(args: ClientArgs) -> Result<i32, Failure> {
             ),
         ));
     }
-    let token = args
+    let (token, same_user_token) = args
         .token
         .for_client(std::env::var("RCMD_TOKEN").ok(), wire.protocol)
         .map_err(|e| Failure::new(CLIENT_FAILED, e))?;
@@ -114,7 +114,7 @@ pub(super) fn run(args: ClientArgs) -> Result<i32, Failure> {
         env: args
             .env
             .iter()
-            .map(|spec| env_pair(spec))
+            .filter_map(|spec| env_pair(spec).transpose())
             .collect::<Result<_, _>>()?,
         cwd: args.cwd.map(String::into_bytes),
         tty: want_tty.then(|| {
@@ -142,8 +142,14 @@ pub(super) fn run(args: ClientArgs) -> Result<i32, Failure> {
     let config = ClientConfig {
         wire,
         token,
+        same_user_token,
         tls,
-        connect_timeout: args.fanout.connect_timeout,
+        // With many hosts one silent host must not hold up the rest: 10 s by default.
+        connect_timeout: args.fanout.connect_timeout.or(args
+            .fanout
+            .hosts
+            .is_some()
+            .then_some(fanout::FANOUT_CONNECT_TIMEOUT)),
         session,
         // Only a single host's output goes straight to our stdout.
         splice_stdout: args.fanout.hosts.is_none() && !args.no_splice,
@@ -151,6 +157,12 @@ pub(super) fn run(args: ClientArgs) -> Result<i32, Failure> {
         ..ClientConfig::new(wire.protocol)
     };
     if let Some(list) = &args.fanout.hosts {
+        if args.tty {
+            return Err(Failure::new(
+                CLIENT_FAILED,
+                "-t gives one command a terminal; with -H, many commands would share ours",
+            ));
+        }
         return fanout::run(&args.fanout, list, &command_line(&command), &config);
     }
     let addr = addr.expect("clap requires HOST:PORT without -H");
@@ -178,11 +190,17 @@ pub(super) fn run(args: ClientArgs) -> Result<i32, Failure> {
         None
     };
     let result = runtime.block_on(client::run(&addr, &config, input, &mut Output::terminal()));
+    let was_raw = raw.is_some();
     drop(raw);
     // Threads still blocked reading our stdin must not keep the process alive.
     runtime.shutdown_background();
     match result {
         Ok(code) => Ok(code),
+        // The remote shell's last line is still on the screen: say why on a line of its own.
+        Err(e) if was_raw => {
+            eprintln!();
+            Err(Failure::new(CLIENT_FAILED, e))
+        }
         // Our output was closed (`| head`): end quietly, as a command killed by SIGPIPE.
         Err(e) if e.is_local_broken_pipe() => Ok(SIGPIPE_STATUS),
         Err(e) => Err(Failure::new(CLIENT_FAILED, e)),
@@ -192,24 +210,23 @@ pub(super) fn run(args: ClientArgs) -> Result<i32, Failure> {
 /// How a shell reports a command killed by SIGPIPE.
 const SIGPIPE_STATUS: i32 = 128 + libc::SIGPIPE;
 
-/// `NAME=VALUE`, or `NAME` for our own value of it.
-fn env_pair(spec: &str) -> Result<(Vec<u8>, Vec<u8>), Failure> {
+/// One variable for the remote command: its name and value.
+type EnvPair = (Vec<u8>, Vec<u8>);
+
+/// `NAME=VALUE`, or `NAME` for our own value of it (`None` when it is not set here).
+fn env_pair(spec: &str) -> Result<Option<EnvPair>, Failure> {
     use std::os::unix::ffi::OsStrExt;
     match spec.split_once('=') {
         Some((name, value)) if !name.is_empty() => {
-            Ok((name.as_bytes().to_vec(), value.as_bytes().to_vec()))
+            Ok(Some((name.as_bytes().to_vec(), value.as_bytes().to_vec())))
         }
         Some(_) => Err(Failure::new(
             CLIENT_FAILED,
             format!("-e {spec}: no variable name"),
         )),
-        None => match std::env::var_os(spec) {
-            Some(value) => Ok((spec.as_bytes().to_vec(), value.as_bytes().to_vec())),
-            None => Err(Failure::new(
-                CLIENT_FAILED,
-                format!("-e {spec}: {spec} is not set here; give a value with -e {spec}=VALUE"),
-            )),
-        },
+        // As ssh's SendEnv: a variable not set here is simply not sent.
+        None => Ok(std::env::var_os(spec)
+            .map(|value| (spec.as_bytes().to_vec(), value.as_bytes().to_vec()))),
     }
 }
 

@@ -16,7 +16,7 @@ use crate::fanout::{self, hosts, Mode, Options, Outcome};
 const FAILED: i32 = 255;
 
 /// How long each host's connection may take unless --connect-timeout says otherwise.
-const FANOUT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+pub(super) const FANOUT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where these options show in `--help`.
 const HEADING: &str = "Many hosts (rcmd client -H LIST [OPTIONS] -- CMD)";
@@ -115,9 +115,25 @@ pub(super) fn positionals(
     Ok((addr, command))
 }
 
-/// `name:port`, `1.2.3.4:port`, `[v6]:port` or a host range with a port: one word that
-/// no one means as a command.
+/// `name:port`, `1.2.3.4:port`, `[v6]:port`, a host range with a port, or a bare IP
+/// address (`127.0.0.4`, `::1`, `[::1]`, `127.0.0.[2-9]`): one word that no one means as a
+/// command. (A bare name such as `web2` could be a program, so it is left alone.)
 fn looks_like_host(word: &str) -> bool {
+    let unbracketed = word.strip_prefix('[').and_then(|w| w.strip_suffix(']'));
+    if word.parse::<std::net::IpAddr>().is_ok()
+        || unbracketed.is_some_and(|w| w.parse::<std::net::Ipv6Addr>().is_ok())
+    {
+        return true;
+    }
+    // An IPv4 range: digits, dots and one or more bracketed ranges.
+    let ipv4_range = word.contains('.')
+        && word.contains('[')
+        && word
+            .chars()
+            .all(|c| c.is_ascii_digit() || ".[]-,".contains(c));
+    if ipv4_range {
+        return true;
+    }
     let Some((host, port)) = word.rsplit_once(':') else {
         return false;
     };

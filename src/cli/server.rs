@@ -18,7 +18,7 @@ const SERVER_FAILED: i32 = 1;
 
 #[derive(Debug, Args)]
 pub(super) struct ServerArgs {
-    /// Address to listen on; anything but loopback needs a token
+    /// Address to listen on (port 9000 unless given); anything but loopback needs a token
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9000")]
     listen: String,
 
@@ -120,6 +120,7 @@ pub(super) fn run(args: ServerArgs) -> Result<i32, Failure> {
     // runtime starts below), so nothing reads the environment while it changes.
     let env_token = std::env::var("RCMD_TOKEN").ok();
     std::env::remove_var("RCMD_TOKEN");
+    close_inherited_descriptors();
     init_logging("rcmd=info");
     let fail = |e: &dyn std::fmt::Display| Failure::new(SERVER_FAILED, e);
     let mut wire = args.wire.wire();
@@ -192,7 +193,9 @@ pub(super) fn run(args: ServerArgs) -> Result<i32, Failure> {
     let runtime = tokio::runtime::Runtime::new().map_err(|e| fail(&e))?;
     runtime.block_on(async {
         // Decide on exposure before binding anything: a refused address is never opened.
-        let addrs: Vec<_> = tokio::net::lookup_host(&args.listen)
+        // A bare address listens on the port clients assume, 9000.
+        let listen = crate::client::with_default_port(&args.listen);
+        let addrs: Vec<_> = tokio::net::lookup_host(&listen)
             .await
             .map_err(|e| fail(&format!("cannot resolve {}: {e}", args.listen)))?
             .collect();
@@ -271,5 +274,26 @@ async fn shutdown_signal() {
         _ = term.recv() => {}
         _ = hup.recv() => {}
         _ = quit.recv() => {}
+    }
+}
+
+/// Marks every descriptor this process inherited beyond stdin, stdout and stderr
+/// close-on-exec, so commands do not inherit what the shell that started the server had
+/// open (as sshd closes them at start).
+fn close_inherited_descriptors() {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    let fds: Vec<i32> = dir
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .filter(|fd| *fd > 2)
+        .collect();
+    for fd in fds {
+        // SAFETY: F_SETFD on a descriptor number; one that closed since (the directory's
+        // own) fails harmlessly.
+        unsafe {
+            libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+        }
     }
 }

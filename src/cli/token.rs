@@ -90,19 +90,25 @@ impl TokenArgs {
         })
     }
 
-    /// The client's token: the explicit one, else (framed mode) the same-user file if this
-    /// user has one, else none.
+    /// The client's tokens: the explicit one (sent to any server), and else (framed mode)
+    /// the same-user file if this user has one, which the client sends only to a server
+    /// that proves it is this user's own (see `ClientConfig::same_user_token`).
     pub(super) fn for_client(
         &self,
         env: Option<String>,
         protocol: Protocol,
-    ) -> Result<Option<Token>, String> {
+    ) -> Result<(Option<Token>, Option<Token>), String> {
         if let Some(token) = self.explicit(env)? {
-            return Ok(Some(token));
+            return Ok((Some(token), None));
         }
         if protocol != Protocol::Framed {
-            return Ok(None);
+            return Ok((None, None));
         }
+        Ok((None, Self::same_user()?))
+    }
+
+    /// The same-user token, if this user has one.
+    fn same_user() -> Result<Option<Token>, String> {
         let Ok(dir) = ConfigDir::locate() else {
             return Ok(None);
         };

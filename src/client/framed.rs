@@ -51,7 +51,14 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite, O: Write, E: Write>(
         READ_BUFFER,
     );
     let mut writer = FramedWrite::new(wr, ClientCodec::new(wire.header, wire.max_frame));
-    let version = handshake(&mut reader, &mut writer, config).await?;
+    // --connect-timeout covers the hello too: a peer that accepts and never answers is as
+    // unreachable as one that never accepts.
+    let version = match config.connect_timeout {
+        Some(limit) => tokio::time::timeout(limit, handshake(&mut reader, &mut writer, config))
+            .await
+            .map_err(|_| ClientError::HandshakeTimeout(limit))??,
+        None => handshake(&mut reader, &mut writer, config).await?,
+    };
     reader.decoder_mut().set_max_frame(wire.max_frame);
 
     let session = &config.session;
@@ -75,6 +82,7 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite, O: Write, E: Write>(
     } else {
         None
     };
+    input.ready();
     let mut tty_active = false;
 
     let mut pending = 0usize;
@@ -145,7 +153,9 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite, O: Write, E: Write>(
                     }
                     last = status.exit_code();
                     pending -= 1;
+                    // A Ctrl-C for this command says nothing about the next one.
                     grace = None;
+                    last_interrupt = None;
                     input.replied();
                 }
                 Some(Ok(ServerMessage::Credit(n))) => credit += n as usize,
@@ -176,6 +186,8 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite, O: Write, E: Write>(
                 if sig == libc::SIGINT
                     && last_interrupt.is_some_and(|t| now.duration_since(t) < DOUBLE_INTERRUPT)
                 {
+                    // The terminal echoed ^C; the shell's prompt belongs on a new line.
+                    out.err(b"\n")?;
                     return Ok(128 + sig);
                 }
                 if sig == libc::SIGINT {
@@ -242,6 +254,12 @@ async fn handshake<S: AsyncRead + AsyncWrite>(
     ) {
         if let Some(theirs) = other_mode(reader, wire.header).await {
             return Err(ClientError::Usage(wrong_mode_message(theirs)));
+        }
+        // A TLS alert or handshake record: a TLS server read our hello as garbage.
+        if matches!(reader.read_buffer().get(..2), Some([0x15 | 0x16, 0x03])) {
+            return Err(ClientError::Usage(
+                "the server speaks TLS (rcmd's default); leave out --plaintext".into(),
+            ));
         }
     }
     match answer {

@@ -104,6 +104,12 @@ impl Input {
         self.stdin.take()
     }
 
+    /// Tells the input that the session is set up (its signal handling installed), so a
+    /// terminal may show its first prompt.
+    pub fn ready(&self) {
+        self.replied();
+    }
+
     /// Tells the input that a reply is complete (lets a terminal prompt again).
     pub fn replied(&self) {
         if let Some(tx) = &self.replied {
@@ -142,6 +148,12 @@ fn prompt_lines(prompt: &str, tx: &mpsc::Sender<Vec<u8>>, replied: &std_mpsc::Re
     let Ok(mut editor) = rustyline::DefaultEditor::new() else {
         return piped_lines(tx);
     };
+    // The editor saves the SIGINT handler when a prompt starts and puts it back when it
+    // ends: the first prompt waits until the session has installed its own (which passes
+    // Ctrl-C on to a running command), so that is the one put back.
+    if replied.recv().is_err() {
+        return;
+    }
     loop {
         let line = match editor.readline(prompt) {
             Ok(line) => line,

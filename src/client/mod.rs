@@ -40,6 +40,10 @@ pub struct ClientConfig {
     pub stall_timeout: Duration,
     /// Sent in the hello when the server requires one (framed mode).
     pub token: Option<Token>,
+    /// This user's own token (the same-user file), sent only to a server whose TLS
+    /// identity is this user's own: never in the clear, never to a server merely pinned
+    /// or accepted, where another user could be listening.
+    pub same_user_token: Option<Token>,
     /// How long connecting may take; `None`: as long as the system allows.
     pub connect_timeout: Option<Duration>,
     /// What a one-shot command asks for around it (framed mode, protocol version 2).
@@ -62,6 +66,7 @@ impl ClientConfig {
             naive_wait: NAIVE_WAIT,
             stall_timeout: STALL_WAIT,
             token: None,
+            same_user_token: None,
             connect_timeout: None,
             session: Session::default(),
             trace: false,
@@ -140,6 +145,9 @@ pub enum ClientError {
         addr: String,
         after: Duration,
     },
+    /// The server accepted the connection but did not answer the hello within
+    /// `--connect-timeout`.
+    HandshakeTimeout(Duration),
     /// The TLS handshake failed, or the server is not the one we trust.
     Trust(crate::tls::TrustError),
 }
@@ -153,11 +161,24 @@ impl fmt::Display for ClientError {
             ClientError::Io(e) => write!(f, "connection failed: {e}"),
             ClientError::Protocol(e) => write!(f, "protocol error: {e}"),
             ClientError::Server(m) => write!(f, "server: {m}"),
+            ClientError::Closed { unanswered: 0 } => {
+                write!(f, "the server closed the connection")
+            }
+            ClientError::Closed { unanswered: 1 } => write!(
+                f,
+                "the server closed the connection before the command finished"
+            ),
             ClientError::Closed { unanswered } => write!(
                 f,
-                "the server closed the connection with {unanswered} command(s) unanswered"
+                "the server closed the connection with {unanswered} commands unanswered"
             ),
             ClientError::Usage(m) => write!(f, "{m}"),
+            ClientError::HandshakeTimeout(after) => write!(
+                f,
+                "the server accepted the connection but did not answer within {}s \
+                 (--connect-timeout): is it an rcmd server?",
+                after.as_secs_f64()
+            ),
             ClientError::ConnectTimeout { addr, after } => write!(
                 f,
                 "cannot connect to {addr}: no answer within {}s (--connect-timeout)",
@@ -320,10 +341,22 @@ pub async fn run_on<O: Write, E: Write>(
     match config.wire.protocol {
         Protocol::Framed => match &config.tls {
             Some(tls) => {
-                let stream = tls
-                    .connect(host, stream)
+                let (stream, own) = tls
+                    .connect(host, stream, config.connect_timeout)
                     .await
                     .map_err(ClientError::Trust)?;
+                // Our own token only to our own server.
+                let mine;
+                let config = match (&config.token, &config.same_user_token, own) {
+                    (None, Some(token), true) => {
+                        mine = ClientConfig {
+                            token: Some(token.clone()),
+                            ..config.clone()
+                        };
+                        &mine
+                    }
+                    _ => config,
+                };
                 framed::run(
                     crate::trace::Traced::new(stream, &config.wire, "client", config.trace),
                     None,

@@ -24,6 +24,7 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite + Unpin, O: Write, E: Write>(
     out: &mut Output<O, E>,
 ) -> Result<i32, ClientError> {
     let mut last = 0;
+    input.ready();
     while let Some(line) = input.next().await {
         // The server would read only --recv-size bytes and run them: a different command.
         codec::check_command_len(line.len(), config.wire.recv_size).map_err(ClientError::Usage)?;

@@ -43,13 +43,19 @@ pub enum ExecMode {
     Direct,
 }
 
+/// How long a supervisor gets to carry out a kill before the server kills its tree itself.
+const SUPERVISOR_GRACE: Duration = Duration::from_secs(1);
+/// How long the server keeps killing a tree it took over.
+const FORCED_KILL_DEADLINE: Duration = Duration::from_secs(2);
+
 /// How much one read from a command's pipe may return.
 const READ_CHUNK: usize = 256 * 1024;
 /// Pipe capacity asked for (Linux allows up to /proc/sys/fs/pipe-max-size, 1 MiB by
 /// default): a fast producer fills more before it waits on us, so we wake less often.
 const PIPE_SIZE: libc::c_int = 1 << 20;
-/// Variables that never reach a command: the server's own secret.
-const PRIVATE_ENV: &[&str] = &["RCMD_TOKEN"];
+/// Variables that never reach a command: the server's own secret, and where the server
+/// keeps its keys and token (a command has no business finding them).
+const PRIVATE_ENV: &[&str] = &["RCMD_TOKEN", "RCMD_HOME"];
 
 /// One piece of what a running command produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -209,7 +215,8 @@ impl Control {
 /// A command that has been started.
 #[derive(Debug)]
 pub struct Running {
-    child: Child,
+    /// The process started: the supervisor, or the command itself. Only `Drop` takes it.
+    child: Option<Child>,
     output: Output,
     stdin: Option<Stdin>,
     control: Control,
@@ -217,6 +224,10 @@ pub struct Running {
     deadline: Option<(Instant, Duration)>,
     timed_out: bool,
     done: bool,
+    /// When the supervisor was told to kill everything: if it has not managed within
+    /// [`SUPERVISOR_GRACE`] (the command stopped it, say), the server does it itself.
+    kill_sent: Option<Instant>,
+    forced: bool,
 }
 
 /// A command that will never run; its status says why. Reported to the client as the
@@ -403,13 +414,15 @@ impl Launcher {
             }
         };
         Ok(Running {
-            child,
+            child: Some(child),
             output,
             stdin,
             control,
             deadline: self.timeout.map(|t| (Instant::now() + t, t)),
             timed_out: false,
             done: false,
+            kill_sent: None,
+            forced: false,
         })
     }
 
@@ -654,6 +667,10 @@ impl Running {
     pub async fn next_in_place(&mut self, in_place: Option<(usize, usize)>) -> io::Result<Piece> {
         while self.output.is_open() {
             let deadline = self.deadline();
+            let overdue = self
+                .kill_sent
+                .filter(|_| !self.forced && matches!(self.control, Control::Supervisor(_)))
+                .map(|at| at + SUPERVISOR_GRACE);
             tokio::select! {
                 r = self.output.next(in_place) => {
                     if let Some(piece) = r? { return Ok(piece); }
@@ -661,9 +678,15 @@ impl Running {
                 // Killing closes every copy of the output, so the loop then drains what
                 // was already written and ends.
                 _ = crate::deadline::until(deadline) => self.time_out(),
+                _ = crate::deadline::until(overdue) => self.force_kill(),
             }
         }
-        let status = self.child.wait().await?;
+        let status = self
+            .child
+            .as_mut()
+            .expect("only Drop takes the child")
+            .wait()
+            .await?;
         self.done = true;
         if let Control::Group(pgid) = &mut self.control {
             // Reaped: the id may now be reused, so it must never be signalled again.
@@ -700,7 +723,27 @@ impl Running {
     pub fn kill(&mut self) {
         if !self.done {
             self.control.send(supervisor::KILL);
+            self.kill_sent.get_or_insert_with(Instant::now);
         }
+    }
+
+    /// Kills the supervisor's whole tree from here, and then the supervisor: for a
+    /// supervisor that did not carry out a kill in time (the command sent it SIGSTOP).
+    /// The supervisor is our unreaped child, so its pid cannot be reused meanwhile.
+    fn force_kill(&mut self) {
+        self.forced = true;
+        let Some(pid) = self.child.as_ref().and_then(Child::id) else {
+            return;
+        };
+        let pid = pid as libc::pid_t;
+        // Scanning /proc and waiting between rounds blocks: not on the runtime's threads.
+        tokio::task::spawn_blocking(move || {
+            supervisor::kill_tree(pid, FORCED_KILL_DEADLINE, &mut || {});
+            // SAFETY: kill(2) on our own child, which only we reap.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+            }
+        });
     }
 
     /// Delivers signal `sig` to the command's process group.
@@ -729,13 +772,39 @@ impl Running {
 
     /// Process id of the command (of its supervisor, when it has one).
     pub fn id(&self) -> Option<u32> {
-        self.child.id()
+        self.child.as_ref().and_then(Child::id)
     }
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
+        if self.done {
+            return;
+        }
         self.kill();
+        // A supervisor that does not end within its grace is killed from here, with its
+        // tree, as in `next` (it may have been stopped by the command it watches).
+        if let (Some(mut child), Control::Supervisor(_), Ok(runtime)) = (
+            self.child.take(),
+            &self.control,
+            tokio::runtime::Handle::try_current(),
+        ) {
+            runtime.spawn(async move {
+                if tokio::time::timeout(SUPERVISOR_GRACE, child.wait())
+                    .await
+                    .is_err()
+                {
+                    if let Some(pid) = child.id() {
+                        let pid = pid as libc::pid_t;
+                        let _ = tokio::task::spawn_blocking(move || {
+                            supervisor::kill_tree(pid, FORCED_KILL_DEADLINE, &mut || {});
+                        })
+                        .await;
+                    }
+                    let _ = child.kill().await;
+                }
+            });
+        }
     }
 }
 

@@ -201,36 +201,49 @@ impl Supervisor {
         }
     }
 
-    /// SIGKILLs every descendant, again and again while new ones appear (a fork racing the
-    /// kill, an orphan re-parented to us), until none is left or the deadline passes.
-    /// Processes we may not signal (one that became another user, say) are left alone.
+    /// SIGKILLs every descendant until none is left (or the deadline passes), reaping
+    /// our own children as they die.
     fn kill_descendants(&mut self) {
         let me = std::process::id() as libc::pid_t;
-        let deadline = Instant::now() + KILL_DEADLINE;
-        loop {
-            self.reap();
-            let living = descendants(me);
-            let mut signalled = 0;
-            for pid in &living {
-                // SAFETY: kill has no memory-safety preconditions. Every pid here is our
-                // descendant, so it is not reaped (and reused) before we are done with it:
-                // only we reap our children, and its own parent is part of this tree.
-                if unsafe { libc::kill(*pid, libc::SIGKILL) } == 0 {
-                    signalled += 1;
-                }
-            }
-            if signalled == 0 || Instant::now() > deadline {
-                self.reap();
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        kill_tree(me, KILL_DEADLINE, &mut || self.reap());
     }
 }
 
-/// Live (not zombie) descendants of `root`, found through `/proc`.
-fn descendants(root: libc::pid_t) -> Vec<libc::pid_t> {
-    let mut parent_of = Vec::new();
+/// SIGKILLs every live descendant of `root` (not `root` itself), again and again until a
+/// scan of `/proc` finds none alive or `deadline` has passed, calling `reap` between
+/// rounds. Each descendant's process group is killed too: a group dies in one go, forks
+/// in flight included, which catches a process that forks and exits faster than a scan.
+/// Processes we may not signal (one that became another user, say) survive until the
+/// deadline and are then left alone.
+pub(crate) fn kill_tree(root: libc::pid_t, deadline: Duration, reap: &mut dyn FnMut()) {
+    // SAFETY: getpgrp has no preconditions.
+    let own_group = unsafe { libc::getpgrp() };
+    let deadline = Instant::now() + deadline;
+    loop {
+        reap();
+        let living = descendants(root);
+        if living.is_empty() || Instant::now() > deadline {
+            return;
+        }
+        for (pid, group) in &living {
+            // SAFETY: kill and killpg have no memory-safety preconditions. Every pid here
+            // is a live descendant, so it is not reaped (and reused) while we look: only
+            // its parent, part of this tree, or we can reap it. A group is never ours.
+            unsafe {
+                libc::kill(*pid, libc::SIGKILL);
+                if *group != own_group && *group > 1 {
+                    libc::killpg(*group, libc::SIGKILL);
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Live (not zombie) descendants of `root`, with their process groups, found through
+/// `/proc`.
+fn descendants(root: libc::pid_t) -> Vec<(libc::pid_t, libc::pid_t)> {
+    let mut procs = Vec::new();
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -245,36 +258,46 @@ fn descendants(root: libc::pid_t) -> Vec<libc::pid_t> {
         let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
             continue;
         };
-        if let Some((state, ppid)) = parse_stat(&stat) {
-            parent_of.push((pid, ppid, state == 'Z'));
+        if let Some(st) = parse_stat(&stat) {
+            procs.push((pid, st));
         }
     }
     let mut found = vec![root];
     let mut i = 0;
     while i < found.len() {
         let parent = found[i];
-        for (pid, ppid, _) in &parent_of {
-            if *ppid == parent && !found.contains(pid) {
+        for (pid, st) in &procs {
+            if st.ppid == parent && !found.contains(pid) {
                 found.push(*pid);
             }
         }
         i += 1;
     }
-    found
+    procs
         .into_iter()
-        .skip(1)
-        .filter(|pid| !parent_of.iter().any(|(p, _, zombie)| p == pid && *zombie))
+        .filter(|(pid, st)| *pid != root && st.state != 'Z' && found.contains(pid))
+        .map(|(pid, st)| (pid, st.pgrp))
         .collect()
 }
 
-/// The state and parent pid from a `/proc/PID/stat` line. The command name in parentheses
-/// may itself contain spaces and parentheses, so parsing starts after the last `)`.
-fn parse_stat(stat: &str) -> Option<(char, libc::pid_t)> {
+/// What `/proc/PID/stat` says of a process that matters here.
+#[derive(Debug, PartialEq, Eq)]
+struct Stat {
+    state: char,
+    ppid: libc::pid_t,
+    pgrp: libc::pid_t,
+}
+
+/// The state, parent and process group from a `/proc/PID/stat` line. The command name in
+/// parentheses may itself contain spaces and parentheses, so parsing starts after the
+/// last `)`.
+fn parse_stat(stat: &str) -> Option<Stat> {
     let rest = &stat[stat.rfind(')')? + 1..];
     let mut fields = rest.split_ascii_whitespace();
     let state = fields.next()?.chars().next()?;
     let ppid = fields.next()?.parse().ok()?;
-    Some((state, ppid))
+    let pgrp = fields.next()?.parse().ok()?;
+    Some(Stat { state, ppid, pgrp })
 }
 
 /// Ends this process the way the command ended: the same exit code, or the same signal.
@@ -398,8 +421,9 @@ mod tests {
 
     #[test]
     fn stat_lines_with_awkward_names_parse() {
-        assert_eq!(parse_stat("42 (sleep) S 7 42 42 0"), Some(('S', 7)));
-        assert_eq!(parse_stat("43 (a) b) (c) Z 1 43"), Some(('Z', 1)));
+        let st = |state, ppid, pgrp| Some(Stat { state, ppid, pgrp });
+        assert_eq!(parse_stat("42 (sleep) S 7 42 42 0"), st('S', 7, 42));
+        assert_eq!(parse_stat("43 (a) b) (c) Z 1 43 9"), st('Z', 1, 43));
         assert_eq!(parse_stat("garbage"), None);
     }
 

@@ -32,8 +32,20 @@ pub fn summary(results: &[HostResult]) -> Vec<String> {
     if by_reason.is_empty() {
         return Vec::new();
     }
-    let failed: usize = by_reason.values().map(Vec::len).sum();
-    let mut lines = vec![format!("{failed} of {} hosts failed:", results.len())];
+    // Hosts -k stopped did not fail: count them apart, so the headline is not inflated.
+    let count = |f: fn(&Outcome) -> bool| results.iter().filter(|r| f(&r.outcome)).count();
+    let interrupted = count(|o| matches!(o, Outcome::Interrupted));
+    let not_started = count(|o| matches!(o, Outcome::NotStarted));
+    let failed = by_reason.values().map(Vec::len).sum::<usize>() - interrupted - not_started;
+    let mut headline = format!("{failed} of {} hosts failed", results.len());
+    if interrupted > 0 {
+        headline.push_str(&format!(", {interrupted} interrupted"));
+    }
+    if not_started > 0 {
+        headline.push_str(&format!(", {not_started} not started"));
+    }
+    headline.push(':');
+    let mut lines = vec![headline];
     for (why, hosts) in by_reason {
         lines.push(format!("  {}: {why}", compact(&hosts)));
     }
@@ -102,6 +114,16 @@ mod tests {
             ]
         );
         assert!(summary(&results[..1]).is_empty());
+        let stopped = vec![
+            result("n1", Outcome::Exited(2)),
+            result("n2", Outcome::Interrupted),
+            result("n3", Outcome::NotStarted),
+            result("n4", Outcome::NotStarted),
+        ];
+        assert_eq!(
+            summary(&stopped)[0],
+            "1 of 4 hosts failed, 1 interrupted, 2 not started:"
+        );
     }
 
     #[test]

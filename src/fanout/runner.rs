@@ -335,6 +335,18 @@ async fn attempt(
     };
     match result {
         Ok(code) => Outcome::Exited(code),
+        // One line for every host not yet known, not a fingerprint each: the summary then
+        // groups them, and the advice is the same for all.
+        Err(ClientError::Trust(e)) if e.is_unknown_host() => Outcome::Failed(
+            "unknown server identity: not in known_hosts (pin it with --fingerprint, or \
+             record new hosts with --accept-new)"
+                .into(),
+        ),
+        // Accepted but never answered: as unreachable as a host that never accepts.
+        Err(ClientError::HandshakeTimeout(limit)) => Outcome::Unreachable(format!(
+            "no answer within {} (--connect-timeout)",
+            report::seconds(limit)
+        )),
         Err(e) => Outcome::Failed(e.to_string()),
     }
 }

@@ -4,6 +4,11 @@
 //! of the `max_conns` slots. So peers that connect and never authenticate cannot crowd out
 //! the clients that do.
 //!
+//! When every unauthenticated place is taken, a new connection is not refused: the oldest
+//! waiting connection of the source holding the most places is evicted instead (as sshd's
+//! MaxStartups drops early), so connections held open from many addresses cannot lock out
+//! a client that authenticates at once.
+//!
 //! Each connection's [`Ticket`] travels with its task (a task-local), so the handshake can
 //! trade it in without every connection handler passing it along.
 
@@ -14,6 +19,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
 
 use super::guard::{Guard, Source};
 use super::Limits;
@@ -32,7 +38,9 @@ pub(crate) struct Admission {
 #[derive(Debug, Default)]
 struct Pending {
     by_source: HashMap<Source, usize>,
-    total: usize,
+    /// Every unauthenticated connection, oldest first: its id, source and eviction token.
+    waiting: Vec<(u64, Source, CancellationToken)>,
+    next_id: u64,
 }
 
 /// Why a connection is turned away.
@@ -86,35 +94,60 @@ impl Admission {
     /// Admits a new connection from `source` as unauthenticated, if there is room.
     pub fn admit(self: &Arc<Self>, source: Source) -> Result<Ticket, Refusal> {
         let mut pending = self.pending.lock().unwrap();
-        if pending.total >= self.total {
-            return Err(Refusal::AllFull { max: self.total });
-        }
-        let mine = pending.by_source.entry(source).or_default();
-        if *mine >= self.per_source {
+        if pending.by_source.get(&source).copied().unwrap_or(0) >= self.per_source {
             return Err(Refusal::SourceFull {
                 source,
                 max: self.per_source,
             });
         }
-        *mine += 1;
-        pending.total += 1;
+        if pending.waiting.len() >= self.total && !pending.evict_one() {
+            return Err(Refusal::AllFull { max: self.total });
+        }
+        *pending.by_source.entry(source).or_default() += 1;
+        let id = pending.next_id;
+        pending.next_id += 1;
+        let evicted = CancellationToken::new();
+        pending.waiting.push((id, source, evicted.clone()));
         Ok(Ticket {
             admission: Arc::clone(self),
-            source,
+            id,
+            evicted,
             slot: None,
             released: false,
         })
     }
 
-    fn release(&self, source: Source) {
-        let mut pending = self.pending.lock().unwrap();
-        pending.total -= 1;
-        if let Some(n) = pending.by_source.get_mut(&source) {
+    /// Frees connection `id`'s unauthenticated place, unless it was evicted (and freed).
+    fn release(&self, id: u64) {
+        self.pending.lock().unwrap().remove(id);
+    }
+}
+
+impl Pending {
+    fn remove(&mut self, id: u64) {
+        let Some(at) = self.waiting.iter().position(|(i, _, _)| *i == id) else {
+            return;
+        };
+        let (_, source, _) = self.waiting.remove(at);
+        if let Some(n) = self.by_source.get_mut(&source) {
             *n -= 1;
             if *n == 0 {
-                pending.by_source.remove(&source);
+                self.by_source.remove(&source);
             }
         }
+    }
+
+    /// Evicts the oldest waiting connection of the source that holds the most places.
+    fn evict_one(&mut self) -> bool {
+        let Some((&source, _)) = self.by_source.iter().max_by_key(|(_, n)| **n) else {
+            return false;
+        };
+        let Some(&(id, _, ref token)) = self.waiting.iter().find(|(_, s, _)| *s == source) else {
+            return false;
+        };
+        token.cancel();
+        self.remove(id);
+        true
     }
 }
 
@@ -123,7 +156,9 @@ impl Admission {
 #[derive(Debug)]
 pub(crate) struct Ticket {
     admission: Arc<Admission>,
-    source: Source,
+    id: u64,
+    /// Cancelled when a newer connection takes this one's place.
+    evicted: CancellationToken,
     slot: Option<OwnedSemaphorePermit>,
     /// Already given back (the connection is only saying goodbye).
     released: bool,
@@ -136,7 +171,7 @@ impl Ticket {
         if !self.released {
             self.released = true;
             if self.slot.take().is_none() {
-                self.admission.release(self.source);
+                self.admission.release(self.id);
             }
         }
     }
@@ -156,9 +191,14 @@ impl Ticket {
             .map_err(|_| Refusal::Busy {
                 max: self.admission.max_conns,
             })?;
-        self.admission.release(self.source);
+        self.admission.release(self.id);
         self.slot = Some(slot);
         Ok(())
+    }
+
+    /// Completes when a newer connection has taken this one's unauthenticated place.
+    pub fn evicted(&self) -> CancellationToken {
+        self.evicted.clone()
     }
 }
 
@@ -211,13 +251,31 @@ mod tests {
                 max: 2
             }
         );
-        let _three = a.admit(src(3)).unwrap();
-        assert_eq!(a.admit(src(4)).unwrap_err(), Refusal::AllFull { max: 3 });
         drop(one);
         assert!(
             a.admit(src(2)).is_ok(),
             "a closed connection frees its place"
         );
+    }
+
+    #[test]
+    fn when_all_places_are_taken_the_busiest_sources_oldest_makes_room() {
+        let a = admission(10, 3, 4);
+        let first = a.admit(src(2)).unwrap();
+        let second = a.admit(src(2)).unwrap();
+        let other = a.admit(src(3)).unwrap();
+        let _third = a.admit(src(2)).unwrap();
+        // Full: a newcomer from elsewhere evicts src(2)'s oldest, not anyone else.
+        let newcomer = a.admit(src(4)).unwrap();
+        assert!(first.evicted().is_cancelled());
+        assert!(!second.evicted().is_cancelled() && !other.evicted().is_cancelled());
+        // The evicted ticket's place is already free: dropping it frees nothing twice.
+        drop(first);
+        let pending = a.pending.lock().unwrap();
+        assert_eq!(pending.waiting.len(), 4);
+        assert_eq!(pending.by_source[&src(2)], 2);
+        drop(pending);
+        drop(newcomer);
     }
 
     #[test]

@@ -37,8 +37,10 @@ const MAX_QUEUED: usize = 64;
 /// Output queued for the peer before we stop taking more from the command: the command
 /// then waits on its full pipe, so a slow reader slows it down instead of growing memory.
 const HIGH_WATER: usize = 1 << 20;
-/// Variables one command may be given.
+/// Variables one command may be given, and their bytes in all (Linux's limit on one
+/// argument string): queued commands cannot grow the server's memory without bound.
 const MAX_ENV: usize = 256;
+const MAX_ENV_BYTES: usize = 128 << 10;
 /// How long a last message (a refusal, a goodbye) may take to write before we hang up.
 const LAST_WORDS: Duration = Duration::from_millis(500);
 
@@ -135,6 +137,7 @@ struct Job {
     line: Bytes,
     stdin: bool,
     env: Vec<(OsString, OsString)>,
+    env_bytes: usize,
     cwd: Option<PathBuf>,
     tty: Option<TtyRequest>,
 }
@@ -175,9 +178,17 @@ pub(super) async fn serve<S: AsyncRead + AsyncWrite>(
         outbox: Outbox::with_splice(splice),
         splice_min: config.splice_min,
     };
+    // A connection still authenticating may lose its place to a newer one when the server
+    // is full of them (see `admission`).
+    let evicted = admission::ticket(|t| t.evicted()).unwrap_or_default();
     let hello = tokio::select! {
         hello = handshake(&mut reader, &mut writer, peer, config) => hello,
         _ = stop.drain.cancelled() => return Ok(()),
+        _ = evicted.cancelled() => {
+            let why = "too many connections are authenticating: this one waited longest \
+                       and made room for a newer one; try again";
+            Err(writer.refuse(why.into()).await)
+        }
     };
     let hello = match hello {
         Ok(hello) => hello,
@@ -373,9 +384,16 @@ impl<S: AsyncRead + AsyncWrite> Session<'_, S> {
                          (--accept-env)",
                         self.config.accept_env.join(" ")
                     ));
-                } else if self.next_job.env.len() >= MAX_ENV {
-                    return Err(format!("more than {MAX_ENV} environment variables"));
+                } else if self.next_job.env.len() >= MAX_ENV
+                    || self.next_job.env_bytes + name.len() + value.len() > MAX_ENV_BYTES
+                {
+                    return Err(format!(
+                        "more than {MAX_ENV} environment variables or {} KiB of them for one \
+                         command",
+                        MAX_ENV_BYTES >> 10
+                    ));
                 } else {
+                    self.next_job.env_bytes += name.len() + value.len();
                     self.next_job.env.push((
                         OsString::from_vec(name.to_vec()),
                         OsString::from_vec(value.to_vec()),
@@ -478,7 +496,13 @@ impl<S: AsyncRead + AsyncWrite> Session<'_, S> {
                     None
                 };
                 if input.is_some() {
-                    self.grant(STDIN_WINDOW as usize)?;
+                    // Top the allowance up to one window, never beyond: credit left over
+                    // from earlier commands does not add up.
+                    let window = STDIN_WINDOW as usize;
+                    let top_up = window.saturating_sub(self.stdin_allowance);
+                    if top_up > 0 {
+                        self.grant(top_up)?;
+                    }
                 }
                 self.current = Some(Current {
                     running,

@@ -195,10 +195,14 @@ fn foreign_warning(foreign: Foreign, wire: &Wire) -> String {
     match foreign {
         Foreign::FramedHello => {
             format!(
-                "{foreign} sent to a {mode} server (a client with another --protocol); nothing run"
+                "{foreign} sent to a {mode} server (a client with another --protocol); not run, \
+                 connection closed"
             )
         }
-        _ => format!("possible security attack: {foreign} sent to a {mode} server; nothing run"),
+        _ => format!(
+            "possible security attack: {foreign} sent to a {mode} server; not run, connection \
+             closed"
+        ),
     }
 }
 

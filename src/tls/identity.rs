@@ -192,6 +192,12 @@ pub fn fingerprint_file(path: &Path) -> Result<Fingerprint, IdentityError> {
 fn read_private(path: &Path) -> Result<Vec<u8>, IdentityError> {
     let cannot = |e: std::io::Error| IdentityError(format!("cannot read {}: {e}", path.display()));
     let meta = std::fs::metadata(path).map_err(cannot)?;
+    if !crate::config::owned_by_us(&meta) {
+        return Err(IdentityError(format!(
+            "{} belongs to another user, who holds this key too; use a file of your own",
+            path.display()
+        )));
+    }
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
         return Err(IdentityError(format!(

@@ -279,6 +279,17 @@ impl fmt::Display for TrustError {
 
 impl std::error::Error for TrustError {}
 
+/// How the refusal of a server no fingerprint is known for begins.
+const UNKNOWN: &str = "unknown server identity";
+
+impl TrustError {
+    /// Whether the server was refused only for being unknown (first use without
+    /// `--accept-new`), as opposed to a changed identity or a failed handshake.
+    pub fn is_unknown_host(&self) -> bool {
+        self.0.starts_with(UNKNOWN)
+    }
+}
+
 impl ClientTls {
     /// Completes the TLS handshake over `stream` and decides whether to trust the server,
     /// known in `known_hosts` as `host` (`HOST:PORT` as the user wrote it, as ssh records
@@ -288,7 +299,12 @@ impl ClientTls {
     /// # Errors
     /// A [`TrustError`] for a failed handshake, a changed identity (saying which line of
     /// which file to remove), or an unknown one that is not accepted.
-    pub async fn connect(&self, host: &str, stream: TcpStream) -> Result<ClientStream, TrustError> {
+    pub async fn connect(
+        &self,
+        host: &str,
+        stream: TcpStream,
+        timeout: Option<std::time::Duration>,
+    ) -> Result<(ClientStream, bool), TrustError> {
         let host = host.to_string();
         let mut known = match (&self.pin, &self.known_hosts) {
             (None, Some(path)) => Some(KnownHosts::load(path).map_err(|e| TrustError(e.0))?),
@@ -324,7 +340,18 @@ impl ClientTls {
         config.enable_sni = false;
         let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
         let name = ServerName::try_from("rcmd").expect("a valid name");
-        let tls = match connector.connect(name, stream).await {
+        // Only the exchange with the server is timed, never a person answering below.
+        let handshake = connector.connect(name, stream);
+        let handshake = match timeout {
+            Some(limit) => tokio::time::timeout(limit, handshake).await.map_err(|_| {
+                TrustError(format!(
+                    "{host}: no TLS answer within {}s (--connect-timeout)",
+                    limit.as_secs_f64()
+                ))
+            })?,
+            None => handshake.await,
+        };
+        let tls = match handshake {
             Ok(tls) => tls,
             Err(e) => {
                 let refused = *verifier.refused.lock().expect("not poisoned");
@@ -346,7 +373,9 @@ impl ClientTls {
             .ok_or_else(|| TrustError(format!("{host} presented no certificate")))?;
         let tls = CleanEof(tls);
         if accept.contains(&seen) {
-            return Ok(tls);
+            // Whether the server proved to be this user's own: only that one may be sent
+            // the same-user token.
+            return Ok((tls, self.own_server == Some(seen)));
         }
         // A server no fingerprint is known for: the verifier let it through only so that
         // we may decide here, before anything is sent.
@@ -356,10 +385,9 @@ impl ClientTls {
             NewHost::Ask => ask(&host, seen).await?,
             NewHost::Refuse => {
                 return Err(TrustError(format!(
-                    "the server at {host} is not known (its identity is {seen}) and there is \
-                     no terminal to ask. Check the fingerprint against `rcmd fingerprint` on \
-                     the server, then connect again with --fingerprint {seen} (or \
-                     --accept-new to record it in {})",
+                    "{UNKNOWN}: {host} presents {seen}, which is not in {}. Check it \
+                     against `rcmd fingerprint` on the server, then connect again with \
+                     --fingerprint {seen}, or with --accept-new to record it",
                     known.path.display()
                 )))
             }
@@ -371,7 +399,7 @@ impl ClientTls {
         }
         known.add(&host, seen).map_err(|e| TrustError(e.0))?;
         eprintln!("rcmd: added {host} ({seen}) to {}", known.path.display());
-        Ok(tls)
+        Ok((tls, self.own_server == Some(seen)))
     }
 }
 

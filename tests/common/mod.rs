@@ -256,6 +256,24 @@ impl ServerProcess {
     }
 }
 
+/// Pids of processes whose command line, arguments joined by spaces, contains `part`.
+pub fn pids_containing(part: &str) -> Vec<u32> {
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(raw) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let line = String::from_utf8_lossy(&raw).replace('\0', " ");
+        if line.contains(part) && pid != std::process::id() {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
 /// Pids of processes whose whole command line, arguments joined by spaces, is `cmdline`.
 pub fn pids_running(cmdline: &str) -> Vec<u32> {
     let mut pids = Vec::new();

@@ -738,7 +738,7 @@ impl Running {
         let pid = pid as libc::pid_t;
         // Scanning /proc and waiting between rounds blocks: not on the runtime's threads.
         tokio::task::spawn_blocking(move || {
-            supervisor::kill_tree(pid, FORCED_KILL_DEADLINE, &mut || {});
+            supervisor::kill_tree(pid, &[], FORCED_KILL_DEADLINE, &mut || {});
             // SAFETY: kill(2) on our own child, which only we reap.
             unsafe {
                 libc::kill(pid, libc::SIGKILL);
@@ -797,7 +797,7 @@ impl Drop for Running {
                     if let Some(pid) = child.id() {
                         let pid = pid as libc::pid_t;
                         let _ = tokio::task::spawn_blocking(move || {
-                            supervisor::kill_tree(pid, FORCED_KILL_DEADLINE, &mut || {});
+                            supervisor::kill_tree(pid, &[], FORCED_KILL_DEADLINE, &mut || {});
                         })
                         .await;
                     }

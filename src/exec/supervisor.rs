@@ -205,7 +205,10 @@ impl Supervisor {
     /// our own children as they die.
     fn kill_descendants(&mut self) {
         let me = std::process::id() as libc::pid_t;
-        kill_tree(me, KILL_DEADLINE, &mut || self.reap());
+        // The command's own group first and every round: its members die at once, even
+        // ones that fork and exit faster than a scan of /proc can see them.
+        let group = self.child;
+        kill_tree(me, &[group], KILL_DEADLINE, &mut || self.reap());
     }
 }
 
@@ -215,14 +218,24 @@ impl Supervisor {
 /// in flight included, which catches a process that forks and exits faster than a scan.
 /// Processes we may not signal (one that became another user, say) survive until the
 /// deadline and are then left alone.
-pub(crate) fn kill_tree(root: libc::pid_t, deadline: Duration, reap: &mut dyn FnMut()) {
+pub(crate) fn kill_tree(
+    root: libc::pid_t,
+    groups: &[libc::pid_t],
+    deadline: Duration,
+    reap: &mut dyn FnMut(),
+) {
     // SAFETY: getpgrp has no preconditions.
     let own_group = unsafe { libc::getpgrp() };
     let deadline = Instant::now() + deadline;
+    // Groups known to hold the tree, killed every round until they are empty: an empty
+    // group's id is then no longer used, so it is not signalled again.
+    let mut groups: Vec<libc::pid_t> = groups.iter().copied().filter(|g| *g > 1).collect();
     loop {
+        // SAFETY: killpg has no memory-safety preconditions.
+        groups.retain(|g| *g != own_group && unsafe { libc::killpg(*g, libc::SIGKILL) } == 0);
         reap();
         let living = descendants(root);
-        if living.is_empty() || Instant::now() > deadline {
+        if (living.is_empty() && groups.is_empty()) || Instant::now() > deadline {
             return;
         }
         for (pid, group) in &living {

@@ -79,21 +79,22 @@ pub fn run(plan: &Plan) -> i32 {
     };
     let mut cmd = Command::new(&plan.program);
     cmd.args(&plan.args);
-    let tty = plan.tty;
-    // SAFETY: only async-signal-safe calls between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            let empty = empty_sigset();
-            libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
-            if tty {
+    if plan.tty {
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                let empty = empty_sigset();
+                libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
                 if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
                     return Err(io::Error::last_os_error());
                 }
-            } else if libc::setpgid(0, 0) < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        });
+                Ok(())
+            });
+        }
+    } else {
+        // Without a pre_exec hook std starts the command with posix_spawn, which costs
+        // less than a fork; it resets the signal mask we blocked for the signalfd.
+        cmd.process_group(0);
     }
     let child = match cmd.spawn() {
         Ok(c) => c,
@@ -204,11 +205,32 @@ impl Supervisor {
     /// SIGKILLs every descendant until none is left (or the deadline passes), reaping
     /// our own children as they die.
     fn kill_descendants(&mut self) {
+        self.reap();
+        if self.status.is_some() && !has_children() {
+            // The usual end: the command is reaped and we have no child left. Every live
+            // descendant would be our child by now (an orphan comes to us, the subreaper),
+            // so there is nothing to kill and no need to scan /proc.
+            return;
+        }
         let me = std::process::id() as libc::pid_t;
         // The command's own group first and every round: its members die at once, even
         // ones that fork and exit faster than a scan of /proc can see them.
         let group = self.child;
         kill_tree(me, &[group], KILL_DEADLINE, &mut || self.reap());
+    }
+}
+
+/// Whether this process has any child, alive or not yet reaped.
+fn has_children() -> bool {
+    // SAFETY: waitid with WNOWAIT only looks; the siginfo is written into a local.
+    unsafe {
+        let mut info: libc::siginfo_t = std::mem::zeroed();
+        libc::waitid(
+            libc::P_ALL,
+            0,
+            &mut info,
+            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+        ) == 0
     }
 }
 

@@ -243,9 +243,22 @@ fn finish(head: &str, len: u64, seen: &[u8], tagged: bool) -> String {
             tag as char,
             tag_name(tag),
             len - 1,
-            preview(body)
+            match tag {
+                // A hello ends with the token: a trace is for watching frames, and must
+                // not put the secret on a terminal or into a log.
+                b'H' => hello_preview(body, len - 1),
+                _ => preview(body),
+            }
         ),
     }
+}
+
+/// A hello's fixed part (magic, version, max_frame) and the token's length, never its bytes.
+fn hello_preview(body: &[u8], len: u64) -> String {
+    const FIXED: usize = 9; // "rcmd", version:u8, max_frame:u32be
+    let shown = &body[..body.len().min(FIXED)];
+    let token = len.saturating_sub(FIXED as u64);
+    format!("{}  token: {token} bytes, not shown", preview(shown))
 }
 
 /// What a framed tag means, in either direction (PROTOCOL.md).

@@ -27,9 +27,17 @@ async fn framed_client_traces_each_frame_with_header_decode_and_tag() {
     for want in [
         "rcmd trace: server recv  00 00 00 0b  !I=11  'R' run  1+10 bytes  \"echo hello\"",
         "rcmd trace: server send  00 00 00 07  !I=7  'O' stdout  1+6 bytes  \"hello\\n\"",
+        "token: 64 bytes, not shown",
     ] {
         assert!(log.contains(want), "missing {want:?}\n{log}");
     }
+    // The token travels in the hello; neither end's trace shows any of it.
+    let token = std::fs::read_to_string(home.token_file()).unwrap();
+    let start = &token.trim()[..8];
+    assert!(
+        !err.contains(start) && !log.contains(start),
+        "the trace shows the token"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

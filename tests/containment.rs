@@ -45,12 +45,9 @@ async fn all_running(marker: &str) {
     .await;
 }
 
+/// Waits until no `sleep MARKER` the command started is left.
 async fn none_left(marker: &str) {
-    let sleep = format!("sleep {marker}");
-    wait_until("every process the command started is gone", || {
-        pids_running(&sleep).is_empty()
-    })
-    .await;
+    none_left_of(&format!("sleep {marker}")).await;
 }
 
 fn supervised() -> ServerConfig {
@@ -268,8 +265,9 @@ async fn a_command_that_stops_its_supervisor_dies_with_its_client() {
     none_left_of(&sleep).await;
 }
 
+/// Waits until no process with exactly this command line is left.
 async fn none_left_of(cmdline: &str) {
-    wait_until("the command's processes are gone", || {
+    wait_until("every process the command started is gone", || {
         pids_running(cmdline).is_empty()
     })
     .await;

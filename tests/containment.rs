@@ -160,14 +160,102 @@ async fn server_stopped_by(sig: libc::c_int) {
     let mut lines = BufReader::new(client.stdout.take().unwrap()).lines();
     assert_eq!(lines.next_line().await.unwrap().as_deref(), Some("started"));
     all_running(&marker).await;
+    let server_pid = server.child.id().unwrap();
+    let helpers = helpers_of(server_pid);
+    assert!(!helpers.is_empty(), "the server started no helper");
     // SAFETY: kill(2) on the server process this test started.
-    unsafe { libc::kill(server.child.id().unwrap() as i32, sig) };
+    unsafe { libc::kill(server_pid as i32, sig) };
     tokio::time::timeout(common::PROCESS_DEADLINE, server.child.wait())
         .await
         .expect("the server did not exit")
         .unwrap();
     none_left(&marker).await;
+    wait_until(
+        "the server's helper and its spare supervisor are gone",
+        || helpers.iter().all(|&pid| !is_helper(pid)),
+    )
+    .await;
     let _ = client.kill().await;
+}
+
+/// Whether `pid` is (still) an `rcmd supervise` process: the helper that forks
+/// supervisors, or a supervisor it forked ahead of need.
+fn is_helper(pid: u32) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == b"rcmd\0supervise\0")
+}
+
+/// The parent of `pid`, from /proc.
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 1..]
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// The helper a server process started, and the spare supervisor the helper keeps: the
+/// `rcmd supervise` processes below `server`.
+fn helpers_of(server: u32) -> Vec<u32> {
+    let all = common::pids_running("rcmd supervise");
+    let helpers: Vec<u32> = all
+        .iter()
+        .copied()
+        .filter(|&p| parent_of(p) == Some(server))
+        .collect();
+    let spares = all
+        .iter()
+        .copied()
+        .filter(|&p| parent_of(p).is_some_and(|pp| helpers.contains(&pp)));
+    helpers.iter().copied().chain(spares).collect()
+}
+
+/// Whoever kills the server's helper, or the supervisor it keeps ready, only costs the
+/// next command a new one: commands still run, and still run contained.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_helper_or_spare_is_replaced() {
+    let home = common::RcmdHome::new();
+    let server = home.server(&[]).await;
+    let addr = server.addr.to_string();
+    let server_pid = server.child.id().unwrap();
+    home.rcmd(&["client", &addr, "--", "echo", "first"], b"")
+        .await
+        .expect_code(0);
+    let helpers = |want: usize| {
+        let found = helpers_of(server_pid);
+        (found.len() == want).then_some(found)
+    };
+    // The helper and its spare: kill the spare first, then the helper.
+    let mut both = None;
+    wait_until("the helper has its spare", || {
+        both = helpers(2);
+        both.is_some()
+    })
+    .await;
+    let [helper, spare] = both.unwrap()[..] else {
+        unreachable!()
+    };
+    for (victim, what) in [(spare, "spare"), (helper, "helper")] {
+        // SAFETY: kill(2) on a process this test's server started.
+        unsafe { libc::kill(victim as i32, libc::SIGKILL) };
+        wait_until("the killed process is gone", || !is_helper(victim)).await;
+        let marker = unique_marker();
+        let r = home
+            .rcmd(
+                &[
+                    "client",
+                    &addr,
+                    "--",
+                    &format!("echo after {what}; sleep {marker} &"),
+                ],
+                b"",
+            )
+            .await;
+        r.expect_code(0);
+        assert_eq!(r.stdout_str(), format!("after {what}\n"));
+        none_left(&marker).await;
+    }
+    server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

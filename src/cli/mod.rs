@@ -41,7 +41,7 @@ enum Command {
     Fingerprint(keys::FingerprintArgs),
     /// Watch the sticky-packet bug happen, and its fix (`rcmd demo` lists the demos).
     Demo(demo::DemoArgs),
-    /// Runs one command for the server and makes sure nothing it starts outlives it.
+    /// The server's helper: starts a supervisor for each of its commands (reads fd 3).
     #[command(hide = true)]
     Supervise(supervise::SuperviseArgs),
 }

@@ -178,9 +178,9 @@ pub(super) fn run(args: ServerArgs) -> Result<i32, Failure> {
             grace: args.grace,
             max_spool: args.max_spool,
         },
-        // Every command runs under this same executable's `supervise`; /proc/self/exe
-        // still works if the file was replaced while the server runs.
-        supervisor: Some(PathBuf::from("/proc/self/exe")),
+        // The helper that forks every command's supervisor is this same executable;
+        // /proc/self/exe still works if the file was replaced while the server runs.
+        supervisor: Some(crate::exec::Spawner::new("/proc/self/exe")),
         allow_detach: args.allow_detach,
         workdir,
         accept_env,

@@ -1,35 +1,13 @@
-//! `rcmd supervise`: not for people. The server runs every command under it; see
-//! [`crate::exec::supervisor`] for why.
-
-use std::ffi::OsString;
+//! `rcmd supervise`: not for people. The server starts it once, as the helper that forks
+//! a supervisor for every command; see [`crate::exec::spawner`] for why.
 
 use clap::Args;
 
 use super::Failure;
-use crate::exec::supervisor::{self, Plan};
 
 #[derive(Debug, Args)]
-pub(super) struct SuperviseArgs {
-    /// Let background processes live on when the command ends
-    #[arg(long)]
-    detach: bool,
+pub(super) struct SuperviseArgs {}
 
-    /// The command's stdin is a terminal to make its controlling terminal
-    #[arg(long)]
-    tty: bool,
-
-    /// The program and its arguments
-    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
-    command: Vec<OsString>,
-}
-
-pub(super) fn run(args: SuperviseArgs) -> Result<i32, Failure> {
-    let mut words = args.command.into_iter();
-    let program = words.next().expect("clap requires a program");
-    Ok(supervisor::run(&Plan {
-        detach: args.detach,
-        tty: args.tty,
-        program,
-        args: words.collect(),
-    }))
+pub(super) fn run(_args: SuperviseArgs) -> Result<i32, Failure> {
+    Ok(crate::exec::spawner::serve())
 }

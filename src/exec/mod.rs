@@ -14,24 +14,27 @@
 
 mod pipe;
 pub mod pty;
+pub mod spawner;
 pub mod supervisor;
 
 use std::ffi::{OsStr, OsString};
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::AsyncWriteExt;
-use tokio::process::{Child, ChildStdin, Command};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::unix::pipe as unix_pipe;
+use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
 use crate::status::Status;
 pub use pipe::OutPipe;
 pub use pty::WindowSize;
+pub use spawner::Spawner;
 
 /// How a command line becomes a process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -84,8 +87,8 @@ pub enum Piece {
 #[derive(Debug, Clone, Default)]
 pub struct Launcher {
     pub mode: ExecMode,
-    /// The `rcmd` executable, run as `rcmd supervise` around every command.
-    pub supervisor: Option<PathBuf>,
+    /// Starts every command under a supervisor (see [`supervisor`]).
+    pub supervisor: Option<Spawner>,
     /// Let background processes outlive a command that ended normally.
     pub allow_detach: bool,
     /// Where commands run unless the client asks for a directory (default: the current one).
@@ -145,7 +148,7 @@ enum Output {
 /// The way into a running command's standard input; dropping it closes the input.
 #[derive(Debug)]
 pub enum Stdin {
-    Pipe(ChildStdin),
+    Pipe(unix_pipe::Sender),
     Pty(pty::Master),
 }
 
@@ -212,11 +215,66 @@ impl Control {
     }
 }
 
+/// The process the server started for a command, and how it learns its end.
+#[derive(Debug)]
+enum Process {
+    /// The command itself, our own child.
+    Child(Child),
+    /// The command's supervisor: the helper's child, not ours, so it reports the command's
+    /// wait status through a pipe, and is signalled through a pidfd.
+    Supervised {
+        pid: libc::pid_t,
+        pidfd: Option<OwnedFd>,
+        status: unix_pipe::Receiver,
+    },
+}
+
+impl Process {
+    fn id(&self) -> Option<u32> {
+        match self {
+            Process::Child(c) => c.id(),
+            Process::Supervised { pid, .. } => u32::try_from(*pid).ok(),
+        }
+    }
+
+    /// How the command ended.
+    async fn wait(&mut self) -> io::Result<std::process::ExitStatus> {
+        use std::os::unix::process::ExitStatusExt;
+        match self {
+            Process::Child(c) => c.wait().await,
+            Process::Supervised { status, .. } => {
+                let mut raw = [0u8; 4];
+                match status.read_exact(&mut raw).await {
+                    Ok(_) => Ok(ExitStatusExt::from_raw(i32::from_le_bytes(raw))),
+                    // The supervisor died without a word: it was killed, and so was the
+                    // command as far as anyone can tell.
+                    Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                        Ok(ExitStatusExt::from_raw(libc::SIGKILL))
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+        }
+    }
+
+    /// What it takes to kill a supervisor and its tree from here, if this is one.
+    fn killer(&self) -> Option<Killer> {
+        match self {
+            Process::Supervised {
+                pid,
+                pidfd: Some(fd),
+                ..
+            } => fd.try_clone().ok().map(|pidfd| Killer { pid: *pid, pidfd }),
+            _ => None,
+        }
+    }
+}
+
 /// A command that has been started.
 #[derive(Debug)]
 pub struct Running {
     /// The process started: the supervisor, or the command itself. Only `Drop` takes it.
-    child: Option<Child>,
+    process: Option<Process>,
     output: Output,
     stdin: Option<Stdin>,
     control: Control,
@@ -272,24 +330,146 @@ impl Launcher {
             )),
             None => None,
         };
-        let mut cmd = match &self.supervisor {
-            Some(exe) => {
-                let plan = supervisor::Plan {
-                    detach: self.allow_detach,
-                    tty: tty.is_some(),
-                    program: program.clone(),
-                    args: args.clone(),
-                };
-                let mut c = Command::new(exe);
-                c.args(plan.to_args());
-                c
+        match &self.supervisor {
+            Some(spawner) => self.spawn_supervised(spawner, req, program, args, dir, tty),
+            None => self.spawn_direct(req, program, args, dir, tty),
+        }
+    }
+
+    /// Starts the command under a supervisor the server's helper forks for it.
+    fn spawn_supervised(
+        &self,
+        spawner: &Spawner,
+        req: &Request<'_>,
+        program: OsString,
+        args: Vec<OsString>,
+        cwd: Option<PathBuf>,
+        tty: Option<((pty::Master, OwnedFd), &TtyRequest)>,
+    ) -> Result<Running, SpawnFailure> {
+        let internal = |e: io::Error| failed(126, format!("rcmd: {}", short(&e)));
+        // The whole environment travels with the plan: ours, less what is private, with
+        // the client's variables (and its TERM, with a terminal) over it.
+        let mut env: Vec<(OsString, OsString)> = std::env::vars_os()
+            .filter(|(k, _)| !PRIVATE_ENV.iter().any(|p| k == *p))
+            .collect();
+        let mut set = |k: &OsStr, v: &OsStr| match env.iter_mut().find(|(n, _)| n == k) {
+            Some(pair) => pair.1 = v.to_os_string(),
+            None => env.push((k.to_os_string(), v.to_os_string())),
+        };
+        for (k, v) in &req.env {
+            set(k, v);
+        }
+        if let Some((_, t)) = &tty {
+            set(OsStr::new("TERM"), &t.term);
+        }
+        let plan = supervisor::Plan {
+            detach: self.allow_detach,
+            tty: tty.is_some(),
+            program,
+            args,
+            env,
+            cwd,
+        };
+        let (control_read, control_write) = control_pipe().map_err(internal)?;
+        let (status_read, status_write) = pipe2().map_err(internal)?;
+        // Their ends (given to the supervisor), and ours.
+        let (theirs, output, stdin) = match tty {
+            Some(((master, slave), _)) => {
+                let dup = |fd: &OwnedFd| fd.try_clone().map_err(internal);
+                (
+                    [dup(&slave)?, dup(&slave)?, slave],
+                    Output::Pty {
+                        master: Some(master.clone()),
+                        buf: BytesMut::new(),
+                    },
+                    Some(Stdin::Pty(master)),
+                )
             }
             None => {
-                let mut c = Command::new(&program);
-                c.args(&args);
-                c
+                let (stdin_theirs, stdin_ours) = if req.stdin {
+                    let (r, w) = pipe2().map_err(internal)?;
+                    (r, Some(w))
+                } else {
+                    (
+                        OwnedFd::from(std::fs::File::open("/dev/null").map_err(internal)?),
+                        None,
+                    )
+                };
+                let (out_read, out_write) = pipe2().map_err(internal)?;
+                let (err_read, err_write) = pipe2().map_err(internal)?;
+                for fd in [&out_read, &err_read]
+                    .into_iter()
+                    .chain(stdin_ours.as_ref())
+                {
+                    widen(fd);
+                }
+                let stdin = stdin_ours
+                    .map(|w| unix_pipe::Sender::from_owned_fd(w).map(Stdin::Pipe))
+                    .transpose()
+                    .map_err(internal)?;
+                (
+                    [stdin_theirs, out_write, err_write],
+                    Output::Pipes {
+                        stdout: Some(OutPipe::new(out_read).map_err(internal)?),
+                        stderr: Some(OutPipe::new(err_read).map_err(internal)?),
+                        out_buf: BytesMut::new(),
+                        err_buf: BytesMut::new(),
+                    },
+                    stdin,
+                )
             }
         };
+        let [i, o, e] = &theirs;
+        let started = spawner
+            .start(
+                &plan,
+                [
+                    i.as_fd(),
+                    o.as_fd(),
+                    e.as_fd(),
+                    control_read.as_fd(),
+                    status_write.as_fd(),
+                ],
+            )
+            .map_err(|e| {
+                failed(
+                    126,
+                    format!("rcmd: cannot start the command: {}", short(&e)),
+                )
+            })?;
+        // Only the supervisor may hold these now: the command's output ends, and its
+        // status arrives, when its copies close.
+        drop((theirs, control_read, status_write));
+        let status = unix_pipe::Receiver::from_owned_fd(status_read).map_err(internal)?;
+        Ok(Running {
+            process: Some(Process::Supervised {
+                pid: started.pid,
+                pidfd: started.pidfd,
+                status,
+            }),
+            output,
+            stdin,
+            control: Control::Supervisor(control_write),
+            deadline: self.timeout.map(|t| (Instant::now() + t, t)),
+            timed_out: false,
+            done: false,
+            kill_sent: None,
+            forced: false,
+        })
+    }
+
+    /// Starts the command as our own child, in its own process group, without a
+    /// supervisor: for a library user, and for this module's tests.
+    fn spawn_direct(
+        &self,
+        req: &Request<'_>,
+        program: OsString,
+        args: Vec<OsString>,
+        dir: Option<PathBuf>,
+        tty: Option<((pty::Master, OwnedFd), &TtyRequest)>,
+    ) -> Result<Running, SpawnFailure> {
+        let mut cmd = Command::new(&program);
+        cmd.args(&args);
         for name in PRIVATE_ENV {
             cmd.env_remove(name);
         }
@@ -308,43 +488,6 @@ impl Launcher {
                 cmd.stdin(dup(&slave)?)
                     .stdout(dup(&slave)?)
                     .stderr(Stdio::from(slave));
-                Some(master)
-            }
-            None => {
-                cmd.stdin(if req.stdin {
-                    Stdio::piped()
-                } else {
-                    Stdio::null()
-                })
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped());
-                None
-            }
-        };
-        let control_pipe = match &self.supervisor {
-            Some(_) => Some(control_pipe().map_err(|e| failed(126, format!("rcmd: {e}")))?),
-            None => None,
-        };
-        let setsid = master.is_some();
-        match &control_pipe {
-            Some((read, _)) => {
-                let read = read.as_raw_fd();
-                // SAFETY: only async-signal-safe calls between fork and exec.
-                unsafe {
-                    cmd.pre_exec(move || {
-                        if read == supervisor::CONTROL_FD {
-                            libc::fcntl(read, libc::F_SETFD, 0);
-                        } else if libc::dup2(read, supervisor::CONTROL_FD) < 0 {
-                            return Err(io::Error::last_os_error());
-                        }
-                        Ok(())
-                    });
-                }
-                // The supervisor in a group of its own: a Ctrl-C meant for the server, or a
-                // terminal hanging up, must not reach it.
-                cmd.process_group(0);
-            }
-            None if setsid => {
                 // SAFETY: only async-signal-safe calls between fork and exec.
                 unsafe {
                     cmd.pre_exec(|| {
@@ -354,20 +497,25 @@ impl Launcher {
                         Ok(())
                     });
                 }
+                Some(master)
             }
-            // Its own group, so one signal reaches everything the command started.
             None => {
-                cmd.process_group(0);
+                cmd.stdin(if req.stdin {
+                    Stdio::piped()
+                } else {
+                    Stdio::null()
+                })
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                // Its own group, so one signal reaches everything the command started.
+                .process_group(0);
+                None
             }
-        }
-        // A supervisor must outlive our handle: it is the one that kills what the command
-        // left, when the control pipe closes. Killing it would orphan them instead.
-        cmd.kill_on_drop(self.supervisor.is_none());
-        let mut child = cmd.spawn().map_err(|e| spawn_failure(&program, &e))?;
-        let control = match control_pipe {
-            Some((_read, write)) => Control::Supervisor(write),
-            None => Control::Group(child.id().and_then(|p| i32::try_from(p).ok())),
         };
+        cmd.kill_on_drop(true);
+        let mut child = cmd.spawn().map_err(|e| spawn_failure(&program, &e))?;
+        let control = Control::Group(child.id().and_then(|p| i32::try_from(p).ok()));
+        let internal = |e: io::Error| failed(126, format!("rcmd: {e}"));
         let (output, stdin) = match master {
             Some(master) => (
                 Output::Pty {
@@ -377,44 +525,32 @@ impl Launcher {
                 Some(Stdin::Pty(master)),
             ),
             None => {
-                for fd in [
-                    child.stdout.as_ref().map(AsRawFd::as_raw_fd),
-                    child.stderr.as_ref().map(AsRawFd::as_raw_fd),
-                    child.stdin.as_ref().map(AsRawFd::as_raw_fd),
-                ]
-                .into_iter()
-                .flatten()
-                {
-                    // SAFETY: F_SETPIPE_SZ only resizes the pipe behind a descriptor we
-                    // own. Failing (over the limit) leaves the default size, which works.
-                    unsafe {
-                        libc::fcntl(fd, libc::F_SETPIPE_SZ, PIPE_SIZE);
-                    }
+                let stdout = child.stdout.take().map(|p| p.into_owned_fd());
+                let stderr = child.stderr.take().map(|p| p.into_owned_fd());
+                let stdin = child.stdin.take().map(|p| p.into_owned_fd());
+                let (stdout, stderr, stdin) = match (stdout, stderr, stdin) {
+                    (Some(Ok(o)), Some(Ok(e)), i) => (o, e, i.transpose().map_err(internal)?),
+                    _ => return Err(failed(126, "rcmd: the command's pipes are missing")),
+                };
+                for fd in [&stdout, &stderr].into_iter().chain(stdin.as_ref()) {
+                    widen(fd);
                 }
-                let pipe = |p: Option<OwnedFd>| {
-                    p.map(OutPipe::new)
-                        .transpose()
-                        .map_err(|e| failed(126, format!("rcmd: {e}")))
-                };
-                let stdout = child.stdout.take().map(|p| p.into_owned_fd()).transpose();
-                let stderr = child.stderr.take().map(|p| p.into_owned_fd()).transpose();
-                let (stdout, stderr) = match (stdout, stderr) {
-                    (Ok(o), Ok(e)) => (pipe(o)?, pipe(e)?),
-                    (Err(e), _) | (_, Err(e)) => return Err(failed(126, format!("rcmd: {e}"))),
-                };
                 (
                     Output::Pipes {
-                        stdout,
-                        stderr,
+                        stdout: Some(OutPipe::new(stdout).map_err(internal)?),
+                        stderr: Some(OutPipe::new(stderr).map_err(internal)?),
                         out_buf: BytesMut::new(),
                         err_buf: BytesMut::new(),
                     },
-                    child.stdin.take().map(Stdin::Pipe),
+                    stdin
+                        .map(|w| unix_pipe::Sender::from_owned_fd(w).map(Stdin::Pipe))
+                        .transpose()
+                        .map_err(internal)?,
                 )
             }
         };
         Ok(Running {
-            child: Some(child),
+            process: Some(Process::Child(child)),
             output,
             stdin,
             control,
@@ -524,9 +660,8 @@ fn short(e: &io::Error) -> String {
     }
 }
 
-/// A pipe for the supervisor's control channel: the read end for it, the write end
-/// (non-blocking, close-on-exec) for us.
-fn control_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+/// A pipe, both ends close-on-exec: (read, write).
+fn pipe2() -> io::Result<(OwnedFd, OwnedFd)> {
     use std::os::fd::FromRawFd;
     let mut fds = [0; 2];
     // SAFETY: pipe2 fills two descriptors, which we then own.
@@ -534,11 +669,29 @@ fn control_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
         if libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) < 0 {
             return Err(io::Error::last_os_error());
         }
-        let (read, write) = (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1]));
+        Ok((OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])))
+    }
+}
+
+/// Asks for a [`PIPE_SIZE`] pipe behind `fd`.
+fn widen(fd: &OwnedFd) {
+    // SAFETY: F_SETPIPE_SZ only resizes the pipe behind a descriptor we own. Failing (over
+    // the limit) leaves the default size, which works.
+    unsafe {
+        libc::fcntl(fd.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_SIZE);
+    }
+}
+
+/// A pipe for the supervisor's control channel: the read end for it, the write end
+/// (non-blocking, close-on-exec) for us.
+fn control_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let (read, write) = pipe2()?;
+    // SAFETY: reading and setting the flags of a descriptor we own.
+    unsafe {
         let flags = libc::fcntl(write.as_raw_fd(), libc::F_GETFL);
         libc::fcntl(write.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK);
-        Ok((read, write))
     }
+    Ok((read, write))
 }
 
 /// Words the shell treats specially even when they look plain.
@@ -682,9 +835,9 @@ impl Running {
             }
         }
         let status = self
-            .child
+            .process
             .as_mut()
-            .expect("only Drop takes the child")
+            .expect("only Drop takes the process")
             .wait()
             .await?;
         self.done = true;
@@ -729,21 +882,12 @@ impl Running {
 
     /// Kills the supervisor's whole tree from here, and then the supervisor: for a
     /// supervisor that did not carry out a kill in time (the command sent it SIGSTOP).
-    /// The supervisor is our unreaped child, so its pid cannot be reused meanwhile.
+    /// Its status pipe then closes, and `next` reports the command killed.
     fn force_kill(&mut self) {
         self.forced = true;
-        let Some(pid) = self.child.as_ref().and_then(Child::id) else {
-            return;
-        };
-        let pid = pid as libc::pid_t;
-        // Scanning /proc and waiting between rounds blocks: not on the runtime's threads.
-        tokio::task::spawn_blocking(move || {
-            supervisor::kill_tree(pid, &[], FORCED_KILL_DEADLINE, &mut || {});
-            // SAFETY: kill(2) on our own child, which only we reap.
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-            }
-        });
+        if let Some(killer) = self.process.as_ref().and_then(Process::killer) {
+            tokio::spawn(killer.run());
+        }
     }
 
     /// Delivers signal `sig` to the command's process group.
@@ -772,7 +916,7 @@ impl Running {
 
     /// Process id of the command (of its supervisor, when it has one).
     pub fn id(&self) -> Option<u32> {
-        self.child.as_ref().and_then(Child::id)
+        self.process.as_ref().and_then(Process::id)
     }
 }
 
@@ -784,27 +928,45 @@ impl Drop for Running {
         self.kill();
         // A supervisor that does not end within its grace is killed from here, with its
         // tree, as in `next` (it may have been stopped by the command it watches).
-        if let (Some(mut child), Control::Supervisor(_), Ok(runtime)) = (
-            self.child.take(),
+        if let (Some(mut process), Control::Supervisor(_), Ok(runtime)) = (
+            self.process.take(),
             &self.control,
             tokio::runtime::Handle::try_current(),
         ) {
             runtime.spawn(async move {
-                if tokio::time::timeout(SUPERVISOR_GRACE, child.wait())
+                if tokio::time::timeout(SUPERVISOR_GRACE, process.wait())
                     .await
                     .is_err()
                 {
-                    if let Some(pid) = child.id() {
-                        let pid = pid as libc::pid_t;
-                        let _ = tokio::task::spawn_blocking(move || {
-                            supervisor::kill_tree(pid, &[], FORCED_KILL_DEADLINE, &mut || {});
-                        })
-                        .await;
+                    if let Some(killer) = process.killer() {
+                        killer.run().await;
                     }
-                    let _ = child.kill().await;
                 }
             });
         }
+    }
+}
+
+/// What the server needs to kill a supervisor's tree and then the supervisor itself.
+struct Killer {
+    pid: libc::pid_t,
+    pidfd: OwnedFd,
+}
+
+impl Killer {
+    /// Kills the tree only while the pidfd says the supervisor is alive: its pid then still
+    /// names it, so the scan of /proc finds its tree and no other.
+    async fn run(self) {
+        if spawner::pidfd_signal(self.pidfd.as_fd(), 0).is_err() {
+            return;
+        }
+        let pid = self.pid;
+        // Scanning /proc and waiting between rounds blocks: not on the runtime's threads.
+        let _ = tokio::task::spawn_blocking(move || {
+            supervisor::kill_tree(pid, &[], FORCED_KILL_DEADLINE, &mut || {});
+        })
+        .await;
+        let _ = spawner::pidfd_signal(self.pidfd.as_fd(), libc::SIGKILL);
     }
 }
 

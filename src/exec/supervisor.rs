@@ -2,8 +2,8 @@
 //! nothing the command starts outlives it.
 //!
 //! A process group is not enough: `setsid`, a double fork or `setpgid` each leave it, and
-//! a SIGKILLed server can signal nobody. So the server runs each command as
-//! `rcmd supervise -- PROGRAM ARGS…`, and the supervisor
+//! a SIGKILLed server can signal nobody. So the server runs each command under a
+//! supervisor (forked for it by the server's helper, see [`super::spawner`]), which
 //!
 //! - marks itself a *child subreaper* (`PR_SET_CHILD_SUBREAPER`): every orphan the command
 //!   leaves, however it detached, is re-parented to the supervisor instead of to init, so
@@ -13,8 +13,8 @@
 //!   forwards signal `N` to the command's group, a `0` byte or end of file (the server let go
 //!   of the command, or died in any way, SIGKILL included, since the kernel closes its file
 //!   descriptors) kills every descendant;
-//! - when the command itself ends, kills every descendant still alive (unless `--detach`),
-//!   then exits the way the command did, so the server reports the command's own status.
+//! - when the command itself ends, kills every descendant still alive (unless detaching),
+//!   then tells the server the command's own status through its status pipe.
 //!
 //! It is synchronous and single-threaded: it runs in a fresh process, waits in `poll(2)` on
 //! the control pipe and a `signalfd`, and does nothing else.
@@ -23,6 +23,7 @@ use std::ffi::OsString;
 use std::io;
 use std::os::fd::RawFd;
 use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -45,38 +46,43 @@ pub struct Plan {
     pub tty: bool,
     pub program: OsString,
     pub args: Vec<OsString>,
+    /// The command's whole environment.
+    pub env: Vec<(OsString, OsString)>,
+    /// Where the command runs; `None`: where the supervisor runs.
+    pub cwd: Option<PathBuf>,
 }
 
-impl Plan {
-    /// The supervisor's own arguments for this plan, after the executable's name.
-    pub fn to_args(&self) -> Vec<OsString> {
-        let mut v: Vec<OsString> = vec!["supervise".into()];
-        if self.detach {
-            v.push("--detach".into());
-        }
-        if self.tty {
-            v.push("--tty".into());
-        }
-        v.push("--".into());
-        v.push(self.program.clone());
-        v.extend(self.args.iter().cloned());
-        v
-    }
-}
-
-/// Runs `plan` under supervision and returns only to report a failure to start; otherwise
-/// it ends the process with the command's own status.
-pub fn run(plan: &Plan) -> i32 {
+/// Runs `plan` under supervision, with the command's stdin, stdout and stderr at 0-2 and
+/// the control pipe at [`CONTROL_FD`]. Returns the command's raw wait status once it (and,
+/// unless detaching, everything it started) is gone; a command that could not start is
+/// reported on stderr and ends with the shell's code for that.
+pub fn run(plan: &Plan) -> libc::c_int {
     // SAFETY: plain system calls on this process's own state; no memory is shared.
     unsafe {
         libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
         // The command must not inherit the control pipe.
         libc::fcntl(CONTROL_FD, libc::F_SETFD, libc::FD_CLOEXEC);
     }
-    let signals = match SignalFd::new() {
+    let signals = match SignalFd::new(&WATCHED) {
         Ok(s) => s,
         Err(e) => return report_failure(&plan.program, &e),
     };
+    // The supervisor takes on the command's directory and environment itself, so the
+    // command inherits them: std starts a command given a directory or a PATH of its own
+    // by fork and exec, and one that inherits both by the cheaper posix_spawn. (This
+    // process is single-threaded, so changing its environment is safe.)
+    if let Some(dir) = &plan.cwd {
+        if let Err(e) = std::env::set_current_dir(dir) {
+            eprintln!("rcmd: cd {}: {e}", dir.display());
+            return 1 << 8;
+        }
+    }
+    for (name, _) in std::env::vars_os() {
+        std::env::remove_var(name);
+    }
+    for (name, value) in &plan.env {
+        std::env::set_var(name, value);
+    }
     let mut cmd = Command::new(&plan.program);
     cmd.args(&plan.args);
     if plan.tty {
@@ -108,8 +114,7 @@ pub fn run(plan: &Plan) -> i32 {
         child: pid,
         status: None,
     };
-    let status = sup.watch(&signals, plan.detach);
-    mirror(status)
+    sup.watch(&signals, plan.detach)
 }
 
 struct Supervisor {
@@ -335,40 +340,16 @@ fn parse_stat(stat: &str) -> Option<Stat> {
     Some(Stat { state, ppid, pgrp })
 }
 
-/// Ends this process the way the command ended: the same exit code, or the same signal.
-fn mirror(status: libc::c_int) -> i32 {
-    if libc::WIFEXITED(status) {
-        return libc::WEXITSTATUS(status);
-    }
-    if libc::WIFSIGNALED(status) {
-        let sig = libc::WTERMSIG(status);
-        // SAFETY: resetting this process's own signal state, then raising the signal.
-        unsafe {
-            // The command may have dumped core; the supervisor must not add a second one.
-            let none = libc::rlimit {
-                rlim_cur: 0,
-                rlim_max: 0,
-            };
-            libc::setrlimit(libc::RLIMIT_CORE, &none);
-            libc::signal(sig, libc::SIG_DFL);
-            let empty = empty_sigset();
-            libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
-            libc::raise(sig);
-        }
-        return 128 + sig;
-    }
-    255
-}
-
 /// Reports a command that could not be started, in the shell's words and codes.
-fn report_failure(program: &OsString, e: &io::Error) -> i32 {
+fn report_failure(program: &OsString, e: &io::Error) -> libc::c_int {
     let (code, why) = match e.kind() {
         io::ErrorKind::NotFound => (127, "command not found".to_string()),
         io::ErrorKind::PermissionDenied => (126, "permission denied".to_string()),
         _ => (126, e.to_string()),
     };
     eprintln!("rcmd: {}: {why}", program.to_string_lossy());
-    code
+    // As a wait status: exited with `code`.
+    code << 8
 }
 
 /// Points stdin, stdout and stderr at /dev/null.
@@ -387,7 +368,7 @@ fn release_stdio() {
     }
 }
 
-fn empty_sigset() -> libc::sigset_t {
+pub(super) fn empty_sigset() -> libc::sigset_t {
     // SAFETY: sigemptyset initialises the set it is given.
     unsafe {
         let mut set = std::mem::zeroed();
@@ -398,8 +379,8 @@ fn empty_sigset() -> libc::sigset_t {
 
 /// The signals the supervisor waits for, blocked and read from a descriptor instead of
 /// handled asynchronously.
-struct SignalFd {
-    fd: RawFd,
+pub(super) struct SignalFd {
+    pub(super) fd: RawFd,
 }
 
 const WATCHED: [libc::c_int; 6] = [
@@ -412,11 +393,11 @@ const WATCHED: [libc::c_int; 6] = [
 ];
 
 impl SignalFd {
-    fn new() -> io::Result<SignalFd> {
+    pub(super) fn new(watched: &[libc::c_int]) -> io::Result<SignalFd> {
         // SAFETY: building a signal set and blocking it for this (single-threaded) process.
         unsafe {
             let mut set = empty_sigset();
-            for sig in WATCHED {
+            for &sig in watched {
                 libc::sigaddset(&mut set, sig);
             }
             libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
@@ -429,7 +410,7 @@ impl SignalFd {
     }
 
     /// The signals delivered since the last call.
-    fn drain(&self) -> Vec<libc::c_int> {
+    pub(super) fn drain(&self) -> Vec<libc::c_int> {
         let mut got = Vec::new();
         loop {
             // SAFETY: signalfd_siginfo is plain data; read fills at most its size.
@@ -460,24 +441,5 @@ mod tests {
         assert_eq!(parse_stat("42 (sleep) S 7 42 42 0"), st('S', 7, 42));
         assert_eq!(parse_stat("43 (a) b) (c) Z 1 43 9"), st('Z', 1, 43));
         assert_eq!(parse_stat("garbage"), None);
-    }
-
-    #[test]
-    fn plan_round_trips_through_arguments() {
-        let plan = Plan {
-            detach: true,
-            tty: false,
-            program: "sh".into(),
-            args: vec!["-c".into(), "echo --tty".into()],
-        };
-        let args: Vec<String> = plan
-            .to_args()
-            .iter()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect();
-        assert_eq!(
-            args,
-            ["supervise", "--detach", "--", "sh", "-c", "echo --tty"]
-        );
     }
 }

@@ -77,10 +77,10 @@ pub struct ServerConfig {
     /// The token clients must present (framed mode only).
     pub token: Option<Token>,
     pub limits: Limits,
-    /// The `rcmd` executable, to run every command under `rcmd supervise` (see
-    /// [`crate::exec::supervisor`]). Without one only the command's process group is
-    /// killed when it ends.
-    pub supervisor: Option<PathBuf>,
+    /// Starts every command under a supervisor, through a helper run from the `rcmd`
+    /// executable (see [`crate::exec::spawner`]). Without one only the command's process
+    /// group is killed when it ends.
+    pub supervisor: Option<crate::exec::Spawner>,
     /// Let background processes outlive a command that ended normally, as ssh does.
     pub allow_detach: bool,
     /// Where commands run (a client's `--cwd` is relative to it); `None`: the server's own

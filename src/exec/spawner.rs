@@ -1,0 +1,642 @@
+//! Starting supervisors by fork alone: one helper process per server forks a supervisor
+//! for every command, so a command costs one process start, as it would from a shell.
+//!
+//! Every command runs under its own [`supervisor`](super::supervisor). Starting that
+//! supervisor with `exec` (`rcmd supervise -- CMD`) made every command cost two process
+//! starts, the rcmd binary's and the command's, and tripled the time of a batch of short
+//! commands. A multi-threaded server cannot simply fork and run Rust code in the child
+//! either. So the server starts one small, single-threaded helper (`rcmd supervise`,
+//! reading requests on fd 3) the first time it runs a command, and asks it for each
+//! supervisor: the request carries the plan and, as `SCM_RIGHTS`, the command's stdin,
+//! stdout and stderr, the supervisor's control pipe and a status pipe. The helper forks;
+//! the child puts those descriptors in place and becomes the supervisor, a fresh copy of a
+//! single-threaded process where anything is safe. The helper answers with the
+//! supervisor's pid and a pidfd for it.
+//!
+//! The supervisor is the helper's child, not the server's, so the server learns how the
+//! command ended from the status pipe (four bytes, the raw wait status, written just before
+//! the supervisor exits) and signals the supervisor through its pidfd, which cannot reach
+//! another process that reused the pid. The helper ends when the server's end of its
+//! socket closes, which the kernel does when the server dies in any way; a helper that
+//! stops answering is killed and replaced.
+
+use std::ffi::{OsStr, OsString};
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use super::supervisor::{self, Plan};
+
+/// The descriptor on which the helper reads requests.
+const REQUEST_FD: RawFd = 3;
+/// The descriptor on which a supervisor writes the command's wait status.
+pub const STATUS_FD: RawFd = 4;
+/// Descriptors sent with each request, in order: stdin, stdout, stderr, control, status.
+const PASSED: usize = 5;
+/// A request larger than this is refused (a command line and environment are far smaller;
+/// the server checks both long before).
+const MAX_REQUEST: usize = 64 << 20;
+/// How long the server waits on the helper before replacing it: it answers in well under a
+/// millisecond unless it was stopped.
+const HELPER_PATIENCE: Duration = Duration::from_secs(5);
+
+/// Starts the supervisors of one server's commands through its helper.
+#[derive(Clone)]
+pub struct Spawner {
+    exe: PathBuf,
+    helper: Arc<Mutex<Option<Helper>>>,
+}
+
+impl std::fmt::Debug for Spawner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Spawner").field("exe", &self.exe).finish()
+    }
+}
+
+/// A supervisor the helper started: its pid, a pidfd for it, and our end of its status
+/// pipe.
+#[derive(Debug)]
+pub(super) struct Started {
+    pub pid: libc::pid_t,
+    pub pidfd: Option<OwnedFd>,
+}
+
+impl Spawner {
+    /// A spawner whose helper is `exe supervise` (started on first use).
+    pub fn new(exe: impl Into<PathBuf>) -> Spawner {
+        Spawner {
+            exe: exe.into(),
+            helper: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// Has the helper start a supervisor for `plan` with the descriptors `fds` (stdin,
+    /// stdout, stderr, control read end, status write end). A helper that fails to answer
+    /// is replaced once.
+    ///
+    /// # Errors
+    /// The helper could not be started or reached, or could not fork.
+    pub(super) fn start(&self, plan: &Plan, fds: [BorrowedFd<'_>; PASSED]) -> io::Result<Started> {
+        let request = encode(plan);
+        let mut helper = self.helper.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut last = None;
+        for _ in 0..2 {
+            if helper.is_none() {
+                *helper = Some(Helper::start(&self.exe)?);
+            }
+            let h = helper.as_mut().expect("started above");
+            match h.ask(&request, fds) {
+                Ok(answer) => return answer,
+                // The helper is gone or stuck: a new one, and one more try.
+                Err(e) => {
+                    *helper = None;
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.expect("tried twice"))
+    }
+}
+
+/// The helper process and our end of its socket.
+struct Helper {
+    sock: UnixStream,
+    child: std::process::Child,
+}
+
+impl Helper {
+    fn start(exe: &std::path::Path) -> io::Result<Helper> {
+        let (ours, theirs) = UnixStream::pair()?;
+        let theirs_fd = theirs.as_raw_fd();
+        let mut cmd = std::process::Command::new(exe);
+        // Named as people know it in `ps`, whatever path started it (/proc/self/exe).
+        cmd.arg0("rcmd")
+            .arg("supervise")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            // A Ctrl-C meant for the server must not reach the helper or its supervisors.
+            .process_group(0);
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::dup2(theirs_fd, REQUEST_FD) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn()?;
+        drop(theirs);
+        ours.set_read_timeout(Some(HELPER_PATIENCE))?;
+        ours.set_write_timeout(Some(HELPER_PATIENCE))?;
+        Ok(Helper { sock: ours, child })
+    }
+
+    /// Sends one request and reads the answer. The outer error is the helper's failure
+    /// (replace it); the inner one is the request's (fork failed).
+    fn ask(
+        &mut self,
+        request: &[u8],
+        fds: [BorrowedFd<'_>; PASSED],
+    ) -> io::Result<io::Result<Started>> {
+        let len = u32::try_from(request.len()).map_err(|_| io::ErrorKind::InvalidInput)?;
+        let raw = fds.map(|fd| fd.as_raw_fd());
+        send_with_fds(&self.sock, &len.to_le_bytes(), &raw)?;
+        self.sock.write_all(request)?;
+        let mut answer = [0u8; 8];
+        let got = recv_with_fds(self.sock.as_fd(), &mut answer, 1)?;
+        if got.bytes < answer.len() {
+            self.sock.read_exact(&mut answer[got.bytes..])?;
+        }
+        let pid = i32::from_le_bytes(answer[..4].try_into().expect("4 bytes"));
+        let errno = i32::from_le_bytes(answer[4..].try_into().expect("4 bytes"));
+        if pid <= 0 {
+            return Ok(Err(io::Error::from_raw_os_error(errno)));
+        }
+        Ok(Ok(Started {
+            pid,
+            pidfd: got.fds.into_iter().next(),
+        }))
+    }
+}
+
+impl Drop for Helper {
+    fn drop(&mut self) {
+        // The supervisors it started carry on without it; it holds nothing else.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs the helper: reads requests on [`REQUEST_FD`] until the server closes it, forking a
+/// supervisor for each. Returns the process's exit code.
+pub fn serve() -> i32 {
+    // SAFETY: taking ownership of the descriptor the server gave us on fd 3.
+    let sock = unsafe { OwnedFd::from_raw_fd(REQUEST_FD) };
+    // SAFETY: closing descriptors nobody else in this process uses yet. Whatever the
+    // server let slip without close-on-exec (a terminal a test opened, say) would be held
+    // open for as long as we live, and handed to every supervisor we fork.
+    unsafe {
+        libc::close_range(REQUEST_FD as u32 + 1, u32::MAX, 0);
+        libc::fcntl(sock.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC);
+    }
+    let children = match supervisor::SignalFd::new(&[libc::SIGCHLD]) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("rcmd supervise: {e}");
+            return 1;
+        }
+    };
+    let mut sock = UnixStream::from(sock);
+    let mut spare = Spare::fork().ok();
+    loop {
+        let mut fds = [
+            libc::pollfd {
+                fd: sock.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: children.fd,
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // SAFETY: `fds` is a valid array of two pollfd.
+        if unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) } < 0 {
+            continue; // EINTR
+        }
+        if fds[1].revents != 0 {
+            children.drain();
+            reap();
+        }
+        if fds[0].revents != 0 {
+            match serve_one(&mut sock, &mut spare) {
+                Ok(true) => {}
+                // The server closed its end: it is gone, and so are we.
+                Ok(false) => return 0,
+                Err(e) => {
+                    eprintln!("rcmd supervise: {e}");
+                    return 1;
+                }
+            }
+        }
+    }
+}
+
+/// Reaps every supervisor that has ended.
+fn reap() {
+    loop {
+        let mut status = 0;
+        // SAFETY: waitpid writes the status into a local.
+        if unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) } <= 0 {
+            return;
+        }
+    }
+}
+
+/// One request as it came: its body, and the descriptors that came with it.
+struct Request {
+    body: Vec<u8>,
+    fds: Vec<OwnedFd>,
+}
+
+impl Request {
+    /// Reads one request from `sock`; `None` when the other end closed it.
+    fn read(sock: &mut UnixStream) -> io::Result<Option<Request>> {
+        let mut len = [0u8; 4];
+        let got = recv_with_fds(sock.as_fd(), &mut len, PASSED)?;
+        if got.bytes == 0 {
+            return Ok(None);
+        }
+        if got.bytes < len.len() {
+            sock.read_exact(&mut len[got.bytes..])?;
+        }
+        let len = u32::from_le_bytes(len) as usize;
+        if len > MAX_REQUEST || got.fds.len() != PASSED {
+            return Err(malformed());
+        }
+        let mut body = vec![0u8; len];
+        sock.read_exact(&mut body)?;
+        Ok(Some(Request { body, fds: got.fds }))
+    }
+
+    /// Passes the request on, descriptors and all.
+    fn send(&self, sock: &UnixStream) -> io::Result<()> {
+        let len = (self.body.len() as u32).to_le_bytes();
+        let raw: Vec<RawFd> = self.fds.iter().map(AsRawFd::as_raw_fd).collect();
+        send_with_fds(sock, &len, &raw)?;
+        let mut w = sock;
+        w.write_all(&self.body)
+    }
+}
+
+fn malformed() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        "malformed request from the server",
+    )
+}
+
+/// A supervisor forked ahead of need, waiting on `sock` for its request: the fork, the
+/// costliest step of starting a command (about a millisecond on a virtual machine), then
+/// happens while the previous command runs instead of before the next one. Dropping it
+/// closes `sock`, which ends a spare still waiting.
+struct Spare {
+    pid: libc::pid_t,
+    pidfd: Option<OwnedFd>,
+    sock: UnixStream,
+}
+
+impl Spare {
+    fn fork() -> io::Result<Spare> {
+        let (ours, theirs) = UnixStream::pair()?;
+        // SAFETY: this process is single-threaded, so the child may run any code.
+        let pid = unsafe { libc::fork() };
+        if pid < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if pid == 0 {
+            drop(ours);
+            wait_for_request(theirs);
+        }
+        // Not reaped before this: only this thread reaps, and not in between.
+        let pidfd = pidfd_open(pid).ok();
+        Ok(Spare {
+            pid,
+            pidfd,
+            sock: ours,
+        })
+    }
+}
+
+/// In a spare: waits for its one request and becomes that command's supervisor; leaves
+/// quietly if the helper goes away first. Never returns.
+fn wait_for_request(sock: UnixStream) -> ! {
+    let raw = std::os::fd::IntoRawFd::into_raw_fd(sock);
+    // SAFETY: this new process's own descriptors: ours goes to fd 3 (over the helper's
+    // socket to the server, which is not ours to hold) and everything else is closed.
+    unsafe {
+        if raw != REQUEST_FD && libc::dup2(raw, REQUEST_FD) < 0 {
+            libc::_exit(1);
+        }
+        libc::close_range(REQUEST_FD as u32 + 1, u32::MAX, 0);
+    }
+    // SAFETY: fd 3 is now ours alone.
+    let mut sock = UnixStream::from(unsafe { OwnedFd::from_raw_fd(REQUEST_FD) });
+    if let Ok(Some(request)) = Request::read(&mut sock) {
+        if let Some(plan) = decode(&request.body) {
+            drop(sock);
+            become_supervisor(&request.fds, &plan);
+        }
+    }
+    // SAFETY: leaving without running anything of the helper's copied state.
+    unsafe { libc::_exit(0) }
+}
+
+/// Reads and carries out one request. `Ok(false)`: the server closed the socket.
+fn serve_one(sock: &mut UnixStream, spare: &mut Option<Spare>) -> io::Result<bool> {
+    let Some(request) = Request::read(sock)? else {
+        return Ok(false);
+    };
+    decode(&request.body).ok_or_else(malformed)?;
+    let mut handed = Err(io::Error::from(io::ErrorKind::BrokenPipe));
+    // A spare that died meanwhile (someone killed it) is replaced once.
+    for _ in 0..2 {
+        let s = match spare.take() {
+            Some(s) => s,
+            None => match Spare::fork() {
+                Ok(s) => s,
+                Err(e) => {
+                    handed = Err(e);
+                    break;
+                }
+            },
+        };
+        match request.send(&s.sock) {
+            Ok(()) => {
+                handed = Ok(s);
+                break;
+            }
+            Err(e) => handed = Err(e),
+        }
+    }
+    // Our copies must close, or the command's output would never reach its end.
+    drop(request);
+    let (answer, pidfd) = match handed {
+        Ok(s) => (answer(s.pid, None), s.pidfd),
+        Err(e) => (answer(-1, e.raw_os_error()), None),
+    };
+    let pass: Vec<RawFd> = pidfd.iter().map(AsRawFd::as_raw_fd).collect();
+    send_with_fds(sock, &answer, &pass)?;
+    // The next command's supervisor, forked while this one starts.
+    *spare = Spare::fork().ok();
+    Ok(true)
+}
+
+fn answer(pid: libc::pid_t, errno: Option<i32>) -> [u8; 8] {
+    let mut a = [0u8; 8];
+    a[..4].copy_from_slice(&pid.to_le_bytes());
+    a[4..].copy_from_slice(&errno.unwrap_or(0).to_le_bytes());
+    a
+}
+
+/// In the forked child: puts the passed descriptors at 0-4, drops everything else of the
+/// helper's, and runs the supervisor. Never returns.
+fn become_supervisor(fds: &[OwnedFd], plan: &Plan) -> ! {
+    // SAFETY: rearranging this (new, single-threaded) process's own descriptors and
+    // signal state before it becomes the supervisor.
+    unsafe {
+        let empty = supervisor::empty_sigset();
+        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+        // First out of the way (a passed descriptor may sit at 0-4), then into place.
+        let high: Vec<RawFd> = fds
+            .iter()
+            .map(|fd| libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 10))
+            .collect();
+        for (target, fd) in high.into_iter().enumerate() {
+            if fd < 0 || libc::dup2(fd, target as RawFd) < 0 {
+                libc::_exit(126);
+            }
+        }
+        libc::close_range(STATUS_FD as u32 + 1, u32::MAX, 0);
+        libc::fcntl(STATUS_FD, libc::F_SETFD, libc::FD_CLOEXEC);
+        // Its own group, as the supervisor always had.
+        libc::setpgid(0, 0);
+    }
+    let status = supervisor::run(plan);
+    let bytes = status.to_le_bytes();
+    // SAFETY: writing a local buffer to our own descriptor, then leaving at once: the
+    // helper's state copied into this process (its socket's buffers) must not be flushed.
+    unsafe {
+        libc::write(STATUS_FD, bytes.as_ptr().cast(), bytes.len());
+        libc::_exit(0)
+    }
+}
+
+/// A pidfd for `pid` (Linux 5.3 and later).
+fn pidfd_open(pid: libc::pid_t) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes two integers and returns a new descriptor we then own.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor, ours alone.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Sends `signal` to the process behind `pidfd`. `Err`: it has ended (or we may not).
+pub(super) fn pidfd_signal(pidfd: BorrowedFd<'_>, signal: libc::c_int) -> io::Result<()> {
+    // SAFETY: pidfd_send_signal reads nothing from us but integers.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            signal,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// What one `recvmsg` brought: how many bytes, and the descriptors that came with them.
+struct Received {
+    bytes: usize,
+    fds: Vec<OwnedFd>,
+}
+
+/// Room for the control message carrying up to [`PASSED`] descriptors.
+const CMSG_ROOM: usize = 64;
+
+fn send_with_fds(sock: &UnixStream, data: &[u8], fds: &[RawFd]) -> io::Result<()> {
+    let mut iov = libc::iovec {
+        iov_base: data.as_ptr() as *mut libc::c_void,
+        iov_len: data.len(),
+    };
+    let mut cmsg = [0u64; CMSG_ROOM / 8];
+    // SAFETY: msghdr points at locals that outlive the call; the control message is
+    // built with the CMSG macros inside a buffer large enough for PASSED descriptors.
+    unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        if !fds.is_empty() {
+            let size = std::mem::size_of_val(fds) as u32;
+            msg.msg_control = cmsg.as_mut_ptr().cast();
+            msg.msg_controllen = libc::CMSG_SPACE(size) as usize;
+            let c = libc::CMSG_FIRSTHDR(&msg);
+            (*c).cmsg_level = libc::SOL_SOCKET;
+            (*c).cmsg_type = libc::SCM_RIGHTS;
+            (*c).cmsg_len = libc::CMSG_LEN(size) as usize;
+            std::ptr::copy_nonoverlapping(fds.as_ptr(), libc::CMSG_DATA(c).cast(), fds.len());
+        }
+        loop {
+            let n = libc::sendmsg(sock.as_raw_fd(), &msg, libc::MSG_NOSIGNAL);
+            if n >= 0 {
+                // The descriptors went with the first byte; the rest is plain data.
+                let mut rest = sock;
+                return rest.write_all(&data[n as usize..]);
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+    }
+}
+
+fn recv_with_fds(sock: BorrowedFd<'_>, buf: &mut [u8], max_fds: usize) -> io::Result<Received> {
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    let mut cmsg = [0u64; CMSG_ROOM / 8];
+    // SAFETY: as in send_with_fds; every descriptor the kernel installed is taken into an
+    // OwnedFd, so none leaks even when more came than we wanted.
+    unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = cmsg.as_mut_ptr().cast();
+        msg.msg_controllen = std::mem::size_of_val(&cmsg);
+        let n = loop {
+            let n = libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC);
+            if n >= 0 {
+                break n as usize;
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        };
+        let mut fds = Vec::new();
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
+                let data = libc::CMSG_DATA(c).cast::<RawFd>();
+                let count = ((*c).cmsg_len as usize - libc::CMSG_LEN(0) as usize)
+                    / std::mem::size_of::<RawFd>();
+                for i in 0..count {
+                    fds.push(OwnedFd::from_raw_fd(std::ptr::read_unaligned(data.add(i))));
+                }
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+        if msg.msg_flags & libc::MSG_CTRUNC != 0 || fds.len() > max_fds {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "unexpected descriptors on the helper's socket",
+            ));
+        }
+        Ok(Received { bytes: n, fds })
+    }
+}
+
+/// The plan as bytes: flags, then length-prefixed strings (program, directory, each
+/// argument, each variable's name and value) with counts before the lists.
+fn encode(plan: &Plan) -> Vec<u8> {
+    let mut out = vec![u8::from(plan.detach) | (u8::from(plan.tty) << 1)];
+    let mut put = |s: &[u8]| {
+        out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+        out.extend_from_slice(s);
+    };
+    put(plan.program.as_bytes());
+    put(plan
+        .cwd
+        .as_ref()
+        .map_or(&[][..], |d| d.as_os_str().as_bytes()));
+    put(&(plan.args.len() as u32).to_le_bytes());
+    for a in &plan.args {
+        put(a.as_bytes());
+    }
+    put(&(plan.env.len() as u32).to_le_bytes());
+    for (k, v) in &plan.env {
+        put(k.as_bytes());
+        put(v.as_bytes());
+    }
+    out
+}
+
+fn decode(body: &[u8]) -> Option<Plan> {
+    let (&flags, mut rest) = body.split_first()?;
+    let mut take = || -> Option<&[u8]> {
+        let len = u32::from_le_bytes(rest.get(..4)?.try_into().ok()?) as usize;
+        let s = rest.get(4..4 + len)?;
+        rest = &rest[4 + len..];
+        Some(s)
+    };
+    let os = |s: &[u8]| OsString::from_vec(s.to_vec());
+    let count = |s: &[u8]| Some(u32::from_le_bytes(s.try_into().ok()?) as usize);
+    let program = os(take()?);
+    let cwd = take()?;
+    let cwd = (!cwd.is_empty()).then(|| PathBuf::from(OsStr::from_bytes(cwd)));
+    let mut args = Vec::new();
+    for _ in 0..count(take()?)? {
+        args.push(os(take()?));
+    }
+    let mut env = Vec::new();
+    for _ in 0..count(take()?)? {
+        let k = os(take()?);
+        env.push((k, os(take()?)));
+    }
+    Some(Plan {
+        detach: flags & 1 != 0,
+        tty: flags & 2 != 0,
+        program,
+        args,
+        env,
+        cwd,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plans_round_trip() {
+        let plan = Plan {
+            detach: true,
+            tty: false,
+            program: "sh".into(),
+            args: vec!["-c".into(), "echo --tty".into(), "".into()],
+            env: vec![("A".into(), "1=2".into()), ("EMPTY".into(), "".into())],
+            cwd: Some("/tmp/a b".into()),
+        };
+        assert_eq!(decode(&encode(&plan)), Some(plan.clone()));
+        let bare = Plan {
+            tty: true,
+            detach: false,
+            args: vec![],
+            env: vec![],
+            cwd: None,
+            ..plan
+        };
+        assert_eq!(decode(&encode(&bare)), Some(bare));
+    }
+
+    #[test]
+    fn truncated_requests_are_refused() {
+        let plan = Plan {
+            detach: false,
+            tty: false,
+            program: "true".into(),
+            args: vec!["x".into()],
+            env: vec![("A".into(), "1".into())],
+            cwd: None,
+        };
+        let bytes = encode(&plan);
+        for cut in 0..bytes.len() {
+            assert_eq!(decode(&bytes[..cut]), None, "cut at {cut}");
+        }
+    }
+}

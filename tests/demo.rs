@@ -254,3 +254,45 @@ async fn rtt_figures_are_ordered_as_the_round_trips_predict() {
     }
     assert!(ms("length_ack") >= 240.0, "{v}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn byte_previews_are_pythons_repr() {
+    let inputs: [&[u8]; 10] = [
+        b"hello\n",
+        &[0, 0, 3, 0xf6],
+        b"it's",
+        b"say \"hi\"",
+        b"both ' and \"",
+        b"back\\slash",
+        b"\t\r\n\x0b\x0c\x1b",
+        b"\x7f\x80\xff",
+        "粘包 é".as_bytes(),
+        b"",
+    ];
+    let hex: Vec<String> = inputs
+        .iter()
+        .map(|b| b.iter().map(|x| format!("{x:02x}")).collect())
+        .collect();
+    let py = run(
+        "python3",
+        &[
+            "-c",
+            "import sys\nfor h in sys.argv[1:]: print(repr(bytes.fromhex(h)))",
+        ]
+        .into_iter()
+        .chain(hex.iter().map(String::as_str))
+        .collect::<Vec<_>>(),
+        b"",
+    )
+    .await;
+    py.expect_code(0);
+    let want: Vec<String> = py.stdout_str().lines().map(str::to_string).collect();
+    let got: Vec<String> = inputs
+        .iter()
+        .map(|b| rcmd::printable::py_bytes(b, usize::MAX))
+        .collect();
+    assert_eq!(got, want);
+    // And the demo prints its previews that way (a ' in ls's message: double quotes).
+    let r = rcmd(&["demo", "sticky", "--case", "send"], b"").await;
+    assert!(r.stdout_str().contains("b\"hello\\n"), "{r}");
+}

@@ -90,28 +90,6 @@ fn marker_char(i: usize) -> char {
     char::from_digit((i as u32 + 1) % 36, 36).unwrap_or('?')
 }
 
-/// Shows bytes the way Python's repr shows them, cut to `max` characters.
-pub fn snippet(bytes: &[u8], max: usize) -> String {
-    let mut s = String::new();
-    for chunk in bytes.utf8_chunks() {
-        for c in chunk.valid().chars() {
-            s.extend(c.escape_debug());
-        }
-        for b in chunk.invalid() {
-            s.push_str(&format!("\\x{b:02x}"));
-        }
-        if s.chars().count() > max {
-            break;
-        }
-    }
-    if s.chars().count() > max {
-        let cut: String = s.chars().take(max).collect();
-        format!("\"{cut}…\"")
-    } else {
-        format!("\"{s}\"")
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -128,11 +106,5 @@ mod tests {
         ] {
             assert!(!text.contains('\x1b'), "{text:?}");
         }
-    }
-
-    #[test]
-    fn snippet_escapes_and_cuts() {
-        assert_eq!(snippet(b"a\nb\xff", 20), "\"a\\nb\\xff\"");
-        assert_eq!(snippet(b"0123456789", 4), "\"0123…\"");
     }
 }

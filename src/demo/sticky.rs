@@ -20,10 +20,11 @@ use std::net::SocketAddr;
 
 use tokio::net::TcpListener;
 
-use super::render::{snippet, Style};
+use super::render::Style;
 use super::stages::{self, Kind, Plan, Stage, Trace};
 use super::{reference, Reference};
 use crate::header::HeaderFormat;
+use crate::printable::py_bytes;
 use crate::server::{serve, ServerConfig};
 use crate::wire::{Protocol, Wire};
 
@@ -457,7 +458,7 @@ fn render_stage(
                 };
                 writeln!(out, "{}", wrap_styled(&verdict, 6))?;
                 if !reply.got.is_empty() {
-                    writeln!(out, "      {}", style.dim(&snippet(&reply.got, 58)))?;
+                    writeln!(out, "      {}", style.dim(&py_bytes(&reply.got, 58)))?;
                 }
             }
             _ => {

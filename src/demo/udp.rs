@@ -11,8 +11,9 @@ use std::os::fd::AsRawFd;
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
-use super::render::{snippet, Style};
+use super::render::Style;
 use super::{reference, Reference, ARRIVAL_GUARD};
+use crate::printable::py_bytes;
 
 /// Largest payload of one UDP datagram over IPv4.
 const MAX_DATAGRAM: usize = 65_507;
@@ -126,7 +127,7 @@ pub async fn run(
             got.len()
         )?;
         writeln!(out, "      {verdict}")?;
-        writeln!(out, "      {}", style.dim(&snippet(got, 60)))?;
+        writeln!(out, "      {}", style.dim(&py_bytes(got, 60)))?;
     }
     let line = summary.line();
     writeln!(

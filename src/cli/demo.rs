@@ -93,6 +93,9 @@ pub(super) fn run(args: DemoArgs) -> Result<i32, Failure> {
         }
         return Ok(0);
     };
+    // One language for every learner's run: the commands' messages (ls's error) would
+    // otherwise follow the user's locale. Set before any thread starts.
+    std::env::set_var("LC_ALL", "C");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

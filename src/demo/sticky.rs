@@ -199,6 +199,7 @@ async fn servers(opts: &Options) -> io::Result<Vec<SocketAddr>> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         addrs.push(listener.local_addr()?);
         let mut config = ServerConfig::new(protocol);
+        config.workdir = Some(super::WORKDIR.into());
         config.wire = Wire {
             header: if stage == Stage::Framed {
                 opts.header
@@ -462,26 +463,30 @@ fn render_stage(
                 }
             }
             _ => {
-                let heads: Vec<String> = heads_of(trace, i);
+                let heads: Vec<String> = heads_of(trace, i, r);
                 for (k, h) in heads.iter().enumerate() {
                     let lead = if k == 0 { m.clone() } else { "  ".into() };
                     writeln!(out, "  {lead} {h}")?;
                 }
-                let ack = if trace.stage == Stage::LengthAck {
-                    ", 1 ready sent"
-                } else {
-                    ""
-                };
+                // The first read of a reply is its length: counted apart from the data.
+                let data_reads = reads.len().saturating_sub(1);
                 let verdict = if wrong {
                     style.bad("WRONG: differs from the command's own output")
-                } else if trace.stage == Stage::Framed && plan == Plan::AfterAllReplies {
-                    style.good(&format!("ok: {} bytes, as alone", expected.len()))
                 } else {
-                    style.good(&format!(
-                        "ok: {} bytes in {} reads{ack}",
-                        expected.len(),
-                        reads.len()
-                    ))
+                    style.good(&match trace.stage {
+                        Stage::LengthAck => format!(
+                            "ok: {} bytes in {} after the length; b'ready' sent",
+                            expected.len(),
+                            count(data_reads, "read")
+                        ),
+                        Stage::Classic => format!(
+                            "ok: {} bytes in {} after the 4-byte header",
+                            expected.len(),
+                            count(data_reads, "read")
+                        ),
+                        // How many reads depends on how many frames: not a fixed number.
+                        _ => format!("ok: {} bytes, as the command printed alone", expected.len()),
+                    })
                 };
                 writeln!(out, "      {verdict}")?;
             }
@@ -490,9 +495,9 @@ fn render_stage(
     if trace.stage == Stage::Framed && plan == Plan::AfterAllReplies {
         writeln!(
             out,
-            "  all {} replies in {} read(s) of up to {n}: the frames keep them apart",
+            "  all {} replies in {} of up to {n}: the frames keep them apart",
             refs.len(),
-            trace.reads.len()
+            count(trace.reads.len(), "read")
         )?;
     }
     if trace.stage == Stage::Naive {
@@ -502,46 +507,51 @@ fn render_stage(
     Ok(tally)
 }
 
-/// The headers of command `i`'s reply, decoded, one line each. Stderr frames are one
-/// line for all: a command such as ls writes its message in pieces, and whether the
-/// server reads them as one frame or several depends on timing.
-fn heads_of(trace: &Trace, i: usize) -> Vec<String> {
-    let mut lines = Vec::new();
+/// Largest write a pipe delivers whole (POSIX `PIPE_BUF` on Linux): a stream no longer
+/// than this, written at once, reaches the server in one read and so in one frame.
+const PIPE_BUF: usize = 4096;
+
+/// The headers of command `i`'s reply, decoded, one line each.
+///
+/// The server frames what each read of the command's pipe returns, so a stream written
+/// in pieces (stderr, which is unbuffered; a reply that pauses; one longer than a pipe
+/// delivers whole) comes in a number of frames that depends on timing. Those streams
+/// get one line with their size, the same on every run; the others show their frame.
+fn heads_of(trace: &Trace, i: usize, r: &Reference) -> Vec<String> {
     let segs: Vec<_> = trace
         .segments
         .iter()
         .filter(|s| s.owner == Some(i))
         .collect();
-    let mut stderr = 0;
+    let pauses = stages::first_burst(r) < r.raw().len();
+    let steady = |stdout: bool| stdout && !pauses && r.stdout.len() <= PIPE_BUF;
+    let mut lines = Vec::new();
+    let mut summarised = [false; 2];
     for (k, seg) in segs.iter().enumerate() {
         let Kind::Header(h) = &seg.kind else { continue };
-        match segs.get(k + 1).map(|s| &s.kind) {
-            Some(Kind::Tag(t)) if t.contains("stderr") => {
-                stderr += segs.get(k + 2).map_or(0, |s| s.len);
-                continue;
-            }
-            _ if stderr > 0 => {
-                lines.push(format!(
-                    "'E' stderr: {stderr} bytes; its frames vary run to run, not shown"
-                ));
-                stderr = 0;
-            }
-            _ => {}
-        }
+        let (hex, value) = h.split_once(": ").unwrap_or((h, ""));
+        let total = value.rsplit(" = ").nth(1).unwrap_or("");
+        let fmt = value.split('\'').nth(1).unwrap_or("");
         let line = match segs.get(k + 1).map(|s| &s.kind) {
             Some(Kind::Tag(t)) => {
+                let stdout = t.contains("stdout");
+                if !steady(stdout) {
+                    let (name, bytes) = if stdout {
+                        ("'O' stdout", r.stdout.len())
+                    } else {
+                        ("'E' stderr", r.stderr.len())
+                    };
+                    if !std::mem::replace(&mut summarised[usize::from(stdout)], true) {
+                        lines.push(format!(
+                            "{name}: {bytes} bytes, a frame per read of the pipe (count varies)"
+                        ));
+                    }
+                    continue;
+                }
                 let body = segs.get(k + 2).map_or(0, |s| s.len);
-                let (hex, value) = h.split_once(": ").unwrap_or((h, ""));
-                let total = value.rsplit(" = ").nth(1).unwrap_or("");
-                let fmt = value.split('\'').nth(1).unwrap_or("");
                 format!("{hex}  {fmt} → {total} = 1 tag byte {t} + {body} bytes")
             }
-            Some(Kind::Status(st)) => {
-                let (hex, value) = h.split_once(": ").unwrap_or((h, ""));
-                let total = value.rsplit(" = ").nth(1).unwrap_or("");
-                let fmt = value.split('\'').nth(1).unwrap_or("");
-                format!("{hex}  {fmt} → {total} = 1 tag byte + 4: {st}")
-            }
+            Some(Kind::Status(st)) => format!("{hex}  {fmt} → {total} = 1 tag byte + 4: {st}"),
             _ => h.clone(),
         };
         lines.push(line);
@@ -562,6 +572,15 @@ fn hint(case: Case, opts: &Options, style: Style, out: &mut dyn Write) -> io::Re
         "    rcmd demo sticky --case {} --recv-size 1024",
         case.name()
     )
+}
+
+/// `n` and `noun`, plural when `n` is not 1: "1 read", "2 reads".
+pub fn count(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
 }
 
 /// Wraps prose at `width` columns, indented by two.

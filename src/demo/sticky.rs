@@ -177,7 +177,7 @@ const SCENARIOS: &[Scenario] = &[
 /// Width of the byte-stream bar, in columns.
 const BAR_WIDTH: usize = 64;
 /// Widest line the demo prints.
-pub const MAX_COLUMNS: usize = 80;
+pub const MAX_COLUMNS: usize = crate::text::COLUMNS;
 
 /// Everything the demo saw: per case, its commands and each stage's trace.
 pub struct Lesson {
@@ -206,7 +206,8 @@ async fn servers(opts: &Options) -> io::Result<Vec<SocketAddr>> {
             } else {
                 protocol.default_header()
             },
-            recv_size: opts.recv_size,
+            // --recv-size is the client's read; the server reads each command whole, as
+            // the tutorial's recv(1024) does (a smaller one would cut the commands).
             ..config.wire
         };
         tokio::spawn(serve(listener, config, std::future::pending()));
@@ -589,25 +590,7 @@ pub fn wrap(text: &str, width: usize) -> String {
 }
 
 fn wrap_indent(text: &str, width: usize, indent: usize) -> String {
-    let pad = " ".repeat(indent);
-    let mut lines = vec![String::new()];
-    for word in text.split_whitespace() {
-        let line = lines.last_mut().expect("never empty");
-        let used = indent + line.chars().count();
-        if !line.is_empty() && used + word.chars().count() + 1 > width {
-            lines.push(word.to_string());
-        } else {
-            if !line.is_empty() {
-                line.push(' ');
-            }
-            line.push_str(word);
-        }
-    }
-    lines
-        .iter()
-        .map(|l| format!("{pad}{l}"))
-        .collect::<Vec<_>>()
-        .join("\n")
+    crate::text::wrap(text, width, &" ".repeat(indent), indent)
 }
 
 /// Wraps a verdict that may carry colour codes (kept around each line).

@@ -65,7 +65,18 @@ impl Style {
     /// of the command its bytes belong to, and `|` marks where each read ended. Bytes no
     /// read returned are drawn dim after the last `|`. Every run gets at least one
     /// column so even a 6-byte reply shows.
+    /// More than [`MARKED_READS`] reads (a tiny `--recv-size`) would not fit: the bar
+    /// then marks only where reading ended.
     pub fn bar(&self, trace: &Trace, reads: &[(usize, usize)], width: usize) -> String {
+        let read: Vec<&(usize, usize)> = reads.iter().filter(|r| r.1 > 0).collect();
+        let whole;
+        let reads = if read.len() > MARKED_READS {
+            let end = read.last().map_or(0, |r| r.0 + r.1);
+            whole = [(0, end)];
+            &whole[..]
+        } else {
+            reads
+        };
         let total = trace.len().max(1);
         let columns = |len: usize| ((len * width + total / 2) / total).max(1);
         let digit = |o: Option<usize>| o.map_or('·', marker_char);
@@ -85,6 +96,9 @@ impl Style {
         bar
     }
 }
+
+/// Most reads a bar marks one by one.
+pub const MARKED_READS: usize = 16;
 
 fn marker_char(i: usize) -> char {
     char::from_digit((i as u32 + 1) % 36, 36).unwrap_or('?')

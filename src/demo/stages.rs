@@ -311,7 +311,12 @@ async fn naive(c: &mut Client<'_>, refs: &[Reference], plan: Plan) -> io::Result
                 let arrived = first_burst(r);
                 let mut got = Vec::new();
                 loop {
-                    let ready = (ends[i] - raw[i].len() + arrived).saturating_sub(c.at);
+                    let mut ready = (ends[i] - raw[i].len() + arrived).saturating_sub(c.at);
+                    if ready == 0 && c.at < ends[i] {
+                        // The first burst is all read, and more is coming: recv waits
+                        // for it and returns what the second burst brings.
+                        ready = ends[i] - c.at;
+                    }
                     let chunk = c.recv(i, n, ready).await?;
                     let short = chunk.len() < n;
                     got.extend_from_slice(&chunk);

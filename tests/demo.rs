@@ -188,6 +188,7 @@ async fn every_demo_fits_in_80_columns() {
         &["demo", "sticky", "--case", "send"],
         &["demo", "sticky", "--case", "split"],
         &["demo", "sticky", "--recv-size", "16"],
+        &["demo", "sticky", "--step"],
         &["demo", "sticky", "--recv-size", "4096"],
         &["demo", "sticky", "--case", "recv", "--recv-size", "8192"],
         &["demo", "sticky", "--header", "<Q", "--recv-size", "65535"],
@@ -314,21 +315,73 @@ async fn udp_summary_says_nothing_was_cut_when_nothing_was() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn step_waits_for_enter_before_each_read() {
-    // Two lines of input: two reads, then stdin ends and the demo cannot go on.
-    let r = rcmd(&["demo", "sticky", "--case", "send", "--step"], b"\n\n").await;
-    r.expect_code(2);
-    let prompts = r.stderr_str().matches("press Enter").count();
-    assert_eq!(prompts, 3, "stopped at the third read\n{r}");
-    assert!(r.stderr_str().contains("standard input has ended"), "{r}");
-    let all = rcmd(
-        &["demo", "sticky", "--case", "send", "--step"],
-        &[b'\n'; 64],
-    )
-    .await;
-    all.expect_code(0);
-    // naive 3 reads, length-ack 3 × 2, classic 3 × 2, framed 1.
-    assert_eq!(all.stderr_str().matches("press Enter").count(), 16, "{all}");
+async fn step_shows_each_read_right_after_its_enter() {
+    use std::process::Stdio;
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+    let mut child = common::rcmd_command()
+        .args(["demo", "sticky", "--case", "send", "--step"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    // naive's three reads, then length-ack's length and its output.
+    let expected = [
+        "  ▸ naive #1: recv(1024) → 78 bytes b\"hello\\n/\\nls: cannot",
+        "  ▸ naive #2: recv(1024) → waits",
+        "  ▸ naive #3: recv(1024) → waits",
+        "  ▸ length-ack #1: recv(1024) → 1 byte b'6'",
+        "  ▸ length-ack #1: recv(6) → 6 bytes b'hello\\n'",
+    ];
+    for (sent, want) in expected.iter().enumerate() {
+        stdin.write_all(b"\n").await.unwrap();
+        stdin.flush().await.unwrap();
+        // The read's line comes before the next Enter is sent: wait for it (bounded,
+        // so a demo that waits for all its reads first fails instead of hanging).
+        let line = tokio::time::timeout(common::PROCESS_DEADLINE, async {
+            loop {
+                let line = lines.next_line().await.unwrap().expect("output ended");
+                if line.contains('▸') {
+                    return line;
+                }
+                seen.push(line);
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("no line for read {} after its Enter: {seen:#?}", sent + 1));
+        assert!(line.starts_with(want), "read {}: {line}", sent + 1);
+    }
+    // End of input: the rest runs without stopping, and the demo ends well.
+    drop(stdin);
+    let mut rest = Vec::new();
+    while let Some(line) = lines.next_line().await.unwrap() {
+        rest.push(line);
+    }
+    let status = tokio::time::timeout(common::PROCESS_DEADLINE, child.wait())
+        .await
+        .expect("the demo ends once stdin does")
+        .unwrap();
+    assert!(status.success(), "{rest:#?}");
+    assert!(
+        rest.iter()
+            .any(|l| l.starts_with("framed      3 of 3 correct")),
+        "{rest:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn step_without_input_runs_everything() {
+    // No terminal and nothing on stdin: it must not wait forever.
+    let r = rcmd(&["demo", "sticky", "--case", "send", "--step"], b"").await;
+    r.expect_code(0);
+    assert_eq!(r.stderr_str().matches("press Enter").count(), 1, "{r}");
+    assert!(r.stderr_str().contains("running the rest"), "{r}");
+    // naive 3 reads, length-ack 3 × 2, classic 3 × 2, framed 1: each shown.
+    assert_eq!(r.stdout_str().matches('▸').count(), 16, "{r}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

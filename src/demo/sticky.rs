@@ -250,21 +250,10 @@ pub async fn run(
     let addrs = servers(opts).await?;
     let mut sink = io::sink();
     let out: &mut dyn Write = if quiet { &mut sink } else { out };
-    let step_enabled = opts.step;
-    let mut step_fn = move |what: &str| -> io::Result<()> {
-        if step_enabled {
-            eprint!("[{what}] press Enter ");
-            let mut line = String::new();
-            if io::stdin().read_line(&mut line)? == 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "--step waits for Enter, and standard input has ended",
-                ));
-            }
-        }
-        Ok(())
+    let mut stepper = Stepper {
+        on: opts.step,
+        stdin_ended: false,
     };
-
     legend(opts, style, out)?;
     let mut summary = Summary {
         recv_size: opts.recv_size,
@@ -309,6 +298,13 @@ pub async fn run(
         writeln!(out)?;
         let mut traces = Vec::new();
         for (stage, addr) in Stage::ALL.iter().zip(&addrs) {
+            // Before the stage runs, so --step shows each read under its stage.
+            writeln!(
+                out,
+                "{} {}",
+                style.bold(&format!("{:<10}", stage.name())),
+                style.dim(&how(*stage, opts.recv_size, scenario.plan, opts.header))
+            )?;
             let trace = stages::run(
                 *stage,
                 *addr,
@@ -316,7 +312,10 @@ pub async fn run(
                 scenario.plan,
                 opts.recv_size,
                 opts.header,
-                &mut step_fn,
+                &mut Shown {
+                    stepper: &mut stepper,
+                    out: &mut *out,
+                },
             )
             .await?;
             let tally = render_stage(&trace, &refs, scenario.plan, opts, style, out)?;
@@ -351,6 +350,51 @@ pub async fn run(
         writeln!(out, "{}", style.bold(&line))?;
     }
     Ok((summary, lesson))
+}
+
+/// `--step`: waits for Enter before every read. When standard input ends (no terminal,
+/// nothing more piped) it stops asking and runs the rest, so it never waits forever.
+struct Stepper {
+    on: bool,
+    stdin_ended: bool,
+}
+
+/// The stepper with the demo's output, for one stage: each read is shown as it is made.
+struct Shown<'a> {
+    stepper: &'a mut Stepper,
+    out: &'a mut dyn Write,
+}
+
+impl stages::Observer for Shown<'_> {
+    fn before(&mut self, stage: Stage, i: usize, asked: usize) -> io::Result<()> {
+        let s = &mut *self.stepper;
+        if !s.on || s.stdin_ended {
+            return Ok(());
+        }
+        eprint!("[{} #{}: recv({asked})] press Enter ", stage.name(), i + 1);
+        let mut line = String::new();
+        if io::stdin().read_line(&mut line)? == 0 {
+            eprintln!("\nrcmd: standard input ended: running the rest without stopping");
+            s.stdin_ended = true;
+        }
+        Ok(())
+    }
+
+    fn after(&mut self, stage: Stage, i: usize, asked: usize, got: &[u8]) -> io::Result<()> {
+        if !self.stepper.on {
+            return Ok(());
+        }
+        let head = format!("  ▸ {} #{}: recv({asked}) →", stage.name(), i + 1);
+        let line = if got.is_empty() {
+            format!("{head} waits: nothing queued, nothing coming")
+        } else {
+            let head = format!("{head} {}", count(got.len(), "byte"));
+            let room = MAX_COLUMNS.saturating_sub(head.chars().count() + 5);
+            format!("{head} {}", py_bytes(got, room))
+        };
+        writeln!(self.out, "{line}")?;
+        self.out.flush()
+    }
 }
 
 fn legend(opts: &Options, style: Style, out: &mut dyn Write) -> io::Result<()> {
@@ -419,12 +463,6 @@ fn render_stage(
     out: &mut dyn Write,
 ) -> io::Result<Tally> {
     let n = opts.recv_size;
-    writeln!(
-        out,
-        "{} {}",
-        style.bold(&format!("{:<10}", trace.stage.name())),
-        style.dim(&how(trace.stage, n, plan, opts.header))
-    )?;
     let mut tally = Tally {
         commands: refs.len(),
         ..Tally::default()

@@ -31,6 +31,7 @@ pub mod server;
 pub mod splice;
 pub mod spool;
 pub mod status;
+pub mod text;
 pub mod tls;
 pub mod trace;
 pub mod tutorial_codec;

@@ -1,4 +1,4 @@
-//! Peer-supplied text made safe to put in a log line.
+//! Peer-supplied text made safe to put in a log line, and bytes shown as Python shows them.
 
 /// `line` as one line of printable text: invalid UTF-8 becomes U+FFFD, and line breaks,
 /// control and other invisible characters (such as a right-to-left override) are escaped
@@ -7,9 +7,60 @@ pub fn printable(line: &[u8]) -> String {
     String::from_utf8_lossy(line).escape_debug().to_string()
 }
 
+/// `bytes` in Python's bytes notation, exactly as `repr()` writes it (`b'hi\n'`,
+/// `b'\x00\x00\x03\xf6'`), the way a learner sees them in their own program. At most
+/// `max` characters between the quotes are shown: a longer preview is cut before an
+/// escape, never inside one, and ends with `…` after the closing quote.
+pub fn py_bytes(bytes: &[u8], max: usize) -> String {
+    // CPython (bytes_repr): single quotes unless the bytes hold ' and no ".
+    let quote = if bytes.contains(&b'\'') && !bytes.contains(&b'"') {
+        '"'
+    } else {
+        '\''
+    };
+    let mut body = String::new();
+    let mut shown = 0;
+    let mut cut = false;
+    for &b in bytes {
+        let piece = match b {
+            b'\\' => "\\\\".to_string(),
+            b'\t' => "\\t".to_string(),
+            b'\n' => "\\n".to_string(),
+            b'\r' => "\\r".to_string(),
+            _ if char::from(b) == quote => format!("\\{quote}"),
+            0x20..=0x7e => char::from(b).to_string(),
+            _ => format!("\\x{b:02x}"),
+        };
+        if shown + piece.len() > max {
+            cut = true;
+            break;
+        }
+        shown += piece.len();
+        body.push_str(&piece);
+    }
+    let ellipsis = if cut { "…" } else { "" };
+    format!("b{quote}{body}{quote}{ellipsis}")
+}
+
 #[cfg(test)]
 mod tests {
-    use super::printable;
+    use super::{printable, py_bytes};
+
+    #[test]
+    fn py_bytes_is_pythons_repr() {
+        assert_eq!(py_bytes(b"hello\n", 80), "b'hello\\n'");
+        assert_eq!(py_bytes(&[0, 0, 3, 0xf6], 80), "b'\\x00\\x00\\x03\\xf6'");
+        assert_eq!(py_bytes(b"it's", 80), "b\"it's\"");
+        assert_eq!(py_bytes(b"'\"", 80), "b'\\'\"'");
+    }
+
+    #[test]
+    fn py_bytes_cuts_between_escapes() {
+        assert_eq!(py_bytes(b"0123456789", 4), "b'0123'…");
+        // "ab" fits, "\n" would not: the escape is not split.
+        assert_eq!(py_bytes(b"ab\ncd", 3), "b'ab'…");
+        assert_eq!(py_bytes(b"", 3), "b''");
+    }
 
     #[test]
     fn nothing_can_start_a_new_log_line_or_hide_text() {

@@ -17,7 +17,7 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::header::HeaderFormat;
-use crate::printable::printable;
+use crate::printable::py_bytes;
 use crate::tutorial_codec::JsonHeader;
 use crate::wire::{Protocol, Wire};
 
@@ -183,8 +183,14 @@ impl Lane {
                     let total = JsonHeader::parse(json).map_or(0, |h| h.total_size);
                     let desc = format!(
                         "{head}  json {}",
+                        // From the peer: escaped, so it cannot start a line of its own;
+                        // quotes kept as they are, to read as JSON.
                         String::from_utf8_lossy(json)
                             .chars()
+                            .flat_map(|c| match c {
+                                '"' | '\'' => vec![c],
+                                _ => c.escape_debug().collect(),
+                            })
                             .take(60)
                             .collect::<String>()
                     );
@@ -295,13 +301,7 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn preview(bytes: &[u8]) -> String {
-    let text = printable(bytes);
-    let cut: String = text.chars().take(PREVIEW).collect();
-    if cut.len() < text.len() {
-        format!("\"{cut}…\"")
-    } else {
-        format!("\"{cut}\"")
-    }
+    py_bytes(bytes, PREVIEW)
 }
 
 /// A byte stream whose traffic is traced to stderr, one line per frame; or, made with
@@ -399,8 +399,8 @@ mod tests {
         assert_eq!(
             lines,
             vec![
-                "client recv  00 00 00 07  !I=7  'O' stdout  1+6 bytes  \"hello\\n\"",
-                "client recv  00 00 00 05  !I=5  'X' exit  1+4 bytes  \"\\0\\0\\0\\0\"",
+                "client recv  00 00 00 07  !I=7  'O' stdout  1+6 bytes  b'hello\\n'",
+                "client recv  00 00 00 05  !I=5  'X' exit  1+4 bytes  b'\\x00\\x00\\x00\\x00'",
             ]
         );
     }
@@ -410,18 +410,18 @@ mod tests {
         let (mut send, mut recv) = lane(Protocol::Classic, "i", "server");
         assert_eq!(
             recv.feed(b"echo hi"),
-            vec!["server recv  7 bytes, no header  \"echo hi\""]
+            vec!["server recv  7 bytes, no header  b'echo hi'"]
         );
         let mut reply = 3i32.to_ne_bytes().to_vec();
         reply.extend_from_slice(b"hi\n");
         let line = &send.feed(&reply)[0];
-        assert!(line.ends_with("i=3  3 bytes  \"hi\\n\""), "{line}");
+        assert!(line.ends_with("i=3  3 bytes  b'hi\\n'"), "{line}");
 
         let (_, mut recv) = lane(Protocol::LengthAck, "i", "client");
         assert!(recv.feed(b"3").is_empty());
         assert_eq!(
             recv.feed(b"hi\n"),
-            vec!["client recv  length as text b'3' = 3  3 bytes  \"hi\\n\""]
+            vec!["client recv  length as text b'3' = 3  3 bytes  b'hi\\n'"]
         );
     }
 }

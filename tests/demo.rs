@@ -50,7 +50,8 @@ async fn receiver_side_case_leaves_seq_bytes_for_the_next_replies() {
     // the rest of seq's output plus `echo hello` and `pwd`.
     assert_eq!(v["naive"]["commands"], 4);
     assert_eq!(v["naive"]["wrong"], 4);
-    let pwd_len = std::env::current_dir().unwrap().to_string_lossy().len() as u64 + 1;
+    // The demo runs its commands in `/`: pwd prints "/\n" wherever it was started.
+    let pwd_len = 2;
     let expected = 1024 + 1024 + (seq_len() - 3 * 1024) + 6 + pwd_len;
     assert_eq!(v["naive"]["misattributed_bytes"], expected, "{v}");
 }
@@ -62,7 +63,7 @@ async fn sender_side_case_merges_replies_into_one_read() {
     let out = r.stdout_str();
     assert!(out.contains("waits: nothing queued, nothing coming"), "{r}");
     assert!(out.contains("framed      3 of 3 correct"), "{r}");
-    assert!(out.contains("all 3 replies in 1 read(s)"), "{r}");
+    assert!(out.contains("all 3 replies in 1 read of up to 1024"), "{r}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -73,10 +74,17 @@ async fn framed_half_shows_each_header_in_hex_with_its_value() {
     )
     .await;
     r.expect_code(0);
-    // The pausing seq's first 1092 bytes plus the tag: 1093 = 0x0445, little-endian.
+    // printf's 2048 bytes plus the tag: 2049 = 0x0801, little-endian.
     assert!(
         r.stdout_str()
-            .contains("45 04  <H → 1093 = 1 tag byte 'O' (stdout) + 1092 bytes"),
+            .contains("01 08  <H → 2049 = 1 tag byte 'O' (stdout) + 2048 bytes"),
+        "{r}"
+    );
+    // The pausing seq comes in a frame per burst the server read: how many depends on
+    // timing, so it is one line that says so.
+    assert!(
+        r.stdout_str()
+            .contains("'O' stdout: 3893 bytes, a frame per read of the pipe (count varies)"),
         "{r}"
     );
 }
@@ -133,7 +141,34 @@ async fn demo_without_a_name_lists_the_demos() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_runs_print_identical_text_within_80_columns() {
+async fn the_text_is_the_same_from_any_directory_and_environment() {
+    let here = rcmd(&["demo", "sticky"], b"").await;
+    here.expect_code(0);
+    let deep = tempfile::tempdir().unwrap();
+    let elsewhere = deep.path().join("a-directory-with-a-long-name");
+    std::fs::create_dir(&elsewhere).unwrap();
+    let there = run(
+        "sh",
+        &[
+            "-c",
+            "cd \"$1\" && HOME=/nonexistent LANG=C.UTF-8 USER=someone exec \"$2\" demo sticky",
+            "sh",
+            elsewhere.to_str().unwrap(),
+            common::rcmd_bin(),
+        ],
+        b"",
+    )
+    .await;
+    there.expect_code(0);
+    assert_eq!(
+        here.stdout_str(),
+        there.stdout_str(),
+        "the text must not depend on where or by whom the demo runs\n{there}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_runs_print_identical_text() {
     let a = rcmd(&["demo", "sticky"], b"").await;
     a.expect_code(0);
     let b = rcmd(&["demo", "sticky"], b"").await;
@@ -142,26 +177,32 @@ async fn two_runs_print_identical_text_within_80_columns() {
         b.stdout_str(),
         "the text must not depend on timing"
     );
-    for (args, code) in [
-        (&["demo", "sticky", "--recv-size", "4096"][..], 0),
-        (
-            &["demo", "sticky", "--case", "recv", "--recv-size", "8192"],
-            1,
-        ),
-        (&["demo", "udp"], 0),
-        (&["demo", "udp", "--recv-size", "8192"], 1),
-        (&["demo"], 0),
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_demo_fits_in_80_columns() {
+    for args in [
+        &["demo"][..],
+        &["demo", "sticky"],
+        &["demo", "sticky", "--case", "recv"],
+        &["demo", "sticky", "--case", "send"],
+        &["demo", "sticky", "--case", "split"],
+        &["demo", "sticky", "--recv-size", "16"],
+        &["demo", "sticky", "--step"],
+        &["demo", "sticky", "--recv-size", "4096"],
+        &["demo", "sticky", "--case", "recv", "--recv-size", "8192"],
+        &["demo", "sticky", "--header", "<Q", "--recv-size", "65535"],
+        &["demo", "udp"],
+        &["demo", "udp", "--recv-size", "16"],
+        &["demo", "udp", "--recv-size", "8192"],
+        &["demo", "rtt", "--delay", "1"],
     ] {
         let r = rcmd(args, b"").await;
-        r.expect_code(code);
-        for out in [&a, &r] {
-            for line in out.stdout_str().lines() {
-                assert!(
-                    line.chars().count() <= 80,
-                    "{} columns: {line}\n{out}",
-                    line.chars().count()
-                );
-            }
+        r.expect_code(0);
+        // Characters, not bytes: the text holds Chinese.
+        for line in r.stdout_str().lines().chain(r.stderr_str().lines()) {
+            let n = line.chars().count();
+            assert!(n <= 80, "{n} columns: {line}\n{r}");
         }
     }
 }
@@ -192,51 +233,155 @@ async fn the_text_teaches_before_it_is_needed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bigger_buffer_gets_a_hint_that_brings_the_bug_back() {
-    let r = rcmd(
-        &["demo", "sticky", "--case", "recv", "--recv-size", "8192"],
-        b"",
-    )
-    .await;
-    r.expect_code(1);
-    let out = r.stdout_str();
-    let words = out.split_whitespace().collect::<Vec<_>>().join(" ");
-    assert!(words.contains("A bigger buffer only hides the bug"), "{r}");
-    assert!(
-        out.contains("rcmd demo sticky --case recv --recv-size 1024"),
-        "{r}"
-    );
+    for size in ["4096", "8192"] {
+        let r = rcmd(
+            &["demo", "sticky", "--case", "recv", "--recv-size", size],
+            b"",
+        )
+        .await;
+        // The demo did what it was asked and explained the result: success.
+        r.expect_code(0);
+        let out = r.stdout_str();
+        let words = out.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert!(words.contains("A bigger buffer only hides the bug"), "{r}");
+        assert!(
+            words.contains(&format!("only because recv({size}) hid the bug")),
+            "{r}"
+        );
+        assert!(
+            out.contains("\n    rcmd demo sticky --case recv --recv-size 1024\n"),
+            "{r}"
+        );
+    }
+    // The command it shows brings the bug back.
     let back = rcmd(
-        &["demo", "sticky", "--case", "recv", "--recv-size", "1024"],
+        &[
+            "demo",
+            "sticky",
+            "--case",
+            "recv",
+            "--recv-size",
+            "1024",
+            "--json",
+        ],
         b"",
     )
     .await;
     back.expect_code(0);
+    assert_eq!(parse(&back.stdout_str())["naive"]["wrong"], 4, "{back}");
+    // The exit status is documented.
+    let help = rcmd(&["demo", "sticky", "--help"], b"").await;
+    assert!(help.stdout_str().contains("Exit status:"), "{help}");
+    assert!(help.stdout_str().contains("hides the bug"), "{help}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn split_case_text_holds_for_a_bigger_buffer() {
+    let r = rcmd(
+        &["demo", "sticky", "--case", "split", "--recv-size", "4096"],
+        b"",
+    )
+    .await;
+    r.expect_code(0);
+    let out = r.stdout_str();
+    // The reply that fills its last read is made for the buffer: 2 × 4096 bytes.
+    assert!(out.contains("prints 8192 bytes alone"), "{r}");
+    assert!(
+        out.contains("WRONG: all 8192 bytes came, but the last read was full"),
+        "{r}"
+    );
+    assert!(out.contains("stopped early"), "{r}");
+    assert!(!out.contains("No bug"), "{r}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn udp_summary_says_nothing_was_cut_when_nothing_was() {
     let r = rcmd(&["demo", "udp", "--recv-size", "8192"], b"").await;
+    r.expect_code(0);
     let out = r.stdout_str();
-    assert!(out.contains("4 of 4 replies correct"), "{r}");
-    assert!(!out.contains("is cut"), "{r}");
+    assert!(out.contains("4 of 4 replies correct, 0 bytes lost"), "{r}");
+    assert!(!out.contains("is cut\n") && !out.ends_with("is cut"), "{r}");
+    let words = out.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(words.contains("A bigger buffer only hides the loss"), "{r}");
+    assert!(
+        out.contains("\n    rcmd demo udp --recv-size 1024\n"),
+        "{r}"
+    );
+    let back = rcmd(&["demo", "udp", "--recv-size", "1024", "--json"], b"").await;
+    back.expect_code(0);
+    assert_eq!(parse(&back.stdout_str())["udp"]["wrong"], 1, "{back}");
+    let help = rcmd(&["demo", "udp", "--help"], b"").await;
+    assert!(help.stdout_str().contains("Exit status:"), "{help}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn step_waits_for_enter_before_each_read() {
-    // Two lines of input: two reads, then stdin ends and the demo cannot go on.
-    let r = rcmd(&["demo", "sticky", "--case", "send", "--step"], b"\n\n").await;
-    r.expect_code(2);
-    let prompts = r.stderr_str().matches("press Enter").count();
-    assert_eq!(prompts, 3, "stopped at the third read\n{r}");
-    assert!(r.stderr_str().contains("standard input has ended"), "{r}");
-    let all = rcmd(
-        &["demo", "sticky", "--case", "send", "--step"],
-        &[b'\n'; 64],
-    )
-    .await;
-    all.expect_code(0);
-    // naive 3 reads, length-ack 3 × 2, classic 3 × 2, framed 1.
-    assert_eq!(all.stderr_str().matches("press Enter").count(), 16, "{all}");
+async fn step_shows_each_read_right_after_its_enter() {
+    use std::process::Stdio;
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+    let mut child = common::rcmd_command()
+        .args(["demo", "sticky", "--case", "send", "--step"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    // naive's three reads, then length-ack's length and its output.
+    let expected = [
+        "  ▸ naive #1: recv(1024) → 78 bytes b\"hello\\n/\\nls: cannot",
+        "  ▸ naive #2: recv(1024) → waits",
+        "  ▸ naive #3: recv(1024) → waits",
+        "  ▸ length-ack #1: recv(1024) → 1 byte b'6'",
+        "  ▸ length-ack #1: recv(6) → 6 bytes b'hello\\n'",
+    ];
+    for (sent, want) in expected.iter().enumerate() {
+        stdin.write_all(b"\n").await.unwrap();
+        stdin.flush().await.unwrap();
+        // The read's line comes before the next Enter is sent: wait for it (bounded,
+        // so a demo that waits for all its reads first fails instead of hanging).
+        let line = tokio::time::timeout(common::PROCESS_DEADLINE, async {
+            loop {
+                let line = lines.next_line().await.unwrap().expect("output ended");
+                if line.contains('▸') {
+                    return line;
+                }
+                seen.push(line);
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("no line for read {} after its Enter: {seen:#?}", sent + 1));
+        assert!(line.starts_with(want), "read {}: {line}", sent + 1);
+    }
+    // End of input: the rest runs without stopping, and the demo ends well.
+    drop(stdin);
+    let mut rest = Vec::new();
+    while let Some(line) = lines.next_line().await.unwrap() {
+        rest.push(line);
+    }
+    let status = tokio::time::timeout(common::PROCESS_DEADLINE, child.wait())
+        .await
+        .expect("the demo ends once stdin does")
+        .unwrap();
+    assert!(status.success(), "{rest:#?}");
+    assert!(
+        rest.iter()
+            .any(|l| l.starts_with("framed      3 of 3 correct")),
+        "{rest:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn step_without_input_runs_everything() {
+    // No terminal and nothing on stdin: it must not wait forever.
+    let r = rcmd(&["demo", "sticky", "--case", "send", "--step"], b"").await;
+    r.expect_code(0);
+    assert_eq!(r.stderr_str().matches("press Enter").count(), 1, "{r}");
+    assert!(r.stderr_str().contains("running the rest"), "{r}");
+    // naive 3 reads, length-ack 3 × 2, classic 3 × 2, framed 1: each shown.
+    assert_eq!(r.stdout_str().matches('▸').count(), 16, "{r}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -253,4 +398,46 @@ async fn rtt_figures_are_ordered_as_the_round_trips_predict() {
         assert!(ms(one) >= 120.0 && ms(one) < 240.0, "{v}");
     }
     assert!(ms("length_ack") >= 240.0, "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn byte_previews_are_pythons_repr() {
+    let inputs: [&[u8]; 10] = [
+        b"hello\n",
+        &[0, 0, 3, 0xf6],
+        b"it's",
+        b"say \"hi\"",
+        b"both ' and \"",
+        b"back\\slash",
+        b"\t\r\n\x0b\x0c\x1b",
+        b"\x7f\x80\xff",
+        "粘包 é".as_bytes(),
+        b"",
+    ];
+    let hex: Vec<String> = inputs
+        .iter()
+        .map(|b| b.iter().map(|x| format!("{x:02x}")).collect())
+        .collect();
+    let py = run(
+        "python3",
+        &[
+            "-c",
+            "import sys\nfor h in sys.argv[1:]: print(repr(bytes.fromhex(h)))",
+        ]
+        .into_iter()
+        .chain(hex.iter().map(String::as_str))
+        .collect::<Vec<_>>(),
+        b"",
+    )
+    .await;
+    py.expect_code(0);
+    let want: Vec<String> = py.stdout_str().lines().map(str::to_string).collect();
+    let got: Vec<String> = inputs
+        .iter()
+        .map(|b| rcmd::printable::py_bytes(b, usize::MAX))
+        .collect();
+    assert_eq!(got, want);
+    // And the demo prints its previews that way (a ' in ls's message: double quotes).
+    let r = rcmd(&["demo", "sticky", "--case", "send"], b"").await;
+    assert!(r.stdout_str().contains("b\"hello\\n"), "{r}");
 }

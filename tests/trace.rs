@@ -16,8 +16,8 @@ async fn framed_client_traces_each_frame_with_header_decode_and_tag() {
     assert_eq!(r.stdout_str(), "hello\n", "{r}");
     let err = r.stderr_str();
     for want in [
-        "rcmd trace: client send  00 00 00 0b  !I=11  'R' run  1+10 bytes  \"echo hello\"",
-        "rcmd trace: client recv  00 00 00 07  !I=7  'O' stdout  1+6 bytes  \"hello\\n\"",
+        "rcmd trace: client send  00 00 00 0b  !I=11  'R' run  1+10 bytes  b'echo hello'",
+        "rcmd trace: client recv  00 00 00 07  !I=7  'O' stdout  1+6 bytes  b'hello\\n'",
         "rcmd trace: client recv  00 00 00 05  !I=5  'X' exit  1+4 bytes",
         "'H' hello",
     ] {
@@ -25,8 +25,8 @@ async fn framed_client_traces_each_frame_with_header_decode_and_tag() {
     }
     let log = server.stop().await.join("\n");
     for want in [
-        "rcmd trace: server recv  00 00 00 0b  !I=11  'R' run  1+10 bytes  \"echo hello\"",
-        "rcmd trace: server send  00 00 00 07  !I=7  'O' stdout  1+6 bytes  \"hello\\n\"",
+        "rcmd trace: server recv  00 00 00 0b  !I=11  'R' run  1+10 bytes  b'echo hello'",
+        "rcmd trace: server send  00 00 00 07  !I=7  'O' stdout  1+6 bytes  b'hello\\n'",
         "token: 64 bytes, not shown",
     ] {
         assert!(log.contains(want), "missing {want:?}\n{log}");
@@ -46,23 +46,23 @@ async fn tutorial_modes_trace_their_own_framing() {
     for (mode, client_line, server_line) in [
         (
             "classic",
-            "rcmd trace: client recv  03 00 00 00  i=3  3 bytes  \"hi\\n\"",
-            "rcmd trace: server send  03 00 00 00  i=3  3 bytes  \"hi\\n\"",
+            "rcmd trace: client recv  03 00 00 00  i=3  3 bytes  b'hi\\n'",
+            "rcmd trace: server send  03 00 00 00  i=3  3 bytes  b'hi\\n'",
         ),
         (
             "length-ack",
-            "rcmd trace: client recv  length as text b'3' = 3  3 bytes  \"hi\\n\"",
-            "rcmd trace: server recv  5 bytes, no header  \"ready\"",
+            "rcmd trace: client recv  length as text b'3' = 3  3 bytes  b'hi\\n'",
+            "rcmd trace: server recv  5 bytes, no header  b'ready'",
         ),
         (
             "json-header",
             "rcmd trace: client recv  3e 00 00 00  i=62  json {\"exit_code\":0",
-            "rcmd trace: server recv  7 bytes, no header  \"echo hi\"",
+            "rcmd trace: server recv  7 bytes, no header  b'echo hi'",
         ),
         (
             "naive",
-            "rcmd trace: client recv  3 bytes, no header  \"hi\\n\"",
-            "rcmd trace: server send  3 bytes, no header  \"hi\\n\"",
+            "rcmd trace: client recv  3 bytes, no header  b'hi\\n'",
+            "rcmd trace: server send  3 bytes, no header  b'hi\\n'",
         ),
     ] {
         let server = home.server(&["--protocol", mode, "--trace"]).await;

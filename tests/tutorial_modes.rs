@@ -203,6 +203,37 @@ async fn naive_client_says_why_an_empty_reply_cannot_be_told_apart() {
     let r = rcmd(&["client", &addr, "--naive", "--", "true"], b"").await;
     r.expect_code(0);
     assert!(r.stderr_str().contains("no reply within"), "{r}");
+    assert_within_80_columns(&r.stderr_str());
+}
+
+#[track_caller]
+fn assert_within_80_columns(text: &str) {
+    for line in text.lines() {
+        let n = line.chars().count();
+        assert!(n <= 80, "{n} columns: {line}\n{text}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tutorial_server_banner_fits_and_names_what_delimits_a_reply() {
+    let home = common::RcmdHome::new();
+    for (mode, framing) in [
+        ("length-ack", "length as text"),
+        ("naive", "no header"),
+        ("classic", "header i"),
+        ("json-header", "header i"),
+    ] {
+        let server = home.server(&["--protocol", mode]).await;
+        let banner = server.banner.join("\n");
+        server.stop().await;
+        assert_within_80_columns(&banner);
+        let words = banner.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert!(words.contains("cannot authenticate"), "{banner}");
+        assert!(
+            words.contains(&format!("(protocol {mode}, {framing})")),
+            "{banner}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -15,6 +15,23 @@ const SIGPIPE_STATUS: i32 = 128 + libc::SIGPIPE;
 /// Exit code when a demo could not run at all.
 const DEMO_FAILED: i32 = 2;
 
+const STICKY_STATUS: &str = "\
+Exit status:
+  0  the demo showed what it is for: the bug without a header, every reply right
+     with one. When a bigger --recv-size hides the bug, the demo says so and
+     prints the command that brings it back; that is a 0 too
+  1  the bug did not show where it must (with --recv-size 1024 or less): a bug
+     in rcmd, not in your program
+  2  the demo could not run";
+
+const UDP_STATUS: &str = "\
+Exit status:
+  0  every reply that fit the buffer came whole and every longer one was cut.
+     When the buffer holds every reply nothing is cut, and the demo says so and
+     prints the command that shows the loss; that is a 0 too
+  1  a reply came otherwise: a bug in rcmd
+  2  the demo could not run";
+
 #[derive(Debug, Args)]
 pub(super) struct DemoArgs {
     #[command(subcommand)]
@@ -23,9 +40,11 @@ pub(super) struct DemoArgs {
 
 #[derive(Debug, Subcommand)]
 enum Demo {
-    /// The sticky-packet bug (粘包) over TCP, reproduced every run, then fixed with framing
+    /// The sticky-packet bug (粘包) over TCP, the same on every run, and its fixes
+    #[command(after_help = STICKY_STATUS)]
     Sticky(StickyArgs),
     /// The same commands over UDP: boundaries kept, but long replies cut and lost
+    #[command(after_help = UDP_STATUS)]
     Udp(UdpArgs),
     /// The cost of a round trip: each stage through a proxy that delays every byte
     Rtt(RttArgs),
@@ -93,6 +112,9 @@ pub(super) fn run(args: DemoArgs) -> Result<i32, Failure> {
         }
         return Ok(0);
     };
+    // One language for every learner's run: the commands' messages (ls's error) would
+    // otherwise follow the user's locale. Set before any thread starts.
+    std::env::set_var("LC_ALL", "C");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

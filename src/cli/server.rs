@@ -214,7 +214,7 @@ pub(super) fn run(args: ServerArgs) -> Result<i32, Failure> {
             .map_err(|e| fail(&format!("cannot listen on {}: {e}", args.listen)))?;
         let local = listener.local_addr().map_err(|e| fail(&e))?;
         if let Some(warning) = warning {
-            eprintln!("rcmd: {warning}");
+            eprintln!("{}", crate::text::message("rcmd: ", &warning));
         }
         if let ServerToken::SameUser {
             path,
@@ -250,10 +250,16 @@ pub(super) fn run(args: ServerArgs) -> Result<i32, Failure> {
         } else {
             ""
         };
+        // What delimits a reply, in the mode's own terms: length-ack sends the length as
+        // text and naive sends nothing, whatever --header says.
+        let framing = match config.wire.protocol {
+            Protocol::LengthAck => "length as text".to_string(),
+            Protocol::Naive => "no header".to_string(),
+            _ => format!("header {}", config.wire.header),
+        };
         eprintln!(
-            "rcmd server listening on {local} (protocol {}{over}, header {}{auth})",
+            "rcmd server listening on {local} (protocol {}{over}, {framing}{auth})",
             config.wire.protocol.name(),
-            config.wire.header,
         );
         server::serve(listener, config, shutdown_signal()).await;
         Ok(0)

@@ -298,8 +298,9 @@ async fn naive_reply<S: AsyncRead + AsyncWrite + Unpin, O: Write, E: Write>(
 }
 
 fn no_reply_message(waited: Duration) -> String {
-    format!(
-        "rcmd: no reply within {waited:?}. In naive mode nothing marks where a reply \
-         starts or ends, so an empty reply and a slow one look the same.\n"
-    )
+    let text = format!(
+        "no reply within {waited:?}. In naive mode nothing marks where a reply starts or \
+         ends, so an empty reply and a slow one look the same."
+    );
+    crate::text::message("rcmd: ", &text) + "\n"
 }

@@ -20,7 +20,7 @@ use std::time::Duration;
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
-use crate::exec::{self, Event, ExecMode};
+use crate::exec::{Event, ExecMode, Launcher, Request};
 use crate::status::Status;
 
 /// The demos there are, for `rcmd demo` without a name.
@@ -38,6 +38,10 @@ pub const DEMOS: &[(&str, &str)] = &[
         "UDP: boundaries kept, but a reply longer than the buffer is cut",
     ),
 ];
+
+/// Where the demos' commands run, so `pwd` prints the same for everyone, wherever the
+/// demo was started.
+pub const WORKDIR: &str = "/";
 
 /// Longest the demo waits for bytes it knows are coming: a guard against a broken
 /// server, not a timing assumption.
@@ -59,13 +63,19 @@ impl Reference {
     }
 }
 
-/// Runs `command` locally the way the server would, and records what it printed.
+/// Runs `command` locally the way the demo's servers do (in [`WORKDIR`]), and records
+/// what it printed.
 ///
 /// # Errors
 /// An I/O error running it.
 pub async fn reference(command: &str) -> io::Result<Reference> {
     let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
-    let status = match exec::spawn(command.as_bytes(), ExecMode::Shell, None) {
+    let launcher = Launcher {
+        mode: ExecMode::Shell,
+        workdir: Some(WORKDIR.into()),
+        ..Launcher::default()
+    };
+    let status = match launcher.spawn(&Request::line(command.as_bytes())) {
         Err(status) => status,
         Ok(mut running) => loop {
             match running.next().await? {

@@ -65,7 +65,18 @@ impl Style {
     /// of the command its bytes belong to, and `|` marks where each read ended. Bytes no
     /// read returned are drawn dim after the last `|`. Every run gets at least one
     /// column so even a 6-byte reply shows.
+    /// More than [`MARKED_READS`] reads (a tiny `--recv-size`) would not fit: the bar
+    /// then marks only where reading ended.
     pub fn bar(&self, trace: &Trace, reads: &[(usize, usize)], width: usize) -> String {
+        let read: Vec<&(usize, usize)> = reads.iter().filter(|r| r.1 > 0).collect();
+        let whole;
+        let reads = if read.len() > MARKED_READS {
+            let end = read.last().map_or(0, |r| r.0 + r.1);
+            whole = [(0, end)];
+            &whole[..]
+        } else {
+            reads
+        };
         let total = trace.len().max(1);
         let columns = |len: usize| ((len * width + total / 2) / total).max(1);
         let digit = |o: Option<usize>| o.map_or('·', marker_char);
@@ -86,30 +97,11 @@ impl Style {
     }
 }
 
+/// Most reads a bar marks one by one.
+pub const MARKED_READS: usize = 16;
+
 fn marker_char(i: usize) -> char {
     char::from_digit((i as u32 + 1) % 36, 36).unwrap_or('?')
-}
-
-/// Shows bytes the way Python's repr shows them, cut to `max` characters.
-pub fn snippet(bytes: &[u8], max: usize) -> String {
-    let mut s = String::new();
-    for chunk in bytes.utf8_chunks() {
-        for c in chunk.valid().chars() {
-            s.extend(c.escape_debug());
-        }
-        for b in chunk.invalid() {
-            s.push_str(&format!("\\x{b:02x}"));
-        }
-        if s.chars().count() > max {
-            break;
-        }
-    }
-    if s.chars().count() > max {
-        let cut: String = s.chars().take(max).collect();
-        format!("\"{cut}…\"")
-    } else {
-        format!("\"{s}\"")
-    }
 }
 
 #[cfg(test)]
@@ -128,11 +120,5 @@ mod tests {
         ] {
             assert!(!text.contains('\x1b'), "{text:?}");
         }
-    }
-
-    #[test]
-    fn snippet_escapes_and_cuts() {
-        assert_eq!(snippet(b"a\nb\xff", 20), "\"a\\nb\\xff\"");
-        assert_eq!(snippet(b"0123456789", 4), "\"0123…\"");
     }
 }

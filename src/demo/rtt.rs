@@ -31,10 +31,7 @@ pub const ROWS: [(&str, &str); 5] = [
     ("length_ack", "2: the length, then b'ready' and the output"),
     ("classic", "1"),
     ("framed", "1"),
-    (
-        "framed_pipelined",
-        "1 for the whole batch: all sent before any reply",
-    ),
+    ("framed_pipelined", "1 per batch: all sent before any reply"),
 ];
 
 /// Milliseconds per command, per row of [`ROWS`].

@@ -177,8 +177,23 @@ impl Trace {
     }
 }
 
-/// Called before every read: `--step` waits for Enter there.
-pub type Step<'a> = &'a mut (dyn FnMut(&str) -> io::Result<()> + Send);
+/// Told of every read as it happens: `--step` waits for Enter before one and shows
+/// its result right after.
+pub trait Observer {
+    /// Before stage `stage` calls `recv(asked)` for command `i` (0-based).
+    ///
+    /// # Errors
+    /// An I/O error, which ends the demo.
+    fn before(&mut self, stage: Stage, i: usize, asked: usize) -> io::Result<()>;
+    /// After that read returned `got` (empty: it would wait, nothing more is coming).
+    ///
+    /// # Errors
+    /// An I/O error, which ends the demo.
+    fn after(&mut self, stage: Stage, i: usize, asked: usize, got: &[u8]) -> io::Result<()>;
+}
+
+/// Where a stage reports its reads.
+pub type Step<'a> = &'a mut dyn Observer;
 
 /// A client connection and everything it read.
 struct Client<'a> {
@@ -195,11 +210,7 @@ impl Client<'_> {
     /// `min(asked, want)` bytes). Reads of nothing (`want` 0 with nothing coming) are
     /// recorded as the wait they would be.
     async fn recv(&mut self, i: usize, asked: usize, want: usize) -> io::Result<Vec<u8>> {
-        (self.step)(&format!(
-            "{} #{}: recv({asked})",
-            self.trace.stage.name(),
-            i + 1
-        ))?;
+        self.step.before(self.trace.stage, i, asked)?;
         let mut buf = vec![0u8; asked.min(want)];
         if !buf.is_empty() {
             wait_queued(&self.conn, want).await?;
@@ -212,6 +223,7 @@ impl Client<'_> {
             for_command: i,
         });
         self.at += buf.len();
+        self.step.after(self.trace.stage, i, asked, &buf)?;
         Ok(buf)
     }
 
@@ -311,7 +323,12 @@ async fn naive(c: &mut Client<'_>, refs: &[Reference], plan: Plan) -> io::Result
                 let arrived = first_burst(r);
                 let mut got = Vec::new();
                 loop {
-                    let ready = (ends[i] - raw[i].len() + arrived).saturating_sub(c.at);
+                    let mut ready = (ends[i] - raw[i].len() + arrived).saturating_sub(c.at);
+                    if ready == 0 && c.at < ends[i] {
+                        // The first burst is all read, and more is coming: recv waits
+                        // for it and returns what the second burst brings.
+                        ready = ends[i] - c.at;
+                    }
                     let chunk = c.recv(i, n, ready).await?;
                     let short = chunk.len() < n;
                     got.extend_from_slice(&chunk);

@@ -11,8 +11,10 @@ use std::os::fd::AsRawFd;
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
-use super::render::{snippet, Style};
+use super::render::Style;
 use super::{reference, Reference, ARRIVAL_GUARD};
+use crate::printable::py_bytes;
+use crate::wire::DEFAULT_RECV_SIZE;
 
 /// Largest payload of one UDP datagram over IPv4.
 const MAX_DATAGRAM: usize = 65_507;
@@ -36,9 +38,10 @@ pub struct Summary {
 }
 
 impl Summary {
-    /// Every reply that fit arrived whole and every one that did not was cut.
+    /// Every reply that fit arrived whole and every one that did not was cut. With a
+    /// buffer that holds every reply nothing is cut, and the summary says why.
     pub fn as_expected(&self) -> bool {
-        self.too_long > 0 && self.wrong == self.too_long
+        self.wrong == self.too_long
     }
 
     /// The `--json` object.
@@ -59,8 +62,9 @@ impl Summary {
         );
         if self.too_long == 0 {
             format!(
-                "{counts}: every reply fit in recv({}).\nA datagram longer than the \
-                 buffer would be cut: rcmd demo udp --recv-size 1024",
+                "{counts}: every reply fit in recv({}).\nA bigger buffer only hides the \
+                 loss: a reply longer than the buffer is cut,\nas with the tutorial's \
+                 buffer:\n    rcmd demo udp --recv-size {DEFAULT_RECV_SIZE}",
                 self.recv_size
             )
         } else {
@@ -126,7 +130,7 @@ pub async fn run(
             got.len()
         )?;
         writeln!(out, "      {verdict}")?;
-        writeln!(out, "      {}", style.dim(&snippet(got, 60)))?;
+        writeln!(out, "      {}", style.dim(&py_bytes(got, 60)))?;
     }
     let line = summary.line();
     writeln!(

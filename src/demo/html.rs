@@ -273,7 +273,7 @@ fn framed(
             .map_err(codec_error)?;
         let (len_bytes, payload) = frame.split_at(header.size());
         let decode = format!(
-            "struct.unpack('{header}', {}) = ({},): tag '{}', {}",
+            "struct.unpack('{header}', {}) = ({},): '{}' {}",
             py_bytes(len_bytes, 64),
             payload.len(),
             char::from(payload[0]),

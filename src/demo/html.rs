@@ -478,18 +478,39 @@ impl Rows {
         self.taken[row].push((lo, hi));
     }
 
-    /// Places a label of `chars` characters for the bytes at `at`: where it starts and
-    /// its row. It starts just right of `at`, or ends just left of it where it would
-    /// otherwise pass the right edge, in the nearest row where it fits and where the line
-    /// tying it to `at` crosses no nearer label. Labels are placed left to right, so a
-    /// crowd of them at the right edge climbs in a staircase whose lines stay clear.
-    fn place(&mut self, at: f64, chars: usize) -> (f64, usize) {
-        let w = CHAR_W * chars as f64;
-        let x = if at + 2.0 + w <= WIDTH - 4.0 {
-            at + 2.0
-        } else {
-            (at - 2.0 - w).max(4.0)
-        };
+    /// Places labels of `chars` characters for the bytes at `at`, each as (x, row): it
+    /// starts just right of `at`, or ends just left of it where it would otherwise pass
+    /// the right edge; it goes in the nearest row where it fits and where the line tying
+    /// it to `at` crosses no nearer label. Labels ending at their bytes are placed left
+    /// to right, then those starting there right to left: each new label's line then
+    /// passes only labels that end before it or start after it.
+    fn place_all(&mut self, labels: &[(f64, usize)]) -> Vec<(f64, usize)> {
+        let starts: Vec<Option<f64>> = labels
+            .iter()
+            .map(|&(at, chars)| {
+                let w = CHAR_W * chars as f64;
+                (at + 2.0 + w <= WIDTH - 4.0).then_some(at + 2.0)
+            })
+            .collect();
+        let mut order: Vec<usize> = (0..labels.len()).collect();
+        order.sort_by(|&a, &b| {
+            let key = |i: usize| match starts[i] {
+                None => (0, labels[i].0),
+                Some(_) => (1, -labels[i].0),
+            };
+            key(a).partial_cmp(&key(b)).expect("positions are numbers")
+        });
+        let mut placed = vec![(0.0, 0); labels.len()];
+        for i in order {
+            let (at, chars) = labels[i];
+            let w = CHAR_W * chars as f64;
+            let x = starts[i].unwrap_or((at - 2.0 - w).max(4.0));
+            placed[i] = (x, self.place(at, x, w));
+        }
+        placed
+    }
+
+    fn place(&mut self, at: f64, x: f64, w: f64) -> usize {
         let line = (at - 0.5, at + 0.5);
         let fits = |rows: &Rows, row: usize| {
             rows.free(row, x - GAP, x + w + GAP) && (0..row).all(|r| rows.free(r, line.0, line.1))
@@ -503,7 +524,7 @@ impl Rows {
         for r in 0..row {
             self.take(r, line.0, line.1);
         }
-        (x, row)
+        row
     }
 
     fn len(&self) -> usize {
@@ -532,40 +553,46 @@ fn timeline(h: &mut String, case: &str, t: &Trace, d: &Drawing) {
             }));
 
     // Every header's decode above the server's lane, every read's bytes below the client's.
-    let mut above = Rows::default();
     let mut heads = Vec::new();
     let mut at = 0;
     for (k, p) in d.pieces.iter().enumerate() {
         if let Part::Head(text) = &p.part {
-            let mid = (x(at) + x(at + p.bytes.len())) / 2.0;
-            let (lx, row) = above.place(mid, text.chars().count());
             heads.push(Label {
                 text: text.clone(),
-                at: mid,
-                x: lx,
-                row,
+                at: (x(at) + x(at + p.bytes.len())) / 2.0,
+                x: 0.0,
+                row: 0,
                 attrs: format!("class=\"decode\" data-for=\"{k}\""),
             });
         }
         at += p.bytes.len();
     }
-    let mut below = Rows::default();
-    let mut previews = Vec::new();
-    for (k, r) in d.reads.iter().enumerate() {
-        let text = if r.len == 0 {
-            "waits".to_string()
-        } else {
-            py_bytes(&d.bytes(r.start, r.len), PREVIEW)
-        };
-        let mid = (x(r.start) + x(r.start + r.len)) / 2.0;
-        let (lx, row) = below.place(mid, text.chars().count());
-        previews.push(Label {
-            text,
-            at: mid,
-            x: lx,
-            row,
+    let mut previews: Vec<Label> = d
+        .reads
+        .iter()
+        .enumerate()
+        .map(|(k, r)| Label {
+            text: if r.len == 0 {
+                "waits".to_string()
+            } else {
+                py_bytes(&d.bytes(r.start, r.len), PREVIEW)
+            },
+            at: (x(r.start) + x(r.start + r.len)) / 2.0,
+            x: 0.0,
+            row: 0,
             attrs: format!("class=\"preview\" data-for=\"{}\"", k + 1),
-        });
+        })
+        .collect();
+    let (mut above, mut below) = (Rows::default(), Rows::default());
+    for (rows, labels) in [(&mut above, &mut heads), (&mut below, &mut previews)] {
+        let wanted: Vec<(f64, usize)> = labels
+            .iter()
+            .map(|l| (l.at, l.text.chars().count()))
+            .collect();
+        for (l, (x, row)) in labels.iter_mut().zip(rows.place_all(&wanted)) {
+            l.x = x;
+            l.row = row;
+        }
     }
 
     let server = 14.0 + ROW * above.len() as f64;

@@ -25,6 +25,75 @@ fn chromium_args(profile: &std::path::Path) -> Vec<String> {
     .collect()
 }
 
+/// Run in the rendered page: every label's box, as laid out by Chromium, must lie inside
+/// its drawing and clear of every other label. Writes what it found into `pre#measured`.
+const MEASURE: &str = r#"
+const out = [];
+for (const svg of document.querySelectorAll('svg')) {
+  const w = svg.width.baseVal.value, h = svg.height.baseVal.value;
+  const seen = [];
+  for (const t of svg.querySelectorAll('text')) {
+    const b = t.getBBox();
+    const id = svg.dataset.case + '/' + svg.dataset.stage + ' ' + t.textContent;
+    if (b.width == 0 || b.x < 0 || b.y < 0 || b.x + b.width > w || b.y + b.height > h) {
+      out.push('outside ' + id + ' at ' + [b.x, b.y, b.width, b.height, w, h].join(' '));
+    }
+    // A pixel of slack: rows of labels may touch, not cover each other.
+    for (const [other, o] of seen) {
+      if (b.x + 1 < o.x + o.width && o.x + 1 < b.x + b.width
+          && b.y + 1 < o.y + o.height && o.y + 1 < b.y + b.height) {
+        out.push('overlap ' + id + ' / ' + other);
+      }
+    }
+    seen.push([t.textContent, b]);
+  }
+}
+const pre = document.createElement('pre');
+pre.id = 'measured';
+pre.textContent = out.length + ' problems\n' + out.join('\n') + '\n';
+document.body.appendChild(pre);
+"#;
+
+/// What `MEASURE` wrote into the dumped DOM.
+fn measurements(dom: &str) -> String {
+    let open = "<pre id=\"measured\">";
+    let at = dom.find(open).expect("the measurements") + open.len();
+    dom[at..at + dom[at..].find("</pre>").unwrap()]
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&amp;", "&")
+}
+
+/// Every header (`rect.head` with `data-head`) has its decode (`text.decode` with the same
+/// `data-for`) in the same timeline, and the split case's headers are all there.
+fn every_header_decoded(html: &str) {
+    for svg in html.split("<svg").skip(1) {
+        let svg = &svg[..svg.find("</svg>").unwrap()];
+        let heads: Vec<&str> = svg
+            .split("data-head=\"")
+            .skip(1)
+            .map(|s| &s[..s.find('"').unwrap()])
+            .collect();
+        for k in &heads {
+            let label = format!("class=\"decode\" data-for=\"{k}\"");
+            assert!(svg.contains(&label), "header {k} has no decode in{svg}");
+        }
+        let stage = |name: &str| svg.contains(&format!("data-stage=\"{name}\""));
+        if svg.contains("data-case=\"split\"") {
+            // Two commands: a length each; framed, an output frame and a status each.
+            let want = if stage("naive") {
+                0
+            } else if stage("framed") {
+                4
+            } else {
+                2
+            };
+            assert_eq!(heads.len(), want, "split case's headers in{svg}");
+        }
+    }
+}
+
 /// The `data-reads` of each timeline and the reads drawn in it, by (case, stage).
 fn timelines(dom: &str) -> Vec<(String, String, usize, usize)> {
     dom.split("<svg")
@@ -62,6 +131,14 @@ async fn page_renders_in_chromium_with_every_read_drawn() {
         "self-contained: no scripts, nothing fetched"
     );
 
+    // The page has no script; a copy with one measures what Chromium drew.
+    let measured = dir.path().join("measured.html");
+    std::fs::write(
+        &measured,
+        html.replace("</body>", &format!("<script>{MEASURE}</script></body>")),
+    )
+    .unwrap();
+
     let profile = tempfile::tempdir().unwrap();
     let mut args = chromium_args(profile.path());
     args.extend([
@@ -69,7 +146,7 @@ async fn page_renders_in_chromium_with_every_read_drawn() {
         "--v=0".into(),
         "--dump-dom".into(),
     ]);
-    args.push(format!("file://{}", page.display()));
+    args.push(format!("file://{}", measured.display()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let shown = run(CHROMIUM, &args, b"").await;
     shown.expect_code(0);
@@ -79,6 +156,12 @@ async fn page_renders_in_chromium_with_every_read_drawn() {
         "console messages\n{shown}"
     );
     assert!(dom.contains("The sticky-packet bug"), "{shown}");
+    let problems = measurements(&dom);
+    assert!(
+        problems.starts_with("0 problems"),
+        "every label whole inside its drawing, none over another:\n{problems}"
+    );
+    every_header_decoded(&html);
 
     let drawn = timelines(&dom);
     assert_eq!(
@@ -106,4 +189,94 @@ async fn page_renders_in_chromium_with_every_read_drawn() {
     assert_eq!(reads("recv", "classic"), 5 + 2 + 2 + 2);
     // framed, pipelined: the three replies are in one read.
     assert_eq!(reads("send", "framed"), 1);
+}
+
+#[tokio::test]
+async fn page_shows_bytes_as_python_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let page = dir.path().join("split.html");
+    let path = page.to_str().unwrap();
+    rcmd(&["demo", "sticky", "--case", "split", "--html", path], b"")
+        .await
+        .expect_code(0);
+    let html = std::fs::read_to_string(&page).unwrap();
+    for python in [
+        // classic: struct.pack('i', 2048) on this (little-endian) machine.
+        "struct.unpack('i', b'\\x00\\x08\\x00\\x00') = (2048,)",
+        // framed: 2048 bytes of output and the tag, network order.
+        "struct.unpack('!I', b'\\x00\\x00\\x08\\x01') = (2049,): 'O' stdout + 2048 bytes",
+        "int(b'2048') = 2048",
+        // What the second command's first recv returned.
+        "b'1\\n2\\n3\\n4\\n5\\n6'…",
+    ] {
+        assert!(html.contains(python), "{python} in\n{html}");
+    }
+    assert!(!html.contains("\\u{"), "no Rust escapes");
+}
+
+#[tokio::test]
+async fn page_is_the_same_on_every_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut pages = Vec::new();
+    for n in 0..3 {
+        let page = dir.path().join(format!("{n}.html"));
+        rcmd(&["demo", "sticky", "--html", page.to_str().unwrap()], b"")
+            .await
+            .expect_code(0);
+        pages.push(std::fs::read(&page).unwrap());
+    }
+    assert!(
+        pages.windows(2).all(|w| w[0] == w[1]),
+        "three runs, three identical pages"
+    );
+    assert!(String::from_utf8_lossy(&pages[0]).contains("normalised"));
+}
+
+#[tokio::test]
+async fn writing_the_page_is_said() {
+    let dir = tempfile::tempdir().unwrap();
+    let page = dir.path().join("page.html");
+    let r = rcmd(&["demo", "sticky", "--html", page.to_str().unwrap()], b"").await;
+    r.expect_code(0);
+    let said = format!("wrote {} (3 cases, open it in a browser)\n", page.display());
+    assert!(r.stderr_str().ends_with(&said), "{r}");
+    let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert_eq!(names.len(), 1, "the page and nothing else: {names:?}");
+}
+
+#[tokio::test]
+async fn page_that_cannot_be_written_is_an_error_and_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    // No such directory: refused before the demo runs.
+    let missing = dir.path().join("no-such-dir").join("page.html");
+    let r = rcmd(
+        &["demo", "sticky", "--html", missing.to_str().unwrap()],
+        b"",
+    )
+    .await;
+    r.expect_code(2);
+    assert!(r.stdout.is_empty(), "refused before any run\n{r}");
+    let err = r.stderr_str();
+    assert!(
+        err.contains(&format!("cannot write the page {}", missing.display()))
+            && err.contains("No such file or directory"),
+        "{r}"
+    );
+    // A directory in the way: found only when the page is put in place.
+    let taken = dir.path().join("taken");
+    std::fs::create_dir(&taken).unwrap();
+    let r = rcmd(&["demo", "sticky", "--html", taken.to_str().unwrap()], b"").await;
+    r.expect_code(2);
+    assert!(
+        r.stderr_str()
+            .contains(&format!("cannot write the page {}", taken.display())),
+        "{r}"
+    );
+    assert!(!r.stderr_str().contains("wrote "), "{r}");
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, ["taken"], "nothing half-written left behind");
+    assert_eq!(std::fs::read_dir(&taken).unwrap().count(), 0);
 }

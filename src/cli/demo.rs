@@ -132,11 +132,12 @@ pub(super) fn run(args: DemoArgs) -> Result<i32, Failure> {
                         case: a.case,
                         step: a.step,
                     };
+                    // Made first, so a path that cannot be written fails before the runs.
+                    let page = a.html.as_deref().map(demo::html::PageFile::create);
+                    let page = page.transpose()?;
                     let (s, lesson) = sticky::run(&opts, style, &mut stdout, a.json).await?;
-                    if let Some(path) = &a.html {
-                        std::fs::write(path, demo::html::page(&lesson)).map_err(|e| {
-                            std::io::Error::new(e.kind(), format!("{}: {e}", path.display()))
-                        })?;
+                    if let Some(page) = page {
+                        eprintln!("{}", page.finish(&lesson)?);
                     }
                     Ok::<_, std::io::Error>((a.json.then(|| s.to_json()), Some(s.as_expected())))
                 }

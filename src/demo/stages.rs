@@ -265,7 +265,7 @@ pub async fn run(
 
 /// The bytes an unframed server sends for a command, in the order rcmd's server sends
 /// them (stderr first, the tutorial's order, in the spooled stages).
-fn spooled(r: &Reference) -> Vec<u8> {
+pub(crate) fn spooled(r: &Reference) -> Vec<u8> {
     [&r.stderr[..], &r.stdout[..]].concat()
 }
 

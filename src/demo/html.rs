@@ -31,6 +31,7 @@ use super::sticky::Lesson;
 use super::Reference;
 use crate::codec::DEFAULT_MAX_FRAME;
 use crate::header::HeaderFormat;
+use crate::printable::py_bytes;
 use crate::protocol::{ServerCodec, ServerMessage};
 
 const COLORS: [&str; 6] = [
@@ -57,38 +58,6 @@ fn esc(s: &str) -> String {
 
 fn color(owner: Option<usize>) -> &'static str {
     owner.map_or("#9e9e9e", |o| COLORS[o % COLORS.len()])
-}
-
-/// `bytes` as Python's `repr()` writes them (`b'hi\n'`, `b'\x00\x00\x03\xf6'`), at most
-/// `max` characters between the quotes; a longer preview is cut before an escape, never
-/// inside one, and ends with `…` after the closing quote.
-// The text demo gets the same helper in `printable.rs`; one of the two goes at merge.
-pub fn py_bytes(bytes: &[u8], max: usize) -> String {
-    // CPython (bytes_repr): single quotes unless the bytes hold ' and no ".
-    let quote = if bytes.contains(&b'\'') && !bytes.contains(&b'"') {
-        '"'
-    } else {
-        '\''
-    };
-    let mut body = String::new();
-    let mut cut = false;
-    for &b in bytes {
-        let piece = match b {
-            b'\\' => "\\\\".to_string(),
-            b'\t' => "\\t".to_string(),
-            b'\n' => "\\n".to_string(),
-            b'\r' => "\\r".to_string(),
-            _ if char::from(b) == quote => format!("\\{quote}"),
-            0x20..=0x7e => char::from(b).to_string(),
-            _ => format!("\\x{b:02x}"),
-        };
-        if body.len() + piece.len() > max {
-            cut = true;
-            break;
-        }
-        body.push_str(&piece);
-    }
-    format!("b{quote}{body}{quote}{}", if cut { "…" } else { "" })
 }
 
 /// What a run of drawn bytes is.
@@ -727,17 +696,4 @@ fn timeline(h: &mut String, case: &str, t: &Trace, d: &Drawing) {
         );
     }
     h.push_str("\n</svg>\n");
-}
-
-#[cfg(test)]
-mod tests {
-    use super::py_bytes;
-
-    #[test]
-    fn bytes_are_shown_as_python_shows_them() {
-        assert_eq!(py_bytes(b"hello\n", 80), "b'hello\\n'");
-        assert_eq!(py_bytes(&[0, 0, 3, 0xf6], 80), "b'\\x00\\x00\\x03\\xf6'");
-        assert_eq!(py_bytes(b"it's", 80), "b\"it's\"");
-        assert_eq!(py_bytes(b"ab\ncd", 3), "b'ab'…");
-    }
 }

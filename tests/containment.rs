@@ -258,6 +258,23 @@ async fn a_killed_helper_or_spare_is_replaced() {
     server.stop().await;
 }
 
+/// A command can SIGKILL its own supervisor (they are the same user). What it started
+/// then comes to the server's helper, a subreaper too, which kills it: the client sees
+/// the command killed, and nothing is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_that_kills_its_supervisor_leaves_nothing_behind() {
+    let addr = start_server(supervised()).await.to_string();
+    let marker = unique_marker();
+    let line = format!(
+        "{}; kill -KILL $PPID; sleep {marker}",
+        escapees(&marker, false)
+    );
+    let r = rcmd(&["client", &addr, "--plaintext", "--", &line], b"").await;
+    assert_eq!(r.stdout_str(), "started\n", "{r}");
+    r.expect_code(128 + libc::SIGKILL);
+    none_left(&marker).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_outlives_a_server_stopped_by_sigterm() {
     server_stopped_by(libc::SIGTERM).await;

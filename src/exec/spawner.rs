@@ -20,6 +20,7 @@
 //! socket closes, which the kernel does when the server dies in any way; a helper that
 //! stops answering is killed and replaced.
 
+use std::collections::HashSet;
 use std::ffi::{OsStr, OsString};
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
@@ -192,8 +193,15 @@ pub fn serve() -> i32 {
             return 1;
         }
     };
+    // Orphans of a supervisor that was killed (a command can SIGKILL its own) come to us
+    // instead of to init, and die here: see `Family::reap`.
+    // SAFETY: a flag on this process.
+    unsafe {
+        libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+    }
     let mut sock = UnixStream::from(sock);
-    let mut spare = Spare::fork().ok();
+    let mut family = Family::default();
+    let mut spare = family.fork_spare();
     loop {
         let mut fds = [
             libc::pollfd {
@@ -213,10 +221,10 @@ pub fn serve() -> i32 {
         }
         if fds[1].revents != 0 {
             children.drain();
-            reap();
+            family.reap();
         }
         if fds[0].revents != 0 {
-            match serve_one(&mut sock, &mut spare) {
+            match serve_one(&mut sock, &mut spare, &mut family) {
                 Ok(true) => {}
                 // The server closed its end: it is gone, and so are we.
                 Ok(false) => return 0,
@@ -229,16 +237,73 @@ pub fn serve() -> i32 {
     }
 }
 
-/// Reaps every supervisor that has ended.
-fn reap() {
-    loop {
-        let mut status = 0;
-        // SAFETY: waitpid writes the status into a local.
-        if unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) } <= 0 {
+/// The helper's children: the supervisors it forked, and whatever else became its child.
+#[derive(Default)]
+struct Family {
+    /// Supervisors (and the spare) we forked and have not reaped.
+    forked: HashSet<libc::pid_t>,
+    /// Some request let background processes outlive their command (`--allow-detach`).
+    detaching: bool,
+}
+
+impl Family {
+    fn fork_spare(&mut self) -> Option<Spare> {
+        let spare = Spare::fork().ok()?;
+        self.forked.insert(spare.pid);
+        Some(spare)
+    }
+
+    /// Reaps every child that has ended. Then, unless detaching is allowed, kills every
+    /// child we did not fork: a supervisor kills what its command left before it exits,
+    /// so anything re-parented to us is the orphan of one that was killed, and nothing a
+    /// command starts may outlive it. (A detaching server's orphans are left alone: they
+    /// include the background processes it lets live on.)
+    fn reap(&mut self) {
+        // Only a supervisor that did not finish its work (killed, or failed to start) can
+        // have left orphans: one that exited normally killed its command's leftovers first.
+        if !self.reap_ended() || self.detaching {
             return;
+        }
+        let me = std::process::id() as libc::pid_t;
+        let deadline = std::time::Instant::now() + ORPHAN_DEADLINE;
+        loop {
+            let orphans: Vec<libc::pid_t> = supervisor::children(me)
+                .into_iter()
+                .filter(|pid| !self.forked.contains(pid))
+                .collect();
+            if orphans.is_empty() || std::time::Instant::now() > deadline {
+                return;
+            }
+            for pid in orphans {
+                // SAFETY: kill(2) on our own unreaped child, whose pid cannot be reused.
+                // Its own children come to us in turn and die in the next round.
+                unsafe {
+                    libc::kill(pid, libc::SIGKILL);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(1));
+            self.reap_ended();
+        }
+    }
+
+    /// Reaps what has ended; says whether a supervisor ended other than normally.
+    fn reap_ended(&mut self) -> bool {
+        let mut abnormal = false;
+        loop {
+            let mut status = 0;
+            // SAFETY: waitpid writes the status into a local.
+            let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+            if pid <= 0 {
+                return abnormal;
+            }
+            let normal = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
+            abnormal |= self.forked.remove(&pid) && !normal;
         }
     }
 }
+
+/// How long the helper keeps killing a killed supervisor's orphans as they appear.
+const ORPHAN_DEADLINE: Duration = Duration::from_secs(5);
 
 /// One request as it came: its body, and the descriptors that came with it.
 struct Request {
@@ -340,23 +405,25 @@ fn wait_for_request(sock: UnixStream) -> ! {
 }
 
 /// Reads and carries out one request. `Ok(false)`: the server closed the socket.
-fn serve_one(sock: &mut UnixStream, spare: &mut Option<Spare>) -> io::Result<bool> {
+fn serve_one(
+    sock: &mut UnixStream,
+    spare: &mut Option<Spare>,
+    family: &mut Family,
+) -> io::Result<bool> {
     let Some(request) = Request::read(sock)? else {
         return Ok(false);
     };
-    decode(&request.body).ok_or_else(malformed)?;
+    let plan = decode(&request.body).ok_or_else(malformed)?;
+    family.detaching |= plan.detach;
     let mut handed = Err(io::Error::from(io::ErrorKind::BrokenPipe));
     // A spare that died meanwhile (someone killed it) is replaced once.
     for _ in 0..2 {
-        let s = match spare.take() {
+        let s = match spare.take().or_else(|| family.fork_spare()) {
             Some(s) => s,
-            None => match Spare::fork() {
-                Ok(s) => s,
-                Err(e) => {
-                    handed = Err(e);
-                    break;
-                }
-            },
+            None => {
+                handed = Err(io::Error::last_os_error());
+                break;
+            }
         };
         match request.send(&s.sock) {
             Ok(()) => {
@@ -375,7 +442,7 @@ fn serve_one(sock: &mut UnixStream, spare: &mut Option<Spare>) -> io::Result<boo
     let pass: Vec<RawFd> = pidfd.iter().map(AsRawFd::as_raw_fd).collect();
     send_with_fds(sock, &answer, &pass)?;
     // The next command's supervisor, forked while this one starts.
-    *spare = Spare::fork().ok();
+    *spare = family.fork_spare();
     Ok(true)
 }
 

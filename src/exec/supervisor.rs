@@ -280,12 +280,11 @@ pub(crate) fn kill_tree(
     }
 }
 
-/// Live (not zombie) descendants of `root`, with their process groups, found through
-/// `/proc`.
-fn descendants(root: libc::pid_t) -> Vec<(libc::pid_t, libc::pid_t)> {
+/// Every process in `/proc`, with what its `stat` says.
+fn processes() -> Vec<(libc::pid_t, Stat)> {
     let mut procs = Vec::new();
     let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
+        return procs;
     };
     for entry in dir.flatten() {
         let Some(pid) = entry
@@ -302,6 +301,22 @@ fn descendants(root: libc::pid_t) -> Vec<(libc::pid_t, libc::pid_t)> {
             procs.push((pid, st));
         }
     }
+    procs
+}
+
+/// Live (not zombie) children of `parent`.
+pub(super) fn children(parent: libc::pid_t) -> Vec<libc::pid_t> {
+    processes()
+        .into_iter()
+        .filter(|(_, st)| st.ppid == parent && st.state != 'Z')
+        .map(|(pid, _)| pid)
+        .collect()
+}
+
+/// Live (not zombie) descendants of `root`, with their process groups, found through
+/// `/proc`.
+fn descendants(root: libc::pid_t) -> Vec<(libc::pid_t, libc::pid_t)> {
+    let procs = processes();
     let mut found = vec![root];
     let mut i = 0;
     while i < found.len() {

@@ -7,8 +7,9 @@
 //! command started: a client that goes away leaves nothing behind.
 //!
 //! Containment comes in two strengths. With a [`Launcher::supervisor`] (the `rcmd` binary
-//! always has one: itself), every command runs under [`supervisor`], which also catches
-//! processes that left the command's process group and survives the server being killed.
+//! always has one: a [`Spawner`] whose helper is itself), every command runs under a
+//! [`supervisor`] forked for it by the helper, which also catches processes that left the
+//! command's process group and survives the server being killed.
 //! Without one (a library user, or this module's unit tests) the command's process group
 //! is killed, which misses processes that called `setsid` or `setpgid`.
 

@@ -174,7 +174,7 @@ impl Drop for Helper {
     }
 }
 
-/// Runs the helper: reads requests on [`REQUEST_FD`] until the server closes it, forking a
+/// Runs the helper: reads requests on fd 3 until the server closes it, forking a
 /// supervisor for each. Returns the process's exit code.
 pub fn serve() -> i32 {
     // SAFETY: taking ownership of the descriptor the server gave us on fd 3.

@@ -4,7 +4,7 @@
 //! sent. No I/O here; `server/tutorial.rs` and `client/tutorial.rs` only move bytes.
 //!
 //! ```text
-//! length-ack   str(n) as ASCII digits; wait for any reply ("ready"); stderr ‖ stdout
+//! length-ack   str(n) as ASCII digits; wait for any answer (b'recv_ready'); stderr ‖ stdout
 //! classic      pack(FMT, n) ‖ stderr ‖ stdout                      n = len(stderr)+len(stdout)
 //! json-header  pack(FMT, len(h)) ‖ h ‖ stderr ‖ stdout            h = {"total_size": n, ...}
 //! naive        stdout and stderr as the command produces them, nothing else
@@ -473,22 +473,38 @@ pub fn wrong_mode_message(theirs: Protocol) -> String {
     format!("the server speaks `{name}`; try --protocol {name}")
 }
 
-/// What a client says when a reply started and then stopped coming.
+/// What a client says when a reply started and then stopped coming: `got` bytes of it
+/// (of `expected`, when known) arrived, then nothing for `waited`.
 pub fn stall_message(
     got: usize,
     expected: Option<u64>,
     waited: std::time::Duration,
-    ours: HeaderFormat,
+    wire: &Wire,
 ) -> String {
-    let of = expected.map_or(String::new(), |n| format!(" of {n}"));
-    format!(
-        "the reply stopped after {got}{of} bytes and nothing more came for {:?}. The likely \
-         cause is different --header formats on the two ends (this client reads a {}-byte \
-         '{ours}' header; a server using, say, q sends 8 bytes and i sends 4), or a server \
-         in another --protocol",
-        waited,
-        ours.size()
-    )
+    let bytes = |n: u64| if n == 1 { "byte" } else { "bytes" };
+    let so_far = match expected {
+        Some(n) => format!("{got} of {n} {}", bytes(n)),
+        None => format!("{got} {}", bytes(got as u64)),
+    };
+    let cause = match wire.protocol {
+        // No header here: the server holds the output until it accepts the answer.
+        Protocol::LengthAck => format!(
+            "A length-ack server sends the output only once it accepts this client's answer \
+             to the length ({}); a server waiting for another word, or one in another \
+             --protocol, stops here",
+            crate::printable::py_bytes(crate::client::ACK, 40)
+        ),
+        _ => {
+            let ours = wire.header;
+            format!(
+                "The likely cause is different --header formats on the two ends (this client \
+                 reads a {}-byte '{ours}' header; a server using another format sends another \
+                 size), or a server in another --protocol",
+                ours.size()
+            )
+        }
+    };
+    format!("the reply stopped after {so_far} and nothing more came for {waited:?}. {cause}")
 }
 
 /// Why a client will not send a command: the server would cut it at `recv_size` bytes.

@@ -66,7 +66,7 @@ fn stalled(config: &ClientConfig, got: usize, expected: Option<u64>) -> ClientEr
         got,
         expected,
         config.stall_timeout,
-        config.wire.header,
+        &config.wire,
     ))
 }
 
@@ -145,20 +145,20 @@ impl Start {
     }
 }
 
-/// Copies exactly `n` bytes from `r` to `w`, in pieces; `done` bytes of the reply came
-/// before, for the message if it stalls.
+/// Copies exactly `n` bytes from `r` to `w`, in pieces; `done` bytes of the reply (of
+/// `expected`, when known) came before, for the message if it stalls.
 async fn copy_exact<R: AsyncRead + Unpin>(
     r: &mut R,
     config: &ClientConfig,
     mut n: u64,
-    mut done: usize,
+    (mut done, expected): (usize, Option<u64>),
     mut w: impl FnMut(&[u8]) -> std::io::Result<()>,
 ) -> Result<(), ClientError> {
     let mut buf = vec![0u8; COPY_CHUNK.min(usize::try_from(n).unwrap_or(COPY_CHUNK))];
     while n > 0 {
         let want = buf.len().min(usize::try_from(n).unwrap_or(usize::MAX));
         let got = match tokio::time::timeout(config.stall_timeout, r.read(&mut buf[..want])).await {
-            Err(_) => return Err(stalled(config, done, None)),
+            Err(_) => return Err(stalled(config, done, expected)),
             Ok(got) => got?,
         };
         if got == 0 {
@@ -182,19 +182,20 @@ async fn classic_reply<S: AsyncRead + AsyncWrite + Unpin, O: Write, E: Write>(
     start.check(config)?;
     let done = config.wire.header.size() + start.body.len();
     let rest = start.len - start.body.len() as u64;
-    copy_exact(stream, config, rest, done, |b| out.out(b)).await?;
+    copy_exact(stream, config, rest, (done, None), |b| out.out(b)).await?;
     Ok(0)
 }
 
-/// What the length-ack client answers to the length, as the tutorial's client does.
-pub const ACK: &[u8] = b"ready";
+/// What the length-ack client answers to the length. The tutorial's server of this stage
+/// checks `if data == b'recv_ready'` and sends nothing for any other word.
+pub const ACK: &[u8] = b"recv_ready";
 
 async fn length_ack_reply<S: AsyncRead + AsyncWrite + Unpin, O: Write, E: Write>(
     stream: &mut S,
     config: &ClientConfig,
     out: &mut Output<O, E>,
 ) -> Result<i32, ClientError> {
-    // The tutorial: `length = int(recv(1024))`, `send(b'ready')`, then recv until length.
+    // The tutorial: `length = int(recv(1024))`, `send(b'recv_ready')`, then recv until length.
     // The server waits for our answer, so the first read holds the digits and nothing else
     // (a refusal, sent in one go, has its message right after them).
     let mut first = [0u8; codec::MAX_DIGITS + PROBE];
@@ -221,7 +222,10 @@ async fn length_ack_reply<S: AsyncRead + AsyncWrite + Unpin, O: Write, E: Write>
     }
     // The mode cannot tell stderr from stdout, nor carry a status.
     let rest = len - already.len() as u64;
-    copy_exact(stream, config, rest, n, |b| out.out(b)).await?;
+    copy_exact(stream, config, rest, (already.len(), Some(len)), |b| {
+        out.out(b)
+    })
+    .await?;
     Ok(0)
 }
 
@@ -256,14 +260,19 @@ async fn json_reply<S: AsyncRead + AsyncWrite + Unpin, O: Write, E: Write>(
     match header.split() {
         // An rcmd server says how the output splits: stderr first unless it says otherwise.
         Some((e, o)) if header.stdout_first == Some(true) => {
-            copy_exact(stream, config, o, done, |b| out.out(b)).await?;
-            copy_exact(stream, config, e, done, |b| out.err(b)).await?;
+            copy_exact(stream, config, o, (done, None), |b| out.out(b)).await?;
+            copy_exact(stream, config, e, (done, None), |b| out.err(b)).await?;
         }
         Some((e, o)) => {
-            copy_exact(stream, config, e, done, |b| out.err(b)).await?;
-            copy_exact(stream, config, o, done, |b| out.out(b)).await?;
+            copy_exact(stream, config, e, (done, None), |b| out.err(b)).await?;
+            copy_exact(stream, config, o, (done, None), |b| out.out(b)).await?;
         }
-        None => copy_exact(stream, config, header.total_size, done, |b| out.out(b)).await?,
+        None => {
+            copy_exact(stream, config, header.total_size, (done, None), |b| {
+                out.out(b)
+            })
+            .await?
+        }
     }
     Ok(header.exit_code.unwrap_or(0))
 }

@@ -378,7 +378,7 @@ pub fn identify_reply(first: &[u8], ours: HeaderFormat) -> Option<Protocol> {
 }
 
 /// Printable UTF-8 (a character cut at the end allowed), tabs and line ends.
-fn is_text(bytes: &[u8]) -> bool {
+pub fn is_text(bytes: &[u8]) -> bool {
     let valid = match std::str::from_utf8(bytes) {
         Ok(s) => s,
         // A multi-byte character cut by the end of what arrived is still text.
@@ -467,10 +467,55 @@ pub fn parse_length(first: &[u8]) -> Result<(u64, usize), String> {
         })
 }
 
-/// What a client says when [`identify_reply`] found another mode than its own.
+/// What a client says when [`identify_reply`] found another mode than its own. A framed
+/// reply a tutorial client can read is one without TLS.
 pub fn wrong_mode_message(theirs: Protocol) -> String {
-    let name = theirs.name();
-    format!("the server speaks `{name}`; try --protocol {name}")
+    match theirs {
+        Protocol::Framed => {
+            "the server speaks `framed` without TLS; try --protocol framed --plaintext".into()
+        }
+        _ => {
+            let name = theirs.name();
+            format!("the server speaks `{name}`; try --protocol {name}")
+        }
+    }
+}
+
+/// What a plaintext client says when the server answered with TLS records.
+pub const TLS_SERVER_MESSAGE: &str =
+    "the server speaks `framed` over TLS (rcmd's default); try --protocol framed without \
+     --plaintext";
+
+/// Whether a reply starts as a TLS record does (an alert or a handshake, version 3.x): a
+/// TLS server that read our plaintext as a broken handshake.
+pub fn is_tls_reply(first: &[u8]) -> bool {
+    matches!(first, [0x15 | 0x16, 0x03, minor, ..] if *minor <= 0x04)
+}
+
+/// The mode a tutorial server names in its refusal of a framed hello ([`foreign_message`]),
+/// when `first` holds one: the one reply every mode's client can read in plain text.
+pub fn refusal_names_mode(first: &[u8]) -> Option<Protocol> {
+    const SAYS: &[u8] = b"rcmd: this server speaks ";
+    let at = first.windows(SAYS.len()).position(|w| w == SAYS)? + SAYS.len();
+    let name = first[at..].split(|&b| b == b';').next()?;
+    let name = std::str::from_utf8(name).ok()?;
+    <Protocol as clap::ValueEnum>::from_str(name, false).ok()
+}
+
+/// The mode a server likely speaks when its reply stopped before our header was whole:
+/// a length-ack length waiting for its answer, or a naive reply (text, no header).
+pub fn short_reply_mode(first: &[u8]) -> Option<Protocol> {
+    if is_bare_length(first) {
+        Some(Protocol::LengthAck)
+    } else {
+        (!first.is_empty() && is_text(first)).then_some(Protocol::Naive)
+    }
+}
+
+/// Whether `first`, all that came before the server went quiet or closed, is a length-ack
+/// length on its own: that server waits for an answer before saying more.
+pub fn is_bare_length(first: &[u8]) -> bool {
+    (1..=MAX_DIGITS).contains(&first.len()) && first.iter().all(u8::is_ascii_digit)
 }
 
 /// What a client says when a reply started and then stopped coming: `got` bytes of it

@@ -431,10 +431,10 @@ async fn clients_name_the_mode_a_server_speaks() {
     ] {
         let r = client_against(server, &["--protocol", client], command).await;
         r.expect_code(255);
+        let err = r.stderr_str();
         assert!(
-            r.stderr_str().contains(&format!(
-                "the server speaks `{theirs}`; try --protocol {theirs}"
-            )),
+            err.contains(&format!("the server speaks `{theirs}`"))
+                && err.contains(&format!("try --protocol {theirs}")),
             "{client} client, `{command}`\n{r}"
         );
         assert!(r.stdout.is_empty(), "raw bytes printed\n{r}");

@@ -366,10 +366,16 @@ pub async fn run_on<O: Write, E: Write>(
     match config.wire.protocol {
         Protocol::Framed => match &config.tls {
             Some(tls) => {
-                let (stream, own) = tls
-                    .connect(host, stream, config.connect_timeout)
-                    .await
-                    .map_err(ClientError::Trust)?;
+                let (stream, own) = match tls.connect(host, stream, config.connect_timeout).await {
+                    Ok(connected) => connected,
+                    Err(e) if e.is_failed_handshake() => {
+                        return Err(match framed::plaintext_mode(host, config).await {
+                            Some(hint) => ClientError::Usage(hint),
+                            None => ClientError::Trust(e),
+                        })
+                    }
+                    Err(e) => return Err(ClientError::Trust(e)),
+                };
                 // Our own token only to our own server.
                 let mine;
                 let config = match (&config.token, &config.same_user_token, own) {

@@ -111,10 +111,16 @@ async fn read_start<S: AsyncRead + Unpin>(
         break;
     }
     let first = &start[..have];
+    if codec::is_tls_reply(first) {
+        return Err(ClientError::Usage(codec::TLS_SERVER_MESSAGE.into()));
+    }
     if let Some(theirs) = codec::identify_reply(first, fmt).filter(|p| *p != config.wire.protocol) {
         return Err(ClientError::Usage(codec::wrong_mode_message(theirs)));
     }
     if have < size {
+        if let Some(theirs) = codec::short_reply_mode(first) {
+            return Err(ClientError::Usage(codec::wrong_mode_message(theirs)));
+        }
         return Err(match short {
             Some(Short::Stalled) => stalled(config, have, None),
             _ => ClientError::Closed { unanswered: 1 },
@@ -203,14 +209,24 @@ async fn length_ack_reply<S: AsyncRead + AsyncWrite + Unpin, O: Write, E: Write>
     if n == 0 {
         return Err(ClientError::Closed { unanswered: 1 });
     }
-    let first = &first[..n];
-    let (len, digits) = codec::parse_length(first).map_err(|e| {
-        match codec::identify_reply(first, config.wire.header).filter(|p| *p != Protocol::LengthAck)
-        {
-            Some(theirs) => ClientError::Usage(codec::wrong_mode_message(theirs)),
-            None => malformed(e),
+    let mut n = n;
+    let (len, digits) = match codec::parse_length(&first[..n]) {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            // Not our mode: gather the rest of what came (briefly) to say which it is.
+            let _ = tokio::time::timeout(JUDGE_WAIT, async {
+                while n < first.len() {
+                    match stream.read(&mut first[n..]).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(got) => n += got,
+                    }
+                }
+            })
+            .await;
+            return Err(other_mode_error(&first[..n], config).unwrap_or_else(|| malformed(e)));
         }
-    })?;
+    };
+    let first = &first[..n];
     let already = &first[digits..];
     let already = &already[..already
         .len()
@@ -227,6 +243,21 @@ async fn length_ack_reply<S: AsyncRead + AsyncWrite + Unpin, O: Write, E: Write>
     })
     .await?;
     Ok(0)
+}
+
+/// How long a length-ack client gathers a reply that is not a length, to judge it.
+const JUDGE_WAIT: Duration = Duration::from_millis(250);
+
+/// The error for a length-ack reply that is another mode's: TLS, framed, json-header,
+/// classic, or text with no length at all (naive).
+fn other_mode_error(first: &[u8], config: &ClientConfig) -> Option<ClientError> {
+    if codec::is_tls_reply(first) {
+        return Some(ClientError::Usage(codec::TLS_SERVER_MESSAGE.into()));
+    }
+    let theirs = codec::identify_reply(first, config.wire.header)
+        .filter(|p| *p != Protocol::LengthAck)
+        .or_else(|| codec::is_text(first).then_some(Protocol::Naive))?;
+    Some(ClientError::Usage(codec::wrong_mode_message(theirs)))
 }
 
 async fn json_reply<S: AsyncRead + AsyncWrite + Unpin, O: Write, E: Write>(
@@ -290,12 +321,32 @@ async fn naive_reply<S: AsyncRead + AsyncWrite + Unpin, O: Write, E: Write>(
         Ok(Ok(n)) => {
             // Naive replies have no shape of their own to check, but an rcmd framed
             // server's answer has an unmistakable one: say so rather than print frames.
-            if crate::tutorial_codec::is_framed_reply(&buf[..n]) {
-                return Err(ClientError::Usage(
-                    crate::tutorial_codec::wrong_mode_message(Protocol::Framed),
-                ));
+            if codec::is_tls_reply(&buf[..n]) {
+                return Err(ClientError::Usage(codec::TLS_SERVER_MESSAGE.into()));
+            }
+            // So has a json-header reply, and a classic one that came whole.
+            let reply = &buf[..n];
+            let other = codec::identify_reply(reply, config.wire.header).filter(|p| match p {
+                Protocol::Classic => codec::is_whole_classic_reply(reply),
+                _ => true,
+            });
+            if let Some(theirs) = other {
+                return Err(ClientError::Usage(codec::wrong_mode_message(theirs)));
+            }
+            if codec::is_framed_reply(&buf[..n]) {
+                return Err(ClientError::Usage(codec::wrong_mode_message(
+                    Protocol::Framed,
+                )));
             }
             out.out(&buf[..n])?;
+            // Digits alone may be output (`printf 3`), so this is only a warning.
+            if codec::is_bare_length(&buf[..n]) {
+                let text = codec::wrong_mode_message(Protocol::LengthAck);
+                let text = format!(
+                    "warning: digits alone are how a length-ack server starts a reply; if {text}"
+                );
+                out.err((crate::text::message("rcmd: ", &text) + "\n").as_bytes())?;
+            }
             Ok(0)
         }
         Ok(Err(e)) => Err(e.into()),

@@ -2,7 +2,7 @@
 
 use clap::{Args, Subcommand};
 
-use super::{Failure, DEFAULT_RECV_SIZE};
+use super::{Failure, Whole, DEFAULT_RECV_SIZE};
 use crate::demo::render::Style;
 use crate::demo::{self, sticky};
 use crate::header::HeaderFormat;
@@ -56,7 +56,7 @@ enum Demo {
 struct RttArgs {
     /// Milliseconds the proxy holds data in each direction
     #[arg(long, value_name = "MS", default_value_t = 25,
-          value_parser = clap::value_parser!(u64).range(1..=2000))]
+          value_parser = Whole { min: 1, max: 2000 })]
     delay: u64,
 
     /// Print only the timings, as JSON
@@ -72,7 +72,7 @@ struct StickyArgs {
 
     /// Bytes one recv() may return, like the tutorial's recv(1024)
     #[arg(long, value_name = "N", default_value_t = DEFAULT_RECV_SIZE,
-          value_parser = clap::value_parser!(u16).range(16..).map(usize::from))]
+          value_parser = Whole { min: 16, max: 65535 }.map(|v| v as usize))]
     recv_size: usize,
 
     /// Which cause to show
@@ -96,7 +96,7 @@ struct StickyArgs {
 struct UdpArgs {
     /// Size of the receive buffer
     #[arg(long, value_name = "N", default_value_t = DEFAULT_RECV_SIZE,
-          value_parser = clap::value_parser!(u16).range(16..).map(usize::from))]
+          value_parser = Whole { min: 16, max: 65535 }.map(|v| v as usize))]
     recv_size: usize,
 
     /// Print only the summary, as JSON
@@ -202,7 +202,14 @@ pub(super) fn run(args: DemoArgs) -> Result<i32, Failure> {
         .or_else(|e| match e.kind() {
             // Our output was closed (`| head`): end quietly, as a command killed by SIGPIPE.
             std::io::ErrorKind::BrokenPipe => Ok((None, None)),
-            _ => Err(Failure::new(DEMO_FAILED, format!("demo failed: {e}"))),
+            // Errors of our own making (the page's) carry their message; the OS's get words.
+            _ if e.raw_os_error().is_none() => {
+                Err(Failure::new(DEMO_FAILED, format!("demo failed: {e}")))
+            }
+            _ => Err(Failure::new(
+                DEMO_FAILED,
+                format!("demo failed: {}", crate::text::io_reason(&e)),
+            )),
         })?;
     let Some(ok) = ok else {
         return Ok(SIGPIPE_STATUS);

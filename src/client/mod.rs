@@ -156,9 +156,12 @@ impl fmt::Display for ClientError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ClientError::Connect { addr, source } => {
-                write!(f, "cannot connect to {addr}: {source}")
+                let why = crate::text::io_reason(source);
+                write!(f, "cannot connect to {addr}: {why}")
             }
-            ClientError::Io(e) => write!(f, "connection failed: {e}"),
+            ClientError::Io(e) => {
+                write!(f, "connection failed: {}", crate::text::io_reason(e))
+            }
             ClientError::Protocol(e) => write!(f, "protocol error: {e}"),
             ClientError::Server(m) => write!(f, "server: {m}"),
             ClientError::Closed { unanswered: 0 } => {

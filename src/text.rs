@@ -51,3 +51,42 @@ mod tests {
         );
     }
 }
+
+/// Why an I/O operation failed, in words: the operating system's reason without Rust's
+/// `(os error N)` and without any path a wrapper added (a temporary file's random name).
+pub fn io_reason(e: &std::io::Error) -> String {
+    let mut code = e.raw_os_error();
+    let mut inner: Option<&(dyn std::error::Error + 'static)> =
+        e.get_ref().map(|r| r as &(dyn std::error::Error + 'static));
+    while let (None, Some(err)) = (code, inner) {
+        code = err
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::raw_os_error);
+        inner = err.source();
+    }
+    let text = match code {
+        Some(c) => std::io::Error::from_raw_os_error(c).to_string(),
+        None => e.to_string(),
+    };
+    let text = text.split(" (os error ").next().unwrap_or_default();
+    let mut chars = text.chars();
+    chars.next().map_or_else(String::new, |c| {
+        c.to_lowercase().chain(chars).collect::<String>()
+    })
+}
+
+#[cfg(test)]
+mod io_reason_tests {
+    use super::io_reason;
+
+    #[test]
+    fn os_errors_read_as_words() {
+        let e = std::io::Error::from_raw_os_error(libc::ECONNRESET);
+        assert_eq!(io_reason(&e), "connection reset by peer");
+        let wrapped = std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            std::io::Error::from_raw_os_error(libc::ENOENT),
+        );
+        assert_eq!(io_reason(&wrapped), "no such file or directory");
+    }
+}

@@ -4,7 +4,7 @@
 //! sent. No I/O here; `server/tutorial.rs` and `client/tutorial.rs` only move bytes.
 //!
 //! ```text
-//! length-ack   str(n) as ASCII digits; wait for any reply ("ready"); stderr ‖ stdout
+//! length-ack   str(n) as ASCII digits; wait for any answer (b'recv_ready'); stderr ‖ stdout
 //! classic      pack(FMT, n) ‖ stderr ‖ stdout                      n = len(stderr)+len(stdout)
 //! json-header  pack(FMT, len(h)) ‖ h ‖ stderr ‖ stdout            h = {"total_size": n, ...}
 //! naive        stdout and stderr as the command produces them, nothing else
@@ -378,7 +378,7 @@ pub fn identify_reply(first: &[u8], ours: HeaderFormat) -> Option<Protocol> {
 }
 
 /// Printable UTF-8 (a character cut at the end allowed), tabs and line ends.
-fn is_text(bytes: &[u8]) -> bool {
+pub fn is_text(bytes: &[u8]) -> bool {
     let valid = match std::str::from_utf8(bytes) {
         Ok(s) => s,
         // A multi-byte character cut by the end of what arrived is still text.
@@ -467,28 +467,89 @@ pub fn parse_length(first: &[u8]) -> Result<(u64, usize), String> {
         })
 }
 
-/// What a client says when [`identify_reply`] found another mode than its own.
+/// What a client says when [`identify_reply`] found another mode than its own. A framed
+/// reply a tutorial client can read is one without TLS.
 pub fn wrong_mode_message(theirs: Protocol) -> String {
-    let name = theirs.name();
-    format!("the server speaks `{name}`; try --protocol {name}")
+    match theirs {
+        Protocol::Framed => {
+            "the server speaks `framed` without TLS; try --protocol framed --plaintext".into()
+        }
+        _ => {
+            let name = theirs.name();
+            format!("the server speaks `{name}`; try --protocol {name}")
+        }
+    }
 }
 
-/// What a client says when a reply started and then stopped coming.
+/// What a plaintext client says when the server answered with TLS records.
+pub const TLS_SERVER_MESSAGE: &str =
+    "the server speaks `framed` over TLS (rcmd's default); try --protocol framed without \
+     --plaintext";
+
+/// Whether a reply starts as a TLS record does (an alert or a handshake, version 3.x): a
+/// TLS server that read our plaintext as a broken handshake.
+pub fn is_tls_reply(first: &[u8]) -> bool {
+    matches!(first, [0x15 | 0x16, 0x03, minor, ..] if *minor <= 0x04)
+}
+
+/// The mode a tutorial server names in its refusal of a framed hello ([`foreign_message`]),
+/// when `first` holds one: the one reply every mode's client can read in plain text.
+pub fn refusal_names_mode(first: &[u8]) -> Option<Protocol> {
+    const SAYS: &[u8] = b"rcmd: this server speaks ";
+    let at = first.windows(SAYS.len()).position(|w| w == SAYS)? + SAYS.len();
+    let name = first[at..].split(|&b| b == b';').next()?;
+    let name = std::str::from_utf8(name).ok()?;
+    <Protocol as clap::ValueEnum>::from_str(name, false).ok()
+}
+
+/// The mode a server likely speaks when its reply stopped before our header was whole:
+/// a length-ack length waiting for its answer, or a naive reply (text, no header).
+pub fn short_reply_mode(first: &[u8]) -> Option<Protocol> {
+    if is_bare_length(first) {
+        Some(Protocol::LengthAck)
+    } else {
+        (!first.is_empty() && is_text(first)).then_some(Protocol::Naive)
+    }
+}
+
+/// Whether `first`, all that came before the server went quiet or closed, is a length-ack
+/// length on its own: that server waits for an answer before saying more.
+pub fn is_bare_length(first: &[u8]) -> bool {
+    (1..=MAX_DIGITS).contains(&first.len()) && first.iter().all(u8::is_ascii_digit)
+}
+
+/// What a client says when a reply started and then stopped coming: `got` bytes of it
+/// (of `expected`, when known) arrived, then nothing for `waited`.
 pub fn stall_message(
     got: usize,
     expected: Option<u64>,
     waited: std::time::Duration,
-    ours: HeaderFormat,
+    wire: &Wire,
 ) -> String {
-    let of = expected.map_or(String::new(), |n| format!(" of {n}"));
-    format!(
-        "the reply stopped after {got}{of} bytes and nothing more came for {:?}. The likely \
-         cause is different --header formats on the two ends (this client reads a {}-byte \
-         '{ours}' header; a server using, say, q sends 8 bytes and i sends 4), or a server \
-         in another --protocol",
-        waited,
-        ours.size()
-    )
+    let bytes = |n: u64| if n == 1 { "byte" } else { "bytes" };
+    let so_far = match expected {
+        Some(n) => format!("{got} of {n} {}", bytes(n)),
+        None => format!("{got} {}", bytes(got as u64)),
+    };
+    let cause = match wire.protocol {
+        // No header here: the server holds the output until it accepts the answer.
+        Protocol::LengthAck => format!(
+            "A length-ack server sends the output only once it accepts this client's answer \
+             to the length ({}); a server waiting for another word, or one in another \
+             --protocol, stops here",
+            crate::printable::py_bytes(crate::client::ACK, 40)
+        ),
+        _ => {
+            let ours = wire.header;
+            format!(
+                "The likely cause is different --header formats on the two ends (this client \
+                 reads a {}-byte '{ours}' header; a server using another format sends another \
+                 size), or a server in another --protocol",
+                ours.size()
+            )
+        }
+    };
+    format!("the reply stopped after {so_far} and nothing more came for {waited:?}. {cause}")
 }
 
 /// Why a client will not send a command: the server would cut it at `recv_size` bytes.

@@ -8,7 +8,7 @@ use crate::header::HeaderFormat;
 pub enum Protocol {
     /// rcmd's own: every message length-prefixed, output streamed, exit status kept.
     Framed,
-    /// The tutorial's first fix: the length as ASCII digits, wait for the client's "ready",
+    /// The tutorial's first fix: the length as ASCII digits, wait for the client's answer,
     /// then stderr and stdout. One extra round trip per reply.
     LengthAck,
     /// The tutorial's fix: `struct.pack(FMT, n)` then stderr and stdout (n bytes in all).

@@ -441,3 +441,31 @@ async fn byte_previews_are_pythons_repr() {
     let r = rcmd(&["demo", "sticky", "--case", "send"], b"").await;
     assert!(r.stdout_str().contains("b\"hello\\n"), "{r}");
 }
+
+#[tokio::test]
+async fn bad_numbers_are_explained_in_words_not_rust_ranges() {
+    for (args, said) in [
+        (
+            &["demo", "sticky", "--recv-size", "0"][..],
+            "--recv-size must be a whole number from 16 to 65535",
+        ),
+        (
+            &["demo", "sticky", "--recv-size", "abc"],
+            "--recv-size must be a whole number from 16 to 65535",
+        ),
+        (
+            &["demo", "rtt", "--delay", "0"],
+            "--delay must be a whole number from 1 to 2000",
+        ),
+        (
+            &["demo", "udp", "--recv-size", "70000"],
+            "--recv-size must be a whole number from 16 to 65535",
+        ),
+    ] {
+        let r = common::rcmd(args, b"").await;
+        r.expect_code(255);
+        let err = r.stderr_str();
+        assert!(err.contains(said), "{r}");
+        assert!(!err.contains("..") && !err.contains("invalid digit"), "{r}");
+    }
+}

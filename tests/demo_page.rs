@@ -254,19 +254,21 @@ async fn page_that_cannot_be_written_is_an_error_and_leaves_nothing() {
         b"",
     )
     .await;
-    r.expect_code(2);
+    r.expect_code(255);
     assert!(r.stdout.is_empty(), "refused before any run\n{r}");
     let err = r.stderr_str();
     assert!(
         err.contains(&format!("cannot write the page {}", missing.display()))
-            && err.contains("No such file or directory"),
+            && err.contains("no such directory")
+            && !err.contains("os error")
+            && !err.contains(".rcmd-page-"),
         "{r}"
     );
     // A directory in the way: found only when the page is put in place.
     let taken = dir.path().join("taken");
     std::fs::create_dir(&taken).unwrap();
     let r = rcmd(&["demo", "sticky", "--html", taken.to_str().unwrap()], b"").await;
-    r.expect_code(2);
+    r.expect_code(255);
     assert!(
         r.stderr_str()
             .contains(&format!("cannot write the page {}", taken.display())),
@@ -279,4 +281,28 @@ async fn page_that_cannot_be_written_is_an_error_and_leaves_nothing() {
         .collect();
     assert_eq!(left, ["taken"], "nothing half-written left behind");
     assert_eq!(std::fs::read_dir(&taken).unwrap().count(), 0);
+}
+
+#[tokio::test]
+async fn page_is_written_when_the_output_is_closed_early() {
+    let dir = tempfile::tempdir().unwrap();
+    let page = dir.path().join("a.html");
+    let mut child = common::rcmd_command()
+        .args(["demo", "sticky", "--html", page.to_str().unwrap()])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Closed before the first write, as `| head -1` soon is.
+    drop(child.stdout.take());
+    let out = tokio::time::timeout(common::PROCESS_DEADLINE, child.wait_with_output())
+        .await
+        .expect("the demo never ended")
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(141), "{err}");
+    assert!(err.contains(&page.display().to_string()), "{err}");
+    let html = std::fs::read_to_string(&page).expect("the page was written");
+    assert!(html.contains("</svg>"), "a whole page");
 }

@@ -52,7 +52,7 @@ async fn tutorial_modes_trace_their_own_framing() {
         (
             "length-ack",
             "rcmd trace: client recv  length as text b'3' = 3  3 bytes  b'hi\\n'",
-            "rcmd trace: server recv  5 bytes, no header  b'ready'",
+            "rcmd trace: server recv  10 bytes, no header  b'recv_ready'",
         ),
         (
             "json-header",

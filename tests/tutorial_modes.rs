@@ -280,6 +280,26 @@ async fn rcmd_length_ack_client_talks_to_tutorial_server() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rcmd_length_ack_client_answers_recv_ready_to_a_strict_tutorial_server() {
+    // The tutorial's own copy sends the output only `if data == b'recv_ready'`.
+    let (_server, addr) = python_server("length-ack-strict", "i").await;
+    let r = rcmd(
+        &["client", &addr, "--protocol", "length-ack", "--trace"],
+        b"echo hello
+seq 1 3
+",
+    )
+    .await;
+    r.expect_code(0);
+    assert_eq!(r.stdout_str(), "hello\n1\n2\n3\n", "{r}");
+    assert!(
+        r.stderr_str()
+            .contains("client send  10 bytes, no header  b'recv_ready'"),
+        "{r}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rcmd_length_ack_client_and_server_agree() {
     let addr = start_server(config(Protocol::LengthAck, "i"))
         .await
@@ -304,7 +324,7 @@ async fn length_ack_server_sends_the_output_only_once_answered() {
         let n = conn.read(&mut digits).await.unwrap();
         assert_eq!(&digits[..n], b"6");
         if answer {
-            conn.write_all(b"ready").await.unwrap();
+            conn.write_all(b"recv_ready").await.unwrap();
         }
         conn.shutdown().await.unwrap();
         let mut rest = Vec::new();
@@ -377,6 +397,7 @@ async fn order_is_refused_where_streams_are_not_spooled() {
         b"",
     )
     .await;
-    r.expect_code(1);
+    // A usage error, like `--order bogus`: 255, not a server that failed to start.
+    r.expect_code(255);
     assert!(r.stderr_str().contains("--order applies to"), "{r}");
 }

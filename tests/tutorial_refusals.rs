@@ -50,7 +50,7 @@ async fn send_raw_answering(addr: SocketAddr, bytes: &[u8], protocol: Protocol) 
     let mut digits = [0u8; 32];
     let n = s.read(&mut digits).await.unwrap();
     assert!(n > 0 && digits[0].is_ascii_digit(), "{digits:?}");
-    s.write_all(b"ready").await.unwrap();
+    s.write_all(b"recv_ready").await.unwrap();
     let mut reply = digits[..n].to_vec();
     let _ = tokio::time::timeout(common::PROCESS_DEADLINE, s.read_to_end(&mut reply))
         .await
@@ -431,10 +431,10 @@ async fn clients_name_the_mode_a_server_speaks() {
     ] {
         let r = client_against(server, &["--protocol", client], command).await;
         r.expect_code(255);
+        let err = r.stderr_str();
         assert!(
-            r.stderr_str().contains(&format!(
-                "the server speaks `{theirs}`; try --protocol {theirs}"
-            )),
+            err.contains(&format!("the server speaks `{theirs}`"))
+                && err.contains(&format!("try --protocol {theirs}")),
             "{client} client, `{command}`\n{r}"
         );
         assert!(r.stdout.is_empty(), "raw bytes printed\n{r}");
@@ -463,6 +463,40 @@ async fn a_reply_that_stalls_is_explained() {
     assert!(msg.contains("stopped after 7 bytes"), "{msg}");
     assert!(msg.contains("different --header formats"), "{msg}");
     assert!(out.stdout.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_length_ack_reply_that_stalls_names_the_answer_not_a_header() {
+    // A server of the strict tutorial copy that wants another word: the length, then
+    // nothing, whatever the client answers.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        let (mut conn, _) = listener.accept().await.unwrap();
+        let mut buf = [0u8; 1024];
+        let _ = conn.read(&mut buf).await;
+        conn.write_all(b"1").await.unwrap();
+        let mut rest = Vec::new();
+        let _ = conn.read_to_end(&mut rest).await;
+    });
+    let mut client = ClientConfig::new(Protocol::LengthAck);
+    client.stall_timeout = Duration::from_millis(200);
+    let mut out = Output {
+        stdout: Vec::new(),
+        stderr: Vec::new(),
+    };
+    let err = client::run(&addr, &client, Input::one(b"echo".to_vec()), &mut out)
+        .await
+        .unwrap_err();
+    let ClientError::Usage(msg) = err else {
+        panic!("unexpected error {err:?}");
+    };
+    assert!(msg.contains("stopped after 0 of 1 byte and"), "{msg}");
+    assert!(
+        msg.contains("answer to the length (b'recv_ready')"),
+        "{msg}"
+    );
+    assert!(!msg.contains("header"), "length-ack has no header: {msg}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -104,3 +104,63 @@ async fn a_plaintext_client_is_told_the_server_speaks_tls() {
     assert!(r.stderr_str().contains("leave out --plaintext"), "{r}");
     server.stop().await;
 }
+
+/// What a client in `client` mode must suggest to reach a server started with `server`.
+fn hint(server: &[&str]) -> &'static str {
+    match server {
+        [] => "try --protocol framed",
+        ["--plaintext"] => "--plaintext",
+        [_, "naive"] => "try --protocol naive",
+        [_, "length-ack"] => "try --protocol length-ack",
+        [_, "classic"] => "try --protocol classic",
+        [_, "json-header"] => "try --protocol json-header",
+        _ => unreachable!(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_client_names_the_mode_of_every_other_server() {
+    let modes: [&[&str]; 6] = [
+        &[],
+        &["--plaintext"],
+        &["--protocol", "naive"],
+        &["--protocol", "length-ack"],
+        &["--protocol", "classic"],
+        &["--protocol", "json-header"],
+    ];
+    let home = common::RcmdHome::new();
+    let mut wrong = Vec::new();
+    for server_args in modes {
+        let server = home.server(server_args).await;
+        let addr = server.addr.to_string();
+        for client_args in modes.iter().filter(|c| **c != server_args) {
+            let mut args = vec!["client", addr.as_str(), "-n"];
+            args.extend_from_slice(client_args);
+            args.extend_from_slice(&["--", "echo hi"]);
+            let r = home.rcmd(&args, b"").await;
+            let expected = match (server_args, *client_args) {
+                // Both framed: one has TLS and the other not.
+                ([], ["--plaintext"]) => "leave out --plaintext",
+                (["--plaintext"], []) => "add --plaintext",
+                _ => hint(server_args),
+            };
+            // Digits alone may be a naive reply: printed, with a warning naming the mode.
+            if let (["--protocol", "length-ack"], ["--protocol", "naive"]) =
+                (server_args, *client_args)
+            {
+                if !r.stderr_str().contains(expected) {
+                    wrong.push(format!("no warning: {r}"));
+                }
+                continue;
+            }
+            // Nothing raw is printed, and the one message names the mode.
+            if r.code != Some(255) || !r.stderr_str().contains(expected) || !r.stdout.is_empty() {
+                wrong.push(format!(
+                    "server {server_args:?}, client {client_args:?}: wanted {expected:?}\n{r}"
+                ));
+            }
+        }
+        server.stop().await;
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}

@@ -2,7 +2,7 @@
 
 use clap::{Args, Subcommand};
 
-use super::{Failure, DEFAULT_RECV_SIZE};
+use super::{Failure, Whole, DEFAULT_RECV_SIZE};
 use crate::demo::render::Style;
 use crate::demo::{self, sticky};
 use crate::header::HeaderFormat;
@@ -12,25 +12,27 @@ const NOT_REPRODUCED: i32 = 1;
 /// How a shell reports a command killed by SIGPIPE: what the demo exits with when its
 /// output is closed early (`rcmd demo sticky | head`).
 const SIGPIPE_STATUS: i32 = 128 + libc::SIGPIPE;
-/// Exit code when a demo could not run at all.
-const DEMO_FAILED: i32 = 2;
+/// Exit code when a demo could not run at all: rcmd's own failure, as everywhere.
+const DEMO_FAILED: i32 = super::USAGE_FAILED;
 
 const STICKY_STATUS: &str = "\
 Exit status:
-  0  the demo showed what it is for: the bug without a header, every reply right
-     with one. When a bigger --recv-size hides the bug, the demo says so and
-     prints the command that brings it back; that is a 0 too
-  1  the bug did not show where it must (with --recv-size 1024 or less): a bug
-     in rcmd, not in your program
-  2  the demo could not run";
+  0    the demo showed what it is for: the bug without a header, every reply
+       right with one. When a bigger --recv-size hides the bug, the demo says so
+       and prints the command that brings it back; that is a 0 too
+  1    the bug did not show where it must (with --recv-size 1024 or less): a
+       bug in rcmd, not in your program
+  141  the output was closed early (`| head`); with --html the page is still
+       written, and stderr says where
+  255  the demo could not run, or its arguments are wrong";
 
 const UDP_STATUS: &str = "\
 Exit status:
-  0  every reply that fit the buffer came whole and every longer one was cut.
-     When the buffer holds every reply nothing is cut, and the demo says so and
-     prints the command that shows the loss; that is a 0 too
-  1  a reply came otherwise: a bug in rcmd
-  2  the demo could not run";
+  0    every reply that fit the buffer came whole and every longer one was
+       cut. When the buffer holds every reply nothing is cut, and the demo
+       says so and prints the command that shows the loss; that is a 0 too
+  1    a reply came otherwise: a bug in rcmd
+  255  the demo could not run, or its arguments are wrong";
 
 #[derive(Debug, Args)]
 pub(super) struct DemoArgs {
@@ -54,7 +56,7 @@ enum Demo {
 struct RttArgs {
     /// Milliseconds the proxy holds data in each direction
     #[arg(long, value_name = "MS", default_value_t = 25,
-          value_parser = clap::value_parser!(u64).range(1..=2000))]
+          value_parser = Whole { min: 1, max: 2000 })]
     delay: u64,
 
     /// Print only the timings, as JSON
@@ -70,7 +72,7 @@ struct StickyArgs {
 
     /// Bytes one recv() may return, like the tutorial's recv(1024)
     #[arg(long, value_name = "N", default_value_t = DEFAULT_RECV_SIZE,
-          value_parser = clap::value_parser!(u16).range(16..).map(usize::from))]
+          value_parser = Whole { min: 16, max: 65535 }.map(|v| v as usize))]
     recv_size: usize,
 
     /// Which cause to show
@@ -94,7 +96,7 @@ struct StickyArgs {
 struct UdpArgs {
     /// Size of the receive buffer
     #[arg(long, value_name = "N", default_value_t = DEFAULT_RECV_SIZE,
-          value_parser = clap::value_parser!(u16).range(16..).map(usize::from))]
+          value_parser = Whole { min: 16, max: 65535 }.map(|v| v as usize))]
     recv_size: usize,
 
     /// Print only the summary, as JSON
@@ -103,6 +105,45 @@ struct UdpArgs {
 }
 
 use clap::builder::TypedValueParser;
+
+/// A writer that, once its output is closed (a broken pipe), drops what follows instead
+/// of failing, and remembers that it happened.
+struct ClosedIsSilent<W> {
+    inner: W,
+    closed: bool,
+}
+
+impl<W> ClosedIsSilent<W> {
+    fn new(inner: W) -> Self {
+        ClosedIsSilent {
+            inner,
+            closed: false,
+        }
+    }
+}
+
+impl<W: std::io::Write> std::io::Write for ClosedIsSilent<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if !self.closed {
+            match self.inner.write(buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => self.closed = true,
+                other => return other,
+            }
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self.inner.flush() {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                self.closed = true;
+                Ok(())
+            }
+            _ if self.closed => Ok(()),
+            other => other,
+        }
+    }
+}
 
 pub(super) fn run(args: DemoArgs) -> Result<i32, Failure> {
     let Some(demo) = args.demo else {
@@ -135,9 +176,15 @@ pub(super) fn run(args: DemoArgs) -> Result<i32, Failure> {
                     // Made first, so a path that cannot be written fails before the runs.
                     let page = a.html.as_deref().map(demo::html::PageFile::create);
                     let page = page.transpose()?;
-                    let (s, lesson) = sticky::run(&opts, style, &mut stdout, a.json).await?;
+                    // The page is what was asked for: output closed early (`| head`) does
+                    // not stop the runs it shows.
+                    let mut out = ClosedIsSilent::new(&mut stdout);
+                    let (s, lesson) = sticky::run(&opts, style, &mut out, a.json).await?;
                     if let Some(page) = page {
                         eprintln!("{}", page.finish(&lesson)?);
+                    }
+                    if out.closed {
+                        return Ok((None, None));
                     }
                     Ok::<_, std::io::Error>((a.json.then(|| s.to_json()), Some(s.as_expected())))
                 }
@@ -155,7 +202,14 @@ pub(super) fn run(args: DemoArgs) -> Result<i32, Failure> {
         .or_else(|e| match e.kind() {
             // Our output was closed (`| head`): end quietly, as a command killed by SIGPIPE.
             std::io::ErrorKind::BrokenPipe => Ok((None, None)),
-            _ => Err(Failure::new(DEMO_FAILED, format!("demo failed: {e}"))),
+            // Errors of our own making (the page's) carry their message; the OS's get words.
+            _ if e.raw_os_error().is_none() => {
+                Err(Failure::new(DEMO_FAILED, format!("demo failed: {e}")))
+            }
+            _ => Err(Failure::new(
+                DEMO_FAILED,
+                format!("demo failed: {}", crate::text::io_reason(&e)),
+            )),
         })?;
     let Some(ok) = ok else {
         return Ok(SIGPIPE_STATUS);

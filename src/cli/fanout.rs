@@ -1,6 +1,7 @@
 //! `rcmd client -H LIST`: the fan-out options, and the one rule that keeps a second host
 //! from being mistaken for a command.
 
+use clap::builder::TypedValueParser;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -36,12 +37,12 @@ pub(super) struct FanoutArgs {
 
     /// Port for hosts in LIST written without one [default: 9000]
     #[arg(help_heading = HEADING, short = 'p', long, value_name = "PORT", requires = "hosts",
-          value_parser = clap::value_parser!(u16).range(1..))]
+          value_parser = super::Whole { min: 1, max: 65535 }.map(|v| v as u16))]
     port: Option<u16>,
 
     /// Run on at most N hosts at once
     #[arg(help_heading = HEADING, short = 'f', long, value_name = "N", default_value_t = 64,
-          value_parser = clap::value_parser!(u32).range(1..))]
+          value_parser = super::Whole { min: 1, max: u32::MAX.into() }.map(|v| v as u32))]
     fanout: u32,
 
     /// After the first host fails, start no more and interrupt those running

@@ -64,12 +64,12 @@ struct WireArgs {
 
     /// Largest frame accepted from the peer, in bytes (framed; the JSON header in json-header)
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_FRAME,
-          value_parser = clap::value_parser!(u32).range(1024..).map(|v| v as usize))]
+          value_parser = Whole { min: 1024, max: u32::MAX.into() }.map(|v| v as usize))]
     max_frame: usize,
 
     /// Bytes one read may return where the mode has no framing, like the tutorial's recv(1024)
     #[arg(long, value_name = "N", default_value_t = DEFAULT_RECV_SIZE,
-          value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize))]
+          value_parser = Whole { min: 1, max: u32::MAX.into() }.map(|v| v as usize))]
     recv_size: usize,
 }
 
@@ -156,4 +156,39 @@ fn init_logging(default: &str) {
         .with_writer(std::io::stderr)
         .with_ansi(ansi)
         .try_init();
+}
+
+/// A whole number from `min` to `max` on the command line. clap's own range check says
+/// "0 is not in 16..=65535", Rust's notation; this one says it in words.
+#[derive(Clone, Copy)]
+pub(crate) struct Whole {
+    pub min: u64,
+    pub max: u64,
+}
+
+impl clap::builder::TypedValueParser for Whole {
+    type Value = u64;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<u64, clap::Error> {
+        let Whole { min, max } = *self;
+        let parsed = value
+            .to_str()
+            .and_then(|v| v.parse::<u64>().ok())
+            .filter(|n| (min..=max).contains(n));
+        parsed.ok_or_else(|| {
+            let name = arg
+                .and_then(clap::Arg::get_long)
+                .map_or_else(|| "the value".to_string(), |l| format!("--{l}"));
+            clap::Error::raw(
+                clap::error::ErrorKind::ValueValidation,
+                format!("{name} must be a whole number from {min} to {max}\n"),
+            )
+            .with_cmd(cmd)
+        })
+    }
 }

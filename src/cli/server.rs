@@ -126,11 +126,15 @@ pub(super) fn run(args: ServerArgs) -> Result<i32, Failure> {
     let mut wire = args.wire.wire();
     if let Some(order) = args.order {
         if matches!(wire.protocol, Protocol::Framed | Protocol::Naive) {
-            return Err(fail(&format!(
-                "--order applies to length-ack, classic and json-header; {} sends each \
-                 stream as it comes",
-                wire.protocol.name()
-            )));
+            // A usage error, as clap's own are: 255, not a server that failed to start.
+            return Err(Failure::new(
+                super::USAGE_FAILED,
+                format!(
+                    "--order applies to length-ack, classic and json-header; {} sends each \
+                     stream as it comes",
+                    wire.protocol.name()
+                ),
+            ));
         }
         wire.order = order;
     }

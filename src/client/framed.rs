@@ -277,6 +277,32 @@ async fn handshake<S: AsyncRead + AsyncWrite>(
     }
 }
 
+/// Which mode the server at `host` speaks without TLS, asked on a new connection with a
+/// plaintext hello, after a TLS handshake failed: a tutorial server turns TLS away without
+/// a word, so only a plaintext hello gets it to say what it is. `None` when that tells
+/// nothing either.
+pub(super) async fn plaintext_mode(host: &str, config: &ClientConfig) -> Option<String> {
+    let stream = super::connect(host, config.connect_timeout).await.ok()?;
+    let (rd, wr) = tokio::io::split(stream);
+    let mut reader = FramedRead::new(rd, ClientCodec::new(config.wire.header, MAX_HELLO_FRAME));
+    let mut writer = FramedWrite::new(wr, ClientCodec::new(config.wire.header, MAX_HELLO_FRAME));
+    // No token: this server is not the one the user meant to reach.
+    let hello = Hello::new(config.wire.max_frame, Bytes::new());
+    writer.send(ClientMessage::Hello(hello)).await.ok()?;
+    let answer = tokio::time::timeout(JUDGE_WAIT * 8, reader.next()).await;
+    // A hello, or a framed refusal (no token): a plaintext framed server either way.
+    if let Ok(Some(Ok(_))) = answer {
+        return Some(
+            "the server speaks `framed` without TLS (started with --plaintext); add \
+             --plaintext"
+                .into(),
+        );
+    }
+    other_mode(&mut reader, config.wire.header)
+        .await
+        .map(wrong_mode_message)
+}
+
 /// Sends one piece of stdin: its small head and the data in one vectored write, straight
 /// from the buffer stdin was read into.
 async fn send_stdin<S: AsyncWrite>(writer: &mut Writer<S>, data: Bytes) -> Result<(), ClientError> {
@@ -316,6 +342,14 @@ async fn other_mode<S: AsyncRead>(
     })
     .await;
     let got = reader.read_buffer();
+    // An rcmd tutorial server refuses a hello in its own mode's words, naming the mode;
+    // a length-ack one first sends the length and waits for an answer we do not give.
+    if let Some(theirs) = crate::tutorial_codec::refusal_names_mode(got) {
+        return Some(theirs);
+    }
+    if crate::tutorial_codec::is_bare_length(got) {
+        return Some(Protocol::LengthAck);
+    }
     match identify_reply(got, header)? {
         Protocol::Framed => None,
         Protocol::Classic => {

@@ -156,9 +156,12 @@ impl fmt::Display for ClientError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ClientError::Connect { addr, source } => {
-                write!(f, "cannot connect to {addr}: {source}")
+                let why = crate::text::io_reason(source);
+                write!(f, "cannot connect to {addr}: {why}")
             }
-            ClientError::Io(e) => write!(f, "connection failed: {e}"),
+            ClientError::Io(e) => {
+                write!(f, "connection failed: {}", crate::text::io_reason(e))
+            }
             ClientError::Protocol(e) => write!(f, "protocol error: {e}"),
             ClientError::Server(m) => write!(f, "server: {m}"),
             ClientError::Closed { unanswered: 0 } => {
@@ -366,10 +369,16 @@ pub async fn run_on<O: Write, E: Write>(
     match config.wire.protocol {
         Protocol::Framed => match &config.tls {
             Some(tls) => {
-                let (stream, own) = tls
-                    .connect(host, stream, config.connect_timeout)
-                    .await
-                    .map_err(ClientError::Trust)?;
+                let (stream, own) = match tls.connect(host, stream, config.connect_timeout).await {
+                    Ok(connected) => connected,
+                    Err(e) if e.is_failed_handshake() => {
+                        return Err(match framed::plaintext_mode(host, config).await {
+                            Some(hint) => ClientError::Usage(hint),
+                            None => ClientError::Trust(e),
+                        })
+                    }
+                    Err(e) => return Err(ClientError::Trust(e)),
+                };
                 // Our own token only to our own server.
                 let mine;
                 let config = match (&config.token, &config.same_user_token, own) {

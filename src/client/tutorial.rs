@@ -66,7 +66,7 @@ fn stalled(config: &ClientConfig, got: usize, expected: Option<u64>) -> ClientEr
         got,
         expected,
         config.stall_timeout,
-        config.wire.header,
+        &config.wire,
     ))
 }
 
@@ -111,10 +111,16 @@ async fn read_start<S: AsyncRead + Unpin>(
         break;
     }
     let first = &start[..have];
+    if codec::is_tls_reply(first) {
+        return Err(ClientError::Usage(codec::TLS_SERVER_MESSAGE.into()));
+    }
     if let Some(theirs) = codec::identify_reply(first, fmt).filter(|p| *p != config.wire.protocol) {
         return Err(ClientError::Usage(codec::wrong_mode_message(theirs)));
     }
     if have < size {
+        if let Some(theirs) = codec::short_reply_mode(first) {
+            return Err(ClientError::Usage(codec::wrong_mode_message(theirs)));
+        }
         return Err(match short {
             Some(Short::Stalled) => stalled(config, have, None),
             _ => ClientError::Closed { unanswered: 1 },
@@ -145,20 +151,20 @@ impl Start {
     }
 }
 
-/// Copies exactly `n` bytes from `r` to `w`, in pieces; `done` bytes of the reply came
-/// before, for the message if it stalls.
+/// Copies exactly `n` bytes from `r` to `w`, in pieces; `done` bytes of the reply (of
+/// `expected`, when known) came before, for the message if it stalls.
 async fn copy_exact<R: AsyncRead + Unpin>(
     r: &mut R,
     config: &ClientConfig,
     mut n: u64,
-    mut done: usize,
+    (mut done, expected): (usize, Option<u64>),
     mut w: impl FnMut(&[u8]) -> std::io::Result<()>,
 ) -> Result<(), ClientError> {
     let mut buf = vec![0u8; COPY_CHUNK.min(usize::try_from(n).unwrap_or(COPY_CHUNK))];
     while n > 0 {
         let want = buf.len().min(usize::try_from(n).unwrap_or(usize::MAX));
         let got = match tokio::time::timeout(config.stall_timeout, r.read(&mut buf[..want])).await {
-            Err(_) => return Err(stalled(config, done, None)),
+            Err(_) => return Err(stalled(config, done, expected)),
             Ok(got) => got?,
         };
         if got == 0 {
@@ -182,19 +188,20 @@ async fn classic_reply<S: AsyncRead + AsyncWrite + Unpin, O: Write, E: Write>(
     start.check(config)?;
     let done = config.wire.header.size() + start.body.len();
     let rest = start.len - start.body.len() as u64;
-    copy_exact(stream, config, rest, done, |b| out.out(b)).await?;
+    copy_exact(stream, config, rest, (done, None), |b| out.out(b)).await?;
     Ok(0)
 }
 
-/// What the length-ack client answers to the length, as the tutorial's client does.
-pub const ACK: &[u8] = b"ready";
+/// What the length-ack client answers to the length. The tutorial's server of this stage
+/// checks `if data == b'recv_ready'` and sends nothing for any other word.
+pub const ACK: &[u8] = b"recv_ready";
 
 async fn length_ack_reply<S: AsyncRead + AsyncWrite + Unpin, O: Write, E: Write>(
     stream: &mut S,
     config: &ClientConfig,
     out: &mut Output<O, E>,
 ) -> Result<i32, ClientError> {
-    // The tutorial: `length = int(recv(1024))`, `send(b'ready')`, then recv until length.
+    // The tutorial: `length = int(recv(1024))`, `send(b'recv_ready')`, then recv until length.
     // The server waits for our answer, so the first read holds the digits and nothing else
     // (a refusal, sent in one go, has its message right after them).
     let mut first = [0u8; codec::MAX_DIGITS + PROBE];
@@ -202,14 +209,24 @@ async fn length_ack_reply<S: AsyncRead + AsyncWrite + Unpin, O: Write, E: Write>
     if n == 0 {
         return Err(ClientError::Closed { unanswered: 1 });
     }
-    let first = &first[..n];
-    let (len, digits) = codec::parse_length(first).map_err(|e| {
-        match codec::identify_reply(first, config.wire.header).filter(|p| *p != Protocol::LengthAck)
-        {
-            Some(theirs) => ClientError::Usage(codec::wrong_mode_message(theirs)),
-            None => malformed(e),
+    let mut n = n;
+    let (len, digits) = match codec::parse_length(&first[..n]) {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            // Not our mode: gather the rest of what came (briefly) to say which it is.
+            let _ = tokio::time::timeout(JUDGE_WAIT, async {
+                while n < first.len() {
+                    match stream.read(&mut first[n..]).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(got) => n += got,
+                    }
+                }
+            })
+            .await;
+            return Err(other_mode_error(&first[..n], config).unwrap_or_else(|| malformed(e)));
         }
-    })?;
+    };
+    let first = &first[..n];
     let already = &first[digits..];
     let already = &already[..already
         .len()
@@ -221,8 +238,26 @@ async fn length_ack_reply<S: AsyncRead + AsyncWrite + Unpin, O: Write, E: Write>
     }
     // The mode cannot tell stderr from stdout, nor carry a status.
     let rest = len - already.len() as u64;
-    copy_exact(stream, config, rest, n, |b| out.out(b)).await?;
+    copy_exact(stream, config, rest, (already.len(), Some(len)), |b| {
+        out.out(b)
+    })
+    .await?;
     Ok(0)
+}
+
+/// How long a length-ack client gathers a reply that is not a length, to judge it.
+const JUDGE_WAIT: Duration = Duration::from_millis(250);
+
+/// The error for a length-ack reply that is another mode's: TLS, framed, json-header,
+/// classic, or text with no length at all (naive).
+fn other_mode_error(first: &[u8], config: &ClientConfig) -> Option<ClientError> {
+    if codec::is_tls_reply(first) {
+        return Some(ClientError::Usage(codec::TLS_SERVER_MESSAGE.into()));
+    }
+    let theirs = codec::identify_reply(first, config.wire.header)
+        .filter(|p| *p != Protocol::LengthAck)
+        .or_else(|| codec::is_text(first).then_some(Protocol::Naive))?;
+    Some(ClientError::Usage(codec::wrong_mode_message(theirs)))
 }
 
 async fn json_reply<S: AsyncRead + AsyncWrite + Unpin, O: Write, E: Write>(
@@ -256,14 +291,19 @@ async fn json_reply<S: AsyncRead + AsyncWrite + Unpin, O: Write, E: Write>(
     match header.split() {
         // An rcmd server says how the output splits: stderr first unless it says otherwise.
         Some((e, o)) if header.stdout_first == Some(true) => {
-            copy_exact(stream, config, o, done, |b| out.out(b)).await?;
-            copy_exact(stream, config, e, done, |b| out.err(b)).await?;
+            copy_exact(stream, config, o, (done, None), |b| out.out(b)).await?;
+            copy_exact(stream, config, e, (done, None), |b| out.err(b)).await?;
         }
         Some((e, o)) => {
-            copy_exact(stream, config, e, done, |b| out.err(b)).await?;
-            copy_exact(stream, config, o, done, |b| out.out(b)).await?;
+            copy_exact(stream, config, e, (done, None), |b| out.err(b)).await?;
+            copy_exact(stream, config, o, (done, None), |b| out.out(b)).await?;
         }
-        None => copy_exact(stream, config, header.total_size, done, |b| out.out(b)).await?,
+        None => {
+            copy_exact(stream, config, header.total_size, (done, None), |b| {
+                out.out(b)
+            })
+            .await?
+        }
     }
     Ok(header.exit_code.unwrap_or(0))
 }
@@ -281,12 +321,32 @@ async fn naive_reply<S: AsyncRead + AsyncWrite + Unpin, O: Write, E: Write>(
         Ok(Ok(n)) => {
             // Naive replies have no shape of their own to check, but an rcmd framed
             // server's answer has an unmistakable one: say so rather than print frames.
-            if crate::tutorial_codec::is_framed_reply(&buf[..n]) {
-                return Err(ClientError::Usage(
-                    crate::tutorial_codec::wrong_mode_message(Protocol::Framed),
-                ));
+            if codec::is_tls_reply(&buf[..n]) {
+                return Err(ClientError::Usage(codec::TLS_SERVER_MESSAGE.into()));
+            }
+            // So has a json-header reply, and a classic one that came whole.
+            let reply = &buf[..n];
+            let other = codec::identify_reply(reply, config.wire.header).filter(|p| match p {
+                Protocol::Classic => codec::is_whole_classic_reply(reply),
+                _ => true,
+            });
+            if let Some(theirs) = other {
+                return Err(ClientError::Usage(codec::wrong_mode_message(theirs)));
+            }
+            if codec::is_framed_reply(&buf[..n]) {
+                return Err(ClientError::Usage(codec::wrong_mode_message(
+                    Protocol::Framed,
+                )));
             }
             out.out(&buf[..n])?;
+            // Digits alone may be output (`printf 3`), so this is only a warning.
+            if codec::is_bare_length(&buf[..n]) {
+                let text = codec::wrong_mode_message(Protocol::LengthAck);
+                let text = format!(
+                    "warning: digits alone are how a length-ack server starts a reply; if {text}"
+                );
+                out.err((crate::text::message("rcmd: ", &text) + "\n").as_bytes())?;
+            }
             Ok(0)
         }
         Ok(Err(e)) => Err(e.into()),

@@ -359,10 +359,17 @@ impl PageFile {
     }
 }
 
+/// Names the user's FILE, never the temporary file beside it, so the message is the same
+/// on every run.
 fn cannot_write(path: &Path, e: io::Error) -> io::Error {
+    let why = match e.kind() {
+        // Creating the temporary file is the first thing that fails for a missing directory.
+        io::ErrorKind::NotFound => "no such directory".to_string(),
+        _ => crate::text::io_reason(&e),
+    };
     io::Error::new(
         e.kind(),
-        format!("cannot write the page {}: {e}", path.display()),
+        format!("cannot write the page {}: {why}", path.display()),
     )
 }
 

@@ -28,7 +28,10 @@ const COMMAND: &str = "echo hi";
 /// The stages measured, with the round trips each should pay per command.
 pub const ROWS: [(&str, &str); 5] = [
     ("naive", "1"),
-    ("length_ack", "2: the length, then b'ready' and the output"),
+    (
+        "length_ack",
+        "2: the length; b'recv_ready', then the output",
+    ),
     ("classic", "1"),
     ("framed", "1"),
     ("framed_pipelined", "1 per batch: all sent before any reply"),

@@ -11,7 +11,7 @@
 //!        on a reply that pauses and waits forever on one that fills its last read.
 //! ```
 //!
-//! Stages: `naive` (no header), `length-ack` (the length as text, then "ready"),
+//! Stages: `naive` (no header), `length-ack` (the length as text, then "recv_ready"),
 //! `classic` (`struct.pack('i', n)`) and `framed` (rcmd's own). Driving the sockets is in
 //! `stages.rs`; this file chooses the cases and writes the text.
 
@@ -411,7 +411,7 @@ exactly the bytes it expects have arrived, so reads never depend on timing):
   |111|22|  the bytes the server sent, in order, scaled to {BAR_WIDTH} columns;
             each digit is a byte of that command's reply; | ends a recv
   stages    naive       no header: the tutorial before its fix
-            length-ack  the length as text, wait for the client's b'ready',
+            length-ack  the length as text, wait for the client's b'recv_ready',
                         then the output (the tutorial's first fix)
             classic     struct.pack('i', n), then the output (its struct fix)
             framed      rcmd: struct.pack('{h}', len) before every message,
@@ -445,7 +445,7 @@ fn how(stage: Stage, n: usize, plan: Plan, header: HeaderFormat) -> String {
             format!("recv({n}) until a read returns fewer than {n} bytes")
         }
         Stage::Naive => format!("one recv({n}) is taken as the whole reply"),
-        Stage::LengthAck => format!("n = int(recv({n})); send(b'ready'); recv until n"),
+        Stage::LengthAck => format!("n = int(recv({n})); send(b'recv_ready'); recv until n"),
         Stage::Classic => "n = struct.unpack('i', recv(4)); recv until n".to_string(),
         Stage::Framed if plan == Plan::AfterAllReplies => {
             format!("all commands sent at once; frames '{header}' decoded")
@@ -550,7 +550,7 @@ fn render_stage(
                 } else {
                     style.good(&match trace.stage {
                         Stage::LengthAck => format!(
-                            "ok: {} bytes in {} after the length; b'ready' sent",
+                            "ok: {} bytes in {} after the length; b'recv_ready' sent",
                             expected.len(),
                             count(data_reads, "read")
                         ),

@@ -164,7 +164,7 @@ impl std::fmt::Display for ConnError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ConnError::Protocol(e) => write!(f, "{e}"),
-            ConnError::Io(e) => write!(f, "{e}"),
+            ConnError::Io(e) => f.write_str(&crate::text::io_reason(e)),
             ConnError::Refused(why) => write!(f, "refused: {why}"),
             ConnError::Stalled(n) => write!(
                 f,

@@ -161,8 +161,9 @@ async fn send_message<W: AsyncWrite + Unpin>(
 /// shutting down: the reply is not sent.
 ///
 /// After an empty reply a client has nothing to wait for, so its next command can arrive
-/// in the same read as its `ready` (the sticky-packet bug, in this mode). What follows a
-/// leading `ready` is returned, to be run as the next command.
+/// in the same read as its acknowledgement (the sticky-packet bug, in this mode). What
+/// follows a leading `recv_ready` (or the shorter `ready` some copies send) is returned, to
+/// be run as the next command.
 async fn await_ack(
     rd: &mut ReadHalf<'_>,
     config: &ServerConfig,
@@ -182,8 +183,10 @@ async fn await_ack(
         crate::trace::raw("server recv", &ack[..n]);
     }
     Ok((n > 0).then(|| {
-        ack[..n]
-            .strip_prefix(crate::client::ACK)
+        let ack = &ack[..n];
+        [crate::client::ACK, b"ready"]
+            .iter()
+            .find_map(|word| ack.strip_prefix(*word))
             .unwrap_or_default()
             .to_vec()
     }))

@@ -281,12 +281,20 @@ impl std::error::Error for TrustError {}
 
 /// How the refusal of a server no fingerprint is known for begins.
 const UNKNOWN: &str = "unknown server identity";
+/// How a failed handshake's message starts: the peer may not speak TLS at all.
+const FAILED_HANDSHAKE: &str = "TLS handshake with";
 
 impl TrustError {
     /// Whether the server was refused only for being unknown (first use without
     /// `--accept-new`), as opposed to a changed identity or a failed handshake.
     pub fn is_unknown_host(&self) -> bool {
         self.0.starts_with(UNKNOWN)
+    }
+
+    /// Whether the TLS handshake itself failed (the peer may speak no TLS at all), as
+    /// opposed to a server that completed it with an identity we refuse.
+    pub fn is_failed_handshake(&self) -> bool {
+        self.0.starts_with(FAILED_HANDSHAKE)
     }
 }
 
@@ -358,7 +366,7 @@ impl ClientTls {
                 return Err(match refused {
                     Some(seen) => changed(&host, seen, self.pin, entry.as_ref(), known.as_ref()),
                     None => TrustError(format!(
-                        "TLS handshake with {host} failed: {e} (a server started with \
+                        "{FAILED_HANDSHAKE} {host} failed: {e} (a server started with \
                          --plaintext needs --plaintext here too)"
                     )),
                 });

@@ -48,7 +48,7 @@ for line in sys.stdin:
         reply = phone.recv(1024)
     elif mode == 'length-ack':
         length = int(phone.recv(1024).decode('utf-8'))
-        phone.send('ready'.encode('utf-8'))
+        phone.send(b'recv_ready')
         reply = recv_body(phone, length)
     elif mode == 'classic':
         total_size = struct.unpack(fmt, recv_exact(phone, struct.calcsize(fmt)))[0]

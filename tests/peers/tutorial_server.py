@@ -2,8 +2,11 @@
 
 Usage: tutorial_server.py MODE [FMT]
   MODE  naive       reply with the raw output, no header (before the fix)
-        length-ack  the length as text, wait for the client's "ready", then the
-                    output (the first fix, which the tutorial calls clumsy)
+        length-ack  the length as text, wait for the client's answer (any bytes),
+                    then the output (the first fix, which the tutorial calls clumsy)
+        length-ack-strict
+                    the same, but the output is sent only if the answer is exactly
+                    b'recv_ready', as the tutorial's own copy checks
         classic  struct.pack(FMT, total) then the output (the fix)
         json     struct.pack(FMT, len(header)), a JSON header, then the output
   FMT   struct format of the length header, default 'i'
@@ -42,9 +45,15 @@ while True:
         conn.sendall(stdout + stderr)
     elif mode == 'length-ack':
         conn.send(str(len(stdout) + len(stderr)).encode('utf-8'))
-        conn.recv(1024)  # "ready"
+        conn.recv(1024)  # the client's "ready"
         conn.sendall(stderr)
         conn.sendall(stdout)
+    elif mode == 'length-ack-strict':
+        conn.send(str(len(stdout) + len(stderr)).encode('utf-8'))
+        data = conn.recv(1024)
+        if data == b'recv_ready':
+            conn.sendall(stderr)
+            conn.sendall(stdout)
     elif mode == 'classic':
         conn.sendall(struct.pack(fmt, len(stdout) + len(stderr)))
         conn.sendall(stdout)

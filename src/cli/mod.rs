@@ -20,7 +20,7 @@ use crate::wire::{Protocol, Wire, DEFAULT_RECV_SIZE};
 /// Run commands on another machine over TCP, with every message framed by a length
 /// header packed exactly as Python's struct module packs it.
 #[derive(Debug, Parser)]
-#[command(name = "rcmd", version, propagate_version = true)]
+#[command(name = "rcmd", version, propagate_version = true, max_term_width = 80)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -1,0 +1,55 @@
+//! `--help` as a learner reads it: every page fits in 80 columns, even through a pipe.
+
+mod common;
+
+use common::rcmd;
+
+/// The subcommands a help page lists under "Commands:", without clap's own `help`.
+fn subcommands(page: &str) -> Vec<String> {
+    page.lines()
+        .skip_while(|l| *l != "Commands:")
+        .skip(1)
+        .take_while(|l| !l.is_empty())
+        // A name starts two spaces in; wrapped descriptions are indented further.
+        .filter(|l| l.starts_with("  ") && !l.starts_with("   "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|name| *name != "help")
+        .map(str::to_string)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_help_page_fits_in_80_columns_through_a_pipe() {
+    let mut pending: Vec<Vec<String>> = vec![Vec::new()];
+    let mut pages = 0;
+    while let Some(path) = pending.pop() {
+        for flag in ["-h", "--help"] {
+            let mut args: Vec<&str> = path.iter().map(String::as_str).collect();
+            args.push(flag);
+            // A wide COLUMNS must not widen the page either.
+            let r = common::run_env(common::rcmd_bin(), &args, b"", &[("COLUMNS", "200")]).await;
+            r.expect_code(0);
+            let page = r.stdout_str();
+            for line in page.lines() {
+                let n = line.chars().count();
+                assert!(n <= 80, "{n} columns: {line}\n{r}");
+            }
+            if flag == "--help" {
+                for name in subcommands(&page) {
+                    let mut sub = path.clone();
+                    sub.push(name);
+                    pending.push(sub);
+                }
+            }
+            pages += 1;
+        }
+    }
+    // rcmd, server, client, keygen, fingerprint, demo and its three demos.
+    assert!(pages >= 2 * 9, "only {pages} pages found");
+    let r = rcmd(&["demo", "--help"], b"").await;
+    assert_eq!(
+        subcommands(&r.stdout_str()),
+        ["sticky", "udp", "rtt"],
+        "{r}"
+    );
+}

@@ -385,6 +385,30 @@ async fn step_without_input_runs_everything() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn step_through_a_pipe_ends_each_prompt_line() {
+    // As `yes '' | rcmd demo sticky --step 2>&1`: a pipe echoes no Enter, so the prompt
+    // (stderr) and the read it was for (stdout) must not share a line.
+    let enters = vec![b'\n'; 10_000];
+    let script = "exec \"$0\" demo sticky --step 2>&1";
+    let r = run("sh", &["-c", script, common::rcmd_bin()], &enters).await;
+    r.expect_code(0);
+    let out = r.stdout_str();
+    assert!(out.contains("press Enter"), "{r}");
+    assert!(
+        !out.contains("running the rest"),
+        "an Enter for every read\n{r}"
+    );
+    for line in out.lines() {
+        let n = line.chars().count();
+        assert!(n <= 80, "{n} columns: {line}\n{r}");
+        assert!(
+            !(line.contains("press Enter") && line.contains('▸')),
+            "{line}\n{r}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rtt_figures_are_ordered_as_the_round_trips_predict() {
     // 60 ms each way: one round trip is 120 ms, far above scheduling noise.
     let r = rcmd(&["demo", "rtt", "--delay", "60", "--json"], b"").await;

@@ -15,7 +15,7 @@
 //! `classic` (`struct.pack('i', n)`) and `framed` (rcmd's own). Driving the sockets is in
 //! `stages.rs`; this file chooses the cases and writes the text.
 
-use std::io::{self, Write};
+use std::io::{self, IsTerminal, Write};
 use std::net::SocketAddr;
 
 use tokio::net::TcpListener;
@@ -376,6 +376,10 @@ impl stages::Observer for Shown<'_> {
         if io::stdin().read_line(&mut line)? == 0 {
             eprintln!("\nrcmd: standard input ended: running the rest without stopping");
             s.stdin_ended = true;
+        } else if !io::stdin().is_terminal() {
+            // Only a terminal echoes the Enter that ends the prompt's line; from a pipe
+            // (`yes '' |`) the read's result would follow on the same line.
+            eprintln!();
         }
         Ok(())
     }

@@ -1,4 +1,4 @@
-//! `--help` as a learner reads it: every page fits in 80 columns, even through a pipe.
+//! `--help` and usage errors as a learner reads them: in 80 columns, even through a pipe.
 
 mod common;
 
@@ -52,4 +52,28 @@ async fn every_help_page_fits_in_80_columns_through_a_pipe() {
         ["sticky", "udp", "rtt"],
         "{r}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_header_format_is_explained_in_80_columns() {
+    let r = rcmd(&["client", "--header", "x", "127.0.0.1:1", "true"], b"").await;
+    r.expect_code(255);
+    let err = r.stderr_str();
+    for line in err.lines() {
+        let n = line.chars().count();
+        assert!(n <= 80, "{n} columns: {line}\n{r}");
+    }
+    // Wrapped, not cut: every word of the explanation is still there.
+    let words = err.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        words.starts_with("error: invalid value 'x' for '--header <FMT>'"),
+        "{r}"
+    );
+    assert!(
+        words.contains(
+            "followed by one of b B h H i I l L q Q n N (n and N only with @ or no prefix)"
+        ),
+        "{r}"
+    );
+    assert!(words.contains("For more information, try '--help'."), "{r}");
 }

@@ -385,6 +385,28 @@ async fn step_without_input_runs_everything() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn walkthrough_step_example_is_what_the_default_run_prints() {
+    let doc = std::fs::read_to_string(common::peer("demos/README.md")).unwrap();
+    let from = doc
+        .find("`--step` prints each read")
+        .expect("the --step paragraph");
+    let quoted = doc[from..].split('`').nth(3).expect("a quoted read");
+    let shown = quoted.strip_suffix(" …").unwrap_or(quoted);
+    let r = rcmd(&["demo", "sticky", "--step"], b"").await;
+    r.expect_code(0);
+    let first = r
+        .stdout_str()
+        .lines()
+        .find(|l| l.contains('▸'))
+        .map(str::to_string);
+    let first = first.expect("a read shown");
+    assert!(
+        first.trim_start().starts_with(shown),
+        "{shown:?} vs {first:?}\n{r}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn step_through_a_pipe_ends_each_prompt_line() {
     // As `yes '' | rcmd demo sticky --step 2>&1`: a pipe echoes no Enter, so the prompt
     // (stderr) and the read it was for (stdout) must not share a line.

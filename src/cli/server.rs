@@ -79,7 +79,7 @@ pub(super) struct ServerArgs {
     max_spool: u64,
 
     /// Which stream a reply sends first in length-ack, classic and json-header, for the
-    /// copies of the tutorial that differ [default: stderr-first]
+    /// copies of the tutorial that differ (default: stderr-first)
     #[arg(long, value_enum, value_name = "ORDER")]
     order: Option<Order>,
 

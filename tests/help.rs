@@ -77,3 +77,42 @@ async fn a_bad_header_format_is_explained_in_80_columns() {
     );
     assert!(words.contains("For more information, try '--help'."), "{r}");
 }
+
+/// The lines of a `--help` page from the one that starts with `start` to the next option.
+fn option_help(page: &str, start: &str) -> String {
+    let from = page
+        .find(start)
+        .unwrap_or_else(|| panic!("no {start} in\n{page}"));
+    let rest = &page[from..];
+    let end = rest[1..].find("\n      --").map_or(rest.len(), |e| e + 1);
+    rest[..end].split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_help_says_which_order_is_the_default() {
+    let r = rcmd(&["server", "--help"], b"").await;
+    r.expect_code(0);
+    let order = option_help(&r.stdout_str(), "--order <ORDER>");
+    assert!(
+        order.contains(
+            "stderr-first: stderr, then stdout, as the tutorial sends them (the default)"
+        ),
+        "{order}"
+    );
+    assert!(
+        order.contains("stdout-first: stdout, then stderr"),
+        "{order}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_udp_reads_with_recvfrom_as_the_tutorial_does() {
+    let r = rcmd(&["demo", "udp"], b"").await;
+    r.expect_code(0);
+    let out = r.stdout_str();
+    assert!(out.contains("recvfrom(1024)"), "{r}");
+    assert!(!out.contains("recv(") && !out.contains(" recv "), "{r}");
+    let help = rcmd(&["demo", "udp", "--help"], b"").await;
+    let size = option_help(&help.stdout_str(), "--recv-size");
+    assert!(size.contains("recvfrom(1024)"), "{size}");
+}

@@ -385,6 +385,31 @@ async fn step_without_input_runs_everything() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn step_shows_the_ack_and_says_framed_reads_vary() {
+    let r = rcmd(&["demo", "sticky", "--case", "send", "--step"], b"").await;
+    r.expect_code(0);
+    let out = r.stdout_str();
+    let at = |line: &str| out.find(line).unwrap_or_else(|| panic!("no {line:?}\n{r}"));
+    // length-ack: the length, then the answer the server waits for, then the output.
+    let length = at("  ▸ length-ack #1: recv(1024) → 1 byte b'6'\n");
+    let ack = at("  ◂ length-ack #1: send(b'recv_ready')");
+    let body = at("  ▸ length-ack #1: recv(6) → 6 bytes b'hello\\n'\n");
+    assert!(length < ack && ack < body, "{r}");
+    assert_eq!(out.matches("◂ length-ack").count(), 3, "{r}");
+    // framed: said once where its reads start, since their sizes depend on timing.
+    let varies = "reads vary between runs";
+    assert_eq!(out.matches(varies).count(), 1, "{r}");
+    assert!(
+        at("framed     ") < at(varies) && at(varies) < at("  ▸ framed #1"),
+        "{r}"
+    );
+    // Without --step there are no reads to warn about.
+    let plain = rcmd(&["demo", "sticky", "--case", "send"], b"").await;
+    assert!(!plain.stdout_str().contains(varies), "{plain}");
+    assert!(!plain.stdout_str().contains('◂'), "{plain}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn walkthrough_step_example_is_what_the_default_run_prints() {
     let doc = std::fs::read_to_string(common::peer("demos/README.md")).unwrap();
     let from = doc

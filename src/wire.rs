@@ -75,7 +75,9 @@ impl Wire {
 /// tutorial sends stderr first; some of its copies send stdout first.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum Order {
+    /// stderr, then stdout, as the tutorial sends them (the default)
     #[default]
     StderrFirst,
+    /// stdout, then stderr, as some copies of the tutorial do
     StdoutFirst,
 }

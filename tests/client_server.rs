@@ -330,3 +330,27 @@ async fn server_binary_announces_its_address_and_serves() {
     r.expect_code(0);
     assert_eq!(r.stdout_str(), "served\n");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_banner_gives_the_address_its_own_line_and_fits_in_80_columns() {
+    let home = RcmdHome::new();
+    let server = home.server(&[]).await;
+    let (addr, banner) = (server.addr, server.banner.clone());
+    server.stop().await;
+    let text = banner.join("\n");
+    // scripts/bench and the tests take the address as the line's fifth word.
+    assert!(
+        banner.contains(&format!("rcmd server listening on {addr}")),
+        "{text}"
+    );
+    for line in &banner {
+        let n = line.chars().count();
+        assert!(n <= 80, "{n} columns: {line}\n{text}");
+    }
+    let words = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let details = format!(
+        "(protocol framed over TLS 1.3, header !I, token required: this user's, in {})",
+        home.token_file().display()
+    );
+    assert!(words.ends_with(&details), "{text}");
+}

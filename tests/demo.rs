@@ -385,6 +385,77 @@ async fn step_without_input_runs_everything() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn step_shows_the_ack_and_says_framed_reads_vary() {
+    let r = rcmd(&["demo", "sticky", "--case", "send", "--step"], b"").await;
+    r.expect_code(0);
+    let out = r.stdout_str();
+    let at = |line: &str| out.find(line).unwrap_or_else(|| panic!("no {line:?}\n{r}"));
+    // length-ack: the length, then the answer the server waits for, then the output.
+    let length = at("  ▸ length-ack #1: recv(1024) → 1 byte b'6'\n");
+    let ack = at("  ◂ length-ack #1: send(b'recv_ready')");
+    let body = at("  ▸ length-ack #1: recv(6) → 6 bytes b'hello\\n'\n");
+    assert!(length < ack && ack < body, "{r}");
+    assert_eq!(out.matches("◂ length-ack").count(), 3, "{r}");
+    // framed: said once where its reads start, since their sizes depend on timing.
+    let varies = "reads vary between runs";
+    assert_eq!(out.matches(varies).count(), 1, "{r}");
+    assert!(
+        at("framed     ") < at(varies) && at(varies) < at("  ▸ framed #1"),
+        "{r}"
+    );
+    // Without --step there are no reads to warn about.
+    let plain = rcmd(&["demo", "sticky", "--case", "send"], b"").await;
+    assert!(!plain.stdout_str().contains(varies), "{plain}");
+    assert!(!plain.stdout_str().contains('◂'), "{plain}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn walkthrough_step_example_is_what_the_default_run_prints() {
+    let doc = std::fs::read_to_string(common::peer("demos/README.md")).unwrap();
+    let from = doc
+        .find("`--step` prints each read")
+        .expect("the --step paragraph");
+    let quoted = doc[from..].split('`').nth(3).expect("a quoted read");
+    let shown = quoted.strip_suffix(" …").unwrap_or(quoted);
+    let r = rcmd(&["demo", "sticky", "--step"], b"").await;
+    r.expect_code(0);
+    let first = r
+        .stdout_str()
+        .lines()
+        .find(|l| l.contains('▸'))
+        .map(str::to_string);
+    let first = first.expect("a read shown");
+    assert!(
+        first.trim_start().starts_with(shown),
+        "{shown:?} vs {first:?}\n{r}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn step_through_a_pipe_ends_each_prompt_line() {
+    // As `yes '' | rcmd demo sticky --step 2>&1`: a pipe echoes no Enter, so the prompt
+    // (stderr) and the read it was for (stdout) must not share a line.
+    let enters = vec![b'\n'; 10_000];
+    let script = "exec \"$0\" demo sticky --step 2>&1";
+    let r = run("sh", &["-c", script, common::rcmd_bin()], &enters).await;
+    r.expect_code(0);
+    let out = r.stdout_str();
+    assert!(out.contains("press Enter"), "{r}");
+    assert!(
+        !out.contains("running the rest"),
+        "an Enter for every read\n{r}"
+    );
+    for line in out.lines() {
+        let n = line.chars().count();
+        assert!(n <= 80, "{n} columns: {line}\n{r}");
+        assert!(
+            !(line.contains("press Enter") && line.contains('▸')),
+            "{line}\n{r}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rtt_figures_are_ordered_as_the_round_trips_predict() {
     // 60 ms each way: one round trip is 120 ms, far above scheduling noise.
     let r = rcmd(&["demo", "rtt", "--delay", "60", "--json"], b"").await;

@@ -90,3 +90,38 @@ async fn tutorial_modes_trace_their_own_framing() {
         assert!(log.contains(server_line), "{mode}: {server_line:?}\n{log}");
     }
 }
+
+/// README.md's `--trace` sample: the text block after the paragraph that introduces it.
+fn readme_trace_sample() -> Vec<String> {
+    let readme = std::fs::read_to_string(common::peer("README.md")).unwrap();
+    let from = readme
+        .find("`--trace` on a client")
+        .expect("the --trace paragraph");
+    let block = &readme[from..];
+    let start = block.find("```text\n").expect("its sample") + "```text\n".len();
+    let end = block[start..].find("```").unwrap();
+    block[start..start + end]
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readme_trace_sample_is_what_a_client_prints() {
+    let home = RcmdHome::new();
+    let server = home.server(&[]).await;
+    let addr = server.addr.to_string();
+    // As the README's paragraph says: `rcmd client --trace HOST -- echo hello`.
+    let r = home
+        .rcmd(&["client", "--trace", &addr, "--", "echo hello"], b"")
+        .await;
+    r.expect_code(0);
+    server.stop().await;
+    let traced: Vec<String> = r
+        .stderr_str()
+        .lines()
+        .filter(|l| l.starts_with("rcmd trace:"))
+        .map(str::to_string)
+        .collect();
+    assert_eq!(readme_trace_sample(), traced, "{r}");
+}

@@ -94,7 +94,8 @@ struct StickyArgs {
 
 #[derive(Debug, Args)]
 struct UdpArgs {
-    /// Size of the receive buffer
+    /// Bytes one recvfrom() may return, like the tutorial's UDP recvfrom(1024); the rest
+    /// of a longer datagram is lost
     #[arg(long, value_name = "N", default_value_t = DEFAULT_RECV_SIZE,
           value_parser = Whole { min: 16, max: 65535 }.map(|v| v as usize))]
     recv_size: usize,

@@ -20,7 +20,7 @@ use crate::wire::{Protocol, Wire, DEFAULT_RECV_SIZE};
 /// Run commands on another machine over TCP, with every message framed by a length
 /// header packed exactly as Python's struct module packs it.
 #[derive(Debug, Parser)]
-#[command(name = "rcmd", version, propagate_version = true)]
+#[command(name = "rcmd", version, propagate_version = true, max_term_width = 80)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -139,9 +139,40 @@ pub const USAGE_FAILED: i32 = 255;
 /// Parses the process's arguments, or prints why they are wrong (or the help) and exits.
 pub fn parse() -> Cli {
     Cli::try_parse().unwrap_or_else(|e| {
-        let _ = e.print();
-        std::process::exit(if e.use_stderr() { USAGE_FAILED } else { 0 });
+        if !e.use_stderr() {
+            let _ = e.print();
+            std::process::exit(0);
+        }
+        // clap wraps help pages but not its errors, which quote our validators' long
+        // explanations: those get wrapped here (without clap's colours, which the
+        // wrapping would have to count around).
+        let plain = e.render().to_string();
+        if plain
+            .lines()
+            .all(|l| l.chars().count() <= crate::text::COLUMNS)
+        {
+            let _ = e.print();
+        } else {
+            let wrapped: Vec<String> = plain.lines().map(wrap_error_line).collect();
+            eprintln!("{}", wrapped.join("\n"));
+        }
+        std::process::exit(USAGE_FAILED);
     })
+}
+
+/// One line of a clap error, wrapped at [`crate::text::COLUMNS`], the following lines
+/// indented under the text after its `error: ` or `tip: ` label.
+fn wrap_error_line(line: &str) -> String {
+    if line.chars().count() <= crate::text::COLUMNS {
+        return line.to_string();
+    }
+    let text = line.trim_start();
+    let lead = &line[..line.len() - text.len()];
+    let label = ["error: ", "tip: "]
+        .into_iter()
+        .find(|l| text.starts_with(l))
+        .map_or(0, str::len);
+    crate::text::wrap(text, crate::text::COLUMNS, lead, lead.len() + label)
 }
 
 /// Sends `tracing` output to stderr, filtered by `RUST_LOG` or else by `default`.

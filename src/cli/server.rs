@@ -79,7 +79,7 @@ pub(super) struct ServerArgs {
     max_spool: u64,
 
     /// Which stream a reply sends first in length-ack, classic and json-header, for the
-    /// copies of the tutorial that differ [default: stderr-first]
+    /// copies of the tutorial that differ (default: stderr-first)
     #[arg(long, value_enum, value_name = "ORDER")]
     order: Option<Order>,
 
@@ -226,18 +226,20 @@ pub(super) fn run(args: ServerArgs) -> Result<i32, Failure> {
             ..
         } = &token
         {
-            eprintln!(
-                "rcmd: created the token file {}: clients run by this user read it; \
+            let created = format!(
+                "created the token file {}: clients run by this user read it; \
                  copy it to let another machine in (see README)",
                 path.display()
             );
+            eprintln!("{}", crate::text::message("rcmd: ", &created));
         }
         if let Some(setup) = &tls {
             if let Some(path) = &setup.created {
-                eprintln!(
-                    "rcmd: created the server identity {}: clients check its fingerprint",
+                let created = format!(
+                    "created the server identity {}: clients check its fingerprint",
                     path.display()
                 );
+                eprintln!("{}", crate::text::message("rcmd: ", &created));
             }
             eprintln!("rcmd server identity: {}", setup.tls.fingerprint);
         }
@@ -261,9 +263,15 @@ pub(super) fn run(args: ServerArgs) -> Result<i32, Failure> {
             Protocol::Naive => "no header".to_string(),
             _ => format!("header {}", config.wire.header),
         };
+        // The address ends its line, the fifth word, for scripts that start a server on
+        // port 0; the settings follow in 80 columns, however long the token's path.
+        let settings = format!(
+            "(protocol {}{over}, {framing}{auth})",
+            config.wire.protocol.name()
+        );
         eprintln!(
-            "rcmd server listening on {local} (protocol {}{over}, {framing}{auth})",
-            config.wire.protocol.name(),
+            "rcmd server listening on {local}\n{}",
+            crate::text::wrap(&settings, crate::text::COLUMNS, "  ", 2)
         );
         server::serve(listener, config, shutdown_signal()).await;
         Ok(0)

@@ -190,6 +190,12 @@ pub trait Observer {
     /// # Errors
     /// An I/O error, which ends the demo.
     fn after(&mut self, stage: Stage, i: usize, asked: usize, got: &[u8]) -> io::Result<()>;
+    /// After the client sent `bytes` that answer the server for command `i` rather than
+    /// carry a command: length-ack's `b'recv_ready'`, without which no output comes.
+    ///
+    /// # Errors
+    /// An I/O error, which ends the demo.
+    fn answered(&mut self, stage: Stage, i: usize, bytes: &[u8]) -> io::Result<()>;
 }
 
 /// Where a stage reports its reads.
@@ -229,6 +235,12 @@ impl Client<'_> {
 
     async fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.conn.write_all(bytes).await
+    }
+
+    /// Sends an answer the server waits for before command `i`'s output.
+    async fn answer(&mut self, i: usize, bytes: &[u8]) -> io::Result<()> {
+        self.send(bytes).await?;
+        self.step.answered(self.trace.stage, i, bytes)
     }
 }
 
@@ -400,7 +412,7 @@ async fn length_ack(c: &mut Client<'_>, refs: &[Reference], _plan: Plan) -> io::
         if head != digits.as_bytes() {
             return Err(mismatch(Stage::LengthAck));
         }
-        c.send(crate::client::ACK).await?;
+        c.answer(i, crate::client::ACK).await?;
         c.trace.acks += 1;
         let got = read_body(c, i, body.len()).await?;
         if got != body {

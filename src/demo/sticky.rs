@@ -15,7 +15,7 @@
 //! `classic` (`struct.pack('i', n)`) and `framed` (rcmd's own). Driving the sockets is in
 //! `stages.rs`; this file chooses the cases and writes the text.
 
-use std::io::{self, Write};
+use std::io::{self, IsTerminal, Write};
 use std::net::SocketAddr;
 
 use tokio::net::TcpListener;
@@ -305,6 +305,11 @@ pub async fn run(
                 style.bold(&format!("{:<10}", stage.name())),
                 style.dim(&how(*stage, opts.recv_size, scenario.plan, opts.header))
             )?;
+            if opts.step && *stage == Stage::Framed {
+                // The one place --step shows what timing decides (the summary below
+                // says "count varies"): say so before the reader compares two runs.
+                writeln!(out, "{}", style.dim(FRAMED_READS_VARY))?;
+            }
             let trace = stages::run(
                 *stage,
                 *addr,
@@ -352,6 +357,11 @@ pub async fn run(
     Ok((summary, lesson))
 }
 
+/// Shown once where the framed stage starts under `--step`.
+const FRAMED_READS_VARY: &str = "  \
+  these reads vary between runs: the server frames output as it reads the pipe,
+  so a reply may take more frames (count varies); the replies stay the same";
+
 /// `--step`: waits for Enter before every read. When standard input ends (no terminal,
 /// nothing more piped) it stops asking and runs the rest, so it never waits forever.
 struct Stepper {
@@ -376,6 +386,10 @@ impl stages::Observer for Shown<'_> {
         if io::stdin().read_line(&mut line)? == 0 {
             eprintln!("\nrcmd: standard input ended: running the rest without stopping");
             s.stdin_ended = true;
+        } else if !io::stdin().is_terminal() {
+            // Only a terminal echoes the Enter that ends the prompt's line; from a pipe
+            // (`yes '' |`) the read's result would follow on the same line.
+            eprintln!();
         }
         Ok(())
     }
@@ -392,6 +406,20 @@ impl stages::Observer for Shown<'_> {
             let room = MAX_COLUMNS.saturating_sub(head.chars().count() + 5);
             format!("{head} {}", py_bytes(got, room))
         };
+        writeln!(self.out, "{line}")?;
+        self.out.flush()
+    }
+
+    fn answered(&mut self, stage: Stage, i: usize, bytes: &[u8]) -> io::Result<()> {
+        if !self.stepper.on {
+            return Ok(());
+        }
+        let sent = py_bytes(bytes, MAX_COLUMNS);
+        let line = format!(
+            "  ◂ {} #{}: send({sent}): now the output",
+            stage.name(),
+            i + 1
+        );
         writeln!(self.out, "{line}")?;
         self.out.flush()
     }

@@ -62,7 +62,7 @@ impl Summary {
         );
         if self.too_long == 0 {
             format!(
-                "{counts}: every reply fit in recv({}).\nA bigger buffer only hides the \
+                "{counts}: every reply fit in recvfrom({}).\nA bigger buffer only hides the \
                  loss: a reply longer than the buffer is cut,\nas with the tutorial's \
                  buffer:\n    rcmd demo udp --recv-size {DEFAULT_RECV_SIZE}",
                 self.recv_size
@@ -101,7 +101,7 @@ pub async fn run(
         out,
         "{}",
         style.bold(&format!(
-            "━━ the same commands over UDP, a datagram each way, recv({recv_size}) ━━"
+            "━━ the same commands over UDP, a datagram each way, recvfrom({recv_size}) ━━"
         ))
     )?;
     for (i, command) in COMMANDS.iter().enumerate() {
@@ -124,7 +124,7 @@ pub async fn run(
         };
         writeln!(
             out,
-            "  {} $ {:<28} recv → {:>4} bytes",
+            "  {} $ {:<28} recvfrom → {:>4} bytes",
             style.marker(i),
             command,
             got.len()

@@ -198,7 +198,8 @@ impl RcmdHome {
 pub struct ServerProcess {
     pub child: tokio::process::Child,
     pub addr: SocketAddr,
-    /// What it printed up to and including the line saying where it listens.
+    /// What it printed up to and including the line saying where it listens and the
+    /// settings that follow it.
     pub banner: Vec<String>,
     log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     logger: tokio::task::JoinHandle<()>,
@@ -222,6 +223,13 @@ impl ServerProcess {
                     .unwrap_or_else(|| panic!("no address in {line:?}"));
             }
         };
+        // The settings follow on lines of their own, in parentheses.
+        while !banner.last().is_some_and(|l| l.ends_with(')')) {
+            let line = lines.next_line().await.unwrap().unwrap_or_else(|| {
+                panic!("the server's settings never ended; it said: {banner:#?}")
+            });
+            banner.push(line);
+        }
         let log: std::sync::Arc<std::sync::Mutex<Vec<String>>> = std::sync::Arc::default();
         let sink = std::sync::Arc::clone(&log);
         let logger = tokio::spawn(async move {

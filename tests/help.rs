@@ -1,0 +1,118 @@
+//! `--help` and usage errors as a learner reads them: in 80 columns, even through a pipe.
+
+mod common;
+
+use common::rcmd;
+
+/// The subcommands a help page lists under "Commands:", without clap's own `help`.
+fn subcommands(page: &str) -> Vec<String> {
+    page.lines()
+        .skip_while(|l| *l != "Commands:")
+        .skip(1)
+        .take_while(|l| !l.is_empty())
+        // A name starts two spaces in; wrapped descriptions are indented further.
+        .filter(|l| l.starts_with("  ") && !l.starts_with("   "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|name| *name != "help")
+        .map(str::to_string)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_help_page_fits_in_80_columns_through_a_pipe() {
+    let mut pending: Vec<Vec<String>> = vec![Vec::new()];
+    let mut pages = 0;
+    while let Some(path) = pending.pop() {
+        for flag in ["-h", "--help"] {
+            let mut args: Vec<&str> = path.iter().map(String::as_str).collect();
+            args.push(flag);
+            // A wide COLUMNS must not widen the page either.
+            let r = common::run_env(common::rcmd_bin(), &args, b"", &[("COLUMNS", "200")]).await;
+            r.expect_code(0);
+            let page = r.stdout_str();
+            for line in page.lines() {
+                let n = line.chars().count();
+                assert!(n <= 80, "{n} columns: {line}\n{r}");
+            }
+            if flag == "--help" {
+                for name in subcommands(&page) {
+                    let mut sub = path.clone();
+                    sub.push(name);
+                    pending.push(sub);
+                }
+            }
+            pages += 1;
+        }
+    }
+    // rcmd, server, client, keygen, fingerprint, demo and its three demos.
+    assert!(pages >= 2 * 9, "only {pages} pages found");
+    let r = rcmd(&["demo", "--help"], b"").await;
+    assert_eq!(
+        subcommands(&r.stdout_str()),
+        ["sticky", "udp", "rtt"],
+        "{r}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_header_format_is_explained_in_80_columns() {
+    let r = rcmd(&["client", "--header", "x", "127.0.0.1:1", "true"], b"").await;
+    r.expect_code(255);
+    let err = r.stderr_str();
+    for line in err.lines() {
+        let n = line.chars().count();
+        assert!(n <= 80, "{n} columns: {line}\n{r}");
+    }
+    // Wrapped, not cut: every word of the explanation is still there.
+    let words = err.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        words.starts_with("error: invalid value 'x' for '--header <FMT>'"),
+        "{r}"
+    );
+    assert!(
+        words.contains(
+            "followed by one of b B h H i I l L q Q n N (n and N only with @ or no prefix)"
+        ),
+        "{r}"
+    );
+    assert!(words.contains("For more information, try '--help'."), "{r}");
+}
+
+/// The lines of a `--help` page from the one that starts with `start` to the next option.
+fn option_help(page: &str, start: &str) -> String {
+    let from = page
+        .find(start)
+        .unwrap_or_else(|| panic!("no {start} in\n{page}"));
+    let rest = &page[from..];
+    let end = rest[1..].find("\n      --").map_or(rest.len(), |e| e + 1);
+    rest[..end].split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_help_says_which_order_is_the_default() {
+    let r = rcmd(&["server", "--help"], b"").await;
+    r.expect_code(0);
+    let order = option_help(&r.stdout_str(), "--order <ORDER>");
+    assert!(
+        order.contains(
+            "stderr-first: stderr, then stdout, as the tutorial sends them (the default)"
+        ),
+        "{order}"
+    );
+    assert!(
+        order.contains("stdout-first: stdout, then stderr"),
+        "{order}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_udp_reads_with_recvfrom_as_the_tutorial_does() {
+    let r = rcmd(&["demo", "udp"], b"").await;
+    r.expect_code(0);
+    let out = r.stdout_str();
+    assert!(out.contains("recvfrom(1024)"), "{r}");
+    assert!(!out.contains("recv(") && !out.contains(" recv "), "{r}");
+    let help = rcmd(&["demo", "udp", "--help"], b"").await;
+    let size = option_help(&help.stdout_str(), "--recv-size");
+    assert!(size.contains("recvfrom(1024)"), "{size}");
+}

@@ -258,6 +258,35 @@ async fn a_killed_helper_or_spare_is_replaced() {
     server.stop().await;
 }
 
+/// A command started without a shell gets a clean signal state: nothing blocked (the
+/// supervisor blocks the signals it reads from a signalfd) and nothing ignored (Rust
+/// ignores SIGPIPE), or it could not be interrupted, terminated or stopped by a pipe.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_start_with_no_signal_blocked_or_ignored() {
+    let addr = start_server(supervised()).await.to_string();
+    for field in ["SigBlk", "SigIgn"] {
+        let r = rcmd(
+            &[
+                "client",
+                &addr,
+                "--plaintext",
+                "--",
+                "grep",
+                field,
+                "/proc/self/status",
+            ],
+            b"",
+        )
+        .await;
+        r.expect_code(0);
+        let mask = r.stdout_str();
+        let mask = mask.trim().strip_prefix(&format!("{field}:\t")).unwrap();
+        // The standard signals (1-31); glibc keeps two real-time ones for itself.
+        let standard = u64::from_str_radix(mask, 16).unwrap() & 0x7fff_ffff;
+        assert_eq!(standard, 0, "{field} {mask}");
+    }
+}
+
 /// A command can SIGKILL its own supervisor (they are the same user). What it started
 /// then comes to the server's helper, a subreaper too, which kills it: the client sees
 /// the command killed, and nothing is left.

@@ -519,3 +519,61 @@ async fn the_same_user_token_is_never_sent_to_a_server_that_is_not_ours() {
     );
     ours.stop().await;
 }
+
+/// A command runs as the server's user, so it could read the server's, the helper's and
+/// its supervisor's /proc entries, were they dumpable: the token in the server's starting
+/// environment, and the supervisor's status pipe, reopened to report whatever status it
+/// likes. None of the three is dumpable. (Root sees through that, so the server and its
+/// command run as another user here.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_cannot_read_the_token_or_forge_its_status() {
+    if let Some(why) = cannot_switch_user() {
+        println!("skipped: {why}");
+        return;
+    }
+    let theirs = tempfile::tempdir().unwrap();
+    std::os::unix::fs::chown(theirs.path(), Some(65534), Some(65534)).unwrap();
+    let home = theirs.path().to_str().unwrap().to_string();
+    let as_nobody = |args: &[&str]| {
+        let mut cmd = tokio::process::Command::new("setpriv");
+        cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(common::rcmd_bin())
+            .args(args)
+            .env("HOME", &home)
+            .env("RCMD_HOME", &home)
+            .env("RCMD_TOKEN", "a-secret-token-0123456789")
+            .kill_on_drop(true);
+        cmd
+    };
+    let server = common::ServerProcess::start(as_nobody(&[
+        "server",
+        "--plaintext",
+        "--listen",
+        "127.0.0.1:0",
+    ]))
+    .await;
+    let addr = server.addr.to_string();
+    // The supervisor is $PPID, the helper its parent, the server the helper's parent.
+    let line = "helper=$(ps -o ppid= -p $PPID | tr -d ' '); \
+                server=$(ps -o ppid= -p $helper | tr -d ' '); \
+                for p in $PPID $helper $server; do tr '\\0' '\\n' < /proc/$p/environ; done; \
+                printf '\\0\\0\\0\\0' > /proc/$PPID/fd/4; exit 7";
+    let out = as_nobody(&["client", "--plaintext", &addr, "--", line])
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(7),
+        "stdout {stdout:?} stderr {stderr:?}"
+    );
+    assert!(!stdout.contains("a-secret-token"), "token read: {stdout:?}");
+    assert_eq!(
+        stderr.matches("Permission denied").count(),
+        4,
+        "three environments and the status pipe: {stderr:?}"
+    );
+    server.stop().await;
+}

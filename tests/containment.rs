@@ -239,12 +239,33 @@ async fn a_killed_helper_or_spare_is_replaced() {
         // SAFETY: kill(2) on a process this test's server started.
         unsafe { libc::kill(victim as i32, libc::SIGKILL) };
         wait_until("the killed process is gone", || !is_helper(victim)).await;
+        run_contained(&home, &addr, what).await;
+    }
+    // A spare that was stopped would hold the next command forever: the helper gives it a
+    // second to take the request, then kills it and uses a new one.
+    let mut spare = None;
+    wait_until("the new helper has its spare", || {
+        spare = helpers(2).map(|found| found[1]);
+        spare.is_some()
+    })
+    .await;
+    let spare = spare.unwrap();
+    // SAFETY: kill(2) on a process this test's server started.
+    unsafe { libc::kill(spare as i32, libc::SIGSTOP) };
+    run_contained(&home, &addr, "stopped spare").await;
+    wait_until("the stopped spare is gone", || !is_helper(spare)).await;
+    server.stop().await;
+}
+
+/// Runs a command that prints a line and leaves a process behind, and checks both.
+async fn run_contained(home: &common::RcmdHome, addr: &str, what: &str) {
+    {
         let marker = unique_marker();
         let r = home
             .rcmd(
                 &[
                     "client",
-                    &addr,
+                    addr,
                     "--",
                     &format!("echo after {what}; sleep {marker} &"),
                 ],
@@ -255,7 +276,6 @@ async fn a_killed_helper_or_spare_is_replaced() {
         assert_eq!(r.stdout_str(), format!("after {what}\n"));
         none_left(&marker).await;
     }
-    server.stop().await;
 }
 
 /// A command started without a shell gets a clean signal state: nothing blocked (the
@@ -285,6 +305,29 @@ async fn commands_start_with_no_signal_blocked_or_ignored() {
         let standard = u64::from_str_radix(mask, 16).unwrap() & 0x7fff_ffff;
         assert_eq!(standard, 0, "{field} {mask}");
     }
+}
+
+/// A process that holds its supervisor's status pipe open (reopened through /proc, which
+/// only root may do: the supervisor is not dumpable) cannot keep the server waiting for a
+/// status once the supervisor is gone. With --allow-detach the holder lives on, so only
+/// the supervisor's own end can end the wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn holding_the_status_pipe_does_not_hold_the_reply() {
+    let mut config = supervised();
+    config.allow_detach = true;
+    let addr = start_server(config).await.to_string();
+    let marker = unique_marker();
+    let line = format!(
+        "exec 9>/proc/$PPID/fd/4 || exit 3; \
+         setsid sleep {marker} </dev/null >/dev/null 2>&1 & kill -KILL $PPID"
+    );
+    let r = rcmd(&["client", &addr, "--plaintext", "--", &line], b"").await;
+    r.expect_code(128 + libc::SIGKILL);
+    for pid in pids_running(&format!("sleep {marker}")) {
+        // SAFETY: kill(2) on the sleep this test's command left behind on purpose.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    }
+    none_left(&marker).await;
 }
 
 /// A command can SIGKILL its own supervisor (they are the same user). What it started

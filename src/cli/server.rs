@@ -120,6 +120,14 @@ pub(super) fn run(args: ServerArgs) -> Result<i32, Failure> {
     // runtime starts below), so nothing reads the environment while it changes.
     let env_token = std::env::var("RCMD_TOKEN").ok();
     std::env::remove_var("RCMD_TOKEN");
+    // The kernel keeps the environment the process started with, token included, in
+    // /proc/PID/environ, readable by every process of the same user: the commands we run
+    // among them. Not dumpable, this process's /proc entries (environ, memory, fds) are
+    // closed to them; root still sees them.
+    // SAFETY: a flag on this process.
+    unsafe {
+        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+    }
     close_inherited_descriptors();
     init_logging("rcmd=info");
     let fail = |e: &dyn std::fmt::Display| Failure::new(SERVER_FAILED, e);

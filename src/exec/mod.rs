@@ -243,16 +243,41 @@ impl Process {
         use std::os::unix::process::ExitStatusExt;
         match self {
             Process::Child(c) => c.wait().await,
-            Process::Supervised { status, .. } => {
+            Process::Supervised { status, pidfd, .. } => {
+                let killed = ExitStatusExt::from_raw(libc::SIGKILL);
                 let mut raw = [0u8; 4];
-                match status.read_exact(&mut raw).await {
-                    Ok(_) => Ok(ExitStatusExt::from_raw(i32::from_le_bytes(raw))),
-                    // The supervisor died without a word: it was killed, and so was the
-                    // command as far as anyone can tell.
-                    Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                        Ok(ExitStatusExt::from_raw(libc::SIGKILL))
+                // The supervisor's end: a pidfd turns readable when it exits, so nothing
+                // else holding the status pipe open can make us wait beyond that.
+                let exited = async {
+                    match pidfd.as_ref().and_then(|fd| fd.try_clone().ok()) {
+                        // SAFETY: the AsyncFd owns the duplicate, so it stays open, on
+                        // the same pidfd, for as long as it is registered.
+                        Some(fd) => match unsafe {
+                            tokio::io::unix::AsyncFd::register_with_interest(
+                                fd,
+                                tokio::io::Interest::READABLE,
+                            )
+                        } {
+                            Ok(fd) => drop(fd.readable().await),
+                            Err(_) => std::future::pending().await,
+                        },
+                        None => std::future::pending().await,
                     }
-                    Err(e) => Err(e),
+                };
+                tokio::select! {
+                    biased;
+                    // Four bytes, written at once just before the supervisor exits.
+                    r = status.read_exact(&mut raw) => match r {
+                        Ok(_) => Ok(ExitStatusExt::from_raw(i32::from_le_bytes(raw))),
+                        // The supervisor died without a word: it was killed, and so was
+                        // the command as far as anyone can tell.
+                        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(killed),
+                        Err(e) => Err(e),
+                    },
+                    () = exited => match status.try_read(&mut raw) {
+                        Ok(4) => Ok(ExitStatusExt::from_raw(i32::from_le_bytes(raw))),
+                        _ => Ok(killed),
+                    },
                 }
             }
         }

@@ -43,8 +43,12 @@ const PASSED: usize = 5;
 /// the server checks both long before).
 const MAX_REQUEST: usize = 64 << 20;
 /// How long the server waits on the helper before replacing it: it answers in well under a
-/// millisecond unless it was stopped.
-const HELPER_PATIENCE: Duration = Duration::from_secs(5);
+/// millisecond unless it was stopped. The wait blocks the task that starts a command, so it
+/// is short.
+const HELPER_PATIENCE: Duration = Duration::from_secs(1);
+/// How long the helper waits for a spare to take a request before replacing it (a spare
+/// that was stopped would otherwise hold the command forever).
+const SPARE_PATIENCE: Duration = Duration::from_secs(1);
 
 /// Starts the supervisors of one server's commands through its helper.
 #[derive(Clone)]
@@ -115,6 +119,11 @@ impl Helper {
         let (ours, theirs) = UnixStream::pair()?;
         let theirs_fd = theirs.as_raw_fd();
         let mut cmd = std::process::Command::new(exe);
+        // The helper passes its environment to no command (each plan carries its own), but
+        // its /proc entry would still show it: keep the server's secrets out of it.
+        for name in super::PRIVATE_ENV {
+            cmd.env_remove(name);
+        }
         // Named as people know it in `ps`, whatever path started it (/proc/self/exe).
         cmd.arg0("rcmd")
             .arg("supervise")
@@ -193,11 +202,18 @@ pub fn serve() -> i32 {
             return 1;
         }
     };
-    // Orphans of a supervisor that was killed (a command can SIGKILL its own) come to us
-    // instead of to init, and die here: see `Family::reap`.
-    // SAFETY: a flag on this process.
+    // SAFETY: flags on this process, inherited by every supervisor we fork.
     unsafe {
+        // Orphans of a supervisor that was killed (a command can SIGKILL its own) come to
+        // us instead of to init, and die here: see `Family::reap`.
         libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+        // Not dumpable: a command (the same user) cannot open our descriptors or read our
+        // memory and environment through /proc, so it cannot reopen its supervisor's status
+        // pipe to forge or hold back the status the server reports. A command gets its own
+        // dumpable state back when it is exec'd.
+        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+        // `ps` and `top` show the process name, which would be "exe" (/proc/self/exe).
+        libc::prctl(libc::PR_SET_NAME, c"rcmd".as_ptr());
     }
     let mut sock = UnixStream::from(sock);
     let mut family = Family::default();
@@ -359,6 +375,34 @@ struct Spare {
 }
 
 impl Spare {
+    /// Waits (at most [`SPARE_PATIENCE`]) for the spare to say it took its request.
+    fn taken(&self) -> io::Result<()> {
+        let mut fd = libc::pollfd {
+            fd: self.sock.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms = SPARE_PATIENCE.as_millis() as libc::c_int;
+        // SAFETY: one pollfd, ours.
+        if unsafe { libc::poll(&mut fd, 1, ms) } <= 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the spare supervisor did not answer",
+            ));
+        }
+        let mut byte = [0u8; 1];
+        match (&self.sock).read(&mut byte)? {
+            1 => Ok(()),
+            _ => Err(io::ErrorKind::UnexpectedEof.into()),
+        }
+    }
+
+    fn kill(&self) {
+        if let Some(fd) = &self.pidfd {
+            let _ = pidfd_signal(fd.as_fd(), libc::SIGKILL);
+        }
+    }
+
     fn fork() -> io::Result<Spare> {
         let (ours, theirs) = UnixStream::pair()?;
         // SAFETY: this process is single-threaded, so the child may run any code.
@@ -396,8 +440,11 @@ fn wait_for_request(sock: UnixStream) -> ! {
     let mut sock = UnixStream::from(unsafe { OwnedFd::from_raw_fd(REQUEST_FD) });
     if let Ok(Some(request)) = Request::read(&mut sock) {
         if let Some(plan) = decode(&request.body) {
-            drop(sock);
-            become_supervisor(&request.fds, &plan);
+            // Taken: the helper may answer the server now.
+            if sock.write_all(&[1]).is_ok() {
+                drop(sock);
+                become_supervisor(&request.fds, &plan);
+            }
         }
     }
     // SAFETY: leaving without running anything of the helper's copied state.
@@ -425,12 +472,16 @@ fn serve_one(
                 break;
             }
         };
-        match request.send(&s.sock) {
+        match request.send(&s.sock).and_then(|()| s.taken()) {
             Ok(()) => {
                 handed = Ok(s);
                 break;
             }
-            Err(e) => handed = Err(e),
+            Err(e) => {
+                // Stopped or gone: make sure it never runs this request late.
+                s.kill();
+                handed = Err(e);
+            }
         }
     }
     // Our copies must close, or the command's output would never reach its end.

@@ -292,6 +292,15 @@ async fn split_case_text_holds_for_a_bigger_buffer() {
     );
     assert!(out.contains("stopped early"), "{r}");
     assert!(!out.contains("No bug"), "{r}");
+    // A read that waits forever is followed by the next command's reads: the text says
+    // how the demo got past it.
+    let words = out.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        words.contains(
+            "waits forever (the demo gives up on it there and goes on with the next command)"
+        ),
+        "{r}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -536,7 +536,8 @@ fn render_stage(
                 } else if reply.waits {
                     style.bad(&format!(
                         "WRONG: all {} bytes came, but the last read was full, so \
-                         the loop calls recv again and waits forever",
+                         the loop calls recv again and waits forever (the demo gives \
+                         up on it there and goes on with the next command)",
                         expected.len()
                     ))
                 } else if reply.stopped_early {

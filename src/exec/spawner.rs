@@ -43,9 +43,9 @@ const PASSED: usize = 5;
 /// the server checks both long before).
 const MAX_REQUEST: usize = 64 << 20;
 /// How long the server waits on the helper before replacing it: it answers in well under a
-/// millisecond unless it was stopped. The wait blocks the task that starts a command, so it
-/// is short.
-const HELPER_PATIENCE: Duration = Duration::from_secs(1);
+/// millisecond unless it was stopped, or is replacing a spare that was (which takes
+/// [`SPARE_PATIENCE`]). The wait blocks the task that starts a command, so it is short.
+const HELPER_PATIENCE: Duration = Duration::from_secs(3);
 /// How long the helper waits for a spare to take a request before replacing it (a spare
 /// that was stopped would otherwise hold the command forever).
 const SPARE_PATIENCE: Duration = Duration::from_secs(1);

@@ -243,17 +243,23 @@ async fn a_killed_helper_or_spare_is_replaced() {
     }
     // A spare that was stopped would hold the next command forever: the helper gives it a
     // second to take the request, then kills it and uses a new one.
-    let mut spare = None;
+    let mut both = None;
     wait_until("the new helper has its spare", || {
-        spare = helpers(2).map(|found| found[1]);
-        spare.is_some()
+        both = helpers(2);
+        both.is_some()
     })
     .await;
-    let spare = spare.unwrap();
+    let [helper, spare] = both.unwrap()[..] else {
+        unreachable!()
+    };
     // SAFETY: kill(2) on a process this test's server started.
     unsafe { libc::kill(spare as i32, libc::SIGSTOP) };
     run_contained(&home, &addr, "stopped spare").await;
     wait_until("the stopped spare is gone", || !is_helper(spare)).await;
+    assert!(
+        is_helper(helper),
+        "the helper was replaced along with its spare"
+    );
     server.stop().await;
 }
 

@@ -336,6 +336,58 @@ async fn holding_the_status_pipe_does_not_hold_the_reply() {
     none_left(&marker).await;
 }
 
+/// `--timeout` holds while the server waits for a status, not only while output flows:
+/// a command that closes its output and stops its supervisor still ends on time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timeout_holds_after_the_output_ends() {
+    let mut config = supervised();
+    config.limits.command_timeout = Some(Duration::from_millis(300));
+    let addr = start_server(config).await.to_string();
+    let r = rcmd(
+        &[
+            "client",
+            &addr,
+            "--plaintext",
+            "--",
+            "kill -STOP $PPID; exit 0",
+        ],
+        b"",
+    )
+    .await;
+    r.expect_code(124);
+    assert!(r.stderr_str().contains("its processes were killed"), "{r}");
+}
+
+/// A command that kills the helper and then its own supervisor orphans what it started to
+/// init (SECURITY.md says so). If that holds the output open, `--timeout` still ends the
+/// reply, and says the kill did not reach everything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timeout_ends_the_reply_even_when_the_kill_cannot_reach_everything() {
+    let mut config = supervised();
+    config.limits.command_timeout = Some(Duration::from_millis(300));
+    let addr = start_server(config).await.to_string();
+    let marker = unique_marker();
+    // The helper is the supervisor's parent; once it is dead (a zombie), the supervisor's
+    // orphans have no subreaper left but init.
+    let line = format!(
+        "h=$(cut -d' ' -f4 /proc/$PPID/stat); setsid sleep {marker} </dev/null & \
+         kill -KILL $h; while [ \"$(cut -d' ' -f3 /proc/$h/stat)\" != Z ]; do :; done; \
+         kill -KILL $PPID"
+    );
+    let r = rcmd(&["client", &addr, "--plaintext", "--", &line], b"").await;
+    for pid in pids_running(&format!("sleep {marker}")) {
+        // SAFETY: kill(2) on the sleep that escaped, as this test meant it to.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    }
+    r.expect_code(124);
+    assert!(
+        r.stderr_str()
+            .contains("not all of its processes could be killed"),
+        "{r}"
+    );
+    none_left(&marker).await;
+}
+
 /// A command can SIGKILL its own supervisor (they are the same user). What it started
 /// then comes to the server's helper, a subreaper too, which kills it: the client sees
 /// the command killed, and nothing is left.

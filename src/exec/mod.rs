@@ -312,6 +312,8 @@ pub struct Running {
     /// [`SUPERVISOR_GRACE`] (the command stopped it, say), the server does it itself.
     kill_sent: Option<Instant>,
     forced: bool,
+    /// The kill could not be carried out and we stopped waiting for the command.
+    abandoned: bool,
 }
 
 /// A command that will never run; its status says why. Reported to the client as the
@@ -481,6 +483,7 @@ impl Launcher {
             done: false,
             kill_sent: None,
             forced: false,
+            abandoned: false,
         })
     }
 
@@ -585,6 +588,7 @@ impl Launcher {
             done: false,
             kill_sent: None,
             forced: false,
+            abandoned: false,
         })
     }
 
@@ -784,6 +788,18 @@ async fn pull_pipe(
 }
 
 impl Output {
+    /// Stops reading: what is still unread, and whatever still holds the other end, is
+    /// left behind.
+    fn abandon(&mut self) {
+        match self {
+            Output::Pipes { stdout, stderr, .. } => {
+                *stdout = None;
+                *stderr = None;
+            }
+            Output::Pty { master, .. } => *master = None,
+        }
+    }
+
     fn is_open(&self) -> bool {
         match self {
             Output::Pipes { stdout, stderr, .. } => stdout.is_some() || stderr.is_some(),
@@ -844,28 +860,48 @@ impl Running {
     /// # Errors
     /// As [`next`](Self::next).
     pub async fn next_in_place(&mut self, in_place: Option<(usize, usize)>) -> io::Result<Piece> {
-        while self.output.is_open() {
+        let status = loop {
             let deadline = self.deadline();
+            let supervised = matches!(self.control, Control::Supervisor(_));
             let overdue = self
                 .kill_sent
-                .filter(|_| !self.forced && matches!(self.control, Control::Supervisor(_)))
+                .filter(|_| !self.forced && supervised)
                 .map(|at| at + SUPERVISOR_GRACE);
-            tokio::select! {
-                r = self.output.next(in_place) => {
-                    if let Some(piece) = r? { return Ok(piece); }
+            // A kill that nothing carried out, even from here: the supervisor is gone or
+            // stopped, and something it started holds the output. We stop waiting.
+            let hopeless = self
+                .kill_sent
+                .filter(|_| supervised)
+                .map(|at| at + SUPERVISOR_GRACE + FORCED_KILL_DEADLINE);
+            if self.output.is_open() {
+                tokio::select! {
+                    r = self.output.next(in_place) => {
+                        if let Some(piece) = r? { return Ok(piece); }
+                    }
+                    // Killing closes every copy of the output, so the loop then drains what
+                    // was already written and ends.
+                    _ = crate::deadline::until(deadline) => self.time_out(),
+                    _ = crate::deadline::until(overdue) => self.force_kill(),
+                    _ = crate::deadline::until(hopeless) => {
+                        self.abandoned = true;
+                        self.output.abandon();
+                    }
                 }
-                // Killing closes every copy of the output, so the loop then drains what
-                // was already written and ends.
-                _ = crate::deadline::until(deadline) => self.time_out(),
-                _ = crate::deadline::until(overdue) => self.force_kill(),
+            } else {
+                let process = self.process.as_mut().expect("only Drop takes the process");
+                // The limits hold while the status is awaited too: a command can close its
+                // output and stop its supervisor.
+                tokio::select! {
+                    status = process.wait() => break status?,
+                    _ = crate::deadline::until(deadline) => self.time_out(),
+                    _ = crate::deadline::until(overdue) => self.force_kill(),
+                    _ = crate::deadline::until(hopeless) => {
+                        self.abandoned = true;
+                        break std::os::unix::process::ExitStatusExt::from_raw(libc::SIGKILL);
+                    }
+                }
             }
-        }
-        let status = self
-            .process
-            .as_mut()
-            .expect("only Drop takes the process")
-            .wait()
-            .await?;
+        };
         self.done = true;
         if let Control::Group(pgid) = &mut self.control {
             // Reaped: the id may now be reused, so it must never be signalled again.
@@ -875,8 +911,14 @@ impl Running {
             Some((_, limit)) if self.timed_out => Ok(Event::Done(Status::Failed {
                 code: 124,
                 message: format!(
-                    "rcmd: command timed out after {}s; its processes were killed",
-                    limit.as_secs_f64()
+                    "rcmd: command timed out after {}s; {}",
+                    limit.as_secs_f64(),
+                    if self.abandoned {
+                        "not all of its processes could be killed (it stopped or \
+                         killed its supervisor)"
+                    } else {
+                        "its processes were killed"
+                    }
                 ),
             })),
             _ => Ok(Event::Done(Status::from_exit(status))),

@@ -438,6 +438,12 @@ pub fn is_whole_classic_reply(got: &[u8]) -> bool {
     readings(got).any(|(s, len)| len > 0 && len == (got.len() - s) as u64)
 }
 
+/// Whether `got` is a classic header and nothing more, announcing a short reply: what
+/// the first read of a classic server's reply returns when its output is still on the way.
+pub fn is_classic_header_alone(got: &[u8]) -> bool {
+    readings(got).any(|(s, len)| s == got.len() && len > 0 && len <= PROBE as u64)
+}
+
 /// Whether a reply with no shape of its own (naive mode's) is in fact an rcmd framed
 /// server's answer.
 pub fn is_framed_reply(first: &[u8]) -> bool {

@@ -164,3 +164,31 @@ async fn every_client_names_the_mode_of_every_other_server() {
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
+
+/// A classic server's header can arrive alone, its output a moment later: the naive
+/// client still names the mode instead of printing four bytes of header as the reply.
+/// (The pause only makes the split likely; the hint must come either way.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn naive_client_names_classic_when_the_header_arrives_alone() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let server = tokio::spawn(async move {
+        let (mut conn, _) = listener.accept().await.unwrap();
+        conn.set_nodelay(true).unwrap();
+        let mut command = [0u8; 64];
+        let _ = conn.read(&mut command).await.unwrap();
+        conn.write_all(&3i32.to_le_bytes()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let _ = conn.write_all(b"hi\n").await;
+        let mut rest = Vec::new();
+        let _ = conn.read_to_end(&mut rest).await;
+    });
+    let r = rcmd(
+        &["client", &addr, "--protocol", "naive", "--", "echo hi"],
+        b"",
+    )
+    .await;
+    r.expect_code(255);
+    assert!(r.stderr_str().contains("try --protocol classic"), "{r}");
+    server.abort();
+}

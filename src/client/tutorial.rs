@@ -318,7 +318,21 @@ async fn naive_reply<S: AsyncRead + AsyncWrite + Unpin, O: Write, E: Write>(
     let mut buf = vec![0u8; config.wire.recv_size.max(1)];
     match tokio::time::timeout(config.naive_wait, stream.read(&mut buf)).await {
         Ok(Ok(0)) => Err(ClientError::Closed { unanswered: 1 }),
-        Ok(Ok(n)) => {
+        Ok(Ok(mut n)) => {
+            // A classic server writes its header and its output apart, so the first read
+            // may hold the header alone: when it looks like one, give the rest a moment
+            // to come before deciding what kind of server this is.
+            let classic_start = |got: &[u8]| {
+                codec::is_classic_header_alone(got)
+                    || (codec::identify_reply(got, config.wire.header) == Some(Protocol::Classic)
+                        && !codec::is_whole_classic_reply(got))
+            };
+            while n < buf.len() && classic_start(&buf[..n]) {
+                match tokio::time::timeout(config.naive_wait, stream.read(&mut buf[n..])).await {
+                    Ok(Ok(more)) if more > 0 => n += more,
+                    _ => break,
+                }
+            }
             // Naive replies have no shape of their own to check, but an rcmd framed
             // server's answer has an unmistakable one: say so rather than print frames.
             if codec::is_tls_reply(&buf[..n]) {

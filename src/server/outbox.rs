@@ -8,6 +8,12 @@
 //! still in a command's pipe, spliced from there into the socket (see [`crate::splice`]).
 //! Pieces go out strictly in order, so a frame's head is always whole on the wire before
 //! its payload starts to move.
+//!
+//! Spliced bytes stop in a pipe of our own on the way. A splice into a TCP socket holds
+//! its source pipe's lock for the whole send, loopback's receive work included, and a
+//! command writing into that pipe meanwhile spins on the lock (a third of its time, for a
+//! command writing 4 KiB at a time). Moving the bytes into our own pipe first takes that
+//! lock only for as long as it takes to move page references.
 
 use std::collections::VecDeque;
 use std::io::IoSlice;
@@ -18,7 +24,11 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tracing::debug;
 
 use crate::exec::OutPipe;
-use crate::splice::{self, Socket};
+use crate::splice::{self, Pipe, Socket};
+
+/// The size of our own pipe between a command's pipe and the socket: as large as a
+/// command's own output pipe, so one move empties what a command left in place.
+const VIA_SIZE: usize = 1 << 20;
 
 /// How many pieces one vectored write takes at most (Linux accepts 1024).
 const MAX_SLICES: usize = 64;
@@ -46,15 +56,87 @@ impl Piece {
 pub(super) struct Outbox {
     queue: VecDeque<Piece>,
     len: usize,
-    /// The socket again, to splice into; `None`: every piece is written from memory.
-    splice: Option<Socket>,
+    /// Where pipes are spliced to; `None`: every piece is written from memory.
+    splice: Option<Splicer>,
+}
+
+/// The socket again, to splice into, and our pipe on the way there.
+#[derive(Debug)]
+struct Splicer {
+    socket: Socket,
+    via: Pipe,
+    /// Bytes of the front piece (a pipe's) already moved into `via`.
+    staged: usize,
+}
+
+impl Splicer {
+    /// Moves what it can of the `len` bytes at the front of `from` into `via`, without
+    /// waiting: they are in `from` already, and `via` has room unless it holds a
+    /// previous move still.
+    fn stage(&mut self, from: &OutPipe, len: usize) -> std::io::Result<()> {
+        if self.staged < len {
+            match splice::splice(from.as_fd(), self.via.write.as_fd(), len - self.staged) {
+                Ok(n) => {
+                    from.moved(n);
+                    self.staged += n;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves some of the front piece (`len` bytes in `from`) into the socket once it
+    /// has room; says how many went. Cancel safe: `staged` counts what moved into `via`.
+    async fn send(&mut self, from: &OutPipe, len: usize) -> std::io::Result<usize> {
+        self.stage(from, len)?;
+        let n = self
+            .socket
+            .splice_from(self.via.read.as_fd(), self.staged)
+            .await?;
+        self.staged -= n;
+        Ok(n)
+    }
+
+    /// As [`send`](Self::send), but only if the socket has room now.
+    fn try_send(&mut self, from: &OutPipe, len: usize) -> std::io::Result<usize> {
+        self.stage(from, len)?;
+        let n = self
+            .socket
+            .try_splice_from(self.via.read.as_fd(), self.staged)?;
+        self.staged -= n;
+        Ok(n)
+    }
+
+    /// The front piece's `len` bytes, read into memory from `via` and `from`: for when
+    /// the socket refuses splice after all.
+    fn take(self, from: &OutPipe, len: usize) -> std::io::Result<Bytes> {
+        let mut bytes = Vec::with_capacity(len);
+        let via = std::fs::File::from(self.via.read);
+        let mut staged = std::io::Read::take(via, self.staged as u64);
+        std::io::Read::read_to_end(&mut staged, &mut bytes)?;
+        if bytes.len() != self.staged {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        bytes.extend_from_slice(&from.read_owed(len - self.staged)?);
+        Ok(bytes.into())
+    }
 }
 
 impl Outbox {
     /// An outbox that may splice pipes into `socket` (a duplicate of the one written).
     pub(super) fn with_splice(socket: Option<Socket>) -> Outbox {
+        // Without a pipe of our own (out of descriptors), output is copied as elsewhere.
+        let splice = socket.and_then(|socket| {
+            Some(Splicer {
+                socket,
+                via: Pipe::new(VIA_SIZE).ok()?,
+                staged: 0,
+            })
+        });
         Outbox {
-            splice: socket,
+            splice,
             ..Outbox::default()
         }
     }
@@ -103,22 +185,24 @@ impl Outbox {
         }
         if let Some(Piece::Pipe { from, len }) = self.queue.front_mut() {
             let (from, len) = (from.clone(), *len);
-            let moved = match &self.splice {
-                Some(socket) => socket.splice_from(from.as_fd(), len).await,
+            let moved = match &mut self.splice {
+                Some(splicer) => splicer.send(&from, len).await,
                 None => Err(std::io::Error::from_raw_os_error(libc::EINVAL)),
             };
             match moved {
                 Ok(n) => {
-                    from.moved(n);
                     self.advance(n);
                     return Ok(n);
                 }
                 Err(e) if splice::is_refusal(&e) => {
                     // The kernel will not splice here: copy these bytes, and all later
-                    // output, through memory. Nothing has moved, so the frame is intact.
+                    // output, through memory. None has reached the socket, so the frame
+                    // is intact.
                     debug!("splice refused ({e}); copying output instead");
-                    self.splice = None;
-                    let bytes = from.read_owed(len)?;
+                    let bytes = match self.splice.take() {
+                        Some(splicer) => splicer.take(&from, len)?,
+                        None => from.read_owed(len)?,
+                    };
                     self.queue[0] = Piece::Bytes(bytes);
                 }
                 Err(e) => return Err(e),
@@ -145,13 +229,13 @@ impl Outbox {
     /// the payload at once if the socket has room, saving a turn of the loop. Never
     /// waits, so it keeps `write_some` cancel safe; any failure is left to the next turn.
     fn splice_now(&mut self) -> usize {
-        let (Some(socket), Some(Piece::Pipe { from, len })) = (&self.splice, self.queue.front())
+        let (Some(splicer), Some(Piece::Pipe { from, len })) =
+            (&mut self.splice, self.queue.front())
         else {
             return 0;
         };
-        match socket.try_splice_from(from.as_fd(), *len) {
+        match splicer.try_send(from, *len) {
             Ok(n) if n > 0 => {
-                from.moved(n);
                 self.advance(n);
                 n
             }
@@ -253,6 +337,39 @@ mod tests {
         // Below the threshold everything is read as before.
         let (got, in_pipe) = through_outbox("printf small", true, 64 * 1024).await;
         assert_eq!((unframe(&got), in_pipe), (b"small".to_vec(), 0));
+    }
+
+    #[tokio::test]
+    async fn bytes_staged_in_our_pipe_are_copied_whole_when_splice_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("data");
+        let data: Vec<u8> = (0..200_003u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&path, &data).unwrap();
+        let line = format!("cat {}", path.display());
+        let mut running = crate::exec::spawn(line.as_bytes(), ExecMode::Shell, None).unwrap();
+        let Piece::InPipe { pipe, len, .. } =
+            running.next_in_place(Some((1, 1 << 20))).await.unwrap()
+        else {
+            panic!("the output was not left in its pipe");
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let a = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        // A one-page pipe of our own: only part of the piece fits in it.
+        let mut splicer = Splicer {
+            socket: Socket::new(&a, tokio::io::Interest::WRITABLE).unwrap(),
+            via: Pipe::new(4096).unwrap(),
+            staged: 0,
+        };
+        splicer.stage(&pipe, len).unwrap();
+        assert!(
+            splicer.staged > 0 && splicer.staged < len,
+            "staged {} of {len}",
+            splicer.staged
+        );
+        let bytes = splicer.take(&pipe, len).unwrap();
+        assert!(bytes[..] == data[..len], "the copied bytes differ");
     }
 
     #[tokio::test]

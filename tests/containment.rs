@@ -329,7 +329,13 @@ async fn holding_the_status_pipe_does_not_hold_the_reply() {
     );
     let r = rcmd(&["client", &addr, "--plaintext", "--", &line], b"").await;
     r.expect_code(128 + libc::SIGKILL);
-    for pid in pids_running(&format!("sleep {marker}")) {
+    // Detached, the sleep may still be on its way to being exec'd when the reply ends.
+    let sleep = format!("sleep {marker}");
+    wait_until("the detached sleep runs", || {
+        !pids_running(&sleep).is_empty()
+    })
+    .await;
+    for pid in pids_running(&sleep) {
         // SAFETY: kill(2) on the sleep this test's command left behind on purpose.
         unsafe { libc::kill(pid as i32, libc::SIGKILL) };
     }
@@ -536,4 +542,73 @@ async fn commands_inherit_no_descriptor_the_server_was_started_with() {
     r.expect_code(0);
     assert_eq!(r.stdout_str(), "0\n1\n2\n", "{r}");
     server.stop().await;
+}
+
+/// The parent of each command of one line-by-line session (its supervisor), as the
+/// commands saw it, and what the session printed.
+async fn supervisors_of(addr: &str, lines: &str) -> (Vec<u32>, common::Run) {
+    let r = rcmd(&["client", addr, "--plaintext"], lines.as_bytes()).await;
+    let parents = r
+        .stdout_str()
+        .lines()
+        .filter_map(|l| l.strip_prefix("parent "))
+        .map(|p| p.parse().unwrap())
+        .collect();
+    (parents, r)
+}
+
+/// A connection's commands run one after another under one supervisor, kept between
+/// them: each still ends with nothing of its own left, inherits no descriptor of the
+/// supervisor's, and the supervisor goes when the connection does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_supervisor_serves_a_connection_and_leaves_with_it() {
+    let addr = start_server(supervised()).await.to_string();
+    let marker = unique_marker();
+    let lines = format!(
+        "echo parent $PPID\n\
+         sleep {marker} & echo parent $PPID\n\
+         echo parent $PPID; ls /proc/self/fd\n"
+    );
+    let (parents, r) = supervisors_of(&addr, &lines).await;
+    r.expect_code(0);
+    assert_eq!(parents.len(), 3, "{r}");
+    assert!(parents.iter().all(|p| *p == parents[0]), "{parents:?}");
+    // 0-2, and the directory ls reads: nothing of the supervisor's.
+    assert!(r.stdout_str().ends_with("\n0\n1\n2\n3\n"), "{r}");
+    none_left(&marker).await;
+    let supervisor = format!("/proc/{}", parents[0]);
+    wait_until("the connection's supervisor is gone", || {
+        !std::path::Path::new(&supervisor).exists()
+    })
+    .await;
+}
+
+/// A command that kills or stops the connection's supervisor gets only itself: the next
+/// command of the connection runs under a new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_or_stopped_connection_supervisor_is_not_used_again() {
+    let mut config = supervised();
+    config.limits.command_timeout = Some(Duration::from_millis(500));
+    let addr = start_server(config).await.to_string();
+    for how in ["KILL", "STOP"] {
+        let lines = format!(
+            "echo parent $PPID\n\
+             kill -{how} $PPID\n\
+             echo parent $PPID\n\
+             echo parent $PPID\n"
+        );
+        let (parents, r) = supervisors_of(&addr, &lines).await;
+        r.expect_code(0);
+        assert_eq!(parents.len(), 3, "{how}: {r}");
+        assert_ne!(
+            parents[0], parents[1],
+            "{how}: the same supervisor served on"
+        );
+        assert_eq!(parents[1], parents[2], "{how}: the new one is kept");
+        let first = format!("/proc/{}", parents[0]);
+        wait_until("the first supervisor is gone", || {
+            !std::path::Path::new(&first).exists()
+        })
+        .await;
+    }
 }

@@ -35,7 +35,7 @@ use tokio::time::Instant;
 use crate::status::Status;
 pub use pipe::OutPipe;
 pub use pty::WindowSize;
-pub use spawner::Spawner;
+pub use spawner::{ConnectionSupervisor, Spawner};
 
 /// How a command line becomes a process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -96,6 +96,9 @@ pub struct Launcher {
     pub workdir: Option<PathBuf>,
     /// How long one command may run before everything it started is killed.
     pub timeout: Option<Duration>,
+    /// The connection's own supervisor, kept between its commands (see
+    /// [`spawner::Serial`]); `None`: a supervisor per command.
+    pub connection: Option<ConnectionSupervisor>,
 }
 
 /// A terminal requested for a command.
@@ -227,6 +230,8 @@ enum Process {
         pid: libc::pid_t,
         pidfd: Option<OwnedFd>,
         status: unix_pipe::Receiver,
+        /// The supervisor reported the status itself: it is done with the command.
+        reported: bool,
     },
 }
 
@@ -243,7 +248,12 @@ impl Process {
         use std::os::unix::process::ExitStatusExt;
         match self {
             Process::Child(c) => c.wait().await,
-            Process::Supervised { status, pidfd, .. } => {
+            Process::Supervised {
+                status,
+                pidfd,
+                reported,
+                ..
+            } => {
                 let killed = ExitStatusExt::from_raw(libc::SIGKILL);
                 let mut raw = [0u8; 4];
                 // The supervisor's end: a pidfd turns readable when it exits, so nothing
@@ -268,7 +278,10 @@ impl Process {
                     biased;
                     // Four bytes, written at once just before the supervisor exits.
                     r = status.read_exact(&mut raw) => match r {
-                        Ok(_) => Ok(ExitStatusExt::from_raw(i32::from_le_bytes(raw))),
+                        Ok(_) => {
+                            *reported = true;
+                            Ok(ExitStatusExt::from_raw(i32::from_le_bytes(raw)))
+                        }
                         // The supervisor died without a word: it was killed, and so was
                         // the command as far as anyone can tell.
                         Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(killed),
@@ -314,6 +327,9 @@ pub struct Running {
     forced: bool,
     /// The kill could not be carried out and we stopped waiting for the command.
     abandoned: bool,
+    /// The connection's supervisor that runs this command, and where it goes back once
+    /// the command has ended cleanly.
+    serial: Option<(spawner::Serial, ConnectionSupervisor)>,
 }
 
 /// A command that will never run; its status says why. Reported to the client as the
@@ -448,23 +464,31 @@ impl Launcher {
             }
         };
         let [i, o, e] = &theirs;
-        let started = spawner
-            .start(
-                &plan,
-                [
-                    i.as_fd(),
-                    o.as_fd(),
-                    e.as_fd(),
-                    control_read.as_fd(),
-                    status_write.as_fd(),
-                ],
+        let fds = [
+            i.as_fd(),
+            o.as_fd(),
+            e.as_fd(),
+            control_read.as_fd(),
+            status_write.as_fd(),
+        ];
+        // A connection's supervisor would kill a detached command's background processes
+        // with its next command's leftovers, so those get one of their own.
+        let connection = self
+            .connection
+            .as_ref()
+            .filter(|_| !plan.detach && !plan.tty);
+        let started = match connection {
+            Some(slot) => spawner
+                .start_in(slot, &plan, fds)
+                .map(|(started, serial)| (started, serial.map(|s| (s, slot.clone())))),
+            None => spawner.start(&plan, &fds).map(|started| (started, None)),
+        };
+        let (started, serial) = started.map_err(|e| {
+            failed(
+                126,
+                format!("rcmd: cannot start the command: {}", short(&e)),
             )
-            .map_err(|e| {
-                failed(
-                    126,
-                    format!("rcmd: cannot start the command: {}", short(&e)),
-                )
-            })?;
+        })?;
         // Only the supervisor may hold these now: the command's output ends, and its
         // status arrives, when its copies close.
         drop((theirs, control_read, status_write));
@@ -474,6 +498,7 @@ impl Launcher {
                 pid: started.pid,
                 pidfd: started.pidfd,
                 status,
+                reported: false,
             }),
             output,
             stdin,
@@ -484,6 +509,7 @@ impl Launcher {
             kill_sent: None,
             forced: false,
             abandoned: false,
+            serial,
         })
     }
 
@@ -589,6 +615,7 @@ impl Launcher {
             kill_sent: None,
             forced: false,
             abandoned: false,
+            serial: None,
         })
     }
 
@@ -903,6 +930,17 @@ impl Running {
             }
         };
         self.done = true;
+        // The supervisor serves the connection's next command only if it said itself that
+        // it is done with this one, and nobody had to kill it.
+        let finished = matches!(
+            self.process,
+            Some(Process::Supervised { reported: true, .. })
+        );
+        if let Some((serial, slot)) = self.serial.take() {
+            if finished && !self.forced && !self.abandoned {
+                slot.put(serial);
+            }
+        }
         if let Control::Group(pgid) = &mut self.control {
             // Reaped: the id may now be reused, so it must never be signalled again.
             *pgid = None;

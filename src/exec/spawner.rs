@@ -19,6 +19,11 @@
 //! another process that reused the pid. The helper ends when the server's end of its
 //! socket closes, which the kernel does when the server dies in any way; a helper that
 //! stops answering is killed and replaced.
+//!
+//! A connection runs its commands one at a time, so its first command's supervisor stays
+//! for the rest ([`Serial`]): the request that starts it carries one more descriptor, a
+//! socket on which the server sends it each later command directly, without a fork or a
+//! round trip through the helper. Between commands it holds nothing of theirs.
 
 use std::collections::HashSet;
 use std::ffi::{OsStr, OsString};
@@ -38,7 +43,10 @@ const REQUEST_FD: RawFd = 3;
 /// The descriptor on which a supervisor writes the command's wait status.
 pub const STATUS_FD: RawFd = 4;
 /// Descriptors sent with each request, in order: stdin, stdout, stderr, control, status.
-const PASSED: usize = 5;
+pub(super) const PASSED: usize = 5;
+/// Where a supervisor kept for a connection's later commands reads them (see [`Serial`]):
+/// a sixth descriptor in the request that starts it.
+const SERIAL_FD: RawFd = 5;
 /// A request larger than this is refused (a command line and environment are far smaller;
 /// the server checks both long before).
 const MAX_REQUEST: usize = 64 << 20;
@@ -86,7 +94,7 @@ impl Spawner {
     ///
     /// # Errors
     /// The helper could not be started or reached, or could not fork.
-    pub(super) fn start(&self, plan: &Plan, fds: [BorrowedFd<'_>; PASSED]) -> io::Result<Started> {
+    pub(super) fn start(&self, plan: &Plan, fds: &[BorrowedFd<'_>]) -> io::Result<Started> {
         let request = encode(plan);
         let mut helper = self.helper.lock().unwrap_or_else(PoisonError::into_inner);
         let mut last = None;
@@ -105,6 +113,92 @@ impl Spawner {
             }
         }
         Err(last.expect("tried twice"))
+    }
+
+    /// As [`start`](Self::start), through the connection's supervisor in `slot` when it
+    /// has one: a request to it costs no fork and no round trip through the helper.
+    /// Otherwise the helper starts a supervisor that stays for the connection's later
+    /// commands. Returns that supervisor, to be put back into `slot` once the command has
+    /// ended cleanly; `None` if it cannot serve another (no pidfd to watch it by).
+    ///
+    /// # Errors
+    /// As [`start`](Self::start).
+    pub(super) fn start_in(
+        &self,
+        slot: &ConnectionSupervisor,
+        plan: &Plan,
+        fds: [BorrowedFd<'_>; PASSED],
+    ) -> io::Result<(Started, Option<Serial>)> {
+        if let Some(serial) = slot.take() {
+            // One that died or stopped reading meanwhile is dropped, and a new one started.
+            if let Ok(started) = serial.send(plan, fds) {
+                return Ok((started, Some(serial)));
+            }
+        }
+        let (ours, theirs) = UnixStream::pair()?;
+        let [i, o, e, c, st] = fds;
+        let started = self.start(plan, &[i, o, e, c, st, theirs.as_fd()])?;
+        drop(theirs);
+        let serial = match &started.pidfd {
+            Some(pidfd) => {
+                ours.set_write_timeout(Some(HELPER_PATIENCE))?;
+                Some(Serial {
+                    sock: ours,
+                    pid: started.pid,
+                    pidfd: pidfd.try_clone()?,
+                })
+            }
+            None => None,
+        };
+        Ok((started, serial))
+    }
+}
+
+/// The supervisor kept for one connection's commands, which run one at a time: after a
+/// command it waits on `sock` for the next (or exits when `sock` closes), instead of
+/// exiting and being replaced by a fork for every command.
+///
+/// Only commands that leave nothing behind by design are run this way (not with
+/// `--allow-detach`, whose background processes a later command's clean-up would kill,
+/// and not on a terminal). The supervisor is handed back only after a command
+/// ended cleanly: one that was killed, stopped or timed out waiting is dropped, and with
+/// it `sock`, so it exits once it is done.
+#[derive(Debug)]
+pub(super) struct Serial {
+    sock: UnixStream,
+    pid: libc::pid_t,
+    pidfd: OwnedFd,
+}
+
+impl Serial {
+    /// Sends the next command; the supervisor is idle, waiting for it, so this does not
+    /// wait beyond its write timeout.
+    fn send(&self, plan: &Plan, fds: [BorrowedFd<'_>; PASSED]) -> io::Result<Started> {
+        pidfd_signal(self.pidfd.as_fd(), 0)?;
+        let request = encode(plan);
+        let len = u32::try_from(request.len()).map_err(|_| io::ErrorKind::InvalidInput)?;
+        let raw = fds.map(|fd| fd.as_raw_fd());
+        send_with_fds(&self.sock, &len.to_le_bytes(), &raw)?;
+        (&self.sock).write_all(&request)?;
+        Ok(Started {
+            pid: self.pid,
+            pidfd: Some(self.pidfd.try_clone()?),
+        })
+    }
+}
+
+/// One connection's place for its [`Serial`] supervisor, empty while a command runs.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectionSupervisor(Arc<Mutex<Option<Serial>>>);
+
+impl ConnectionSupervisor {
+    fn take(&self) -> Option<Serial> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).take()
+    }
+
+    /// Keeps `serial` for the next command.
+    pub(super) fn put(&self, serial: Serial) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(serial);
     }
 }
 
@@ -149,13 +243,9 @@ impl Helper {
 
     /// Sends one request and reads the answer. The outer error is the helper's failure
     /// (replace it); the inner one is the request's (fork failed).
-    fn ask(
-        &mut self,
-        request: &[u8],
-        fds: [BorrowedFd<'_>; PASSED],
-    ) -> io::Result<io::Result<Started>> {
+    fn ask(&mut self, request: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<io::Result<Started>> {
         let len = u32::try_from(request.len()).map_err(|_| io::ErrorKind::InvalidInput)?;
-        let raw = fds.map(|fd| fd.as_raw_fd());
+        let raw: Vec<RawFd> = fds.iter().map(AsRawFd::as_raw_fd).collect();
         send_with_fds(&self.sock, &len.to_le_bytes(), &raw)?;
         self.sock.write_all(request)?;
         let mut answer = [0u8; 8];
@@ -328,10 +418,12 @@ struct Request {
 }
 
 impl Request {
-    /// Reads one request from `sock`; `None` when the other end closed it.
-    fn read(sock: &mut UnixStream) -> io::Result<Option<Request>> {
+    /// Reads one request from `sock`, with `PASSED` descriptors (or, if `serial`, one
+    /// more, for a supervisor to keep); `None` when the other end closed it.
+    fn read(sock: &mut UnixStream, serial: bool) -> io::Result<Option<Request>> {
         let mut len = [0u8; 4];
-        let got = recv_with_fds(sock.as_fd(), &mut len, PASSED)?;
+        let most = PASSED + usize::from(serial);
+        let got = recv_with_fds(sock.as_fd(), &mut len, most)?;
         if got.bytes == 0 {
             return Ok(None);
         }
@@ -339,7 +431,7 @@ impl Request {
             sock.read_exact(&mut len[got.bytes..])?;
         }
         let len = u32::from_le_bytes(len) as usize;
-        if len > MAX_REQUEST || got.fds.len() != PASSED {
+        if len > MAX_REQUEST || got.fds.len() < PASSED {
             return Err(malformed());
         }
         let mut body = vec![0u8; len];
@@ -438,7 +530,7 @@ fn wait_for_request(sock: UnixStream) -> ! {
     }
     // SAFETY: fd 3 is now ours alone.
     let mut sock = UnixStream::from(unsafe { OwnedFd::from_raw_fd(REQUEST_FD) });
-    if let Ok(Some(request)) = Request::read(&mut sock) {
+    if let Ok(Some(request)) = Request::read(&mut sock, true) {
         if let Some(plan) = decode(&request.body) {
             // Taken: the helper may answer the server now.
             if sock.write_all(&[1]).is_ok() {
@@ -457,7 +549,7 @@ fn serve_one(
     spare: &mut Option<Spare>,
     family: &mut Family,
 ) -> io::Result<bool> {
-    let Some(request) = Request::read(sock)? else {
+    let Some(request) = Request::read(sock, true)? else {
         return Ok(false);
     };
     let plan = decode(&request.body).ok_or_else(malformed)?;
@@ -504,36 +596,101 @@ fn answer(pid: libc::pid_t, errno: Option<i32>) -> [u8; 8] {
     a
 }
 
-/// In the forked child: puts the passed descriptors at 0-4, drops everything else of the
-/// helper's, and runs the supervisor. Never returns.
+/// In the forked child: puts the passed descriptors at 0-4 (and a connection's socket at 5),
+/// drops everything else of the helper's, and runs the supervisor: for one command, or,
+/// with a connection's socket, for each command that comes on it. Never returns.
 fn become_supervisor(fds: &[OwnedFd], plan: &Plan) -> ! {
+    let serial = fds.len() > PASSED;
     // SAFETY: rearranging this (new, single-threaded) process's own descriptors and
     // signal state before it becomes the supervisor.
     unsafe {
         let empty = supervisor::empty_sigset();
         libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
-        // First out of the way (a passed descriptor may sit at 0-4), then into place.
-        let high: Vec<RawFd> = fds
-            .iter()
-            .map(|fd| libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 10))
-            .collect();
-        for (target, fd) in high.into_iter().enumerate() {
-            if fd < 0 || libc::dup2(fd, target as RawFd) < 0 {
-                libc::_exit(126);
-            }
-        }
-        libc::close_range(STATUS_FD as u32 + 1, u32::MAX, 0);
+        place(fds);
+        let last = if serial { SERIAL_FD } else { STATUS_FD };
+        libc::close_range(last as u32 + 1, u32::MAX, 0);
+        // Never passed on to a command.
         libc::fcntl(STATUS_FD, libc::F_SETFD, libc::FD_CLOEXEC);
+        libc::fcntl(SERIAL_FD, libc::F_SETFD, libc::FD_CLOEXEC);
         // Its own group, as the supervisor always had.
         libc::setpgid(0, 0);
     }
-    let status = supervisor::run(plan);
+    report(supervisor::run(plan));
+    if serial {
+        serve_connection();
+    }
+    // SAFETY: leaving at once: the helper's state copied into this process (its socket's
+    // buffers) must not be flushed.
+    unsafe { libc::_exit(0) }
+}
+
+/// A connection's supervisor between commands: runs each request that arrives on
+/// [`SERIAL_FD`] as the first one was run; returns when the server closes it (or sends
+/// what it never sends: a request to detach, a terminal, or more descriptors).
+fn serve_connection() {
+    // Where commands without a directory of their own run: where the first one started.
+    // SAFETY: opening a descriptor of our own; O_CLOEXEC keeps it from every command.
+    let home = unsafe { libc::open(c".".as_ptr(), libc::O_PATH | libc::O_CLOEXEC) };
+    // SAFETY: fd 5 is the connection's socket, ours alone.
+    let mut sock = UnixStream::from(unsafe { OwnedFd::from_raw_fd(SERIAL_FD) });
+    loop {
+        // The last command's ends are ours no longer: its status and control pipes close
+        // here, so the server sees them end, and its stdio (if it never started) goes.
+        // /dev/null takes their places, so the next request's descriptors arrive above
+        // them, not where they must go.
+        supervisor::release_stdio();
+        // SAFETY: replacing our own descriptors with copies of stdin, now /dev/null.
+        unsafe {
+            libc::dup2(0, supervisor::CONTROL_FD);
+            libc::dup2(0, STATUS_FD);
+        }
+        let Ok(Some(request)) = Request::read(&mut sock, false) else {
+            return;
+        };
+        let Some(plan) = decode(&request.body) else {
+            return;
+        };
+        if plan.detach || plan.tty || request.fds.len() != PASSED {
+            return;
+        }
+        // SAFETY: as in `become_supervisor`; `request.fds` close when it is dropped.
+        unsafe {
+            place(&request.fds);
+            libc::fcntl(STATUS_FD, libc::F_SETFD, libc::FD_CLOEXEC);
+            if plan.cwd.is_none() && home >= 0 {
+                libc::fchdir(home);
+            }
+        }
+        drop(request);
+        report(supervisor::run(&plan));
+    }
+}
+
+/// Tells the server the command's wait status: four bytes on the status pipe.
+fn report(status: libc::c_int) {
     let bytes = status.to_le_bytes();
-    // SAFETY: writing a local buffer to our own descriptor, then leaving at once: the
-    // helper's state copied into this process (its socket's buffers) must not be flushed.
-    unsafe {
-        libc::write(STATUS_FD, bytes.as_ptr().cast(), bytes.len());
-        libc::_exit(0)
+    // SAFETY: writing a local buffer to our own descriptor.
+    unsafe { libc::write(STATUS_FD, bytes.as_ptr().cast(), bytes.len()) };
+}
+
+/// Puts `fds` at 0, 1, 2, ... in order: first out of the way (a passed descriptor may sit
+/// where another must go), then into place; the copies made on the way are closed.
+///
+/// # Safety
+/// Replaces this process's descriptors 0 to `fds.len() - 1`: nothing else may be using
+/// them.
+unsafe fn place(fds: &[OwnedFd]) {
+    let high: Vec<RawFd> = fds
+        .iter()
+        .map(|fd| libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 10))
+        .collect();
+    for (target, &fd) in high.iter().enumerate() {
+        if fd < 0 || libc::dup2(fd, target as RawFd) < 0 {
+            libc::_exit(126);
+        }
+    }
+    for fd in high {
+        libc::close(fd);
     }
 }
 

@@ -432,7 +432,7 @@ fn report_failure(program: &OsString, e: &io::Error) -> libc::c_int {
 }
 
 /// Points stdin, stdout and stderr at /dev/null.
-fn release_stdio() {
+pub(super) fn release_stdio() {
     // SAFETY: opening /dev/null and duplicating it over our own descriptors 0-2.
     unsafe {
         let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
@@ -506,6 +506,16 @@ impl SignalFd {
                 return got;
             }
             got.push(info.ssi_signo as libc::c_int);
+        }
+    }
+}
+
+impl Drop for SignalFd {
+    fn drop(&mut self) {
+        // SAFETY: closing the descriptor this value owns. (A connection's supervisor makes
+        // one per command.)
+        unsafe {
+            libc::close(self.fd);
         }
     }
 }

@@ -214,6 +214,7 @@ pub(super) async fn serve<S: AsyncRead + AsyncWrite>(
         next_job: Job::default(),
         current: None,
         stdin_allowance: 0,
+        supervisor: crate::exec::ConnectionSupervisor::default(),
     }
     .run(&mut reader, stop)
     .await;
@@ -259,6 +260,8 @@ struct Session<'a, S> {
     current: Option<Current>,
     /// Stdin bytes the client may still send: granted and not yet received.
     stdin_allowance: usize,
+    /// The supervisor that runs this connection's commands, one after another.
+    supervisor: crate::exec::ConnectionSupervisor,
 }
 
 impl<S: AsyncRead + AsyncWrite> Session<'_, S> {
@@ -482,7 +485,11 @@ impl<S: AsyncRead + AsyncWrite> Session<'_, S> {
             stdin: job.stdin,
             tty: job.tty,
         };
-        match self.config.launcher().spawn(&request) {
+        let launcher = crate::exec::Launcher {
+            connection: Some(self.supervisor.clone()),
+            ..self.config.launcher()
+        };
+        match launcher.spawn(&request) {
             Ok(mut running) => {
                 debug!(peer = %self.peer, command = %printable(&job.line), pid = running.id(), "running");
                 let input = if job.stdin {

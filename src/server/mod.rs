@@ -134,6 +134,7 @@ impl ServerConfig {
             allow_detach: self.allow_detach,
             workdir: self.workdir.clone(),
             timeout: self.limits.command_timeout,
+            connection: None,
         }
     }
 }

@@ -25,6 +25,9 @@ struct Inner {
     owed: AtomicUsize,
 }
 
+/// The least room a read is given, so that reads of a few bytes still share allocations.
+const MIN_READ: usize = 4096;
+
 /// What one pull from a pipe found.
 pub(super) enum Pulled {
     /// Bytes read into memory.
@@ -77,11 +80,16 @@ impl OutPipe {
                     return Ok(Pulled::InPlace(n));
                 }
             }
-            buf.reserve(chunk);
+            // Room for what waits, not for a whole chunk: `reserve` finds room left in
+            // the current allocation after earlier reads, where asking for a chunk every
+            // time made a new allocation of at least a chunk for every read, each one
+            // kept alive by a few KiB waiting in the outbox (up to 1 MiB of them).
+            let waiting = crate::splice::waiting(self.as_fd()).unwrap_or(0);
+            buf.reserve(waiting.clamp(MIN_READ, chunk));
             match self.inner.rx.try_read_buf(buf) {
                 Ok(0) => return Ok(Pulled::End),
-                // `split` hands the bytes out and keeps the allocation for the next read
-                // once the caller has dropped them.
+                // `split` hands the bytes out and leaves the rest of the allocation for
+                // the next read.
                 Ok(_) => return Ok(Pulled::Read(buf.split().freeze())),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(e) => return Err(e),

@@ -14,7 +14,9 @@
 //!   of the command, or died in any way, SIGKILL included, since the kernel closes its file
 //!   descriptors) kills every descendant;
 //! - when the command itself ends, kills every descendant still alive (unless detaching),
-//!   then tells the server the command's own status through its status pipe.
+//!   then tells the server the command's own status through its status pipe, and either
+//!   exits or, as a connection's supervisor, waits for the connection's next command (see
+//!   [`super::spawner`]).
 //!
 //! It is synchronous and single-threaded: it runs in a fresh process, waits in `poll(2)` on
 //! the control pipe and a `signalfd`, and does nothing else.

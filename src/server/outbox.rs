@@ -72,14 +72,13 @@ struct Splicer {
 impl Splicer {
     /// Moves what it can of the `len` bytes at the front of `from` into `via`, without
     /// waiting: they are in `from` already, and `via` has room unless it holds a
-    /// previous move still.
+    /// previous move still. They stay owed to `from` until they reach the socket: until
+    /// then the command's pipe is not read again, as if they were still in it, or small
+    /// reads would pile up in memory behind a socket that is full.
     fn stage(&mut self, from: &OutPipe, len: usize) -> std::io::Result<()> {
         if self.staged < len {
             match splice::splice(from.as_fd(), self.via.write.as_fd(), len - self.staged) {
-                Ok(n) => {
-                    from.moved(n);
-                    self.staged += n;
-                }
+                Ok(n) => self.staged += n,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                 Err(e) => return Err(e),
             }
@@ -96,6 +95,7 @@ impl Splicer {
             .splice_from(self.via.read.as_fd(), self.staged)
             .await?;
         self.staged -= n;
+        from.moved(n);
         Ok(n)
     }
 
@@ -106,6 +106,7 @@ impl Splicer {
             .socket
             .try_splice_from(self.via.read.as_fd(), self.staged)?;
         self.staged -= n;
+        from.moved(n);
         Ok(n)
     }
 
@@ -119,6 +120,7 @@ impl Splicer {
         if bytes.len() != self.staged {
             return Err(std::io::ErrorKind::UnexpectedEof.into());
         }
+        from.moved(self.staged);
         bytes.extend_from_slice(&from.read_owed(len - self.staged)?);
         Ok(bytes.into())
     }

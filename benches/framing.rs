@@ -5,8 +5,8 @@
 
 use bytes::{Bytes, BytesMut};
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
-use rcmd::codec::FrameCodec;
-use rcmd::header::HeaderFormat;
+use rcmd::wire::frame::FrameCodec;
+use rcmd::wire::header::HeaderFormat;
 use std::hint::black_box;
 use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec};
 

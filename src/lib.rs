@@ -4,9 +4,9 @@
 //! Data flows one way through the modules:
 //!
 //! ```text
-//! bytes ─▶ codec (frames, header) ─▶ protocol (messages) ─▶ server / client (actions)
-//!     └──▶ tutorial_codec (length-ack, classic, json-header, naive) ─▶ └▶ exec
-//! trace: an optional wrapper around the bytes, showing each frame as it passes (--trace)
+//! bytes ─▶ wire::frame (frames, header) ─▶ wire::message (messages) ─▶ server / client
+//!     └──▶ wire::tutorial (length-ack, classic, json-header, naive) ─▶ └▶ exec
+//! wire::trace: an optional wrapper around the bytes, showing each frame as it passes (--trace)
 //! ```
 
 #[cfg(not(target_os = "linux"))]
@@ -18,21 +18,16 @@ compile_error!(
 pub mod auth;
 pub mod cli;
 pub mod client;
-pub mod codec;
 pub mod config;
 pub mod deadline;
 pub mod demo;
 pub mod exec;
 pub mod fanout;
-pub mod header;
 pub mod printable;
-pub mod protocol;
 pub mod server;
 pub mod splice;
 pub mod spool;
 pub mod status;
 pub mod text;
 pub mod tls;
-pub mod trace;
-pub mod tutorial_codec;
 pub mod wire;

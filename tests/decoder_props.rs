@@ -4,8 +4,8 @@
 
 use bytes::BytesMut;
 use proptest::prelude::*;
-use rcmd::codec::FrameCodec;
-use rcmd::header::HeaderFormat;
+use rcmd::wire::frame::FrameCodec;
+use rcmd::wire::header::HeaderFormat;
 use tokio_util::codec::{Decoder, Encoder};
 
 /// Every format Python accepts for one integer: each byte-order prefix (or none) with

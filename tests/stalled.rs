@@ -220,7 +220,7 @@ async fn stdin_credit_does_not_add_up_across_commands() {
         .map(|m| u64::from(u32::from_be_bytes(m[1..5].try_into().unwrap())))
         .sum();
     // One window in all: none of the commands read stdin, so nothing was given back.
-    assert_eq!(granted, u64::from(rcmd::protocol::STDIN_WINDOW));
+    assert_eq!(granted, u64::from(rcmd::wire::message::STDIN_WINDOW));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

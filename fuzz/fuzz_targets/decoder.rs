@@ -5,9 +5,9 @@
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
-use rcmd::codec::FrameCodec;
-use rcmd::header::HeaderFormat;
-use rcmd::protocol::{ClientCodec, ServerCodec};
+use rcmd::wire::frame::FrameCodec;
+use rcmd::wire::header::HeaderFormat;
+use rcmd::wire::message::{ClientCodec, ServerCodec};
 use tokio_util::codec::Decoder;
 
 const FORMATS: &[&str] = &[

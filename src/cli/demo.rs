@@ -5,7 +5,7 @@ use clap::{Args, Subcommand};
 use super::{Failure, Whole, DEFAULT_RECV_SIZE};
 use crate::demo::render::Style;
 use crate::demo::{self, sticky};
-use crate::header::HeaderFormat;
+use crate::wire::header::HeaderFormat;
 
 /// Exit code when a demo did not show what it exists to show (a regression).
 const NOT_REPRODUCED: i32 = 1;

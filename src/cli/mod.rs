@@ -13,8 +13,8 @@ mod token;
 use clap::builder::TypedValueParser;
 use clap::{Args, Parser, Subcommand};
 
-use crate::codec::DEFAULT_MAX_FRAME;
-use crate::header::HeaderFormat;
+use crate::wire::frame::DEFAULT_MAX_FRAME;
+use crate::wire::header::HeaderFormat;
 use crate::wire::{Protocol, Wire, DEFAULT_RECV_SIZE};
 
 /// Run commands on another machine over TCP, with every message framed by a length

@@ -16,11 +16,11 @@ use tokio::time::Instant;
 use tokio_util::codec::{FramedRead, FramedWrite};
 
 use super::{ClientConfig, ClientError, Input, Output};
-use crate::protocol::{
+use crate::status::Status;
+use crate::wire::message::{
     signal_name, ClientCodec, ClientMessage, Hello, ServerMessage, MAX_HELLO_FRAME,
 };
-use crate::status::Status;
-use crate::tutorial_codec::{identify_reply, wrong_mode_message};
+use crate::wire::tutorial::{identify_reply, wrong_mode_message};
 
 /// Room for one read from the socket. Large output arrives in large frames; reading them
 /// in large pieces means fewer system calls per byte.
@@ -266,7 +266,7 @@ async fn handshake<S: AsyncRead + AsyncWrite>(
         Some(Ok(ServerMessage::Hello(h))) => {
             h.check().map_err(ClientError::Server)?;
             writer.encoder_mut().set_peer_max_frame(h.max_frame);
-            Ok(h.version.min(crate::protocol::VERSION))
+            Ok(h.version.min(crate::wire::message::VERSION))
         }
         Some(Ok(ServerMessage::Error(m))) => Err(ClientError::Server(m)),
         Some(Ok(other)) => Err(ClientError::Server(format!(
@@ -327,13 +327,13 @@ const JUDGE_WAIT: Duration = Duration::from_millis(250);
 /// framed server that lies is not taken for one.
 async fn other_mode<S: AsyncRead>(
     reader: &mut Reader<S>,
-    header: crate::header::HeaderFormat,
+    header: crate::wire::header::HeaderFormat,
 ) -> Option<crate::wire::Protocol> {
     use crate::wire::Protocol;
     use tokio::io::AsyncReadExt;
     let _ = tokio::time::timeout(JUDGE_WAIT, async {
         let mut chunk = [0u8; 512];
-        while reader.read_buffer().len() < crate::tutorial_codec::PROBE {
+        while reader.read_buffer().len() < crate::wire::tutorial::PROBE {
             match reader.get_mut().read(&mut chunk).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => reader.read_buffer_mut().extend_from_slice(&chunk[..n]),
@@ -344,16 +344,16 @@ async fn other_mode<S: AsyncRead>(
     let got = reader.read_buffer();
     // An rcmd tutorial server refuses a hello in its own mode's words, naming the mode;
     // a length-ack one first sends the length and waits for an answer we do not give.
-    if let Some(theirs) = crate::tutorial_codec::refusal_names_mode(got) {
+    if let Some(theirs) = crate::wire::tutorial::refusal_names_mode(got) {
         return Some(theirs);
     }
-    if crate::tutorial_codec::is_bare_length(got) {
+    if crate::wire::tutorial::is_bare_length(got) {
         return Some(Protocol::LengthAck);
     }
     match identify_reply(got, header)? {
         Protocol::Framed => None,
         Protocol::Classic => {
-            crate::tutorial_codec::is_whole_classic_reply(got).then_some(Protocol::Classic)
+            crate::wire::tutorial::is_whole_classic_reply(got).then_some(Protocol::Classic)
         }
         theirs => Some(theirs),
     }

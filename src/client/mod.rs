@@ -20,7 +20,7 @@ pub use input::Input;
 pub use tutorial::ACK;
 
 use crate::auth::Token;
-use crate::protocol::{ClientMessage, ProtocolError};
+use crate::wire::message::{ClientMessage, ProtocolError};
 use crate::wire::{Protocol, Wire};
 
 /// How long the naive client waits for a reply before saying it cannot tell why none came.
@@ -365,7 +365,7 @@ pub async fn run_on<O: Write, E: Write>(
     // Requests are small and we wait for their replies: do not let Nagle hold them back.
     stream.set_nodelay(true)?;
     // --trace wraps the bytes inside TLS, so it shows frames rather than ciphertext.
-    let traced = |s| crate::trace::Traced::new(s, &config.wire, "client", config.trace);
+    let traced = |s| crate::wire::trace::Traced::new(s, &config.wire, "client", config.trace);
     match config.wire.protocol {
         Protocol::Framed => match &config.tls {
             Some(tls) => {
@@ -392,7 +392,7 @@ pub async fn run_on<O: Write, E: Write>(
                     _ => config,
                 };
                 framed::run(
-                    crate::trace::Traced::new(stream, &config.wire, "client", config.trace),
+                    crate::wire::trace::Traced::new(stream, &config.wire, "client", config.trace),
                     None,
                     config,
                     input,

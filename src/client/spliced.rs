@@ -17,9 +17,9 @@ use tokio::net::TcpStream;
 use tokio_util::codec::FramedRead;
 
 use super::ClientError;
-use crate::codec::FrameError;
-use crate::protocol::{ClientCodec, ServerMessage};
 use crate::splice::{self, Pipe, Socket};
+use crate::wire::frame::FrameError;
+use crate::wire::message::{ClientCodec, ServerMessage};
 
 /// Payloads at least this large are spliced; smaller ones are copied with their frame.
 pub(super) const SPLICE_MIN: usize = 64 * 1024;
@@ -194,7 +194,11 @@ impl SpliceIn {
 
 /// Whether `head` (a frame head and one tag byte) starts a stdout frame large enough to
 /// splice and within our frame limit (a frame over it is left to the reader to refuse).
-fn is_large_stdout(head: &[u8], header: crate::header::HeaderFormat, max_frame: usize) -> bool {
+fn is_large_stdout(
+    head: &[u8],
+    header: crate::wire::header::HeaderFormat,
+    max_frame: usize,
+) -> bool {
     let Ok(len) = header.unpack_len(&head[..header.size()]) else {
         return false;
     };

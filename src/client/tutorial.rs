@@ -4,7 +4,7 @@
 //! One command at a time, as the tutorial's client does. Replies are streamed to the
 //! output in fixed-size pieces: a length from the server sizes no buffer, so a lying
 //! server cannot make the client allocate. The bytes and the checks are in
-//! [`crate::tutorial_codec`]; this file only moves them.
+//! [`crate::wire::tutorial`]; this file only moves them.
 
 use std::io::Write;
 use std::time::Duration;
@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::{ClientConfig, ClientError, Input, Output};
-use crate::tutorial_codec::{self as codec, JsonHeader, PROBE};
+use crate::wire::tutorial::{self as codec, JsonHeader, PROBE};
 use crate::wire::Protocol;
 
 const COPY_CHUNK: usize = 64 * 1024;
@@ -41,7 +41,7 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite + Unpin, O: Write, E: Write>(
 }
 
 fn malformed(msg: String) -> ClientError {
-    ClientError::Protocol(crate::protocol::ProtocolError::Malformed(msg))
+    ClientError::Protocol(crate::wire::message::ProtocolError::Malformed(msg))
 }
 
 /// Why reading the start of a reply stopped short.

@@ -29,10 +29,10 @@ use tokio_util::codec::Encoder;
 use super::stages::{self, Kind, Recv, Stage, Trace};
 use super::sticky::Lesson;
 use super::Reference;
-use crate::codec::DEFAULT_MAX_FRAME;
-use crate::header::HeaderFormat;
 use crate::printable::py_bytes;
-use crate::protocol::{ServerCodec, ServerMessage};
+use crate::wire::frame::DEFAULT_MAX_FRAME;
+use crate::wire::header::HeaderFormat;
+use crate::wire::message::{ServerCodec, ServerMessage};
 
 const COLORS: [&str; 6] = [
     "#1f9bd1", "#e0a800", "#c2185b", "#2e9e44", "#6a4fc7", "#d84315",

@@ -17,8 +17,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::codec::{FramedRead, FramedWrite};
 
 use super::render::Style;
-use crate::protocol::{ClientCodec, ClientMessage, Hello, ServerMessage};
 use crate::server::{serve, ServerConfig};
+use crate::wire::message::{ClientCodec, ClientMessage, Hello, ServerMessage};
 use crate::wire::Protocol;
 
 /// Commands per stage.
@@ -211,11 +211,11 @@ async fn tutorial(mut conn: TcpStream, protocol: Protocol) -> io::Result<Duratio
 /// rcmd's framed client: one command at a time, or every command before any reply.
 async fn framed(conn: TcpStream, pipelined: bool) -> io::Result<Duration> {
     let header = Protocol::Framed.default_header();
-    let max = crate::codec::DEFAULT_MAX_FRAME;
+    let max = crate::wire::frame::DEFAULT_MAX_FRAME;
     let (rd, wr) = conn.into_split();
     let mut rd = FramedRead::new(rd, ClientCodec::new(header, max));
     let mut wr = FramedWrite::new(wr, ClientCodec::new(header, max));
-    let err = |e: crate::protocol::ProtocolError| io::Error::other(e.to_string());
+    let err = |e: crate::wire::message::ProtocolError| io::Error::other(e.to_string());
     wr.send(ClientMessage::Hello(Hello::new(max, bytes::Bytes::new())))
         .await
         .map_err(err)?;

@@ -15,9 +15,9 @@ use tokio::net::TcpStream;
 use tokio_util::codec::{Decoder, Encoder};
 
 use super::{wait_queued, Reference};
-use crate::codec::{FrameCodec, DEFAULT_MAX_FRAME};
-use crate::header::HeaderFormat;
-use crate::protocol::{ClientCodec, ClientMessage, Hello};
+use crate::wire::frame::{FrameCodec, DEFAULT_MAX_FRAME};
+use crate::wire::header::HeaderFormat;
+use crate::wire::message::{ClientCodec, ClientMessage, Hello};
 
 /// The tutorial's stages, in the order it teaches them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -584,9 +584,9 @@ async fn framed(
                     if tag == b'O' { &mut out } else { &mut err }.extend_from_slice(body);
                 }
                 _ => {
-                    let status = crate::protocol::Message::parse(f.clone())
-                        .map(|m: crate::protocol::ServerMessage| match m {
-                            crate::protocol::ServerMessage::Done(s) => {
+                    let status = crate::wire::message::Message::parse(f.clone())
+                        .map(|m: crate::wire::message::ServerMessage| match m {
+                            crate::wire::message::ServerMessage::Done(s) => {
                                 format!("'{}' {s}", tag as char)
                             }
                             other => format!("{other:?}"),

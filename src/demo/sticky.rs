@@ -23,9 +23,9 @@ use tokio::net::TcpListener;
 use super::render::Style;
 use super::stages::{self, Kind, Plan, Stage, Trace};
 use super::{reference, Reference};
-use crate::header::HeaderFormat;
 use crate::printable::py_bytes;
 use crate::server::{serve, ServerConfig};
+use crate::wire::header::HeaderFormat;
 use crate::wire::{Protocol, Wire, DEFAULT_RECV_SIZE};
 
 /// Which cause of the bug to show.

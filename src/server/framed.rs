@@ -24,13 +24,13 @@ use tracing::{debug, info, warn};
 use super::outbox::Outbox;
 use super::{admission, env, ConnError, ServerConfig, Shutdown};
 use crate::exec::{self, Event, OutPipe, Piece, Request, Running, TtyRequest, WindowSize};
-use crate::header::HeaderFormat;
 use crate::printable::printable;
-use crate::protocol::{
+use crate::status::Status;
+use crate::wire::header::HeaderFormat;
+use crate::wire::message::{
     chunks, signal_number, ClientMessage, Hello, ProtocolError, ServerCodec, ServerMessage,
     MAX_HELLO_FRAME, STDIN_WINDOW,
 };
-use crate::status::Status;
 
 /// Requests read ahead while one runs; past this we stop reading and TCP pushes back.
 const MAX_QUEUED: usize = 64;

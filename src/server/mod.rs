@@ -29,7 +29,7 @@ use tracing::{debug, info, warn};
 use self::admission::Admission;
 use crate::auth::Token;
 use crate::exec::{ExecMode, Launcher};
-use crate::protocol::ProtocolError;
+use crate::wire::message::ProtocolError;
 use crate::wire::{Protocol, Wire};
 
 /// Limits that keep one client, or many, from exhausting the server.
@@ -118,7 +118,7 @@ impl ServerConfig {
             allow_detach: false,
             workdir: None,
             accept_env: env::DEFAULT_ACCEPT.iter().map(|s| s.to_string()).collect(),
-            version: crate::protocol::VERSION,
+            version: crate::wire::message::VERSION,
             trace: false,
             tls: None,
             splice: true,
@@ -180,7 +180,7 @@ impl std::fmt::Display for ConnError {
 impl ConnError {
     /// The peer hung up (reset, or closed with our writes pending).
     fn is_hang_up(&self) -> bool {
-        use crate::codec::FrameError;
+        use crate::wire::frame::FrameError;
         use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset};
         let io = match self {
             ConnError::Io(e) | ConnError::Protocol(ProtocolError::Frame(FrameError::Io(e))) => e,
@@ -399,7 +399,7 @@ async fn serve_framed<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
     config: &ServerConfig,
     stop: &Shutdown,
 ) -> Result<(), ConnError> {
-    let traced = crate::trace::Traced::new(stream, &config.wire, "server", config.trace);
+    let traced = crate::wire::trace::Traced::new(stream, &config.wire, "server", config.trace);
     framed::serve(traced, splice, peer, config, stop).await
 }
 

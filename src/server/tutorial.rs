@@ -4,7 +4,7 @@
 //! All four read a command as whatever one `recv(recv_size)` returns, exactly as the
 //! tutorial's server does, so request boundaries are as unreliable as the tutorial's
 //! (that is the point of `naive`, and what `classic` clients expect). The bytes of each
-//! reply, and what the server refuses to run, are in [`crate::tutorial_codec`]; this file
+//! reply, and what the server refuses to run, are in [`crate::wire::tutorial`]; this file
 //! only reads, runs and writes.
 
 use std::net::SocketAddr;
@@ -20,8 +20,8 @@ use crate::exec::{self, Event};
 use crate::printable::printable;
 use crate::spool::{Spool, MEMORY_LIMIT};
 use crate::status::Status;
-use crate::trace::Traced;
-use crate::tutorial_codec::{self as codec, Foreign};
+use crate::wire::trace::Traced;
+use crate::wire::tutorial::{self as codec, Foreign};
 use crate::wire::{Order, Protocol, Wire};
 
 pub(super) async fn serve(
@@ -65,7 +65,7 @@ pub(super) async fn serve(
             return Ok(());
         }
         if config.trace {
-            crate::trace::raw("server recv", &buf[..n]);
+            crate::wire::trace::raw("server recv", &buf[..n]);
         }
         let line = buf[..n].to_vec();
         if !run_command(&line, &mut rd, &mut wr, peer, config, stop, &mut carried).await? {
@@ -180,7 +180,7 @@ async fn await_ack(
         _ = stop.kill.cancelled() => 0,
     };
     if config.trace {
-        crate::trace::raw("server recv", &ack[..n]);
+        crate::wire::trace::raw("server recv", &ack[..n]);
     }
     Ok((n > 0).then(|| {
         let ack = &ack[..n];

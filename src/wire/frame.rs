@@ -10,7 +10,7 @@ use std::{fmt, io};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 
-use crate::header::{HeaderError, HeaderFormat};
+use crate::wire::header::{HeaderError, HeaderFormat};
 
 /// Default largest frame accepted from a peer: 1 MiB.
 pub const DEFAULT_MAX_FRAME: usize = 1 << 20;

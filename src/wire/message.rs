@@ -1,6 +1,6 @@
 //! Messages of the `framed` protocol and their codec: frames → messages.
 //!
-//! Every message is one frame (see [`crate::codec`]) whose payload starts with a one-byte
+//! Every message is one frame (see [`crate::wire::frame`]) whose payload starts with a one-byte
 //! tag. The byte-level layout, with worked hex dumps, is in `PROTOCOL.md`; in short:
 //!
 //! ```text
@@ -27,9 +27,9 @@ use std::marker::PhantomData;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 
-use crate::codec::{FrameCodec, FrameError};
-use crate::header::HeaderFormat;
 use crate::status::Status;
+use crate::wire::frame::{FrameCodec, FrameError};
+use crate::wire::header::HeaderFormat;
 
 /// Highest protocol version this build speaks. Peers agree on the lower of their two.
 pub const VERSION: u8 = 2;

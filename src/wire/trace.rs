@@ -16,9 +16,9 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::header::HeaderFormat;
 use crate::printable::py_bytes;
-use crate::tutorial_codec::JsonHeader;
+use crate::wire::header::HeaderFormat;
+use crate::wire::tutorial::JsonHeader;
 use crate::wire::{Protocol, Wire};
 
 /// Characters of a payload shown in a trace line.

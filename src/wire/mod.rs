@@ -1,7 +1,13 @@
 //! The wire settings both ends must agree on: protocol mode, header format and limits.
 
-use crate::codec::DEFAULT_MAX_FRAME;
-use crate::header::HeaderFormat;
+pub mod frame;
+pub mod header;
+pub mod message;
+pub mod trace;
+pub mod tutorial;
+
+use frame::DEFAULT_MAX_FRAME;
+use header::HeaderFormat;
 
 /// How messages are delimited on the connection. Byte-level layouts are in `PROTOCOL.md`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

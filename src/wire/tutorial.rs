@@ -1,5 +1,5 @@
 //! The tutorial modes' bytes (`length-ack`, `classic`, `json-header`, `naive`), as
-//! `protocol.rs` is for
+//! `message.rs` is for
 //! `framed`: building and reading replies, and the checks both ends make on what the peer
 //! sent. No I/O here; `server/tutorial.rs` and `client/tutorial.rs` only move bytes.
 //!
@@ -18,8 +18,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::header::HeaderFormat;
-use crate::protocol::MAGIC;
+use crate::wire::header::HeaderFormat;
+use crate::wire::message::MAGIC;
 use crate::wire::{Order, Protocol, Wire};
 
 /// The json-header mode's dictionary. The tutorial's client reads only `total_size`; an

@@ -189,6 +189,7 @@ pub(super) fn run(args: ServerArgs) -> Result<i32, Failure> {
             auth_timeout: args.auth_timeout,
             grace: args.grace,
             max_spool: args.max_spool,
+            ..Limits::default()
         },
         // The helper that forks every command's supervisor is this same executable;
         // /proc/self/exe still works if the file was replaced while the server runs.

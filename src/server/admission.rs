@@ -77,7 +77,7 @@ impl fmt::Display for Refusal {
 impl Admission {
     pub fn new(limits: &Limits) -> Arc<Admission> {
         Arc::new(Admission {
-            guard: Guard::default(),
+            guard: Guard::new(limits.backoff),
             pending: Mutex::default(),
             slots: Arc::new(Semaphore::new(limits.max_conns)),
             max_conns: limits.max_conns,

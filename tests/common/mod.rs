@@ -30,6 +30,79 @@ pub async fn start_server(mut config: ServerConfig) -> SocketAddr {
     addr
 }
 
+/// A server in this test's runtime that keeps what it logs and stops when told, as a
+/// [`ServerProcess`] does: for tests that read the log of a server whose timings they
+/// shortened. The log is caught on this thread, so the test's runtime must be
+/// current-thread (`#[tokio::test]`).
+pub struct LoggedServer {
+    pub addr: SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+    log: LogBuffer,
+    _catching: tracing::subscriber::DefaultGuard,
+}
+
+impl LoggedServer {
+    pub async fn start(config: ServerConfig) -> LoggedServer {
+        let log = LogBuffer::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(log.clone())
+            .finish();
+        let catching = tracing::subscriber::set_default(subscriber);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(serve(listener, config, async {
+            let _ = stopped.await;
+        }));
+        LoggedServer {
+            addr,
+            stop,
+            task,
+            log,
+            _catching: catching,
+        }
+    }
+
+    /// Stops the server, waits for it to finish and returns every line it logged.
+    pub async fn stop(self) -> Vec<String> {
+        let _ = self.stop.send(());
+        tokio::time::timeout(PROCESS_DEADLINE, self.task)
+            .await
+            .expect("the server did not stop")
+            .unwrap();
+        let bytes = self.log.0.lock().unwrap().clone();
+        String::from_utf8_lossy(&bytes)
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+/// Where a [`LoggedServer`]'s log lines are written.
+#[derive(Clone, Default)]
+struct LogBuffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogBuffer {
+    type Writer = LogBuffer;
+
+    fn make_writer(&'a self) -> LogBuffer {
+        self.clone()
+    }
+}
+
 /// What a finished process did, printed in full when an assertion about it fails.
 pub struct Run {
     pub command: String,

@@ -21,6 +21,7 @@ pub const PROCESS_DEADLINE: Duration = Duration::from_secs(60);
 /// Starts a server in this test's runtime; it lives as long as the runtime. Its commands
 /// run under the built binary's supervisor, as the real server's do.
 pub async fn start_server(mut config: ServerConfig) -> SocketAddr {
+    sandbox_home();
     config
         .supervisor
         .get_or_insert_with(|| rcmd::exec::Spawner::new(rcmd_bin()));
@@ -67,7 +68,38 @@ impl fmt::Display for Run {
 }
 
 pub fn rcmd_bin() -> &'static str {
+    sandbox_home();
     env!("CARGO_BIN_EXE_rcmd")
+}
+
+/// A home directory of this test process's own, made the process's `HOME` (and every
+/// `XDG_*` base directory, and `RCMD_HOME`) the first time a test starts anything: so
+/// nothing a test runs writes the user's files, neither the processes it spawns (a
+/// browser's profile, tshark's preferences) nor the commands of an in-process server,
+/// which inherit this process's environment (a login shell's `.bash_history`). Every
+/// helper that starts a server or a process calls it.
+pub fn sandbox_home() -> &'static Path {
+    static HOME: OnceLock<PathBuf> = OnceLock::new();
+    HOME.get_or_init(|| {
+        let home = tempfile::Builder::new()
+            .prefix("rcmd-test-home.")
+            .tempdir()
+            .unwrap()
+            .keep();
+        // Set once, before this process's first child or in-process server, and never
+        // changed afterwards.
+        std::env::set_var("HOME", &home);
+        for (var, dir) in [
+            ("XDG_CONFIG_HOME", ".config"),
+            ("XDG_CACHE_HOME", ".cache"),
+            ("XDG_DATA_HOME", ".local/share"),
+            ("XDG_STATE_HOME", ".local/state"),
+        ] {
+            std::env::set_var(var, home.join(dir));
+        }
+        std::env::set_var("RCMD_HOME", home.join(".config/rcmd"));
+        home
+    })
 }
 
 pub fn peer(name: &str) -> String {
@@ -342,6 +374,7 @@ pub async fn start_servers_on_one_port(
     n: usize,
     config: impl Fn(std::net::Ipv4Addr) -> ServerConfig,
 ) -> (u16, Vec<std::net::Ipv4Addr>) {
+    sandbox_home();
     let first = TcpListener::bind("127.0.0.2:0").await.unwrap();
     let port = first.local_addr().unwrap().port();
     let mut addrs = Vec::new();

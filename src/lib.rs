@@ -28,6 +28,7 @@ pub mod server;
 pub mod splice;
 pub mod spool;
 pub mod status;
+pub mod systemd;
 pub mod text;
 pub mod tls;
 pub mod wire;

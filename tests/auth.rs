@@ -327,16 +327,6 @@ async fn python_client_finds_the_token_where_rcmd_does() {
 
 // ---------------------------------------------------------------- guessing and hogging
 
-/// A framed hello offering `token`.
-fn hello(token: &[u8]) -> Vec<u8> {
-    let mut payload = b"Hrcmd\x01".to_vec();
-    payload.extend_from_slice(&(1u32 << 20).to_be_bytes());
-    payload.extend_from_slice(token);
-    let mut frame = (payload.len() as u32).to_be_bytes().to_vec();
-    frame.extend(payload);
-    frame
-}
-
 /// Connects (from `from`, if given), sends `bytes` and returns all the server sent
 /// before closing.
 async fn exchange(
@@ -408,7 +398,7 @@ async fn fifty_wrong_guesses_are_slowed_and_logged_as_a_few_counts() {
                     .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
                     .is_ok()
                 {
-                    let reply = exchange(addr, None, &hello(b"a guess")).await;
+                    let reply = exchange(addr, None, &common::hello(1, 1 << 20, b"a guess")).await;
                     assert!(reply.contains("authentication failed"), "{reply:?}");
                 }
             })

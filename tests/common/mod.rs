@@ -104,6 +104,63 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogBuffer {
     }
 }
 
+/// A framed server with the defaults.
+pub fn framed() -> ServerConfig {
+    ServerConfig::new(rcmd::wire::Protocol::Framed)
+}
+
+/// `payload` as one frame with a `!I` header.
+pub fn frame(payload: &[u8]) -> Vec<u8> {
+    let mut f = (payload.len() as u32).to_be_bytes().to_vec();
+    f.extend_from_slice(payload);
+    f
+}
+
+/// A framed hello of protocol `version`, announcing `max_frame`, offering `token`.
+pub fn hello(version: u8, max_frame: u32, token: &[u8]) -> Vec<u8> {
+    let mut p = b"Hrcmd".to_vec();
+    p.push(version);
+    p.extend_from_slice(&max_frame.to_be_bytes());
+    p.extend_from_slice(token);
+    frame(&p)
+}
+
+/// Sends `bytes` in one write, then reads until the server closes. Our side stays open,
+/// so a server that ran the bytes would answer and wait for more instead of closing.
+pub async fn send_raw(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
+    send_and_read(addr, bytes, false).await
+}
+
+/// [`send_raw`], closing our side after sending: the server sees the end of the stream.
+pub async fn send_raw_then_close(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
+    send_and_read(addr, bytes, true).await
+}
+
+async fn send_and_read(addr: SocketAddr, bytes: &[u8], close: bool) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(bytes).await.unwrap();
+    if close {
+        s.shutdown().await.unwrap();
+    }
+    let mut reply = Vec::new();
+    let _ = tokio::time::timeout(PROCESS_DEADLINE, s.read_to_end(&mut reply))
+        .await
+        .expect("server never closed the connection");
+    reply
+}
+
+/// `rcmd client ADDR ARGS -- echo alive` prints `alive`: the server still serves.
+pub async fn still_serves(addr: SocketAddr, args: &[&str]) {
+    let addr = addr.to_string();
+    let mut all = vec!["client", addr.as_str()];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--", "echo alive"]);
+    let r = rcmd(&all, b"").await;
+    r.expect_code(0);
+    assert_eq!(r.stdout_str(), "alive\n", "{r}");
+}
+
 /// What a finished process did, printed in full when an assertion about it fails.
 pub struct Run {
     pub command: String,

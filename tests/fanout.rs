@@ -615,3 +615,35 @@ async fn tls_fanout_delivers_every_byte_of_every_host() {
 /// Runs of five hosts. With the servers' small send buffers the old code lost a host in
 /// the first run; a few more cost seconds each.
 const RUNS: usize = 2;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_stdout_stops_every_host_with_sigpipe_status() {
+    use tokio::io::AsyncBufReadExt;
+    let (port, addrs) = start_servers_on_one_port(5, framed).await;
+    let hosts = list(&addrs, port);
+    // As `rcmd client -H ... | head -2`: two lines read, then the pipe closed. The old
+    // client dropped the rest quietly, waited for every host to finish, and exited 0.
+    let mut child = common::rcmd_command()
+        .args(["client", "--plaintext", "-H", &hosts, "--", "seq 1 1000000000"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    for _ in 0..2 {
+        let line = lines.next_line().await.unwrap().expect("a line of output");
+        assert!(line.contains(": "), "{line}");
+    }
+    drop(lines);
+    let status = tokio::time::timeout(common::PROCESS_DEADLINE, child.wait())
+        .await
+        .expect("the client kept running with its stdout closed")
+        .unwrap();
+    let mut stderr = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr)
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(141), "{stderr}");
+    assert_eq!(stderr, "", "nothing to report: the reader left");
+}

@@ -88,7 +88,9 @@ pub struct HostResult {
 /// Output is written to this process's stdout and stderr (and files) as `options` say.
 ///
 /// # Errors
-/// Only when the output directory cannot be created; a host's failure is its result.
+/// When the output directory cannot be created, and `BrokenPipe` when our stdout or
+/// stderr was closed (`| head`): then every host was stopped at once. A host's failure
+/// is its result.
 pub async fn run(
     targets: &[Target],
     command: &[u8],
@@ -102,12 +104,17 @@ pub async fn run(
     }
     let names = display_names(targets);
     let progress = options.progress.then(|| progress_bar(targets.len()));
+    // Our output closing stops every host, as -k does, but is not a host's failure.
+    let output_closed = CancellationToken::new();
+    let cancel = output_closed.child_token();
+    let sink = |w: Box<dyn io::Write + Send>| {
+        Arc::new(Shared::new(w, progress.clone(), output_closed.clone()))
+    };
     let sinks = Sinks {
-        stdout: Arc::new(Shared::new(Box::new(io::stdout()), progress.clone())),
-        stderr: Arc::new(Shared::new(Box::new(io::stderr()), progress.clone())),
+        stdout: sink(Box::new(io::stdout())),
+        stderr: sink(Box::new(io::stderr())),
         options,
     };
-    let cancel = CancellationToken::new();
     let mut results: Vec<Option<HostResult>> = (0..targets.len()).map(|_| None).collect();
     let mut waiting = targets.iter().zip(&names).enumerate();
     let mut running = FuturesUnordered::new();
@@ -136,6 +143,12 @@ pub async fn run(
         }
         results[i] = Some(result);
     }
+    if output_closed.is_cancelled() {
+        if let Some(bar) = &progress {
+            bar.finish_and_clear();
+        }
+        return Err(io::ErrorKind::BrokenPipe.into());
+    }
     for (i, (_, name)) in waiting {
         let result = HostResult {
             name: name.clone(),
@@ -162,6 +175,9 @@ pub async fn run(
                 .collect();
             stream.write_whole(&collate::render(&collate::groups(&outputs)))?;
         }
+    }
+    if output_closed.is_cancelled() {
+        return Err(io::ErrorKind::BrokenPipe.into());
     }
     Ok(results)
 }

@@ -9,6 +9,7 @@
 
 pub mod collate;
 pub mod hosts;
+pub mod outdir;
 pub mod output;
 pub mod report;
 mod runner;

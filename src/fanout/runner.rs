@@ -13,6 +13,7 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio_util::sync::CancellationToken;
 
 use super::hosts::{display_names, Target};
+use super::outdir::OutputDir;
 use super::output::{HostWriter, LinePrefixer, Shared};
 use super::{collate, report};
 use crate::client::{self, ClientConfig, ClientError, Input, Output};
@@ -97,11 +98,10 @@ pub async fn run(
     client: &ClientConfig,
     options: &Options,
 ) -> io::Result<Vec<HostResult>> {
-    if let Mode::OutputDir(dir) = &options.mode {
-        std::fs::create_dir_all(dir).map_err(|e| {
-            io::Error::new(e.kind(), format!("cannot create {}: {e}", dir.display()))
-        })?;
-    }
+    let output_dir = match &options.mode {
+        Mode::OutputDir(dir) => Some(OutputDir::open(dir)?),
+        _ => None,
+    };
     let names = display_names(targets);
     let progress = options.progress.then(|| progress_bar(targets.len()));
     // Our output closing stops every host, as -k does, but is not a host's failure.
@@ -113,6 +113,7 @@ pub async fn run(
     let sinks = Sinks {
         stdout: sink(Box::new(io::stdout())),
         stderr: sink(Box::new(io::stderr())),
+        output_dir,
         options,
     };
     let mut results: Vec<Option<HostResult>> = (0..targets.len()).map(|_| None).collect();
@@ -200,6 +201,8 @@ fn progress_bar(total: usize) -> indicatif::ProgressBar {
 struct Sinks<'a> {
     stdout: Arc<Shared>,
     stderr: Arc<Shared>,
+    /// Where `--output-dir` writes, checked.
+    output_dir: Option<OutputDir>,
     options: &'a Options,
 }
 
@@ -214,27 +217,21 @@ impl Sinks<'_> {
             };
             HostWriter::Lines(LinePrefixer::new(prefix, Arc::clone(shared)))
         };
+        if let Some(dir) = &self.output_dir {
+            return Ok(Output {
+                stdout: HostWriter::File(dir.create(&format!("{name}.out"))?),
+                stderr: HostWriter::File(dir.create(&format!("{name}.err"))?),
+            });
+        }
         Ok(match &self.options.mode {
-            Mode::Stream => Output {
-                stdout: lines(&self.stdout),
-                stderr: lines(&self.stderr),
-            },
             Mode::Collate | Mode::Json => Output {
                 stdout: HostWriter::Memory(Vec::new()),
                 stderr: HostWriter::Memory(Vec::new()),
             },
-            Mode::OutputDir(dir) => {
-                let create = |ext: &str| {
-                    let path = dir.join(format!("{name}.{ext}"));
-                    std::fs::File::create(&path).map_err(|e| {
-                        io::Error::new(e.kind(), format!("cannot create {}: {e}", path.display()))
-                    })
-                };
-                Output {
-                    stdout: HostWriter::File(create("out")?),
-                    stderr: HostWriter::File(create("err")?),
-                }
-            }
+            Mode::Stream | Mode::OutputDir(_) => Output {
+                stdout: lines(&self.stdout),
+                stderr: lines(&self.stderr),
+            },
         })
     }
 
@@ -246,12 +243,11 @@ impl Sinks<'_> {
                 line.push('\n');
                 let _ = self.stdout.write_whole(line.as_bytes());
             }
-            Mode::OutputDir(dir) => {
-                let path = dir.join(format!("{}.status", result.name));
-                if let Err(e) = std::fs::write(&path, report::status_file(&result.outcome)) {
-                    let _ = self.stderr.write_whole(
-                        format!("rcmd: cannot write {}: {e}\n", path.display()).as_bytes(),
-                    );
+            Mode::OutputDir(_) => {
+                let Some(dir) = &self.output_dir else { return };
+                let name = format!("{}.status", result.name);
+                if let Err(e) = dir.write(&name, report::status_file(&result.outcome).as_bytes()) {
+                    let _ = self.stderr.write_whole(format!("rcmd: {e}\n").as_bytes());
                 }
             }
             Mode::Stream | Mode::Collate => {}

@@ -210,7 +210,7 @@ pub(super) fn run(args: ClientArgs) -> Result<i32, Failure> {
 }
 
 /// How a shell reports a command killed by SIGPIPE.
-const SIGPIPE_STATUS: i32 = 128 + libc::SIGPIPE;
+pub(super) const SIGPIPE_STATUS: i32 = 128 + libc::SIGPIPE;
 
 /// One variable for the remote command: its name and value.
 type EnvPair = (Vec<u8>, Vec<u8>);

@@ -3,6 +3,7 @@
 use std::io::IsTerminal;
 
 use clap::Args;
+use clap_complete::engine::ArgValueCandidates;
 
 use super::fanout::{self, FanoutArgs};
 use super::tls::ClientTlsArgs;
@@ -18,7 +19,8 @@ const CLIENT_FAILED: i32 = 255;
 pub(super) struct ClientArgs {
     /// Server address: HOST or HOST:PORT (port 9000 unless given), where HOST is a name,
     /// an IPv4 address or [IPv6]
-    #[arg(value_name = "HOST[:PORT]", required_unless_present = "hosts")]
+    #[arg(value_name = "HOST[:PORT]", required_unless_present = "hosts",
+          add = ArgValueCandidates::new(super::completions::host_candidates))]
     addr: Option<String>,
 
     #[command(flatten)]
@@ -186,22 +188,24 @@ pub(super) fn run(args: ClientArgs) -> Result<i32, Failure> {
         .build()
         .map_err(|e| Failure::new(CLIENT_FAILED, e))?;
     let mut out = Output::terminal();
-    let (result, was_raw) = runtime.block_on(async {
-        // Connected (and any first-contact question answered, in cooked mode) first.
-        let connection = match client::open(&addr, &config).await {
-            Ok(c) => c,
-            Err(e) => return (Err(e), false),
-        };
-        // Then every key goes to the remote terminal, Ctrl-C included; restored on every
-        // way out (the guard's drop, and a panic hook for a panic).
-        let raw = if want_tty && std::io::stdin().is_terminal() {
-            terminal::RawMode::enter()
-        } else {
-            None
-        };
-        let result = client::run_connection(connection, &config, input, &mut out).await;
-        (result, raw.is_some())
-    });
+    // Every key goes to the remote terminal, Ctrl-C included, but only once the server
+    // is trusted (any first-contact question answered in cooked mode); restored on every
+    // way out (the guard's drop, and a panic hook for a panic).
+    let mut raw = None;
+    let mut go_raw = || {
+        if want_tty && std::io::stdin().is_terminal() {
+            raw = terminal::RawMode::enter();
+        }
+    };
+    let result = runtime.block_on(client::run_then(
+        &addr,
+        &config,
+        input,
+        &mut out,
+        &mut go_raw,
+    ));
+    let was_raw = raw.is_some();
+    drop(raw);
     // Threads still blocked reading our stdin must not keep the process alive.
     runtime.shutdown_background();
     match result {

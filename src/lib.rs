@@ -26,7 +26,6 @@ pub mod fanout;
 pub mod printable;
 pub mod server;
 pub mod splice;
-pub mod spool;
 pub mod status;
 pub mod systemd;
 pub mod text;

@@ -163,7 +163,7 @@ fn known_hosts(dir: &ConfigDir) -> Vec<String> {
 
 /// `host:9000` as `host` (the port clients assume), any other port kept.
 fn shorter_address(host: &str) -> String {
-    let default = format!(":{}", crate::client::DEFAULT_PORT);
+    let default = format!(":{}", crate::wire::DEFAULT_PORT);
     host.strip_suffix(&default).unwrap_or(host).to_string()
 }
 

@@ -48,11 +48,13 @@ pub(super) struct ServerArgs {
     #[arg(long, value_name = "N", default_value_t = Limits::default().max_conns)]
     max_conns: usize,
 
-    /// Most connections still authenticating at once, in all; more are refused at once
+    /// Most connections still authenticating at once, in all; past it the source holding
+    /// the most loses its oldest
     #[arg(long, value_name = "N", default_value_t = Limits::default().max_unauthenticated)]
     max_unauthenticated: usize,
 
-    /// Most connections still authenticating at once from one IPv4 address or IPv6 /64
+    /// Most connections still authenticating at once from one source (a local user on
+    /// loopback, else an IPv4 address or IPv6 /64); more wait their turn
     #[arg(long, value_name = "N",
           default_value_t = Limits::default().max_unauthenticated_per_source)]
     max_unauthenticated_per_source: usize,
@@ -202,6 +204,7 @@ pub(super) fn run(args: ServerArgs) -> Result<i32, Failure> {
             auth_timeout: args.auth_timeout,
             grace: args.grace,
             max_spool: args.max_spool,
+            ..Limits::default()
         },
         // The helper that forks every command's supervisor is this same executable;
         // /proc/self/exe still works if the file was replaced while the server runs.
@@ -223,7 +226,7 @@ pub(super) fn run(args: ServerArgs) -> Result<i32, Failure> {
         let listen = args.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
         let addrs: Vec<_> = match &passed {
             Some(socket) => vec![socket.local_addr().map_err(|e| fail(&e))?],
-            None => tokio::net::lookup_host(crate::client::with_default_port(listen))
+            None => tokio::net::lookup_host(crate::wire::with_default_port(listen))
                 .await
                 .map_err(|e| fail(&format!("cannot resolve {listen}: {e}")))?
                 .collect(),

@@ -419,3 +419,17 @@ pub async fn start_servers_with_send_buffer(
     }
     (port, addrs)
 }
+
+/// The subcommands a help page lists under "Commands:", without clap's own `help`.
+pub fn subcommands(page: &str) -> Vec<String> {
+    page.lines()
+        .skip_while(|l| *l != "Commands:")
+        .skip(1)
+        .take_while(|l| !l.is_empty())
+        // A name starts two spaces in; wrapped descriptions are indented further.
+        .filter(|l| l.starts_with("  ") && !l.starts_with("   "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|name| *name != "help")
+        .map(str::to_string)
+        .collect()
+}

@@ -20,7 +20,7 @@ use crate::status::Status;
 use crate::wire::message::{
     signal_name, ClientCodec, ClientMessage, Hello, ServerMessage, MAX_HELLO_FRAME,
 };
-use crate::wire::tutorial::{identify_reply, wrong_mode_message};
+use crate::wire::sniff::{identify_reply, wrong_mode_message};
 
 /// Room for one read from the socket. Large output arrives in large frames; reading them
 /// in large pieces means fewer system calls per byte.
@@ -337,7 +337,7 @@ async fn other_mode<S: AsyncRead>(
     use tokio::io::AsyncReadExt;
     let _ = tokio::time::timeout(JUDGE_WAIT, async {
         let mut chunk = [0u8; 512];
-        while reader.read_buffer().len() < crate::wire::tutorial::PROBE {
+        while reader.read_buffer().len() < crate::wire::sniff::PROBE {
             match reader.get_mut().read(&mut chunk).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => reader.read_buffer_mut().extend_from_slice(&chunk[..n]),
@@ -348,16 +348,16 @@ async fn other_mode<S: AsyncRead>(
     let got = reader.read_buffer();
     // An rcmd tutorial server refuses a hello in its own mode's words, naming the mode;
     // a length-ack one first sends the length and waits for an answer we do not give.
-    if let Some(theirs) = crate::wire::tutorial::refusal_names_mode(got) {
+    if let Some(theirs) = crate::wire::sniff::refusal_names_mode(got) {
         return Some(theirs);
     }
-    if crate::wire::tutorial::is_bare_length(got) {
+    if crate::wire::sniff::is_bare_length(got) {
         return Some(Protocol::LengthAck);
     }
     match identify_reply(got, header)? {
         Protocol::Framed => None,
         Protocol::Classic => {
-            crate::wire::tutorial::is_whole_classic_reply(got).then_some(Protocol::Classic)
+            crate::wire::sniff::is_whole_classic_reply(got).then_some(Protocol::Classic)
         }
         theirs => Some(theirs),
     }

@@ -17,11 +17,10 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 
 pub use input::Input;
-pub use tutorial::ACK;
 
 use crate::auth::Token;
 use crate::wire::message::{ClientMessage, ProtocolError};
-use crate::wire::{Protocol, Wire};
+use crate::wire::{with_default_port, Protocol, Wire};
 
 /// How long the naive client waits for a reply before saying it cannot tell why none came.
 pub const NAIVE_WAIT: Duration = Duration::from_secs(1);
@@ -295,27 +294,6 @@ impl Write for RawStdout {
     }
 }
 
-/// The port a server listens on unless told otherwise.
-pub const DEFAULT_PORT: u16 = 9000;
-
-/// `addr` with [`DEFAULT_PORT`] added when it names none: `host`, `1.2.3.4`, `[::1]` and a
-/// bare `::1` get `:9000`; `host:port` and `[v6]:port` are kept.
-pub fn with_default_port(addr: &str) -> String {
-    let bracketed = addr.starts_with('[');
-    let has_port = if bracketed {
-        addr.contains("]:")
-    } else {
-        addr.matches(':').count() == 1
-    };
-    if has_port {
-        addr.to_string()
-    } else if !bracketed && addr.contains(':') {
-        format!("[{addr}]:{DEFAULT_PORT}")
-    } else {
-        format!("{addr}:{DEFAULT_PORT}")
-    }
-}
-
 /// Connects to `addr` (`host`, `host:port`, `[v6]:port`) and runs every line of `input`.
 /// Returns the exit code of the last command (0 if there was none).
 ///
@@ -366,7 +344,7 @@ fn random() -> u64 {
 }
 
 /// Opens the connection [`run`] uses, within `timeout`; apart so a caller can put a
-/// deadline on it alone. `addr` without a port gets [`DEFAULT_PORT`].
+/// deadline on it alone. `addr` without a port gets [`DEFAULT_PORT`](crate::wire::DEFAULT_PORT).
 ///
 /// # Errors
 /// [`ClientError::Connect`] when `addr` cannot be resolved or reached, and
@@ -461,7 +439,7 @@ async fn run_once<O: Write, E: Write>(
 
 #[cfg(test)]
 mod tests {
-    use super::{busy_backoff, with_default_port, BUSY_RETRIES};
+    use super::{busy_backoff, BUSY_RETRIES};
     use std::time::Duration;
 
     #[test]
@@ -476,19 +454,5 @@ mod tests {
         assert!(least >= Duration::from_millis(4500) && most <= Duration::from_millis(9100));
         // Two clients with different draws wait differently.
         assert_ne!(busy_backoff(3, 1 << 20), busy_backoff(3, 1 << 29));
-    }
-
-    #[test]
-    fn addresses_without_a_port_get_9000() {
-        for (given, meant) in [
-            ("host", "host:9000"),
-            ("host:22", "host:22"),
-            ("10.1.2.3", "10.1.2.3:9000"),
-            ("[::1]", "[::1]:9000"),
-            ("[::1]:7", "[::1]:7"),
-            ("::1", "[::1]:9000"),
-        ] {
-            assert_eq!(with_default_port(given), meant);
-        }
     }
 }

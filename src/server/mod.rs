@@ -13,6 +13,7 @@ mod framed;
 mod guard;
 mod local_peer;
 mod outbox;
+mod spool;
 mod tutorial;
 
 use std::future::Future;

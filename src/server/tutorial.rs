@@ -15,10 +15,10 @@ use tokio::net::tcp::{ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tracing::{debug, info};
 
+use super::spool::{Spool, MEMORY_LIMIT};
 use super::{ConnError, ServerConfig, Shutdown, REFUSAL_DEADLINE};
 use crate::exec::{self, Event};
 use crate::printable::printable;
-use crate::spool::{Spool, MEMORY_LIMIT};
 use crate::status::Status;
 use crate::wire::sniff::{self, Foreign};
 use crate::wire::trace::Traced;

@@ -374,8 +374,28 @@ pub async fn start_servers_on_one_port(
     n: usize,
     config: impl Fn(std::net::Ipv4Addr) -> ServerConfig,
 ) -> (u16, Vec<std::net::Ipv4Addr>) {
+    start_servers_with_send_buffer(n, None, config).await
+}
+
+/// [`start_servers_on_one_port`], with each connection's socket send buffer set to
+/// `send_buffer` bytes (the kernel doubles it): a small one makes the server's writes
+/// find the socket full far more often, as a busy client's would.
+pub async fn start_servers_with_send_buffer(
+    n: usize,
+    send_buffer: Option<u32>,
+    config: impl Fn(std::net::Ipv4Addr) -> ServerConfig,
+) -> (u16, Vec<std::net::Ipv4Addr>) {
     sandbox_home();
-    let first = TcpListener::bind("127.0.0.2:0").await.unwrap();
+    let bind = |addr: std::net::SocketAddr| -> std::io::Result<TcpListener> {
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        if let Some(size) = send_buffer {
+            // Accepted connections inherit the listener's buffer sizes.
+            socket.set_send_buffer_size(size)?;
+        }
+        socket.bind(addr)?;
+        socket.listen(1024)
+    };
+    let first = bind("127.0.0.2:0".parse().unwrap()).unwrap();
     let port = first.local_addr().unwrap().port();
     let mut addrs = Vec::new();
     let mut listeners = vec![first];
@@ -383,7 +403,7 @@ pub async fn start_servers_on_one_port(
         if listeners.len() == n {
             break;
         }
-        if let Ok(l) = TcpListener::bind((std::net::Ipv4Addr::new(127, 0, 0, last), port)).await {
+        if let Ok(l) = bind((std::net::Ipv4Addr::new(127, 0, 0, last), port).into()) {
             listeners.push(l);
         }
     }

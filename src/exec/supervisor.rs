@@ -82,7 +82,8 @@ pub fn run(plan: &Plan) -> Ended {
     // process is single-threaded, so changing its environment is safe.)
     if let Some(dir) = &plan.cwd {
         if let Err(e) = std::env::set_current_dir(dir) {
-            eprintln!("rcmd: cd {}: {e}", dir.display());
+            let dir = crate::printable::printable(dir.as_os_str().as_encoded_bytes());
+            eprintln!("rcmd: cd {dir}: {e}");
             return Ended::clean(1 << 8);
         }
     }
@@ -347,7 +348,8 @@ fn report_failure(program: &OsString, e: &io::Error) -> libc::c_int {
         io::ErrorKind::PermissionDenied => (126, "permission denied".to_string()),
         _ => (126, e.to_string()),
     };
-    eprintln!("rcmd: {}: {why}", program.to_string_lossy());
+    let program = crate::printable::printable(program.as_encoded_bytes());
+    eprintln!("rcmd: {program}: {why}");
     // As a wait status: exited with `code`.
     code << 8
 }

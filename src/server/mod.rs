@@ -31,6 +31,7 @@ use tracing::{debug, info, warn};
 use self::admission::Admission;
 use crate::auth::Token;
 use crate::exec::{ExecMode, Launcher};
+use crate::printable::printable;
 use crate::wire::message::ProtocolError;
 use crate::wire::{Protocol, Wire};
 
@@ -363,8 +364,15 @@ async fn handle(stream: TcpStream, peer: SocketAddr, config: &ServerConfig, stop
             debug!(%peer, protocol, secs, "connection closed: {}", ConnError::AuthFailed)
         }
         // A peer hanging up with replies unread is a normal way to leave, not a fault.
-        Err(e) if e.is_hang_up() => info!(%peer, protocol, secs, "connection closed by peer: {e}"),
-        Err(e) => warn!(%peer, protocol, secs, "connection closed: {e}"),
+        // Why may quote what the peer sent.
+        Err(e) if e.is_hang_up() => {
+            let e = printable(e.to_string().as_bytes());
+            info!(%peer, protocol, secs, "connection closed by peer: {e}")
+        }
+        Err(e) => {
+            let e = printable(e.to_string().as_bytes());
+            warn!(%peer, protocol, secs, "connection closed: {e}")
+        }
     }
 }
 

@@ -99,7 +99,7 @@ pub struct ServerConfig {
     pub token: Option<Token>,
     pub limits: Limits,
     /// Starts every command under a supervisor, through a helper run from the `rcmd`
-    /// executable (see [`crate::exec::spawner`]). Without one only the command's process
+    /// executable (see [`crate::exec::helper`]). Without one only the command's process
     /// group is killed when it ends.
     pub supervisor: Option<crate::exec::Spawner>,
     /// Let background processes outlive a command that ended normally, as ssh does.

@@ -157,7 +157,8 @@ impl Drop for LinePrefixer {
 /// One host's stdout or stderr, as the chosen output mode wants it.
 pub enum HostWriter {
     Lines(LinePrefixer),
-    Kept(Kept),
+    /// Boxed: a digest in progress is large beside the other kinds.
+    Kept(Box<Kept>),
     File(File),
 }
 
@@ -165,7 +166,7 @@ impl HostWriter {
     /// What was kept (empty for the other kinds).
     pub fn take_kept(&mut self) -> Kept {
         match self {
-            HostWriter::Kept(k) => std::mem::take(k),
+            HostWriter::Kept(k) => std::mem::take(&mut **k),
             _ => Kept::default(),
         }
     }

@@ -207,8 +207,8 @@ impl Sinks<'_> {
         }
         Ok(match &self.options.mode {
             Mode::Collate | Mode::Json => Output {
-                stdout: HostWriter::Kept(Kept::default()),
-                stderr: HostWriter::Kept(Kept::default()),
+                stdout: HostWriter::Kept(Box::default()),
+                stderr: HostWriter::Kept(Box::default()),
             },
             Mode::Stream | Mode::OutputDir(_) => Output {
                 stdout: lines(&self.stdout),

@@ -90,7 +90,8 @@ impl ServerTlsArgs {
         let own = own_fingerprint(&dir.client_key_file(), "this user's client key")?;
         let authorized =
             AuthorizedKeys::new(Some(file), own.into_iter().collect()).map_err(|e| e.0)?;
-        let tls = ServerTls::with_keys(&identity, authorized, self.requires_key()).map_err(|e| e.0)?;
+        let tls =
+            ServerTls::with_keys(&identity, authorized, self.requires_key()).map_err(|e| e.0)?;
         Ok(Some(ServerTlsSetup {
             tls: Arc::new(tls),
             created,

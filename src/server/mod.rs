@@ -411,10 +411,10 @@ async fn serve_tls(
     if tls.require_key {
         let why = match key {
             Some(key) => format!(
-                "key {key} is not authorized on this server; ask its owner to add it to \
-                 the --authorized-keys file"
+                "key {key} is not authorized on this server, which takes keys only \
+                 (--keys-only); ask its owner to add it to its authorized_keys"
             ),
-            None => "this server needs a client key (--authorized-keys); make one with \
+            None => "this server takes client keys only (--keys-only); make one with \
                      `rcmd keygen` and ask the server's owner to add its fingerprint"
                 .into(),
         };

@@ -146,12 +146,15 @@ pub(super) fn run(args: ClientArgs) -> Result<i32, Failure> {
         token,
         same_user_token,
         tls,
-        // With many hosts one silent host must not hold up the rest: 10 s by default.
-        connect_timeout: args.fanout.connect_timeout.or(args
-            .fanout
-            .hosts
-            .is_some()
-            .then_some(fanout::FANOUT_CONNECT_TIMEOUT)),
+        // With many hosts one silent host must not hold up the rest: 10 s by default. One
+        // host gets as long as a person waits for ssh's banner.
+        connect_timeout: Some(args.fanout.connect_timeout.unwrap_or(
+            if args.fanout.hosts.is_some() {
+                fanout::FANOUT_CONNECT_TIMEOUT
+            } else {
+                client::DEFAULT_CONNECT_TIMEOUT
+            },
+        )),
         session,
         // Only a single host's output goes straight to our stdout.
         splice_stdout: args.fanout.hosts.is_none() && !args.no_splice,
@@ -184,14 +187,23 @@ pub(super) fn run(args: ClientArgs) -> Result<i32, Failure> {
         .enable_all()
         .build()
         .map_err(|e| Failure::new(CLIENT_FAILED, e))?;
-    // Every key goes to the remote terminal, Ctrl-C included; restored on every way out
-    // (the guard's drop, and a panic hook for a panic).
-    let raw = if want_tty && std::io::stdin().is_terminal() {
-        terminal::RawMode::enter()
-    } else {
-        None
+    let mut out = Output::terminal();
+    // Every key goes to the remote terminal, Ctrl-C included, but only once the server
+    // is trusted (any first-contact question answered in cooked mode); restored on every
+    // way out (the guard's drop, and a panic hook for a panic).
+    let mut raw = None;
+    let mut go_raw = || {
+        if want_tty && std::io::stdin().is_terminal() {
+            raw = terminal::RawMode::enter();
+        }
     };
-    let result = runtime.block_on(client::run(&addr, &config, input, &mut Output::terminal()));
+    let result = runtime.block_on(client::run_then(
+        &addr,
+        &config,
+        input,
+        &mut out,
+        &mut go_raw,
+    ));
     let was_raw = raw.is_some();
     drop(raw);
     // Threads still blocked reading our stdin must not keep the process alive.
@@ -210,7 +222,7 @@ pub(super) fn run(args: ClientArgs) -> Result<i32, Failure> {
 }
 
 /// How a shell reports a command killed by SIGPIPE.
-const SIGPIPE_STATUS: i32 = 128 + libc::SIGPIPE;
+pub(super) const SIGPIPE_STATUS: i32 = 128 + libc::SIGPIPE;
 
 /// One variable for the remote command: its name and value.
 type EnvPair = (Vec<u8>, Vec<u8>);

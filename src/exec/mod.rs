@@ -13,10 +13,12 @@
 //! Without one (a library user, or this module's unit tests) the command's process group
 //! is killed, which misses processes that called `setsid` or `setpgid`.
 
+pub mod cgroup;
 mod pipe;
 pub mod pty;
 pub mod spawner;
 pub mod supervisor;
+mod tree;
 
 use std::ffi::{OsStr, OsString};
 use std::io;
@@ -330,6 +332,8 @@ pub struct Running {
     /// The connection's supervisor that runs this command, and where it goes back once
     /// the command has ended cleanly.
     serial: Option<(spawner::Serial, ConnectionSupervisor)>,
+    /// The command's cgroup, killed and removed when it is dropped.
+    group: Option<cgroup::Group>,
 }
 
 /// A command that will never run; its status says why. Reported to the client as the
@@ -406,6 +410,10 @@ impl Launcher {
         if let Some((_, t)) = &tty {
             set(OsStr::new("TERM"), &t.term);
         }
+        // Background processes allowed to outlive the command must not share its group.
+        let group = (!self.allow_detach)
+            .then(|| spawner.command_group())
+            .flatten();
         let plan = supervisor::Plan {
             detach: self.allow_detach,
             tty: tty.is_some(),
@@ -413,6 +421,7 @@ impl Launcher {
             args,
             env,
             cwd,
+            cgroup: group.as_ref().map(|g| g.path().to_path_buf()),
         };
         let (control_read, control_write) = control_pipe().map_err(internal)?;
         let (status_read, status_write) = pipe2().map_err(internal)?;
@@ -510,6 +519,7 @@ impl Launcher {
             forced: false,
             abandoned: false,
             serial,
+            group,
         })
     }
 
@@ -616,6 +626,7 @@ impl Launcher {
             forced: false,
             abandoned: false,
             serial: None,
+            group: None,
         })
     }
 
@@ -930,6 +941,8 @@ impl Running {
             }
         };
         self.done = true;
+        // Whatever the command did to its supervisor, nothing in its group outlives it.
+        drop(self.group.take());
         // The supervisor serves the connection's next command only if it said itself that
         // it is done with this one, and nobody had to kill it.
         let finished = matches!(
@@ -991,6 +1004,12 @@ impl Running {
     /// Its status pipe then closes, and `next` reports the command killed.
     fn force_kill(&mut self) {
         self.forced = true;
+        if let Some(group) = &self.group {
+            // Everything the command started, at once; the supervisor is not in it.
+            if group.kill().is_err() {
+                tracing::warn!("cannot kill a command's cgroup");
+            }
+        }
         if let Some(killer) = self.process.as_ref().and_then(Process::killer) {
             tokio::spawn(killer.run());
         }
@@ -1068,10 +1087,18 @@ impl Killer {
         }
         let pid = self.pid;
         // Scanning /proc and waiting between rounds blocks: not on the runtime's threads.
-        let _ = tokio::task::spawn_blocking(move || {
-            supervisor::kill_tree(pid, &[], FORCED_KILL_DEADLINE, &mut || {});
+        let killed = tokio::task::spawn_blocking(move || {
+            // Not its parent, we cannot reap: only the walk tells what is left.
+            rustix::process::Pid::from_raw(pid)
+                .is_some_and(|root| tree::kill_tree(root, &[], FORCED_KILL_DEADLINE, &mut || false))
         })
         .await;
+        if !matches!(killed, Ok(true)) {
+            tracing::warn!(
+                pid,
+                "not every process a stopped supervisor started could be killed"
+            );
+        }
         let _ = spawner::pidfd_signal(self.pidfd.as_fd(), libc::SIGKILL);
     }
 }

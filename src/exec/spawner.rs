@@ -36,7 +36,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use super::cgroup::{Cgroups, Group};
 use super::supervisor::{self, Plan};
+use super::tree;
 
 /// The descriptor on which the helper reads requests.
 const REQUEST_FD: RawFd = 3;
@@ -63,11 +65,16 @@ const SPARE_PATIENCE: Duration = Duration::from_secs(1);
 pub struct Spawner {
     exe: PathBuf,
     helper: Arc<Mutex<Option<Helper>>>,
+    /// Where each command gets a cgroup of its own, or why it cannot.
+    cgroups: Result<Cgroups, String>,
 }
 
 impl std::fmt::Debug for Spawner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Spawner").field("exe", &self.exe).finish()
+        f.debug_struct("Spawner")
+            .field("exe", &self.exe)
+            .field("cgroups", &self.cgroups)
+            .finish()
     }
 }
 
@@ -80,11 +87,46 @@ pub(super) struct Started {
 }
 
 impl Spawner {
-    /// A spawner whose helper is `exe supervise` (started on first use).
+    /// A spawner whose helper is `exe supervise` (started on first use), and which runs
+    /// each command in a cgroup of its own where a cgroup v2 hierarchy is writable (see
+    /// [`super::cgroup`]).
     pub fn new(exe: impl Into<PathBuf>) -> Spawner {
+        Spawner {
+            cgroups: Cgroups::create().map_err(|e| e.to_string()),
+            ..Spawner::supervisor_only(exe)
+        }
+    }
+
+    /// As [`new`](Self::new), but never with a cgroup: the supervisor alone contains.
+    pub fn supervisor_only(exe: impl Into<PathBuf>) -> Spawner {
         Spawner {
             exe: exe.into(),
             helper: Arc::new(Mutex::new(None)),
+            cgroups: Err("not asked for".to_string()),
+        }
+    }
+
+    /// The directory this server's commands' cgroups are made in, if it has one.
+    pub fn cgroup_dir(&self) -> Option<&std::path::Path> {
+        self.cgroups.as_ref().ok().map(Cgroups::dir)
+    }
+
+    /// Which containment this server uses, in a few words for its startup banner.
+    pub fn containment(&self) -> String {
+        match &self.cgroups {
+            Ok(c) => format!("a cgroup per command, in {}", c.dir().display()),
+            Err(why) => format!("a supervisor per command (no cgroup: {why})"),
+        }
+    }
+
+    /// A new cgroup for one command, where this server has them.
+    pub(super) fn command_group(&self) -> Option<Group> {
+        match self.cgroups.as_ref().ok()?.command() {
+            Ok(g) => Some(g),
+            Err(e) => {
+                tracing::warn!("no cgroup for a command, its supervisor alone contains it: {e}");
+                None
+            }
         }
     }
 
@@ -370,23 +412,15 @@ impl Family {
         if !self.reap_ended() || self.detaching {
             return;
         }
-        let me = std::process::id() as libc::pid_t;
+        let me = rustix::process::getpid();
         let deadline = std::time::Instant::now() + ORPHAN_DEADLINE;
-        loop {
-            let orphans: Vec<libc::pid_t> = supervisor::children(me)
-                .into_iter()
-                .filter(|pid| !self.forked.contains(pid))
-                .collect();
-            if orphans.is_empty() || std::time::Instant::now() > deadline {
-                return;
-            }
-            for pid in orphans {
-                // SAFETY: kill(2) on our own unreaped child, whose pid cannot be reused.
-                // Its own children come to us in turn and die in the next round.
-                unsafe {
-                    libc::kill(pid, libc::SIGKILL);
-                }
-            }
+        // Each round kills the orphans there are (their own children come to us in turn
+        // and die in the next), then reaps: zombies never pile up, however fast they come.
+        while tree::kill_children_except(me, &|pid| {
+            self.forked.contains(&pid.as_raw_nonzero().get())
+        }) > 0
+            && std::time::Instant::now() < deadline
+        {
             std::thread::sleep(Duration::from_millis(1));
             self.reap_ended();
         }
@@ -615,19 +649,20 @@ fn become_supervisor(fds: &[OwnedFd], plan: &Plan) -> ! {
         // Its own group, as the supervisor always had.
         libc::setpgid(0, 0);
     }
-    report(supervisor::run(plan));
-    if serial {
-        serve_connection();
-    }
+    let ended = supervisor::run(plan);
+    report(ended.status);
+    let clean = ended.clean && (!serial || serve_connection());
     // SAFETY: leaving at once: the helper's state copied into this process (its socket's
-    // buffers) must not be flushed.
-    unsafe { libc::_exit(0) }
+    // buffers) must not be flushed. A supervisor that could not kill everything exits
+    // with 1, so the helper, which its orphans come to, kills them.
+    unsafe { libc::_exit(i32::from(!clean)) }
 }
 
 /// A connection's supervisor between commands: runs each request that arrives on
 /// [`SERIAL_FD`] as the first one was run; returns when the server closes it (or sends
-/// what it never sends: a request to detach, a terminal, or more descriptors).
-fn serve_connection() {
+/// what it never sends: a request to detach, a terminal, or more descriptors), or when
+/// a command left something it could not kill (`false`: the supervisor is not clean).
+fn serve_connection() -> bool {
     // Where commands without a directory of their own run: where the first one started.
     // SAFETY: opening a descriptor of our own; O_CLOEXEC keeps it from every command.
     let home = unsafe { libc::open(c".".as_ptr(), libc::O_PATH | libc::O_CLOEXEC) };
@@ -645,13 +680,13 @@ fn serve_connection() {
             libc::dup2(0, STATUS_FD);
         }
         let Ok(Some(request)) = Request::read(&mut sock, false) else {
-            return;
+            return true;
         };
         let Some(plan) = decode(&request.body) else {
-            return;
+            return true;
         };
         if plan.detach || plan.tty || request.fds.len() != PASSED {
-            return;
+            return true;
         }
         // SAFETY: as in `become_supervisor`; `request.fds` close when it is dropped.
         unsafe {
@@ -662,7 +697,11 @@ fn serve_connection() {
             }
         }
         drop(request);
-        report(supervisor::run(&plan));
+        let ended = supervisor::run(&plan);
+        report(ended.status);
+        if !ended.clean {
+            return false;
+        }
     }
 }
 
@@ -825,10 +864,9 @@ fn encode(plan: &Plan) -> Vec<u8> {
         out.extend_from_slice(s);
     };
     put(plan.program.as_bytes());
-    put(plan
-        .cwd
-        .as_ref()
-        .map_or(&[][..], |d| d.as_os_str().as_bytes()));
+    for p in [&plan.cwd, &plan.cgroup] {
+        put(p.as_ref().map_or(&[][..], |d| d.as_os_str().as_bytes()));
+    }
     put(&(plan.args.len() as u32).to_le_bytes());
     for a in &plan.args {
         put(a.as_bytes());
@@ -852,8 +890,9 @@ fn decode(body: &[u8]) -> Option<Plan> {
     let os = |s: &[u8]| OsString::from_vec(s.to_vec());
     let count = |s: &[u8]| Some(u32::from_le_bytes(s.try_into().ok()?) as usize);
     let program = os(take()?);
-    let cwd = take()?;
-    let cwd = (!cwd.is_empty()).then(|| PathBuf::from(OsStr::from_bytes(cwd)));
+    let path = |p: &[u8]| (!p.is_empty()).then(|| PathBuf::from(OsStr::from_bytes(p)));
+    let cwd = path(take()?);
+    let cgroup = path(take()?);
     let mut args = Vec::new();
     for _ in 0..count(take()?)? {
         args.push(os(take()?));
@@ -870,6 +909,7 @@ fn decode(body: &[u8]) -> Option<Plan> {
         args,
         env,
         cwd,
+        cgroup,
     })
 }
 
@@ -886,6 +926,7 @@ mod tests {
             args: vec!["-c".into(), "echo --tty".into(), "".into()],
             env: vec![("A".into(), "1=2".into()), ("EMPTY".into(), "".into())],
             cwd: Some("/tmp/a b".into()),
+            cgroup: Some("/sys/fs/cgroup/rcmd-1-0/cmd-3".into()),
         };
         assert_eq!(decode(&encode(&plan)), Some(plan.clone()));
         let bare = Plan {
@@ -894,6 +935,7 @@ mod tests {
             args: vec![],
             env: vec![],
             cwd: None,
+            cgroup: None,
             ..plan
         };
         assert_eq!(decode(&encode(&bare)), Some(bare));
@@ -908,6 +950,7 @@ mod tests {
             args: vec!["x".into()],
             env: vec![("A".into(), "1".into())],
             cwd: None,
+            cgroup: None,
         };
         let bytes = encode(&plan);
         for cut in 0..bytes.len() {

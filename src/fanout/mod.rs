@@ -11,6 +11,7 @@
 pub mod collate;
 pub mod hosts;
 pub mod outcome;
+pub mod outdir;
 pub mod output;
 pub mod report;
 mod runner;

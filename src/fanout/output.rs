@@ -9,6 +9,8 @@ use std::fs::File;
 use std::io::{self, Write};
 use std::sync::{Arc, Mutex};
 
+use tokio_util::sync::CancellationToken;
+
 /// A line longer than this is passed on in pieces of this size, each as a line, so a host
 /// that never writes a newline cannot make the client buffer without bound.
 pub const MAX_LINE: usize = 1 << 20;
@@ -16,34 +18,38 @@ pub const MAX_LINE: usize = 1 << 20;
 /// A stream shared by all hosts (our stdout or stderr), written whole lines at a time.
 pub struct Shared {
     inner: Mutex<SharedInner>,
+    /// Cancelled when the reader goes away (`| head`): the rest is dropped quietly, and
+    /// whoever holds the token stops the hosts, as a local command would die of SIGPIPE.
+    closed: CancellationToken,
 }
 
 struct SharedInner {
     writer: Box<dyn Write + Send>,
     /// Lets the progress line step aside while lines are written to the same terminal.
     progress: Option<indicatif::ProgressBar>,
-    /// Set when the reader went away: the rest is dropped quietly, as `head` expects.
-    closed: bool,
 }
 
 impl Shared {
-    pub fn new(writer: Box<dyn Write + Send>, progress: Option<indicatif::ProgressBar>) -> Self {
+    /// A stream into `writer` that cancels `closed` when its reader goes away.
+    pub fn new(
+        writer: Box<dyn Write + Send>,
+        progress: Option<indicatif::ProgressBar>,
+        closed: CancellationToken,
+    ) -> Self {
         Shared {
-            inner: Mutex::new(SharedInner {
-                writer,
-                progress,
-                closed: false,
-            }),
+            inner: Mutex::new(SharedInner { writer, progress }),
+            closed,
         }
     }
 
     /// Writes `bytes` in one piece and flushes them.
     ///
     /// # Errors
-    /// Any write error except a closed pipe, which ends output quietly.
+    /// Any write error except a closed pipe, which ends output quietly (and cancels the
+    /// token given to [`Shared::new`]).
     pub fn write_whole(&self, bytes: &[u8]) -> io::Result<()> {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        if inner.closed || bytes.is_empty() {
+        if self.closed.is_cancelled() || bytes.is_empty() {
             return Ok(());
         }
         let SharedInner {
@@ -55,7 +61,7 @@ impl Shared {
         };
         match result {
             Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
-                inner.closed = true;
+                self.closed.cancel();
                 Ok(())
             }
             other => other,
@@ -199,7 +205,8 @@ mod tests {
 
     fn shared() -> (Writes, Arc<Shared>) {
         let w = Writes::default();
-        (w.clone(), Arc::new(Shared::new(Box::new(w), None)))
+        let closed = CancellationToken::new();
+        (w.clone(), Arc::new(Shared::new(Box::new(w), None, closed)))
     }
 
     #[test]
@@ -258,8 +265,11 @@ mod tests {
                 Ok(())
             }
         }
-        let s = Shared::new(Box::new(Closed), None);
+        let closed = CancellationToken::new();
+        let s = Shared::new(Box::new(Closed), None, closed.clone());
+        assert!(!closed.is_cancelled());
         s.write_whole(b"x\n").unwrap();
+        assert!(closed.is_cancelled(), "the closed pipe is reported");
         s.write_whole(b"y\n").unwrap();
     }
 }

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::hosts::{display_names, Target};
 use super::outcome::{HostResult, Outcome};
+use super::outdir::OutputDir;
 use super::output::{HostWriter, LinePrefixer, Shared};
 use super::{collate, report};
 use crate::client::{self, ClientConfig, ClientError, Input, Output};
@@ -55,26 +56,33 @@ pub struct Options {
 /// Output is written to this process's stdout and stderr (and files) as `options` say.
 ///
 /// # Errors
-/// Only when the output directory cannot be created; a host's failure is its result.
+/// When the output directory cannot be created, and `BrokenPipe` when our stdout or
+/// stderr was closed (`| head`): then every host was stopped at once. A host's failure
+/// is its result.
 pub async fn run(
     targets: &[Target],
     command: &[u8],
     client: &ClientConfig,
     options: &Options,
 ) -> io::Result<Vec<HostResult>> {
-    if let Mode::OutputDir(dir) = &options.mode {
-        std::fs::create_dir_all(dir).map_err(|e| {
-            io::Error::new(e.kind(), format!("cannot create {}: {e}", dir.display()))
-        })?;
-    }
+    let output_dir = match &options.mode {
+        Mode::OutputDir(dir) => Some(OutputDir::open(dir)?),
+        _ => None,
+    };
     let names = display_names(targets);
     let progress = options.progress.then(|| progress_bar(targets.len()));
+    // Our output closing stops every host, as -k does, but is not a host's failure.
+    let output_closed = CancellationToken::new();
+    let cancel = output_closed.child_token();
+    let sink = |w: Box<dyn io::Write + Send>| {
+        Arc::new(Shared::new(w, progress.clone(), output_closed.clone()))
+    };
     let sinks = Sinks {
-        stdout: Arc::new(Shared::new(Box::new(io::stdout()), progress.clone())),
-        stderr: Arc::new(Shared::new(Box::new(io::stderr()), progress.clone())),
+        stdout: sink(Box::new(io::stdout())),
+        stderr: sink(Box::new(io::stderr())),
+        output_dir,
         options,
     };
-    let cancel = CancellationToken::new();
     let mut results: Vec<Option<HostResult>> = (0..targets.len()).map(|_| None).collect();
     let mut waiting = targets.iter().zip(&names).enumerate();
     let mut running = FuturesUnordered::new();
@@ -103,6 +111,12 @@ pub async fn run(
         }
         results[i] = Some(result);
     }
+    if output_closed.is_cancelled() {
+        if let Some(bar) = &progress {
+            bar.finish_and_clear();
+        }
+        return Err(io::ErrorKind::BrokenPipe.into());
+    }
     for (i, (_, name)) in waiting {
         let result = HostResult {
             name: name.clone(),
@@ -130,6 +144,9 @@ pub async fn run(
             stream.write_whole(&collate::render(&collate::groups(&outputs)))?;
         }
     }
+    if output_closed.is_cancelled() {
+        return Err(io::ErrorKind::BrokenPipe.into());
+    }
     Ok(results)
 }
 
@@ -151,6 +168,8 @@ fn progress_bar(total: usize) -> indicatif::ProgressBar {
 struct Sinks<'a> {
     stdout: Arc<Shared>,
     stderr: Arc<Shared>,
+    /// Where `--output-dir` writes, checked.
+    output_dir: Option<OutputDir>,
     options: &'a Options,
 }
 
@@ -165,27 +184,21 @@ impl Sinks<'_> {
             };
             HostWriter::Lines(LinePrefixer::new(prefix, Arc::clone(shared)))
         };
+        if let Some(dir) = &self.output_dir {
+            return Ok(Output {
+                stdout: HostWriter::File(dir.create(&format!("{name}.out"))?),
+                stderr: HostWriter::File(dir.create(&format!("{name}.err"))?),
+            });
+        }
         Ok(match &self.options.mode {
-            Mode::Stream => Output {
-                stdout: lines(&self.stdout),
-                stderr: lines(&self.stderr),
-            },
             Mode::Collate | Mode::Json => Output {
                 stdout: HostWriter::Memory(Vec::new()),
                 stderr: HostWriter::Memory(Vec::new()),
             },
-            Mode::OutputDir(dir) => {
-                let create = |ext: &str| {
-                    let path = dir.join(format!("{name}.{ext}"));
-                    std::fs::File::create(&path).map_err(|e| {
-                        io::Error::new(e.kind(), format!("cannot create {}: {e}", path.display()))
-                    })
-                };
-                Output {
-                    stdout: HostWriter::File(create("out")?),
-                    stderr: HostWriter::File(create("err")?),
-                }
-            }
+            Mode::Stream | Mode::OutputDir(_) => Output {
+                stdout: lines(&self.stdout),
+                stderr: lines(&self.stderr),
+            },
         })
     }
 
@@ -197,12 +210,11 @@ impl Sinks<'_> {
                 line.push('\n');
                 let _ = self.stdout.write_whole(line.as_bytes());
             }
-            Mode::OutputDir(dir) => {
-                let path = dir.join(format!("{}.status", result.name));
-                if let Err(e) = std::fs::write(&path, report::status_file(&result.outcome)) {
-                    let _ = self.stderr.write_whole(
-                        format!("rcmd: cannot write {}: {e}\n", path.display()).as_bytes(),
-                    );
+            Mode::OutputDir(_) => {
+                let Some(dir) = &self.output_dir else { return };
+                let name = format!("{}.status", result.name);
+                if let Err(e) = dir.write(&name, report::status_file(&result.outcome).as_bytes()) {
+                    let _ = self.stderr.write_whole(format!("rcmd: {e}\n").as_bytes());
                 }
             }
             Mode::Stream | Mode::Collate => {}

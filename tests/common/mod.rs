@@ -2,6 +2,8 @@
 //! built `rcmd` binary or a Python peer run as a real process.
 #![allow(dead_code)]
 
+pub mod tmux;
+
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

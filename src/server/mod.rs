@@ -33,6 +33,7 @@ use tracing::{debug, info, warn};
 use self::admission::Admission;
 use crate::auth::Token;
 use crate::exec::{ExecMode, Launcher};
+use crate::printable::printable;
 use crate::wire::message::ProtocolError;
 use crate::wire::{Protocol, Wire};
 
@@ -98,7 +99,7 @@ pub struct ServerConfig {
     pub token: Option<Token>,
     pub limits: Limits,
     /// Starts every command under a supervisor, through a helper run from the `rcmd`
-    /// executable (see [`crate::exec::spawner`]). Without one only the command's process
+    /// executable (see [`crate::exec::helper`]). Without one only the command's process
     /// group is killed when it ends.
     pub supervisor: Option<crate::exec::Spawner>,
     /// Let background processes outlive a command that ended normally, as ssh does.
@@ -368,8 +369,15 @@ async fn handle(stream: TcpStream, peer: SocketAddr, config: &ServerConfig, stop
             debug!(%peer, protocol, secs, "connection closed: {}", ConnError::AuthFailed)
         }
         // A peer hanging up with replies unread is a normal way to leave, not a fault.
-        Err(e) if e.is_hang_up() => info!(%peer, protocol, secs, "connection closed by peer: {e}"),
-        Err(e) => warn!(%peer, protocol, secs, "connection closed: {e}"),
+        // Why may quote what the peer sent.
+        Err(e) if e.is_hang_up() => {
+            let e = printable(e.to_string().as_bytes());
+            info!(%peer, protocol, secs, "connection closed by peer: {e}")
+        }
+        Err(e) => {
+            let e = printable(e.to_string().as_bytes());
+            warn!(%peer, protocol, secs, "connection closed: {e}")
+        }
     }
 }
 
@@ -403,10 +411,10 @@ async fn serve_tls(
     if tls.require_key {
         let why = match key {
             Some(key) => format!(
-                "key {key} is not authorized on this server; ask its owner to add it to \
-                 the --authorized-keys file"
+                "key {key} is not authorized on this server, which takes keys only \
+                 (--keys-only); ask its owner to add it to its authorized_keys"
             ),
-            None => "this server needs a client key (--authorized-keys); make one with \
+            None => "this server takes client keys only (--keys-only); make one with \
                      `rcmd keygen` and ask the server's owner to add its fingerprint"
                 .into(),
         };

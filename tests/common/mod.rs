@@ -2,6 +2,8 @@
 //! built `rcmd` binary or a Python peer run as a real process.
 #![allow(dead_code)]
 
+pub mod tmux;
+
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -546,4 +548,18 @@ pub async fn start_servers_with_send_buffer(
         addrs.push(*addr.ip());
     }
     (port, addrs)
+}
+
+/// The subcommands a help page lists under "Commands:", without clap's own `help`.
+pub fn subcommands(page: &str) -> Vec<String> {
+    page.lines()
+        .skip_while(|l| *l != "Commands:")
+        .skip(1)
+        .take_while(|l| !l.is_empty())
+        // A name starts two spaces in; wrapped descriptions are indented further.
+        .filter(|l| l.starts_with("  ") && !l.starts_with("   "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|name| *name != "help")
+        .map(str::to_string)
+        .collect()
 }

@@ -9,6 +9,9 @@
 //! wire::trace: an optional wrapper around the bytes, showing each frame as it passes (--trace)
 //! ```
 
+// Every unsafe block says why it is sound.
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 #[cfg(not(target_os = "linux"))]
 compile_error!(
     "rcmd runs on Linux only: it contains commands with PR_SET_CHILD_SUBREAPER and /proc, \

@@ -21,6 +21,9 @@
 //! The types a program embedding rcmd needs are re-exported here: [`serve`] with
 //! [`ServerConfig`] to run a server, [`ClientConfig`] with [`client::run`] to talk to one.
 
+// Every unsafe block says why it is sound.
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 #[cfg(not(target_os = "linux"))]
 compile_error!(
     "rcmd runs on Linux only: it contains commands with PR_SET_CHILD_SUBREAPER and /proc, \

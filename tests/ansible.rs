@@ -41,7 +41,9 @@ async fn servers() -> (Vec<(RcmdHome, tempfile::TempDir, ServerProcess)>, u16) {
         let listen = format!("127.0.0.{last}:{port}");
         let server = rcmd_home
             .server_env(
-                &["--listen", &listen],
+                // Ansible's async runs its job in the background after the command that
+                // started it ends: rcmd kills such processes unless told to let them live.
+                &["--listen", &listen, "--allow-detach"],
                 &[("HOME", home.path().to_str().unwrap())],
             )
             .await;

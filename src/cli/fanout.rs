@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
+use clap_complete::engine::ArgValueCompleter;
 
 use super::seconds;
 use super::Failure;
@@ -28,11 +29,13 @@ pub(super) struct FanoutArgs {
     /// web[1-3], node[01-10,15] and 127.0.0.[2-51] are ranges; ^FILE reads hosts from FILE;
     /// @GROUP is a line `GROUP: LIST` in the hosts file of $RCMD_HOME (else
     /// $XDG_CONFIG_HOME/rcmd, else ~/.config/rcmd); a host may end in :PORT
-    #[arg(help_heading = HEADING, short = 'H', long = "hosts", value_name = "LIST")]
+    #[arg(help_heading = HEADING, short = 'H', long = "hosts", value_name = "LIST",
+          add = ArgValueCompleter::new(super::completions::host_list_candidates))]
     pub hosts: Option<String>,
 
     /// Leave out these hosts (same syntax as -H; without :PORT, on every port)
-    #[arg(help_heading = HEADING, short = 'x', long, value_name = "LIST", requires = "hosts")]
+    #[arg(help_heading = HEADING, short = 'x', long, value_name = "LIST", requires = "hosts",
+          add = ArgValueCompleter::new(super::completions::host_list_candidates))]
     exclude: Option<String>,
 
     /// Port for hosts in LIST written without one [default: 9000]
@@ -155,6 +158,7 @@ pub(super) fn run(
     list: &str,
     command: &str,
     config: &ClientConfig,
+    check_target: &dyn Fn(&str) -> Result<(), String>,
 ) -> Result<i32, Failure> {
     let fail = |e: &dyn std::fmt::Display| Failure::new(FAILED, e);
     if command.is_empty() {
@@ -170,6 +174,11 @@ pub(super) fn run(
             .map(|d| d.path().join("hosts")),
     };
     let targets = hosts::targets(list, args.exclude.as_deref(), &lookup).map_err(|e| fail(&e))?;
+    // Every host passes the checks a single one does (--plaintext beyond loopback), before
+    // any is connected to.
+    for target in &targets {
+        check_target(&target.addr()).map_err(|e| fail(&e))?;
+    }
     let mode = if args.collate {
         Mode::Collate
     } else if args.json {
@@ -197,9 +206,16 @@ pub(super) fn run(
         .enable_all()
         .build()
         .map_err(|e| fail(&e))?;
-    let results = runtime
-        .block_on(fanout::run(&targets, command.as_bytes(), config, &options))
-        .map_err(|e| fail(&e))?;
+    let results =
+        match runtime.block_on(fanout::run(&targets, command.as_bytes(), config, &options)) {
+            Ok(results) => results,
+            // Our output was closed (`| head`): every host was stopped; end quietly, as the
+            // single-host client does and as a command killed by SIGPIPE.
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                return Ok(super::client::SIGPIPE_STATUS)
+            }
+            Err(e) => return Err(fail(&e)),
+        };
     for line in fanout::report::summary(&results) {
         eprintln!("rcmd: {line}");
     }

@@ -40,7 +40,7 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite, O: Write, E: Write>(
     stream: S,
     mut splice: Option<super::spliced::SpliceIn>,
     config: &ClientConfig,
-    mut input: Input,
+    input: &mut Input,
     out: &mut Output<O, E>,
 ) -> Result<i32, ClientError> {
     let wire = config.wire;
@@ -149,6 +149,7 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite, O: Write, E: Write>(
                 Some(Ok(ServerMessage::Stderr(b))) => out.err(&b)?,
                 Some(Ok(ServerMessage::Done(status))) => {
                     if let Status::Failed { message, .. } = &status {
+                        let message = crate::printable::printable(message.as_bytes());
                         out.err(format!("{message}\n").as_bytes())?;
                     }
                     last = status.exit_code();
@@ -160,6 +161,7 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite, O: Write, E: Write>(
                 }
                 Some(Ok(ServerMessage::Credit(n))) => credit += n as usize,
                 Some(Ok(ServerMessage::Notice(m))) => {
+                    let m = crate::printable::printable(m.as_bytes());
                     out.err(format!("rcmd: warning: {m}\n").as_bytes())?;
                 }
                 Some(Ok(ServerMessage::Error(m))) => return Err(ClientError::Server(m)),
@@ -201,12 +203,11 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite, O: Write, E: Write>(
             }
             _ = crate::deadline::until(stall_at) => {
                 if reader.read_buffer().len() == partial.0 {
-                    return Err(ClientError::Usage(format!(
-                        "the reply stopped part-way through a frame for {}s. The likely cause: \
-                         the server uses another --header than this client's '{}' (both ends \
-                         must use the same format)",
-                        config.stall_timeout.as_secs_f64(),
-                        wire.header
+                    let in_head = reader.decoder().frames().is_between_frames();
+                    return Err(ClientError::Usage(stalled_mid_frame(
+                        partial.0,
+                        in_head,
+                        config,
                     )));
                 }
             }
@@ -218,6 +219,30 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite, O: Write, E: Write>(
         }
     }
     Ok(last)
+}
+
+/// Why the client gives up on a reply that stopped part-way through a frame, after
+/// `got` bytes of it and nothing more for the stall timeout. A header that never
+/// completes is what a server with a wider --header sends; once a head was read whole,
+/// the two ends agree on the format (as the hello showed), and the cause lies elsewhere.
+fn stalled_mid_frame(got: usize, in_head: bool, config: &ClientConfig) -> String {
+    let waited = config.stall_timeout.as_secs_f64();
+    let header = config.wire.header;
+    if in_head {
+        format!(
+            "the reply stopped part-way through a frame's {}-byte header ({got} bytes of it \
+             came) and nothing more came for {waited}s. The likely cause: the server uses \
+             another --header than this client's '{header}' (both ends must use the same \
+             format)",
+            header.size()
+        )
+    } else {
+        format!(
+            "the reply stopped part-way through a frame ({got} bytes of its data came after \
+             a well-formed header) and nothing more came for {waited}s: the server, or the \
+             network between us, stopped sending"
+        )
+    }
 }
 
 /// The next message from the server, through the splicer when there is one.
@@ -268,6 +293,10 @@ async fn handshake<S: AsyncRead + AsyncWrite>(
             writer.encoder_mut().set_peer_max_frame(h.max_frame);
             Ok(h.version.min(crate::wire::message::VERSION))
         }
+        // Turned away for want of room, before anything ran: worth another try.
+        Some(Ok(ServerMessage::Error(m))) if m.starts_with(crate::wire::message::BUSY) => {
+            Err(ClientError::Busy(m))
+        }
         Some(Ok(ServerMessage::Error(m))) => Err(ClientError::Server(m)),
         Some(Ok(other)) => Err(ClientError::Server(format!(
             "expected a hello, got {other:?}"
@@ -311,10 +340,11 @@ async fn send_stdin<S: AsyncWrite>(writer: &mut Writer<S>, data: Bytes) -> Resul
     debug_assert!(writer.write_buffer().is_empty(), "every send is flushed");
     let mut head = bytes::BytesMut::with_capacity(9);
     writer.encoder().encode_stdin_head(data.len(), &mut head)?;
-    writer
-        .get_mut()
-        .write_all_buf(&mut head.freeze().chain(data))
-        .await?;
+    let socket = writer.get_mut();
+    socket.write_all_buf(&mut head.freeze().chain(data)).await?;
+    // A TLS stream may hold the tail of what it took until flushed; the server must not
+    // wait for it while we wait for the server.
+    socket.flush().await?;
     Ok(())
 }
 

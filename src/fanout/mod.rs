@@ -4,14 +4,19 @@
 //!
 //! ```text
 //! "-H LIST" ─▶ hosts (targets) ─▶ runner (up to N at once, each through crate::client)
-//!                                   └▶ output (per-host writers) ─▶ report / collate
+//!                                   ├▶ output (per-host writers)
+//!                                   └▶ outcome (each host's result) ─▶ report / collate
 //! ```
 
 pub mod collate;
 pub mod hosts;
+pub mod kept;
+pub mod outcome;
+pub mod outdir;
 pub mod output;
 pub mod report;
 mod runner;
 
 pub use hosts::{compact, Target};
-pub use runner::{run, HostResult, Mode, Options, Outcome};
+pub use outcome::{HostResult, Outcome};
+pub use runner::{run, Mode, Options};

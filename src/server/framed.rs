@@ -185,9 +185,7 @@ pub(super) async fn serve<S: AsyncRead + AsyncWrite>(
         hello = handshake(&mut reader, &mut writer, peer, config) => hello,
         _ = stop.drain.cancelled() => return Ok(()),
         _ = evicted.cancelled() => {
-            let why = "too many connections are authenticating: this one waited longest \
-                       and made room for a newer one; try again";
-            Err(writer.refuse(why.into()).await)
+            Err(writer.refuse(admission::Refusal::Evicted.to_string()).await)
         }
     };
     let hello = match hello {
@@ -270,7 +268,7 @@ impl<S: AsyncRead + AsyncWrite> Session<'_, S> {
         let mut last_activity = Instant::now();
         // When the outbox last moved: bytes written, or bytes queued into an empty one.
         let mut last_progress = Instant::now();
-        let mut last_backlog = 0;
+        let mut last_owed = false;
         let mut draining = false;
         loop {
             if self.current.is_none() {
@@ -285,15 +283,17 @@ impl<S: AsyncRead + AsyncWrite> Session<'_, S> {
                 }
             }
             let backlog = self.writer.outbox.len();
-            if backlog == 0 || last_backlog == 0 {
+            // Written but not yet flushed counts as owed to the peer, like queued bytes.
+            let owed = !self.writer.outbox.is_empty();
+            if !owed || !last_owed {
                 last_progress = Instant::now();
             }
-            last_backlog = backlog;
+            last_owed = owed;
             let reading = !draining && self.queue.len() < MAX_QUEUED && backlog < HIGH_WATER;
             let pulling = backlog < HIGH_WATER;
             // Idle means nothing to do and nothing received: a header trickled byte by
             // byte never completes a frame, so it does not count as activity.
-            let idle = self.current.is_none() && self.queue.is_empty() && backlog == 0;
+            let idle = self.current.is_none() && self.queue.is_empty() && !owed;
             let idle_at = limits
                 .idle_timeout
                 .filter(|_| idle)
@@ -301,7 +301,7 @@ impl<S: AsyncRead + AsyncWrite> Session<'_, S> {
             // A peer that takes none of what we queue for as long is not coming back.
             let stalled_at = limits
                 .idle_timeout
-                .filter(|_| backlog > 0)
+                .filter(|_| owed)
                 .map(|t| last_progress + t);
             let command_deadline = self.current.as_ref().and_then(|c| c.running.deadline());
             let in_place = self.writer.in_place();
@@ -555,7 +555,9 @@ impl<S: AsyncRead + AsyncWrite> Session<'_, S> {
 
     /// Ends one reply, and logs the command's one line.
     fn finish(&mut self, status: Status, line: &[u8]) -> Result<(), ProtocolError> {
-        info!(peer = %self.peer, command = %printable(line), "command ended: {status}");
+        // A failure's message may quote what the client sent (its --cwd).
+        let ended = printable(status.to_string().as_bytes());
+        info!(peer = %self.peer, command = %printable(line), "command ended: {ended}");
         self.writer.push(ServerMessage::Done(status))
     }
 
@@ -632,7 +634,8 @@ async fn handshake<S: AsyncRead + AsyncWrite>(
     if let Err(why) = hello.check() {
         return Err(writer.refuse(why).await);
     }
-    let source = super::guard::Source::from(peer.ip());
+    let source =
+        admission::ticket(|t| t.source()).unwrap_or_else(|| super::guard::Source::from(peer.ip()));
     if let Some(token) = &config.token {
         if !token.matches(&hello.token) {
             // Slow the next guess from this source, and log a count instead of a line each.

@@ -11,8 +11,12 @@ mod admission;
 mod env;
 mod framed;
 mod guard;
+mod local_peer;
 mod outbox;
+mod spool;
 mod tutorial;
+
+pub use guard::Backoff;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -29,6 +33,7 @@ use tracing::{debug, info, warn};
 use self::admission::Admission;
 use crate::auth::Token;
 use crate::exec::{ExecMode, Launcher};
+use crate::printable::printable;
 use crate::wire::message::ProtocolError;
 use crate::wire::{Protocol, Wire};
 
@@ -41,6 +46,16 @@ pub struct Limits {
     pub max_unauthenticated_per_source: usize,
     /// Connections still authenticating, in all.
     pub max_unauthenticated: usize,
+    /// Connections from one source waiting, unread, for one of its places to authenticate
+    /// in; more are refused with a message.
+    pub max_queued_per_source: usize,
+    /// Connections waiting for a place, in all; past it a newcomer takes the place in the
+    /// queue of the oldest from the source with the most waiting.
+    pub max_queued: usize,
+    /// Count a peer on this machine as the local user that owns its socket (`true`), or
+    /// by its loopback address as a remote peer is counted (for tests that stand in for
+    /// remote addresses with 127.x ones).
+    pub local_peers_by_user: bool,
     /// How long one command may run before its process group is killed.
     pub command_timeout: Option<Duration>,
     /// How long a connection may send nothing (while no command runs) before it is closed.
@@ -52,6 +67,8 @@ pub struct Limits {
     /// Most output one reply collects in `classic` and `json-header` (which must know its
     /// length before sending); past it the command is killed and the reply says so.
     pub max_spool: u64,
+    /// How failed authentications are slowed and logged, per source.
+    pub backoff: Backoff,
 }
 
 impl Default for Limits {
@@ -60,11 +77,15 @@ impl Default for Limits {
             max_conns: 256,
             max_unauthenticated_per_source: 8,
             max_unauthenticated: 64,
+            max_queued_per_source: 128,
+            max_queued: 256,
+            local_peers_by_user: true,
             command_timeout: None,
             idle_timeout: Some(Duration::from_secs(600)),
             auth_timeout: Duration::from_secs(10),
             grace: Duration::from_secs(10),
             max_spool: 1 << 30,
+            backoff: Backoff::default(),
         }
     }
 }
@@ -78,7 +99,7 @@ pub struct ServerConfig {
     pub token: Option<Token>,
     pub limits: Limits,
     /// Starts every command under a supervisor, through a helper run from the `rcmd`
-    /// executable (see [`crate::exec::spawner`]). Without one only the command's process
+    /// executable (see [`crate::exec::helper`]). Without one only the command's process
     /// group is killed when it ends.
     pub supervisor: Option<crate::exec::Spawner>,
     /// Let background processes outlive a command that ended normally, as ssh does.
@@ -223,7 +244,7 @@ pub async fn serve(
     let tracker = TaskTracker::new();
     let stop = Shutdown::default();
     // Failed attempts are logged as a count per source, at most once a second each.
-    let mut log_tick = tokio::time::interval(guard::LOG_EVERY);
+    let mut log_tick = tokio::time::interval(config.limits.backoff.log_every);
     log_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
     loop {
@@ -246,27 +267,41 @@ pub async fn serve(
             }
         };
         let config = Arc::clone(&config);
-        let source = guard::Source::from(peer.ip());
-        let ticket = admission.admit(source).and_then(|mut ticket| {
-            // Modes without a handshake have nothing to wait for.
-            if config.wire.protocol != Protocol::Framed {
-                ticket.authenticated()?;
-            }
-            Ok(ticket)
-        });
-        match ticket {
+        let source = match stream.local_addr() {
+            Ok(local) if config.limits.local_peers_by_user => guard::Source::of(peer, local),
+            _ => guard::Source::from(peer.ip()),
+        };
+        match admission.admit(source) {
             Ok(ticket) => {
                 let stop = stop.clone();
-                tracker.spawn(admission::with_ticket(ticket, async move {
-                    handle(stream, peer, &config, &stop).await;
-                }));
+                tracker.spawn(async move {
+                    // A queued connection is not read until it has a place.
+                    let turn = tokio::select! {
+                        turn = ticket.turn(config.limits.auth_timeout) => turn,
+                        _ = stop.drain.cancelled() => return,
+                    };
+                    let mut ticket = ticket;
+                    // Modes without a handshake have nothing to wait for.
+                    let admitted = turn.and_then(|()| match config.wire.protocol {
+                        Protocol::Framed => Ok(()),
+                        _ => ticket.authenticated(),
+                    });
+                    match admitted {
+                        Ok(()) => {
+                            admission::with_ticket(ticket, handle(stream, peer, &config, &stop))
+                                .await
+                        }
+                        Err(why) => {
+                            let guard = ticket.guard();
+                            log_refusal(guard, source, peer, &why);
+                            drop(ticket);
+                            refuse_at_once(stream, config, why.to_string()).await
+                        }
+                    }
+                });
             }
             Err(why) => {
-                if let admission::Refusal::Busy { max } = why {
-                    warn!(%peer, max, "connection refused: server full");
-                } else {
-                    log_tallies(admission.guard().refused(source));
-                }
+                log_refusal(admission.guard(), source, peer, &why);
                 tracker.spawn(refuse_at_once(stream, config, why.to_string()));
             }
         }
@@ -334,8 +369,15 @@ async fn handle(stream: TcpStream, peer: SocketAddr, config: &ServerConfig, stop
             debug!(%peer, protocol, secs, "connection closed: {}", ConnError::AuthFailed)
         }
         // A peer hanging up with replies unread is a normal way to leave, not a fault.
-        Err(e) if e.is_hang_up() => info!(%peer, protocol, secs, "connection closed by peer: {e}"),
-        Err(e) => warn!(%peer, protocol, secs, "connection closed: {e}"),
+        // Why may quote what the peer sent.
+        Err(e) if e.is_hang_up() => {
+            let e = printable(e.to_string().as_bytes());
+            info!(%peer, protocol, secs, "connection closed by peer: {e}")
+        }
+        Err(e) => {
+            let e = printable(e.to_string().as_bytes());
+            warn!(%peer, protocol, secs, "connection closed: {e}")
+        }
     }
 }
 
@@ -369,10 +411,10 @@ async fn serve_tls(
     if tls.require_key {
         let why = match key {
             Some(key) => format!(
-                "key {key} is not authorized on this server; ask its owner to add it to \
-                 the --authorized-keys file"
+                "key {key} is not authorized on this server, which takes keys only \
+                 (--keys-only); ask its owner to add it to its authorized_keys"
             ),
-            None => "this server needs a client key (--authorized-keys); make one with \
+            None => "this server takes client keys only (--keys-only); make one with \
                      `rcmd keygen` and ask the server's owner to add its fingerprint"
                 .into(),
         };
@@ -382,9 +424,7 @@ async fn serve_tls(
             stream.shutdown().await
         })
         .await;
-        log_tallies(
-            admission::ticket(|t| t.guard().failed(guard::Source::from(peer.ip())).1).flatten(),
-        );
+        log_tallies(admission::ticket(|t| t.guard().failed(t.source()).1).flatten());
         return Err(ConnError::Refused(why));
     }
     serve_framed(stream, None, peer, config, stop).await
@@ -424,6 +464,20 @@ async fn refuse_at_once(stream: TcpStream, config: Arc<ServerConfig>, why: Strin
         }
     })
     .await;
+}
+
+/// Logs a connection turned away before it authenticated: a count per source for
+/// the crowding kinds, a line for a full server.
+fn log_refusal(
+    guard: &guard::Guard,
+    source: guard::Source,
+    peer: SocketAddr,
+    why: &admission::Refusal,
+) {
+    match why {
+        admission::Refusal::Busy { max } => warn!(%peer, max, "connection refused: server full"),
+        _ => log_tallies(guard.refused(source)),
+    }
 }
 
 fn log_tallies(tallies: impl IntoIterator<Item = guard::Tally>) {

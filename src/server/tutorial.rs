@@ -15,10 +15,10 @@ use tokio::net::tcp::{ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tracing::{debug, info};
 
+use super::spool::{Spool, MEMORY_LIMIT};
 use super::{ConnError, ServerConfig, Shutdown, REFUSAL_DEADLINE};
 use crate::exec::{self, Event};
 use crate::printable::printable;
-use crate::spool::{Spool, MEMORY_LIMIT};
 use crate::status::Status;
 use crate::wire::sniff::{self, Foreign};
 use crate::wire::trace::Traced;
@@ -121,7 +121,10 @@ async fn run_command(
         _ => spool_reply(line, rd, wr, config, stop, carried).await?,
     };
     match outcome {
-        Some(status) => info!(%peer, %command, "command ended: {status}"),
+        Some(status) => {
+            let status = printable(status.to_string().as_bytes());
+            info!(%peer, %command, "command ended: {status}")
+        }
         None => {
             info!(%peer, %command, "command killed: the client went away or the server shut down");
             return Ok(false);

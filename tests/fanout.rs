@@ -729,3 +729,58 @@ async fn plant_symlink(target: &std::path::Path, link: &std::path::Path) {
     .await;
     r.expect_code(0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collate_and_json_keep_outputs_larger_than_memory_whole() {
+    // Each host prints 0.6 MB, far past what the client keeps in memory per host: the
+    // rest is spilled to disk and read back in order.
+    let (port, addrs) = start_servers_on_one_port(3, framed).await;
+    let hosts = list(&addrs, port);
+    let seq: String = (1..=100_000).map(|i| format!("{i}\n")).collect();
+    let command = "seq 1 100000; printf 'é\\377' >&2";
+    let collate = rcmd(
+        &[
+            "client",
+            "--plaintext",
+            "--collate",
+            "-H",
+            &hosts,
+            "--",
+            command,
+        ],
+        b"",
+    )
+    .await;
+    collate.expect_code(0);
+    let rule = "----------------";
+    assert!(
+        collate.stdout_str() == format!("{rule}\n{}\n{rule}\n{seq}", compact(&addrs)),
+        "{} bytes of stdout differ from the expected",
+        collate.stdout.len()
+    );
+    let json = rcmd(
+        &[
+            "client",
+            "--plaintext",
+            "--json",
+            "-H",
+            &hosts,
+            "--",
+            command,
+        ],
+        b"",
+    )
+    .await;
+    json.expect_code(0);
+    let lines: Vec<&[u8]> = json
+        .stdout
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    for line in lines {
+        let v: serde_json::Value = serde_json::from_slice(line).unwrap();
+        assert!(v["stdout"] == seq.as_str(), "{}", v["host"]);
+        assert_eq!(v["stderr"], "é\u{fffd}");
+    }
+}

@@ -136,6 +136,9 @@ pub(super) fn run(args: ClientArgs) -> Result<i32, Failure> {
             .check_plaintext(addr)
             .map_err(|e| Failure::new(CLIENT_FAILED, e))?;
     }
+    if args.tls.plaintext() && token.as_ref().is_some_and(TokenArgs::is_same_user) {
+        return Err(Failure::new(CLIENT_FAILED, SAME_USER_IN_THE_CLEAR));
+    }
     // Many hosts at once cannot each ask on the one terminal.
     let tls = args
         .tls
@@ -168,7 +171,8 @@ pub(super) fn run(args: ClientArgs) -> Result<i32, Failure> {
                 "-t gives one command a terminal; with -H, many commands would share ours",
             ));
         }
-        return fanout::run(&args.fanout, list, &command_line(&command), &config);
+        let check = |addr: &str| args.tls.check_plaintext(addr);
+        return fanout::run(&args.fanout, list, &command_line(&command), &config, &check);
     }
     let addr = addr.expect("clap requires HOST:PORT without -H");
     let input = if login_shell {
@@ -220,6 +224,15 @@ pub(super) fn run(args: ClientArgs) -> Result<i32, Failure> {
         Err(e) => Err(Failure::new(CLIENT_FAILED, e)),
     }
 }
+
+/// Why this user's own token is never sent with --plaintext, even when given explicitly.
+const SAME_USER_IN_THE_CLEAR: &str = "refusing to send this user's own token (the same-user \
+     token file in rcmd's configuration directory) with --plaintext: nothing proves who \
+     listens on that port, and whoever does (another local user who got there first) would \
+     read the token and could then run commands as you, over TLS too. Leave out --plaintext \
+     (TLS is the default, and your own server needs no token flag); for a server that must \
+     run --plaintext, start it with a token of its own (--token-file FILE) and give that \
+     one here";
 
 /// How a shell reports a command killed by SIGPIPE.
 pub(super) const SIGPIPE_STATUS: i32 = 128 + libc::SIGPIPE;

@@ -158,6 +158,7 @@ pub(super) fn run(
     list: &str,
     command: &str,
     config: &ClientConfig,
+    check_target: &dyn Fn(&str) -> Result<(), String>,
 ) -> Result<i32, Failure> {
     let fail = |e: &dyn std::fmt::Display| Failure::new(FAILED, e);
     if command.is_empty() {
@@ -173,6 +174,11 @@ pub(super) fn run(
             .map(|d| d.path().join("hosts")),
     };
     let targets = hosts::targets(list, args.exclude.as_deref(), &lookup).map_err(|e| fail(&e))?;
+    // Every host passes the checks a single one does (--plaintext beyond loopback), before
+    // any is connected to.
+    for target in &targets {
+        check_target(&target.addr()).map_err(|e| fail(&e))?;
+    }
     let mode = if args.collate {
         Mode::Collate
     } else if args.json {

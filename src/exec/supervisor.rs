@@ -3,7 +3,7 @@
 //!
 //! A process group is not enough: `setsid`, a double fork or `setpgid` each leave it, and
 //! a SIGKILLed server can signal nobody. So the server runs each command under a
-//! supervisor (forked for it by the server's helper, see [`super::spawner`]), which
+//! supervisor (forked for it by the server's helper, see [`super::helper`]), which
 //!
 //! - marks itself a *child subreaper* (`PR_SET_CHILD_SUBREAPER`): every orphan the command
 //!   leaves, however it detached, is re-parented to the supervisor instead of to init, so
@@ -16,7 +16,7 @@
 //! - when the command itself ends, kills every descendant still alive (unless detaching),
 //!   then tells the server the command's own status through its status pipe, and either
 //!   exits or, as a connection's supervisor, waits for the connection's next command (see
-//!   [`super::spawner`]).
+//!   [`super::helper`]).
 //!
 //! It is synchronous and single-threaded: it runs in a fresh process, waits in `poll(2)` on
 //! the control pipe and a `signalfd`, and does nothing else.
@@ -82,7 +82,8 @@ pub fn run(plan: &Plan) -> Ended {
     // process is single-threaded, so changing its environment is safe.)
     if let Some(dir) = &plan.cwd {
         if let Err(e) = std::env::set_current_dir(dir) {
-            eprintln!("rcmd: cd {}: {e}", dir.display());
+            let dir = crate::printable::printable(dir.as_os_str().as_encoded_bytes());
+            eprintln!("rcmd: cd {dir}: {e}");
             return Ended::clean(1 << 8);
         }
     }
@@ -347,7 +348,8 @@ fn report_failure(program: &OsString, e: &io::Error) -> libc::c_int {
         io::ErrorKind::PermissionDenied => (126, "permission denied".to_string()),
         _ => (126, e.to_string()),
     };
-    eprintln!("rcmd: {}: {why}", program.to_string_lossy());
+    let program = crate::printable::printable(program.as_encoded_bytes());
+    eprintln!("rcmd: {program}: {why}");
     // As a wait status: exited with `code`.
     code << 8
 }

@@ -7,7 +7,8 @@
 //! scan began. A supervisor, a subreaper whose tree always comes back to it, also learns
 //! from `waitid` whether it has any child left, which no snapshot of `/proc` can tell it.
 
-use std::os::fd::OwnedFd;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use rustix::process::{self, Pid, PidfdFlags, Signal};
@@ -24,7 +25,7 @@ pub(crate) struct Member {
 impl Member {
     /// SIGKILLs it. An error only means it has already ended.
     fn kill(&self) {
-        let _ended = process::pidfd_send_signal(&self.pidfd, Signal::KILL);
+        let _ended = pidfd_kill(self.pidfd.as_fd());
     }
 }
 
@@ -115,7 +116,7 @@ fn descendants(root: Pid) -> Vec<Member> {
 /// parent in the tree, the pidfd names that process, or one that has ended since (and
 /// signalling it does nothing).
 fn member(pid: Pid, tree: &[Pid]) -> Option<Member> {
-    let pidfd = process::pidfd_open(pid, PidfdFlags::empty()).ok()?;
+    let pidfd = pidfd_open(pid).ok()?;
     let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.as_raw_nonzero())).ok()?;
     let st = parse_stat(&stat)?;
     let parent = Pid::from_raw(st.ppid)?;
@@ -143,6 +144,30 @@ fn children_of(pid: Pid) -> Vec<Pid> {
         );
     }
     kids
+}
+
+/// A pidfd for `pid` (Linux 5.3 and later), which names that process and no other.
+///
+/// # Errors
+/// It has ended, or we may not.
+pub(crate) fn pidfd_open(pid: Pid) -> io::Result<OwnedFd> {
+    Ok(process::pidfd_open(pid, PidfdFlags::empty())?)
+}
+
+/// SIGKILLs the process behind `pidfd`. `Err`: it has ended (or we may not).
+pub(crate) fn pidfd_kill(pidfd: BorrowedFd<'_>) -> io::Result<()> {
+    Ok(process::pidfd_send_signal(pidfd, Signal::KILL)?)
+}
+
+/// Whether the process behind `pidfd` has ended: a pidfd turns readable when it exits.
+pub(crate) fn has_ended(pidfd: BorrowedFd<'_>) -> bool {
+    use rustix::event::{poll, PollFd, PollFlags, Timespec};
+    let mut fds = [PollFd::new(&pidfd, PollFlags::IN)];
+    let now = Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    poll(&mut fds, Some(&now)).map_or(true, |n| n > 0)
 }
 
 /// What `/proc/PID/stat` says of a process that matters here.

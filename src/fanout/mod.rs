@@ -10,6 +10,7 @@
 
 pub mod collate;
 pub mod hosts;
+pub mod kept;
 pub mod outcome;
 pub mod outdir;
 pub mod output;

@@ -13,6 +13,7 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio_util::sync::CancellationToken;
 
 use super::hosts::{display_names, Target};
+use super::kept::Kept;
 use super::outcome::{HostResult, Outcome};
 use super::outdir::OutputDir;
 use super::output::{HostWriter, LinePrefixer, Shared};
@@ -95,7 +96,7 @@ pub async fn run(
             let host = one_host(name, target, command, client, &sinks, &cancel);
             running.push(async move { (i, host.await) });
         }
-        let Some((i, result)) = running.next().await else {
+        let Some((i, mut result)) = running.next().await else {
             break;
         };
         if result.outcome.is_failure() {
@@ -104,7 +105,7 @@ pub async fn run(
                 cancel.cancel();
             }
         }
-        sinks.finished(&result);
+        sinks.finished(&mut result);
         if let Some(bar) = &progress {
             bar.inc(1);
             bar.set_message(format!("{failures} failed"));
@@ -118,36 +119,50 @@ pub async fn run(
         return Err(io::ErrorKind::BrokenPipe.into());
     }
     for (i, (_, name)) in waiting {
-        let result = HostResult {
+        let mut result = HostResult {
             name: name.clone(),
             outcome: Outcome::NotStarted,
             seconds: 0.0,
-            stdout: Vec::new(),
-            stderr: Vec::new(),
+            stdout: Kept::default(),
+            stderr: Kept::default(),
         };
-        sinks.finished(&result);
+        sinks.finished(&mut result);
         results[i] = Some(result);
     }
     if let Some(bar) = &progress {
         bar.finish_and_clear();
     }
-    let results: Vec<HostResult> = results.into_iter().flatten().collect();
+    let mut results: Vec<HostResult> = results.into_iter().flatten().collect();
     if options.mode == Mode::Collate {
-        for (stream, which) in [(&sinks.stdout, false), (&sinks.stderr, true)] {
-            let outputs: Vec<(&str, &[u8])> = results
-                .iter()
-                .map(|r| {
-                    let bytes = if which { &r.stderr } else { &r.stdout };
-                    (r.name.as_str(), bytes.as_slice())
-                })
-                .collect();
-            stream.write_whole(&collate::render(&collate::groups(&outputs)))?;
-        }
+        let (mut stdouts, mut stderrs): (Vec<Kept>, Vec<Kept>) = results
+            .iter_mut()
+            .map(|r| (std::mem::take(&mut r.stdout), std::mem::take(&mut r.stderr)))
+            .unzip();
+        let names: Vec<&str> = results.iter().map(|r| r.name.as_str()).collect();
+        collate_into(&sinks.stdout, &names, &mut stdouts)?;
+        collate_into(&sinks.stderr, &names, &mut stderrs)?;
     }
     if output_closed.is_cancelled() {
         return Err(io::ErrorKind::BrokenPipe.into());
     }
     Ok(results)
+}
+
+/// `--collate`: each distinct output of `kept` (one per host of `names`) once, under
+/// its hosts, streamed from where it was kept.
+fn collate_into(stream: &Shared, names: &[&str], kept: &mut [Kept]) -> io::Result<()> {
+    let keyed: Vec<_> = names
+        .iter()
+        .zip(kept.iter())
+        .map(|(&name, k)| (name, (!k.is_empty()).then(|| k.key())))
+        .collect();
+    let groups = collate::groups(&keyed);
+    stream.write_with(|out| {
+        collate::write(&groups, out, |i, out| {
+            kept[i].copy_to(out)?;
+            Ok(kept[i].ends_with_newline())
+        })
+    })
 }
 
 fn progress_bar(total: usize) -> indicatif::ProgressBar {
@@ -192,8 +207,8 @@ impl Sinks<'_> {
         }
         Ok(match &self.options.mode {
             Mode::Collate | Mode::Json => Output {
-                stdout: HostWriter::Memory(Vec::new()),
-                stderr: HostWriter::Memory(Vec::new()),
+                stdout: HostWriter::Kept(Box::default()),
+                stderr: HostWriter::Kept(Box::default()),
             },
             Mode::Stream | Mode::OutputDir(_) => Output {
                 stdout: lines(&self.stdout),
@@ -203,12 +218,15 @@ impl Sinks<'_> {
     }
 
     /// Reports a host as it finishes, where the mode wants that.
-    fn finished(&self, result: &HostResult) {
+    fn finished(&self, result: &mut HostResult) {
         match &self.options.mode {
             Mode::Json => {
-                let mut line = report::json(result).to_string();
-                line.push('\n');
-                let _ = self.stdout.write_whole(line.as_bytes());
+                if let Err(e) = self
+                    .stdout
+                    .write_with(|out| report::write_json(result, out))
+                {
+                    let _ = self.stderr.write_whole(format!("rcmd: {e}\n").as_bytes());
+                }
             }
             Mode::OutputDir(_) => {
                 let Some(dir) = &self.output_dir else { return };
@@ -239,8 +257,8 @@ async fn one_host(
                 name: name.to_string(),
                 outcome: Outcome::Failed(e.to_string()),
                 seconds: 0.0,
-                stdout: Vec::new(),
-                stderr: Vec::new(),
+                stdout: Kept::default(),
+                stderr: Kept::default(),
             }
         }
     };
@@ -260,8 +278,8 @@ async fn one_host(
         name: name.to_string(),
         outcome,
         seconds: started.elapsed().as_secs_f64(),
-        stdout: out.stdout.take_memory(),
-        stderr: out.stderr.take_memory(),
+        stdout: out.stdout.take_kept(),
+        stderr: out.stderr.take_kept(),
     }
 }
 

@@ -9,6 +9,7 @@
 //! authenticates the client ([`ServerTls::authorizes`]). The framed protocol runs unchanged
 //! inside.
 
+pub mod authorized;
 pub mod identity;
 pub mod known_hosts;
 pub mod prompt;
@@ -123,8 +124,8 @@ pub struct ServerTls {
     acceptor: tokio_rustls::TlsAcceptor,
     /// The server's own fingerprint, as clients see it.
     pub fingerprint: Fingerprint,
-    authorized: Vec<Fingerprint>,
-    /// Whether a client must present one of the authorized keys (`--authorized-keys`);
+    authorized: authorized::AuthorizedKeys,
+    /// Whether a client must present one of the authorized keys (`--keys-only`);
     /// otherwise an unlisted client authenticates with the token.
     pub require_key: bool,
 }
@@ -140,13 +141,27 @@ impl fmt::Debug for ServerTls {
 }
 
 impl ServerTls {
-    /// TLS with `identity`; `authorized` client keys need no token.
+    /// TLS with `identity`; the `authorized` client keys need no token.
     ///
     /// # Errors
     /// If rustls refuses the key.
     pub fn new(
         identity: &Identity,
         authorized: Vec<Fingerprint>,
+        require_key: bool,
+    ) -> Result<ServerTls, IdentityError> {
+        let keys = authorized::AuthorizedKeys::new(None, authorized)?;
+        ServerTls::with_keys(identity, keys, require_key)
+    }
+
+    /// TLS with `identity`; the keys `authorized` holds (read again as its file
+    /// changes) need no token.
+    ///
+    /// # Errors
+    /// If rustls refuses the key.
+    pub fn with_keys(
+        identity: &Identity,
+        authorized: authorized::AuthorizedKeys,
         require_key: bool,
     ) -> Result<ServerTls, IdentityError> {
         let provider = provider();
@@ -189,6 +204,11 @@ impl ServerTls {
     /// Whether the client key `key` authenticates the client without a token.
     pub fn authorizes(&self, key: Option<Fingerprint>) -> bool {
         key.is_some_and(|k| self.authorized.contains(&k))
+    }
+
+    /// The authorized keys file the server reads, if any.
+    pub fn authorized_keys_file(&self) -> Option<&std::path::Path> {
+        self.authorized.file()
     }
 }
 

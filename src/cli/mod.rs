@@ -2,6 +2,7 @@
 //! Exit codes are decided here and nowhere else.
 
 mod client;
+mod cp;
 mod demo;
 mod fanout;
 mod keys;
@@ -33,6 +34,8 @@ enum Command {
     /// Run a command on a server (one-shot), or each line of standard input; with -H, one
     /// command on many servers at once.
     Client(client::ClientArgs),
+    /// Copy files to or from a server (scp's grammar), or with -H to many at once.
+    Cp(cp::CpArgs),
     /// Make this user's client key (for servers with --authorized-keys) and print its
     /// fingerprint.
     Keygen(keys::KeygenArgs),
@@ -110,6 +113,7 @@ pub fn run(cli: Cli) -> i32 {
     let result = match cli.command {
         Command::Server(args) => server::run(args),
         Command::Client(args) => client::run(args),
+        Command::Cp(args) => cp::run(args),
         Command::Keygen(args) => keys::keygen(args),
         Command::Fingerprint(args) => keys::fingerprint(args),
         Command::Demo(args) => demo::run(args),

@@ -20,7 +20,7 @@ pub use input::Input;
 pub use tutorial::ACK;
 
 use crate::auth::Token;
-use crate::wire::message::{ClientMessage, ProtocolError};
+use crate::wire::message::{ClientCodec, ClientMessage, ProtocolError};
 use crate::wire::{Protocol, Wire};
 
 /// How long the naive client waits for a reply before saying it cannot tell why none came.
@@ -369,28 +369,8 @@ pub async fn run_on<O: Write, E: Write>(
     match config.wire.protocol {
         Protocol::Framed => match &config.tls {
             Some(tls) => {
-                let (stream, own) = match tls.connect(host, stream, config.connect_timeout).await {
-                    Ok(connected) => connected,
-                    Err(e) if e.is_failed_handshake() => {
-                        return Err(match framed::plaintext_mode(host, config).await {
-                            Some(hint) => ClientError::Usage(hint),
-                            None => ClientError::Trust(e),
-                        })
-                    }
-                    Err(e) => return Err(ClientError::Trust(e)),
-                };
-                // Our own token only to our own server.
-                let mine;
-                let config = match (&config.token, &config.same_user_token, own) {
-                    (None, Some(token), true) => {
-                        mine = ClientConfig {
-                            token: Some(token.clone()),
-                            ..config.clone()
-                        };
-                        &mine
-                    }
-                    _ => config,
-                };
+                let (stream, config) = secure(host, stream, config, tls).await?;
+                let config = &*config;
                 framed::run(
                     crate::wire::trace::Traced::new(stream, &config.wire, "client", config.trace),
                     None,
@@ -409,6 +389,90 @@ pub async fn run_on<O: Write, E: Write>(
             }
         },
         _ => tutorial::run(traced(stream), config, input, out).await,
+    }
+}
+
+/// TLS on `stream` to `host`, as `tls` says whom to trust, and the configuration to use
+/// on it: with this user's own token when the server turned out to be this user's own.
+async fn secure<'a>(
+    host: &str,
+    stream: TcpStream,
+    config: &'a ClientConfig,
+    tls: &crate::tls::ClientTls,
+) -> Result<(crate::tls::ClientStream, std::borrow::Cow<'a, ClientConfig>), ClientError> {
+    let (stream, own) = match tls.connect(host, stream, config.connect_timeout).await {
+        Ok(connected) => connected,
+        Err(e) if e.is_failed_handshake() => {
+            return Err(match framed::plaintext_mode(host, config).await {
+                Some(hint) => ClientError::Usage(hint),
+                None => ClientError::Trust(e),
+            })
+        }
+        Err(e) => return Err(ClientError::Trust(e)),
+    };
+    // Our own token only to our own server.
+    let config = match (&config.token, &config.same_user_token, own) {
+        (None, Some(token), true) => std::borrow::Cow::Owned(ClientConfig {
+            token: Some(token.clone()),
+            ..config.clone()
+        }),
+        _ => std::borrow::Cow::Borrowed(config),
+    };
+    Ok((stream, config))
+}
+
+/// A byte stream a framed connection runs on: TCP, or TLS over it, maybe traced.
+pub trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Stream for T {}
+
+/// An authenticated `framed` connection, past the handshake, for a caller that speaks
+/// messages of its own on it (`rcmd cp`).
+pub struct Connection {
+    pub reader: tokio_util::codec::FramedRead<tokio::io::ReadHalf<Box<dyn Stream>>, ClientCodec>,
+    pub writer: tokio::io::WriteHalf<Box<dyn Stream>>,
+    /// Our encoder, with the server's frame limit.
+    pub codec: ClientCodec,
+    /// The protocol version both ends speak.
+    pub version: u8,
+}
+
+/// Connects to `addr` as `config` says (TLS, trust, token, timeouts) and completes the
+/// framed handshake.
+///
+/// # Errors
+/// As [`run`]; and [`ClientError::Usage`] for a mode other than `framed`.
+pub async fn open(addr: &str, config: &ClientConfig) -> Result<Connection, ClientError> {
+    let stream = connect(addr, config.connect_timeout).await?;
+    open_on(&with_default_port(addr), stream, config).await
+}
+
+/// [`open`] on a TCP connection already made to `host`.
+///
+/// # Errors
+/// As [`open`].
+pub async fn open_on(
+    host: &str,
+    stream: TcpStream,
+    config: &ClientConfig,
+) -> Result<Connection, ClientError> {
+    if config.wire.protocol != Protocol::Framed {
+        return Err(ClientError::Usage(format!(
+            "this needs --protocol framed; the {} mode only carries command lines",
+            config.wire.protocol.name()
+        )));
+    }
+    stream.set_nodelay(true)?;
+    let wire = &config.wire;
+    match &config.tls {
+        Some(tls) => {
+            let (stream, config) = secure(host, stream, config, tls).await?;
+            let traced = crate::wire::trace::Traced::new(stream, wire, "client", config.trace);
+            framed::open(Box::new(traced), &config).await
+        }
+        None => {
+            let traced = crate::wire::trace::Traced::new(stream, wire, "client", config.trace);
+            framed::open(Box::new(traced), config).await
+        }
     }
 }
 

@@ -14,4 +14,4 @@ pub mod report;
 mod runner;
 
 pub use hosts::{compact, Target};
-pub use runner::{run, HostResult, Mode, Options, Outcome};
+pub use runner::{run, run_job, HostResult, Job, Mode, Options, Outcome};

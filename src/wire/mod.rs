@@ -4,6 +4,7 @@ pub mod frame;
 pub mod header;
 pub mod message;
 pub mod trace;
+pub mod transfer;
 pub mod tutorial;
 
 use frame::DEFAULT_MAX_FRAME;

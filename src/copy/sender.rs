@@ -213,7 +213,6 @@ async fn stream<W: AsyncWrite + Unpin, In, Out: Carrier>(
     let mut pos = start;
     // Where the data run that `pos` is in ends (the next hole).
     let mut data_end = start;
-    let mut buf = BytesMut::new();
     while pos < size {
         if pos >= data_end {
             let data_at = match rustix::fs::seek(file.as_fd(), SeekFrom::Data(pos)) {
@@ -235,8 +234,8 @@ async fn stream<W: AsyncWrite + Unpin, In, Out: Carrier>(
             };
         }
         let want = (data_end - pos).min(chunk as u64) as usize;
-        buf.clear();
-        buf.resize(want, 0);
+        // Zeroed by the allocator (calloc), not byte by byte.
+        let mut buf = BytesMut::zeroed(want);
         let n = match file.read_at(&mut buf, pos) {
             Ok(0) => return Ok(Err("the file shrank while it was being sent".into())),
             Ok(n) => n,
@@ -244,7 +243,7 @@ async fn stream<W: AsyncWrite + Unpin, In, Out: Carrier>(
         };
         buf.truncate(n);
         ctx.update(&buf);
-        out.data(buf.split().freeze()).await?;
+        out.data(buf.freeze()).await?;
         watch.lock().expect("no panics").advance(n as u64);
         pos += n as u64;
     }

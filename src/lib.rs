@@ -27,7 +27,6 @@ pub mod fanout;
 pub mod printable;
 pub mod server;
 pub mod splice;
-pub mod spool;
 pub mod status;
 pub mod text;
 pub mod tls;

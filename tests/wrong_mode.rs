@@ -84,6 +84,42 @@ async fn a_frame_that_stops_half_way_is_explained() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frame_that_stops_in_its_data_does_not_blame_the_header() {
+    // A server that answers the hello, then sends a well-formed head of a 100-byte stdout
+    // frame and 10 bytes of its data: the formats agree, so --header is not the cause.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        let (mut conn, _) = listener.accept().await.unwrap();
+        let mut hello = [0u8; 14];
+        conn.read_exact(&mut hello).await.unwrap();
+        conn.write_all(b"\x00\x00\x00\x0aHrcmd\x02\x00\x10\x00\x00")
+            .await
+            .unwrap();
+        conn.write_all(b"\x00\x00\x00\x64Ohalf-a-fr").await.unwrap();
+        let mut rest = Vec::new();
+        let _ = conn.read_to_end(&mut rest).await;
+    });
+    let mut config = ClientConfig::new(Protocol::Framed);
+    config.stall_timeout = Duration::from_millis(300);
+    let mut out = Output {
+        stdout: Vec::new(),
+        stderr: Vec::new(),
+    };
+    let err = tokio::time::timeout(
+        common::PROCESS_DEADLINE,
+        client::run(&addr, &config, Input::one(b"echo hi".to_vec()), &mut out),
+    )
+    .await
+    .expect("the client waited for ever on half a frame")
+    .unwrap_err();
+    let message = err.to_string();
+    assert!(message.contains("10 bytes of its data came"), "{message}");
+    assert!(message.contains("stopped sending"), "{message}");
+    assert!(!message.contains("--header"), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plaintext_client_is_told_the_server_speaks_tls() {
     let home = common::RcmdHome::new();
     let server = home.server(&[]).await;

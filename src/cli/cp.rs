@@ -187,7 +187,7 @@ fn address(host: &str, port: Option<u16>) -> String {
     match port {
         Some(p) if host.contains(':') && !host.starts_with('[') => format!("[{host}]:{p}"),
         Some(p) => format!("{host}:{p}"),
-        None => crate::client::with_default_port(host),
+        None => crate::wire::with_default_port(host),
     }
 }
 
@@ -229,7 +229,7 @@ pub(super) fn run(args: CpArgs) -> Result<i32, Failure> {
         .map_err(usage)?;
     if let Some(list) = &args.hosts {
         let lookup = hosts::Lookup {
-            default_port: args.port.unwrap_or(crate::client::DEFAULT_PORT),
+            default_port: args.port.unwrap_or(crate::wire::DEFAULT_PORT),
             groups: crate::config::ConfigDir::locate()
                 .ok()
                 .map(|d| d.path().join("hosts")),

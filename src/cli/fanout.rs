@@ -163,7 +163,7 @@ pub(super) fn run(
         ));
     }
     let lookup = hosts::Lookup {
-        default_port: args.port.unwrap_or(crate::client::DEFAULT_PORT),
+        default_port: args.port.unwrap_or(crate::wire::DEFAULT_PORT),
         // TODO(merge): take the directory from crate::config once it lands.
         groups: crate::config::ConfigDir::locate()
             .ok()

@@ -206,7 +206,7 @@ pub(super) fn run(args: ServerArgs) -> Result<i32, Failure> {
     runtime.block_on(async {
         // Decide on exposure before binding anything: a refused address is never opened.
         // A bare address listens on the port clients assume, 9000.
-        let listen = crate::client::with_default_port(&args.listen);
+        let listen = crate::wire::with_default_port(&args.listen);
         let addrs: Vec<_> = tokio::net::lookup_host(&listen)
             .await
             .map_err(|e| fail(&format!("cannot resolve {}: {e}", args.listen)))?

@@ -155,7 +155,7 @@ impl ClientTlsArgs {
             return Ok(());
         }
         use std::net::ToSocketAddrs;
-        let addr = crate::client::with_default_port(addr);
+        let addr = crate::wire::with_default_port(addr);
         let addrs: Vec<_> = addr
             .to_socket_addrs()
             .map_err(|e| format!("cannot resolve {addr}: {e}"))?

@@ -20,7 +20,7 @@ use crate::status::Status;
 use crate::wire::message::{
     signal_name, ClientCodec, ClientMessage, Hello, ServerMessage, MAX_HELLO_FRAME,
 };
-use crate::wire::tutorial::{identify_reply, wrong_mode_message};
+use crate::wire::sniff::{identify_reply, wrong_mode_message};
 
 /// Room for one read from the socket. Large output arrives in large frames; reading them
 /// in large pieces means fewer system calls per byte.
@@ -204,12 +204,11 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite, O: Write, E: Write>(
             }
             _ = crate::deadline::until(stall_at) => {
                 if reader.read_buffer().len() == partial.0 {
-                    return Err(ClientError::Usage(format!(
-                        "the reply stopped part-way through a frame for {}s. The likely cause: \
-                         the server uses another --header than this client's '{}' (both ends \
-                         must use the same format)",
-                        config.stall_timeout.as_secs_f64(),
-                        wire.header
+                    let in_head = reader.decoder().frames().is_between_frames();
+                    return Err(ClientError::Usage(stalled_mid_frame(
+                        partial.0,
+                        in_head,
+                        config,
                     )));
                 }
             }
@@ -252,6 +251,30 @@ pub(super) async fn open(
         codec,
         version,
     })
+}
+
+/// Why the client gives up on a reply that stopped part-way through a frame, after
+/// `got` bytes of it and nothing more for the stall timeout. A header that never
+/// completes is what a server with a wider --header sends; once a head was read whole,
+/// the two ends agree on the format (as the hello showed), and the cause lies elsewhere.
+fn stalled_mid_frame(got: usize, in_head: bool, config: &ClientConfig) -> String {
+    let waited = config.stall_timeout.as_secs_f64();
+    let header = config.wire.header;
+    if in_head {
+        format!(
+            "the reply stopped part-way through a frame's {}-byte header ({got} bytes of it \
+             came) and nothing more came for {waited}s. The likely cause: the server uses \
+             another --header than this client's '{header}' (both ends must use the same \
+             format)",
+            header.size()
+        )
+    } else {
+        format!(
+            "the reply stopped part-way through a frame ({got} bytes of its data came after \
+             a well-formed header) and nothing more came for {waited}s: the server, or the \
+             network between us, stopped sending"
+        )
+    }
 }
 
 /// The next message from the server, through the splicer when there is one.
@@ -345,10 +368,11 @@ async fn send_stdin<S: AsyncWrite>(writer: &mut Writer<S>, data: Bytes) -> Resul
     debug_assert!(writer.write_buffer().is_empty(), "every send is flushed");
     let mut head = bytes::BytesMut::with_capacity(9);
     writer.encoder().encode_stdin_head(data.len(), &mut head)?;
-    writer
-        .get_mut()
-        .write_all_buf(&mut head.freeze().chain(data))
-        .await?;
+    let socket = writer.get_mut();
+    socket.write_all_buf(&mut head.freeze().chain(data)).await?;
+    // A TLS stream may hold the tail of what it took until flushed; the server must not
+    // wait for it while we wait for the server.
+    socket.flush().await?;
     Ok(())
 }
 
@@ -367,7 +391,7 @@ async fn other_mode<S: AsyncRead>(
     use tokio::io::AsyncReadExt;
     let _ = tokio::time::timeout(JUDGE_WAIT, async {
         let mut chunk = [0u8; 512];
-        while reader.read_buffer().len() < crate::wire::tutorial::PROBE {
+        while reader.read_buffer().len() < crate::wire::sniff::PROBE {
             match reader.get_mut().read(&mut chunk).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => reader.read_buffer_mut().extend_from_slice(&chunk[..n]),
@@ -378,16 +402,16 @@ async fn other_mode<S: AsyncRead>(
     let got = reader.read_buffer();
     // An rcmd tutorial server refuses a hello in its own mode's words, naming the mode;
     // a length-ack one first sends the length and waits for an answer we do not give.
-    if let Some(theirs) = crate::wire::tutorial::refusal_names_mode(got) {
+    if let Some(theirs) = crate::wire::sniff::refusal_names_mode(got) {
         return Some(theirs);
     }
-    if crate::wire::tutorial::is_bare_length(got) {
+    if crate::wire::sniff::is_bare_length(got) {
         return Some(Protocol::LengthAck);
     }
     match identify_reply(got, header)? {
         Protocol::Framed => None,
         Protocol::Classic => {
-            crate::wire::tutorial::is_whole_classic_reply(got).then_some(Protocol::Classic)
+            crate::wire::sniff::is_whole_classic_reply(got).then_some(Protocol::Classic)
         }
         theirs => Some(theirs),
     }

@@ -17,11 +17,10 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 
 pub use input::Input;
-pub use tutorial::ACK;
 
 use crate::auth::Token;
 use crate::wire::message::{ClientCodec, ClientMessage, ProtocolError};
-use crate::wire::{Protocol, Wire};
+use crate::wire::{with_default_port, Protocol, Wire};
 
 /// How long the naive client waits for a reply before saying it cannot tell why none came.
 pub const NAIVE_WAIT: Duration = Duration::from_secs(1);
@@ -293,27 +292,6 @@ impl Write for RawStdout {
     }
 }
 
-/// The port a server listens on unless told otherwise.
-pub const DEFAULT_PORT: u16 = 9000;
-
-/// `addr` with [`DEFAULT_PORT`] added when it names none: `host`, `1.2.3.4`, `[::1]` and a
-/// bare `::1` get `:9000`; `host:port` and `[v6]:port` are kept.
-pub fn with_default_port(addr: &str) -> String {
-    let bracketed = addr.starts_with('[');
-    let has_port = if bracketed {
-        addr.contains("]:")
-    } else {
-        addr.matches(':').count() == 1
-    };
-    if has_port {
-        addr.to_string()
-    } else if !bracketed && addr.contains(':') {
-        format!("[{addr}]:{DEFAULT_PORT}")
-    } else {
-        format!("{addr}:{DEFAULT_PORT}")
-    }
-}
-
 /// Connects to `addr` (`host`, `host:port`, `[v6]:port`) and runs every line of `input`.
 /// Returns the exit code of the last command (0 if there was none).
 ///
@@ -330,7 +308,7 @@ pub async fn run<O: Write, E: Write>(
 }
 
 /// Opens the connection [`run`] uses, within `timeout`; apart so a caller can put a
-/// deadline on it alone. `addr` without a port gets [`DEFAULT_PORT`].
+/// deadline on it alone. `addr` without a port gets [`DEFAULT_PORT`](crate::wire::DEFAULT_PORT).
 ///
 /// # Errors
 /// [`ClientError::Connect`] when `addr` cannot be resolved or reached, and
@@ -472,25 +450,6 @@ pub async fn open_on(
         None => {
             let traced = crate::wire::trace::Traced::new(stream, wire, "client", config.trace);
             framed::open(Box::new(traced), config).await
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::with_default_port;
-
-    #[test]
-    fn addresses_without_a_port_get_9000() {
-        for (given, meant) in [
-            ("host", "host:9000"),
-            ("host:22", "host:22"),
-            ("10.1.2.3", "10.1.2.3:9000"),
-            ("[::1]", "[::1]:9000"),
-            ("[::1]:7", "[::1]:7"),
-            ("::1", "[::1]:9000"),
-        ] {
-            assert_eq!(with_default_port(given), meant);
         }
     }
 }

@@ -19,14 +19,14 @@ use tokio_util::codec::FramedRead;
 use super::ClientError;
 use crate::splice::{self, Pipe, Socket};
 use crate::wire::frame::FrameError;
-use crate::wire::message::{ClientCodec, ServerMessage};
+use crate::wire::message::{ClientCodec, ServerMessage, Tag};
 
 /// Payloads at least this large are spliced; smaller ones are copied with their frame.
 pub(super) const SPLICE_MIN: usize = 64 * 1024;
 /// Our pipe between the socket and stdout.
 const VIA_SIZE: usize = 1 << 20;
 /// The tag of a stdout message (see PROTOCOL.md).
-const STDOUT_TAG: u8 = b'O';
+const STDOUT_TAG: u8 = Tag::Stdout.byte();
 
 type Reader<S> = FramedRead<ReadHalf<S>, ClientCodec>;
 

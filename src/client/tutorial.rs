@@ -3,8 +3,9 @@
 //!
 //! One command at a time, as the tutorial's client does. Replies are streamed to the
 //! output in fixed-size pieces: a length from the server sizes no buffer, so a lying
-//! server cannot make the client allocate. The bytes and the checks are in
-//! [`crate::wire::tutorial`]; this file only moves them.
+//! server cannot make the client allocate. The bytes are in [`crate::wire::tutorial`],
+//! the recognising of a reply in another mode in [`crate::wire::sniff`]; this file only
+//! moves them.
 
 use std::io::Write;
 use std::time::Duration;
@@ -12,7 +13,8 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::{ClientConfig, ClientError, Input, Output};
-use crate::wire::tutorial::{self as codec, JsonHeader, PROBE};
+use crate::wire::sniff::{self, PROBE};
+use crate::wire::tutorial::{check_command_len, parse_length, JsonHeader, ACK, MAX_DIGITS};
 use crate::wire::Protocol;
 
 const COPY_CHUNK: usize = 64 * 1024;
@@ -27,7 +29,7 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite + Unpin, O: Write, E: Write>(
     input.ready();
     while let Some(line) = input.next().await {
         // The server would read only --recv-size bytes and run them: a different command.
-        codec::check_command_len(line.len(), config.wire.recv_size).map_err(ClientError::Usage)?;
+        check_command_len(line.len(), config.wire.recv_size).map_err(ClientError::Usage)?;
         stream.write_all(&line).await?;
         last = match config.wire.protocol {
             Protocol::Naive => naive_reply(&mut stream, config, out).await?,
@@ -62,7 +64,7 @@ struct Start {
 
 /// A reply is in progress: bytes came, then nothing for the stall timeout.
 fn stalled(config: &ClientConfig, got: usize, expected: Option<u64>) -> ClientError {
-    ClientError::Usage(codec::stall_message(
+    ClientError::Usage(sniff::stall_message(
         got,
         expected,
         config.stall_timeout,
@@ -111,15 +113,15 @@ async fn read_start<S: AsyncRead + Unpin>(
         break;
     }
     let first = &start[..have];
-    if codec::is_tls_reply(first) {
-        return Err(ClientError::Usage(codec::TLS_SERVER_MESSAGE.into()));
+    if sniff::is_tls_reply(first) {
+        return Err(ClientError::Usage(sniff::TLS_SERVER_MESSAGE.into()));
     }
-    if let Some(theirs) = codec::identify_reply(first, fmt).filter(|p| *p != config.wire.protocol) {
-        return Err(ClientError::Usage(codec::wrong_mode_message(theirs)));
+    if let Some(theirs) = sniff::identify_reply(first, fmt).filter(|p| *p != config.wire.protocol) {
+        return Err(ClientError::Usage(sniff::wrong_mode_message(theirs)));
     }
     if have < size {
-        if let Some(theirs) = codec::short_reply_mode(first) {
-            return Err(ClientError::Usage(codec::wrong_mode_message(theirs)));
+        if let Some(theirs) = sniff::short_reply_mode(first) {
+            return Err(ClientError::Usage(sniff::wrong_mode_message(theirs)));
         }
         return Err(match short {
             Some(Short::Stalled) => stalled(config, have, None),
@@ -192,10 +194,6 @@ async fn classic_reply<S: AsyncRead + AsyncWrite + Unpin, O: Write, E: Write>(
     Ok(0)
 }
 
-/// What the length-ack client answers to the length. The tutorial's server of this stage
-/// checks `if data == b'recv_ready'` and sends nothing for any other word.
-pub const ACK: &[u8] = b"recv_ready";
-
 async fn length_ack_reply<S: AsyncRead + AsyncWrite + Unpin, O: Write, E: Write>(
     stream: &mut S,
     config: &ClientConfig,
@@ -204,13 +202,13 @@ async fn length_ack_reply<S: AsyncRead + AsyncWrite + Unpin, O: Write, E: Write>
     // The tutorial: `length = int(recv(1024))`, `send(b'recv_ready')`, then recv until length.
     // The server waits for our answer, so the first read holds the digits and nothing else
     // (a refusal, sent in one go, has its message right after them).
-    let mut first = [0u8; codec::MAX_DIGITS + PROBE];
+    let mut first = [0u8; MAX_DIGITS + PROBE];
     let n = stream.read(&mut first).await?;
     if n == 0 {
         return Err(ClientError::Closed { unanswered: 1 });
     }
     let mut n = n;
-    let (len, digits) = match codec::parse_length(&first[..n]) {
+    let (len, digits) = match parse_length(&first[..n]) {
         Ok(parsed) => parsed,
         Err(e) => {
             // Not our mode: gather the rest of what came (briefly) to say which it is.
@@ -251,13 +249,13 @@ const JUDGE_WAIT: Duration = Duration::from_millis(250);
 /// The error for a length-ack reply that is another mode's: TLS, framed, json-header,
 /// classic, or text with no length at all (naive).
 fn other_mode_error(first: &[u8], config: &ClientConfig) -> Option<ClientError> {
-    if codec::is_tls_reply(first) {
-        return Some(ClientError::Usage(codec::TLS_SERVER_MESSAGE.into()));
+    if sniff::is_tls_reply(first) {
+        return Some(ClientError::Usage(sniff::TLS_SERVER_MESSAGE.into()));
     }
-    let theirs = codec::identify_reply(first, config.wire.header)
+    let theirs = sniff::identify_reply(first, config.wire.header)
         .filter(|p| *p != Protocol::LengthAck)
-        .or_else(|| codec::is_text(first).then_some(Protocol::Naive))?;
-    Some(ClientError::Usage(codec::wrong_mode_message(theirs)))
+        .or_else(|| sniff::is_text(first).then_some(Protocol::Naive))?;
+    Some(ClientError::Usage(sniff::wrong_mode_message(theirs)))
 }
 
 async fn json_reply<S: AsyncRead + AsyncWrite + Unpin, O: Write, E: Write>(
@@ -323,9 +321,9 @@ async fn naive_reply<S: AsyncRead + AsyncWrite + Unpin, O: Write, E: Write>(
             // may hold the header alone: when it looks like one, give the rest a moment
             // to come before deciding what kind of server this is.
             let classic_start = |got: &[u8]| {
-                codec::is_classic_header_alone(got)
-                    || (codec::identify_reply(got, config.wire.header) == Some(Protocol::Classic)
-                        && !codec::is_whole_classic_reply(got))
+                sniff::is_classic_header_alone(got)
+                    || (sniff::identify_reply(got, config.wire.header) == Some(Protocol::Classic)
+                        && !sniff::is_whole_classic_reply(got))
             };
             while n < buf.len() && classic_start(&buf[..n]) {
                 match tokio::time::timeout(config.naive_wait, stream.read(&mut buf[n..])).await {
@@ -335,27 +333,27 @@ async fn naive_reply<S: AsyncRead + AsyncWrite + Unpin, O: Write, E: Write>(
             }
             // Naive replies have no shape of their own to check, but an rcmd framed
             // server's answer has an unmistakable one: say so rather than print frames.
-            if codec::is_tls_reply(&buf[..n]) {
-                return Err(ClientError::Usage(codec::TLS_SERVER_MESSAGE.into()));
+            if sniff::is_tls_reply(&buf[..n]) {
+                return Err(ClientError::Usage(sniff::TLS_SERVER_MESSAGE.into()));
             }
             // So has a json-header reply, and a classic one that came whole.
             let reply = &buf[..n];
-            let other = codec::identify_reply(reply, config.wire.header).filter(|p| match p {
-                Protocol::Classic => codec::is_whole_classic_reply(reply),
+            let other = sniff::identify_reply(reply, config.wire.header).filter(|p| match p {
+                Protocol::Classic => sniff::is_whole_classic_reply(reply),
                 _ => true,
             });
             if let Some(theirs) = other {
-                return Err(ClientError::Usage(codec::wrong_mode_message(theirs)));
+                return Err(ClientError::Usage(sniff::wrong_mode_message(theirs)));
             }
-            if codec::is_framed_reply(&buf[..n]) {
-                return Err(ClientError::Usage(codec::wrong_mode_message(
+            if sniff::is_framed_reply(&buf[..n]) {
+                return Err(ClientError::Usage(sniff::wrong_mode_message(
                     Protocol::Framed,
                 )));
             }
             out.out(&buf[..n])?;
             // Digits alone may be output (`printf 3`), so this is only a warning.
-            if codec::is_bare_length(&buf[..n]) {
-                let text = codec::wrong_mode_message(Protocol::LengthAck);
+            if sniff::is_bare_length(&buf[..n]) {
+                let text = sniff::wrong_mode_message(Protocol::LengthAck);
                 let text = format!(
                     "warning: digits alone are how a length-ack server starts a reply; if {text}"
                 );

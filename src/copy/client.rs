@@ -87,7 +87,7 @@ pub async fn run(
         .await
         .map_err(CopyError::Connect)?;
     run_on(
-        &client::with_default_port(addr),
+        &crate::wire::with_default_port(addr),
         stream,
         config,
         request,

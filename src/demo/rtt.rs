@@ -191,7 +191,7 @@ async fn tutorial(mut conn: TcpStream, protocol: Protocol) -> io::Result<Duratio
             Protocol::LengthAck => {
                 let mut digits = [0u8; 1];
                 conn.read_exact(&mut digits).await?;
-                conn.write_all(crate::client::ACK).await?;
+                conn.write_all(crate::wire::tutorial::ACK).await?;
             }
             Protocol::Classic => {
                 let mut head = [0u8; 4];

@@ -17,7 +17,7 @@ use tokio_util::codec::{Decoder, Encoder};
 use super::{wait_queued, Reference};
 use crate::wire::frame::{FrameCodec, DEFAULT_MAX_FRAME};
 use crate::wire::header::HeaderFormat;
-use crate::wire::message::{ClientCodec, ClientMessage, Hello};
+use crate::wire::message::{ClientCodec, ClientMessage, Hello, Tag};
 
 /// The tutorial's stages, in the order it teaches them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -412,7 +412,7 @@ async fn length_ack(c: &mut Client<'_>, refs: &[Reference], _plan: Plan) -> io::
         if head != digits.as_bytes() {
             return Err(mismatch(Stage::LengthAck));
         }
-        c.answer(i, crate::client::ACK).await?;
+        c.answer(i, crate::wire::tutorial::ACK).await?;
         c.trace.acks += 1;
         let got = read_body(c, i, body.len()).await?;
         if got != body {
@@ -508,7 +508,8 @@ async fn wait_framed(
             .decode(&mut bytes)
             .map_err(|e| io::Error::other(e.to_string()))?
         {
-            if matches!(f.first(), Some(b'X' | b'S' | b'F')) {
+            let tag = f.first().copied().and_then(Tag::from_byte);
+            if matches!(tag, Some(Tag::Exit | Tag::Signaled | Tag::Failed)) {
                 done += 1;
             }
             frames.push(f);
@@ -567,6 +568,7 @@ async fn framed(
                 .pack(f.len() as i128)
                 .map_err(|e| io::Error::other(e.to_string()))?;
             let tag = f[0];
+            let data = Tag::from_byte(tag).filter(|t| matches!(t, Tag::Stdout | Tag::Stderr));
             let body = &f[1..];
             let decoded = format!(
                 "{}: struct.unpack('{header}') = {} = 1 tag byte + {}",
@@ -575,15 +577,15 @@ async fn framed(
                 body.len()
             );
             c.trace.push(i, Kind::Header(decoded), head.len());
-            match tag {
-                b'O' | b'E' => {
-                    let what = if tag == b'O' { "stdout" } else { "stderr" };
+            match data {
+                Some(t) => {
+                    let what = t.name();
                     c.trace
                         .push(i, Kind::Tag(format!("'{}' ({what})", tag as char)), 1);
                     c.trace.push(i, Kind::Output, body.len());
-                    if tag == b'O' { &mut out } else { &mut err }.extend_from_slice(body);
+                    if t == Tag::Stdout { &mut out } else { &mut err }.extend_from_slice(body);
                 }
-                _ => {
+                None => {
                     let status = crate::wire::message::Message::parse(f.clone())
                         .map(|m: crate::wire::message::ServerMessage| match m {
                             crate::wire::message::ServerMessage::Done(s) => {

@@ -4,14 +4,17 @@
 //!
 //! ```text
 //! "-H LIST" ─▶ hosts (targets) ─▶ runner (up to N at once, each through crate::client)
-//!                                   └▶ output (per-host writers) ─▶ report / collate
+//!                                   ├▶ output (per-host writers)
+//!                                   └▶ outcome (each host's result) ─▶ report / collate
 //! ```
 
 pub mod collate;
 pub mod hosts;
+pub mod outcome;
 pub mod output;
 pub mod report;
 mod runner;
 
 pub use hosts::{compact, Target};
-pub use runner::{run, run_job, HostResult, Job, Mode, Options, Outcome};
+pub use outcome::{HostResult, Outcome};
+pub use runner::{run, run_job, Job, Mode, Options};

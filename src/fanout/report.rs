@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::hosts::compact;
-use super::runner::{HostResult, Outcome};
+use super::outcome::{HostResult, Outcome};
 
 /// Why a host counts as failed, in words shared by every host that failed the same way
 /// (so they group); `None` for a command that exited 0.

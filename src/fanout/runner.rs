@@ -13,6 +13,7 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio_util::sync::CancellationToken;
 
 use super::hosts::{display_names, Target};
+use super::outcome::{HostResult, Outcome};
 use tokio::net::TcpStream;
 
 use super::output::{HostWriter, LinePrefixer, Shared};
@@ -50,40 +51,6 @@ pub struct Options {
     /// The same stdin for every host's command (`--stdin`); `None`: an empty stdin, as
     /// ssh's `-n` gives.
     pub stdin: Option<bytes::Bytes>,
-}
-
-/// How one host ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    /// The command ran; its exit code (128+N for signal N).
-    Exited(i32),
-    /// No connection could be made.
-    Unreachable(String),
-    /// rcmd itself failed with this host: protocol, server refusal, timeout, local files.
-    Failed(String),
-    /// Stopped by `-k` after another host failed.
-    Interrupted,
-    /// Never started, because of `-k`.
-    NotStarted,
-}
-
-impl Outcome {
-    /// Anything but a command that exited 0.
-    pub fn is_failure(&self) -> bool {
-        *self != Outcome::Exited(0)
-    }
-}
-
-/// What one host did.
-#[derive(Debug)]
-pub struct HostResult {
-    /// The host as shown in output (see [`display_names`]).
-    pub name: String,
-    pub outcome: Outcome,
-    pub seconds: f64,
-    /// Output kept in memory (`--collate`, `--json`); empty otherwise.
-    pub stdout: Vec<u8>,
-    pub stderr: Vec<u8>,
 }
 
 /// What is done on each host once connected: a command, or a copy.

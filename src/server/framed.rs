@@ -293,7 +293,7 @@ impl<S: AsyncRead + AsyncWrite> Session<'_, S> {
         let mut last_activity = Instant::now();
         // When the outbox last moved: bytes written, or bytes queued into an empty one.
         let mut last_progress = Instant::now();
-        let mut last_backlog = 0;
+        let mut last_owed = false;
         let mut draining = false;
         loop {
             if self.current.is_none() {
@@ -311,15 +311,17 @@ impl<S: AsyncRead + AsyncWrite> Session<'_, S> {
                 }
             }
             let backlog = self.writer.outbox.len();
-            if backlog == 0 || last_backlog == 0 {
+            // Written but not yet flushed counts as owed to the peer, like queued bytes.
+            let owed = !self.writer.outbox.is_empty();
+            if !owed || !last_owed {
                 last_progress = Instant::now();
             }
-            last_backlog = backlog;
+            last_owed = owed;
             let reading = !draining && self.queue.len() < MAX_QUEUED && backlog < HIGH_WATER;
             let pulling = backlog < HIGH_WATER;
             // Idle means nothing to do and nothing received: a header trickled byte by
             // byte never completes a frame, so it does not count as activity.
-            let idle = self.current.is_none() && self.queue.is_empty() && backlog == 0;
+            let idle = self.current.is_none() && self.queue.is_empty() && !owed;
             let idle_at = limits
                 .idle_timeout
                 .filter(|_| idle)
@@ -327,7 +329,7 @@ impl<S: AsyncRead + AsyncWrite> Session<'_, S> {
             // A peer that takes none of what we queue for as long is not coming back.
             let stalled_at = limits
                 .idle_timeout
-                .filter(|_| backlog > 0)
+                .filter(|_| owed)
                 .map(|t| last_progress + t);
             let command_deadline = self.current.as_ref().and_then(|c| c.running.deadline());
             let in_place = self.writer.in_place();

@@ -13,6 +13,7 @@ mod env;
 mod framed;
 mod guard;
 mod outbox;
+mod spool;
 mod tutorial;
 
 use std::future::Future;

@@ -56,6 +56,11 @@ impl Piece {
 pub(super) struct Outbox {
     queue: VecDeque<Piece>,
     len: usize,
+    /// Bytes were written and not flushed since. A TLS stream takes what it is given into
+    /// its own buffer and returns, though the socket took only part of the ciphertext:
+    /// the rest goes out only on a later write or a flush. The last write before a pause
+    /// must therefore be flushed, or the peer waits for it forever.
+    unflushed: bool,
     /// Where pipes are spliced to; `None`: every piece is written from memory.
     splice: Option<Splicer>,
 }
@@ -169,12 +174,14 @@ impl Outbox {
         self.len
     }
 
+    /// Nothing queued, and everything written has been flushed to the socket.
     pub(super) fn is_empty(&self) -> bool {
-        self.len == 0
+        self.len == 0 && !self.unflushed
     }
 
-    /// Writes as much of the queue as one system call takes. Cancel safe: the queue only
-    /// advances past bytes that were written.
+    /// Writes as much of the queue as one system call takes, and once the queue is
+    /// empty, flushes the writer. Cancel safe: the queue only advances past bytes that
+    /// were written, and a flush cut short is taken up again on the next call.
     ///
     /// # Errors
     /// The socket's error.
@@ -182,11 +189,21 @@ impl Outbox {
         &mut self,
         w: &mut W,
     ) -> std::io::Result<usize> {
-        if self.is_empty() {
-            return std::future::pending().await;
+        if self.len == 0 {
+            if !self.unflushed {
+                return std::future::pending().await;
+            }
+            w.flush().await?;
+            self.unflushed = false;
+            return Ok(0);
         }
         if let Some(Piece::Pipe { from, len }) = self.queue.front_mut() {
             let (from, len) = (from.clone(), *len);
+            // Spliced bytes bypass the writer: whatever it holds must reach the socket first.
+            if self.unflushed {
+                w.flush().await?;
+                self.unflushed = false;
+            }
             let moved = match &mut self.splice {
                 Some(splicer) => splicer.send(&from, len).await,
                 None => Err(std::io::Error::from_raw_os_error(libc::EINVAL)),
@@ -223,6 +240,7 @@ impl Outbox {
         if n == 0 {
             return Err(std::io::ErrorKind::WriteZero.into());
         }
+        self.unflushed = true;
         self.advance(n);
         Ok(n + self.splice_now())
     }
@@ -372,6 +390,52 @@ mod tests {
         );
         let bytes = splicer.take(&pipe, len).unwrap();
         assert!(bytes[..] == data[..len], "the copied bytes differ");
+    }
+
+    /// A writer that takes everything it is given and passes it on only when flushed,
+    /// as a TLS stream does with ciphertext its socket had no room for.
+    #[derive(Default)]
+    struct Holding {
+        held: Vec<u8>,
+        passed: Vec<u8>,
+    }
+
+    impl AsyncWrite for Holding {
+        fn poll_write(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            self.held.extend_from_slice(buf);
+            std::task::Poll::Ready(Ok(buf.len()))
+        }
+
+        fn poll_flush(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            let held = std::mem::take(&mut self.held);
+            self.passed.extend_from_slice(&held);
+            std::task::Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn what_a_buffering_writer_took_is_flushed_before_the_outbox_is_empty() {
+        let mut w = Holding::default();
+        let mut out = Outbox::default();
+        out.push(Bytes::from_static(b"the last frame"));
+        while !out.is_empty() {
+            out.write_some(&mut w).await.unwrap();
+        }
+        assert_eq!(w.passed, b"the last frame", "held back: {:?}", w.held);
     }
 
     #[tokio::test]

@@ -4,8 +4,8 @@
 //! All four read a command as whatever one `recv(recv_size)` returns, exactly as the
 //! tutorial's server does, so request boundaries are as unreliable as the tutorial's
 //! (that is the point of `naive`, and what `classic` clients expect). The bytes of each
-//! reply, and what the server refuses to run, are in [`crate::wire::tutorial`]; this file
-//! only reads, runs and writes.
+//! reply are in [`crate::wire::tutorial`], and what the server refuses to run in
+//! [`crate::wire::sniff`]; this file only reads, runs and writes.
 
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
@@ -15,13 +15,16 @@ use tokio::net::tcp::{ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tracing::{debug, info};
 
+use super::spool::{Spool, MEMORY_LIMIT};
 use super::{ConnError, ServerConfig, Shutdown, REFUSAL_DEADLINE};
 use crate::exec::{self, Event};
 use crate::printable::printable;
-use crate::spool::{Spool, MEMORY_LIMIT};
 use crate::status::Status;
+use crate::wire::sniff::{self, Foreign};
 use crate::wire::trace::Traced;
-use crate::wire::tutorial::{self as codec, Foreign};
+use crate::wire::tutorial::{
+    self, message_parts, overflow_message, reply_head, spool_limit, too_long_message,
+};
 use crate::wire::{Order, Protocol, Wire};
 
 pub(super) async fn serve(
@@ -87,8 +90,8 @@ async fn run_command(
 ) -> Result<bool, ConnError> {
     let wire = config.wire;
     let n = line.len();
-    if let Some(foreign) = codec::foreign_request(line) {
-        if let Some(msg) = codec::foreign_message(&wire, foreign) {
+    if let Some(foreign) = sniff::foreign_request(line) {
+        if let Some(msg) = sniff::foreign_message(&wire, foreign) {
             refuse_with(&msg, rd, wr, config, stop).await;
         }
         return Err(ConnError::Refused(foreign_warning(foreign, &wire)));
@@ -99,7 +102,7 @@ async fn run_command(
         && n == wire.recv_size.max(1)
         && bytes_waiting(rd.as_ref().as_raw_fd())? > 0
     {
-        let msg = codec::too_long_message(wire.recv_size);
+        let msg = too_long_message(wire.recv_size);
         refuse_with(&msg, rd, wr, config, stop).await;
         return Err(ConnError::Refused(
             msg.trim_start_matches("rcmd: ").trim_end().into(),
@@ -148,7 +151,7 @@ async fn send_message<W: AsyncWrite + Unpin>(
     config: &ServerConfig,
     stop: &Shutdown,
 ) -> Result<(), ConnError> {
-    let (head, body) = codec::message_parts(&config.wire, msg, exit_code);
+    let (head, body) = message_parts(&config.wire, msg, exit_code);
     wr.write_all(&head).await?;
     if !body.is_empty() && await_ack(rd, config, stop).await?.is_some() {
         wr.write_all(&body).await?;
@@ -184,7 +187,7 @@ async fn await_ack(
     }
     Ok((n > 0).then(|| {
         let ack = &ack[..n];
-        [crate::client::ACK, b"ready"]
+        [crate::wire::tutorial::ACK, b"ready"]
             .iter()
             .find_map(|word| ack.strip_prefix(*word))
             .unwrap_or_default()
@@ -333,12 +336,12 @@ async fn spool_reply(
     let mut sink: Sink<'_, Traced<WriteHalf<'_>>> = Sink::Spooled {
         stdout: &mut stdout,
         stderr: &mut stderr,
-        limit: codec::spool_limit(&wire, max_spool),
+        limit: spool_limit(&wire, max_spool),
     };
     let status = match run_into(line, rd, config, stop, &mut sink).await? {
         Outcome::Gone => return Ok(None),
         Outcome::Overflow => {
-            let msg = codec::overflow_message(&wire, max_spool);
+            let msg = overflow_message(&wire, max_spool);
             send_message(&msg, 1, rd, wr, config, stop).await?;
             return Ok(Some(Status::Failed {
                 code: 1,
@@ -347,7 +350,7 @@ async fn spool_reply(
         }
         Outcome::Ended(status) => status,
     };
-    match codec::reply_head(&wire, stdout.len(), stderr.len(), status.exit_code()) {
+    match reply_head(&wire, stdout.len(), stderr.len(), status.exit_code()) {
         Ok(head) => {
             wr.write_all(&head).await?;
             if wire.protocol == Protocol::LengthAck {
@@ -376,7 +379,7 @@ async fn spool_reply(
 }
 
 /// A reply carrying `msg` in place of a command's output, in `wire`'s mode (see
-/// [`codec::message_reply`]); for refusals made before any command runs.
+/// [`tutorial::message_reply`]); for refusals made before any command runs.
 pub(super) fn message_reply(wire: &Wire, msg: &str) -> Vec<u8> {
-    codec::message_reply(wire, msg, 255)
+    tutorial::message_reply(wire, msg, 255)
 }

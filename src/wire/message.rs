@@ -47,6 +47,102 @@ pub const MIN_MAX_FRAME: u32 = 1024;
 /// fast stream moving, small enough that a command not reading its input costs little.
 pub const STDIN_WINDOW: u32 = 8 << 20;
 
+/// The first byte of every message: what it is. The letters are said here and nowhere else;
+/// `H` opens both directions, every other tag belongs to one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Tag {
+    /// Both ends' hello.
+    Hello = b'H',
+    // client → server
+    Run = b'R',
+    RunWithStdin = b'P',
+    Env = b'V',
+    Cwd = b'D',
+    Tty = b'T',
+    Stdin = b'I',
+    StdinEof = b'Z',
+    Signal = b'K',
+    Resize = b'W',
+    // server → client
+    Stdout = b'O',
+    Stderr = b'E',
+    Exit = b'X',
+    Signaled = b'S',
+    Failed = b'F',
+    Error = b'!',
+    Credit = b'G',
+    Notice = b'N',
+}
+
+impl Tag {
+    /// Every tag, in the order `PROTOCOL.md` lists them.
+    pub const ALL: [Tag; 18] = [
+        Tag::Hello,
+        Tag::Run,
+        Tag::RunWithStdin,
+        Tag::Env,
+        Tag::Cwd,
+        Tag::Tty,
+        Tag::Stdin,
+        Tag::StdinEof,
+        Tag::Signal,
+        Tag::Resize,
+        Tag::Stdout,
+        Tag::Stderr,
+        Tag::Exit,
+        Tag::Signaled,
+        Tag::Failed,
+        Tag::Error,
+        Tag::Credit,
+        Tag::Notice,
+    ];
+
+    /// The byte on the wire.
+    pub const fn byte(self) -> u8 {
+        self as u8
+    }
+
+    /// The tag a payload's first byte names, if any: one table lookup, as it is on the
+    /// path of every frame.
+    pub fn from_byte(byte: u8) -> Option<Tag> {
+        const BY_BYTE: [Option<Tag>; 256] = {
+            let mut table = [None; 256];
+            let mut i = 0;
+            while i < Tag::ALL.len() {
+                table[Tag::ALL[i].byte() as usize] = Some(Tag::ALL[i]);
+                i += 1;
+            }
+            table
+        };
+        BY_BYTE[usize::from(byte)]
+    }
+
+    /// A short name for traces (`--trace`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Tag::Hello => "hello",
+            Tag::Run => "run",
+            Tag::RunWithStdin => "run+stdin",
+            Tag::Env => "env",
+            Tag::Cwd => "cwd",
+            Tag::Tty => "tty",
+            Tag::Stdin => "stdin",
+            Tag::StdinEof => "stdin-eof",
+            Tag::Signal => "signal",
+            Tag::Resize => "resize",
+            Tag::Stdout => "stdout",
+            Tag::Stderr => "stderr",
+            Tag::Exit => "exit",
+            Tag::Signaled => "signaled",
+            Tag::Failed => "failed",
+            Tag::Error => "error",
+            Tag::Credit => "credit",
+            Tag::Notice => "notice",
+        }
+    }
+}
+
 /// What a client sends.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClientMessage {
@@ -273,11 +369,11 @@ impl ClientMessage {
 impl Message for ClientMessage {
     fn parse(payload: Bytes) -> Result<Self, ProtocolError> {
         let (tag, mut body) = split_tag(payload)?;
-        Ok(match tag {
-            b'H' => ClientMessage::Hello(Hello::parse(body)?),
-            b'R' => ClientMessage::Run(body),
-            b'P' => ClientMessage::RunWithStdin(body),
-            b'V' => {
+        Ok(match Tag::from_byte(tag) {
+            Some(Tag::Hello) => ClientMessage::Hello(Hello::parse(body)?),
+            Some(Tag::Run) => ClientMessage::Run(body),
+            Some(Tag::RunWithStdin) => ClientMessage::RunWithStdin(body),
+            Some(Tag::Env) => {
                 let Some(eq) = body.iter().position(|&b| b == 0) else {
                     return Err(malformed(
                         "environment variable without a 0x00 after its name",
@@ -287,8 +383,8 @@ impl Message for ClientMessage {
                 body.advance(1);
                 ClientMessage::Env { name, value: body }
             }
-            b'D' => ClientMessage::Cwd(body),
-            b'T' => {
+            Some(Tag::Cwd) => ClientMessage::Cwd(body),
+            Some(Tag::Tty) => {
                 let (rows, cols) = get_size(&mut body, "terminal request")?;
                 ClientMessage::Tty {
                     rows,
@@ -296,15 +392,15 @@ impl Message for ClientMessage {
                     term: body,
                 }
             }
-            b'I' => ClientMessage::Stdin(body),
-            b'Z' => ClientMessage::StdinEof,
-            b'K' => ClientMessage::Signal(utf8(body)),
-            b'W' => {
+            Some(Tag::Stdin) => ClientMessage::Stdin(body),
+            Some(Tag::StdinEof) => ClientMessage::StdinEof,
+            Some(Tag::Signal) => ClientMessage::Signal(utf8(body)),
+            Some(Tag::Resize) => {
                 let (rows, cols) = get_size(&mut body, "window size")?;
                 ClientMessage::Resize { rows, cols }
             }
-            tag if transfer::is_tag(tag) => ClientMessage::Copy(Transfer::parse(tag, body)?),
-            tag => return Err(malformed(format!("unknown client message tag 0x{tag:02x}"))),
+            _ if transfer::is_tag(tag) => ClientMessage::Copy(Transfer::parse(tag, body)?),
+            _ => return Err(malformed(format!("unknown client message tag 0x{tag:02x}"))),
         })
     }
 
@@ -333,28 +429,28 @@ impl Message for ClientMessage {
     fn write(&self, dst: &mut BytesMut) {
         match self {
             ClientMessage::Hello(h) => {
-                dst.put_u8(b'H');
+                dst.put_u8(Tag::Hello.byte());
                 h.write(dst);
             }
-            ClientMessage::Run(b) => tagged(dst, b'R', b),
-            ClientMessage::RunWithStdin(b) => tagged(dst, b'P', b),
-            ClientMessage::Cwd(b) => tagged(dst, b'D', b),
-            ClientMessage::Stdin(b) => tagged(dst, b'I', b),
+            ClientMessage::Run(b) => tagged(dst, Tag::Run, b),
+            ClientMessage::RunWithStdin(b) => tagged(dst, Tag::RunWithStdin, b),
+            ClientMessage::Cwd(b) => tagged(dst, Tag::Cwd, b),
+            ClientMessage::Stdin(b) => tagged(dst, Tag::Stdin, b),
             ClientMessage::Env { name, value } => {
-                tagged(dst, b'V', name);
+                tagged(dst, Tag::Env, name);
                 dst.put_u8(0);
                 dst.put_slice(value);
             }
             ClientMessage::Tty { rows, cols, term } => {
-                dst.put_u8(b'T');
+                dst.put_u8(Tag::Tty.byte());
                 dst.put_u16(*rows);
                 dst.put_u16(*cols);
                 dst.put_slice(term);
             }
-            ClientMessage::StdinEof => dst.put_u8(b'Z'),
-            ClientMessage::Signal(name) => tagged(dst, b'K', name.as_bytes()),
+            ClientMessage::StdinEof => dst.put_u8(Tag::StdinEof.byte()),
+            ClientMessage::Signal(name) => tagged(dst, Tag::Signal, name.as_bytes()),
             ClientMessage::Resize { rows, cols } => {
-                dst.put_u8(b'W');
+                dst.put_u8(Tag::Resize.byte());
                 dst.put_u16(*rows);
                 dst.put_u16(*cols);
             }
@@ -363,37 +459,41 @@ impl Message for ClientMessage {
     }
 }
 
-fn tagged(dst: &mut BytesMut, tag: u8, body: &[u8]) {
-    dst.put_u8(tag);
+fn tagged(dst: &mut BytesMut, tag: Tag, body: &[u8]) {
+    dst.put_u8(tag.byte());
     dst.put_slice(body);
 }
 
 impl Message for ServerMessage {
     fn parse(payload: Bytes) -> Result<Self, ProtocolError> {
         let (tag, mut body) = split_tag(payload)?;
-        Ok(match tag {
-            b'H' => ServerMessage::Hello(Hello::parse(body)?),
-            b'O' => ServerMessage::Stdout(body),
-            b'E' => ServerMessage::Stderr(body),
-            b'X' => ServerMessage::Done(Status::Exited(get_i32(&mut body, "exit code")?)),
-            b'S' => ServerMessage::Done(Status::Signaled(get_i32(&mut body, "signal")?)),
-            b'F' => {
+        Ok(match Tag::from_byte(tag) {
+            Some(Tag::Hello) => ServerMessage::Hello(Hello::parse(body)?),
+            Some(Tag::Stdout) => ServerMessage::Stdout(body),
+            Some(Tag::Stderr) => ServerMessage::Stderr(body),
+            Some(Tag::Exit) => {
+                ServerMessage::Done(Status::Exited(get_i32(&mut body, "exit code")?))
+            }
+            Some(Tag::Signaled) => {
+                ServerMessage::Done(Status::Signaled(get_i32(&mut body, "signal")?))
+            }
+            Some(Tag::Failed) => {
                 let code = get_i32(&mut body, "failure code")?;
                 ServerMessage::Done(Status::Failed {
                     code,
                     message: utf8(body),
                 })
             }
-            b'!' => ServerMessage::Error(utf8(body)),
-            b'G' => {
+            Some(Tag::Error) => ServerMessage::Error(utf8(body)),
+            Some(Tag::Credit) => {
                 if body.len() < 4 {
                     return Err(malformed("stdin credit is shorter than 4 bytes"));
                 }
                 ServerMessage::Credit(body.get_u32())
             }
-            b'N' => ServerMessage::Notice(utf8(body)),
-            tag if transfer::is_tag(tag) => ServerMessage::Copy(Transfer::parse(tag, body)?),
-            tag => return Err(malformed(format!("unknown server message tag 0x{tag:02x}"))),
+            Some(Tag::Notice) => ServerMessage::Notice(utf8(body)),
+            _ if transfer::is_tag(tag) => ServerMessage::Copy(Transfer::parse(tag, body)?),
+            _ => return Err(malformed(format!("unknown server message tag 0x{tag:02x}"))),
         })
     }
 
@@ -411,30 +511,30 @@ impl Message for ServerMessage {
     fn write(&self, dst: &mut BytesMut) {
         match self {
             ServerMessage::Hello(h) => {
-                dst.put_u8(b'H');
+                dst.put_u8(Tag::Hello.byte());
                 h.write(dst);
             }
-            ServerMessage::Stdout(b) => tagged(dst, b'O', b),
-            ServerMessage::Stderr(b) => tagged(dst, b'E', b),
+            ServerMessage::Stdout(b) => tagged(dst, Tag::Stdout, b),
+            ServerMessage::Stderr(b) => tagged(dst, Tag::Stderr, b),
             ServerMessage::Done(Status::Exited(c)) => {
-                dst.put_u8(b'X');
+                dst.put_u8(Tag::Exit.byte());
                 dst.put_i32(*c);
             }
             ServerMessage::Done(Status::Signaled(n)) => {
-                dst.put_u8(b'S');
+                dst.put_u8(Tag::Signaled.byte());
                 dst.put_i32(*n);
             }
             ServerMessage::Done(Status::Failed { code, message }) => {
-                dst.put_u8(b'F');
+                dst.put_u8(Tag::Failed.byte());
                 dst.put_i32(*code);
                 dst.put_slice(message.as_bytes());
             }
-            ServerMessage::Error(m) => tagged(dst, b'!', m.as_bytes()),
+            ServerMessage::Error(m) => tagged(dst, Tag::Error, m.as_bytes()),
             ServerMessage::Credit(n) => {
-                dst.put_u8(b'G');
+                dst.put_u8(Tag::Credit.byte());
                 dst.put_u32(*n);
             }
-            ServerMessage::Notice(m) => tagged(dst, b'N', m.as_bytes()),
+            ServerMessage::Notice(m) => tagged(dst, Tag::Notice, m.as_bytes()),
             ServerMessage::Copy(t) => t.write(dst),
         }
     }
@@ -512,6 +612,17 @@ impl<In, Out> MessageCodec<In, Out> {
     /// of being copied behind the head.
     fn encode_data_head(
         &self,
+        tag: Tag,
+        len: usize,
+        dst: &mut BytesMut,
+    ) -> Result<(), ProtocolError> {
+        self.encode_head_byte(tag.byte(), len, dst)
+    }
+
+    /// [`encode_data_head`](Self::encode_data_head) with the tag as a byte, for the
+    /// copy messages, whose tags are their own ([`crate::wire::transfer`]).
+    fn encode_head_byte(
+        &self,
         tag: u8,
         len: usize,
         dst: &mut BytesMut,
@@ -540,7 +651,7 @@ impl<In, Out> MessageCodec<In, Out> {
         len: usize,
         dst: &mut BytesMut,
     ) -> Result<(), ProtocolError> {
-        self.encode_data_head(transfer::DATA_TAG, len, dst)
+        self.encode_head_byte(transfer::DATA_TAG, len, dst)
     }
 }
 
@@ -556,7 +667,7 @@ impl ServerCodec {
         len: usize,
         dst: &mut BytesMut,
     ) -> Result<(), ProtocolError> {
-        self.encode_data_head(if stderr { b'E' } else { b'O' }, len, dst)
+        self.encode_data_head(if stderr { Tag::Stderr } else { Tag::Stdout }, len, dst)
     }
 }
 
@@ -567,7 +678,7 @@ impl ClientCodec {
     /// # Errors
     /// If `len` exceeds [`max_body`](Self::max_body).
     pub fn encode_stdin_head(&self, len: usize, dst: &mut BytesMut) -> Result<(), ProtocolError> {
-        self.encode_data_head(b'I', len, dst)
+        self.encode_data_head(Tag::Stdin, len, dst)
     }
 }
 
@@ -653,6 +764,19 @@ pub fn chunks(mut data: Bytes, max: usize) -> impl Iterator<Item = Bytes> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_tag_is_one_distinct_byte_that_reads_back() {
+        let mut seen = std::collections::HashSet::new();
+        for tag in Tag::ALL {
+            assert!(seen.insert(tag.byte()), "{tag:?} shares its byte");
+            assert_eq!(Tag::from_byte(tag.byte()), Some(tag));
+        }
+        let letters: Vec<u8> = Tag::ALL.iter().map(|t| t.byte()).collect();
+        assert_eq!(letters, b"HRPVDTIZKWOEXSF!GN");
+        assert_eq!(Tag::from_byte(b'h'), None);
+        assert_eq!(Tag::from_byte(0), None);
+    }
 
     fn round_trip<M: Message + std::fmt::Debug + PartialEq + Clone>(msg: M) {
         let mut codec: MessageCodec<M, M> = MessageCodec::new(HeaderFormat::NETWORK_U32, 1 << 20);

@@ -3,6 +3,7 @@
 pub mod frame;
 pub mod header;
 pub mod message;
+pub mod sniff;
 pub mod trace;
 pub mod transfer;
 pub mod tutorial;
@@ -87,4 +88,44 @@ pub enum Order {
     StderrFirst,
     /// stdout, then stderr, as some copies of the tutorial do
     StdoutFirst,
+}
+
+/// The port a server listens on unless told otherwise.
+pub const DEFAULT_PORT: u16 = 9000;
+
+/// `addr` with [`DEFAULT_PORT`] added when it names none: `host`, `1.2.3.4`, `[::1]` and a
+/// bare `::1` get `:9000`; `host:port` and `[v6]:port` are kept.
+pub fn with_default_port(addr: &str) -> String {
+    let bracketed = addr.starts_with('[');
+    let has_port = if bracketed {
+        addr.contains("]:")
+    } else {
+        addr.matches(':').count() == 1
+    };
+    if has_port {
+        addr.to_string()
+    } else if !bracketed && addr.contains(':') {
+        format!("[{addr}]:{DEFAULT_PORT}")
+    } else {
+        format!("{addr}:{DEFAULT_PORT}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_default_port;
+
+    #[test]
+    fn addresses_without_a_port_get_9000() {
+        for (given, meant) in [
+            ("host", "host:9000"),
+            ("host:22", "host:22"),
+            ("10.1.2.3", "10.1.2.3:9000"),
+            ("[::1]", "[::1]:9000"),
+            ("[::1]:7", "[::1]:7"),
+            ("::1", "[::1]:9000"),
+        ] {
+            assert_eq!(with_default_port(given), meant);
+        }
+    }
 }

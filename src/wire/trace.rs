@@ -18,6 +18,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::printable::py_bytes;
 use crate::wire::header::HeaderFormat;
+use crate::wire::message::Tag;
 use crate::wire::tutorial::JsonHeader;
 use crate::wire::{Protocol, Wire};
 
@@ -252,7 +253,7 @@ fn finish(head: &str, len: u64, seen: &[u8], tagged: bool) -> String {
             match tag {
                 // A hello ends with the token: a trace is for watching frames, and must
                 // not put the secret on a terminal or into a log.
-                b'H' => hello_preview(body, len - 1),
+                _ if tag == Tag::Hello.byte() => hello_preview(body, len - 1),
                 _ => preview(body),
             }
         ),
@@ -269,27 +270,7 @@ fn hello_preview(body: &[u8], len: u64) -> String {
 
 /// What a framed tag means, in either direction (PROTOCOL.md).
 fn tag_name(tag: u8) -> &'static str {
-    match tag {
-        b'H' => "hello",
-        b'R' => "run",
-        b'P' => "run+stdin",
-        b'V' => "env",
-        b'D' => "cwd",
-        b'T' => "tty",
-        b'I' => "stdin",
-        b'Z' => "stdin-eof",
-        b'K' => "signal",
-        b'W' => "resize",
-        b'O' => "stdout",
-        b'E' => "stderr",
-        b'X' => "exit",
-        b'S' => "signaled",
-        b'F' => "failed",
-        b'!' => "error",
-        b'G' => "credit",
-        b'N' => "notice",
-        _ => "unknown",
-    }
+    Tag::from_byte(tag).map_or("unknown", Tag::name)
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -21,6 +21,7 @@ pub const PROCESS_DEADLINE: Duration = Duration::from_secs(60);
 /// Starts a server in this test's runtime; it lives as long as the runtime. Its commands
 /// run under the built binary's supervisor, as the real server's do.
 pub async fn start_server(mut config: ServerConfig) -> SocketAddr {
+    sandbox_home();
     config
         .supervisor
         .get_or_insert_with(|| rcmd::exec::Spawner::new(rcmd_bin()));
@@ -67,7 +68,38 @@ impl fmt::Display for Run {
 }
 
 pub fn rcmd_bin() -> &'static str {
+    sandbox_home();
     env!("CARGO_BIN_EXE_rcmd")
+}
+
+/// A home directory of this test process's own, made the process's `HOME` (and every
+/// `XDG_*` base directory, and `RCMD_HOME`) the first time a test starts anything: so
+/// nothing a test runs writes the user's files, neither the processes it spawns (a
+/// browser's profile, tshark's preferences) nor the commands of an in-process server,
+/// which inherit this process's environment (a login shell's `.bash_history`). Every
+/// helper that starts a server or a process calls it.
+pub fn sandbox_home() -> &'static Path {
+    static HOME: OnceLock<PathBuf> = OnceLock::new();
+    HOME.get_or_init(|| {
+        let home = tempfile::Builder::new()
+            .prefix("rcmd-test-home.")
+            .tempdir()
+            .unwrap()
+            .keep();
+        // Set once, before this process's first child or in-process server, and never
+        // changed afterwards.
+        std::env::set_var("HOME", &home);
+        for (var, dir) in [
+            ("XDG_CONFIG_HOME", ".config"),
+            ("XDG_CACHE_HOME", ".cache"),
+            ("XDG_DATA_HOME", ".local/share"),
+            ("XDG_STATE_HOME", ".local/state"),
+        ] {
+            std::env::set_var(var, home.join(dir));
+        }
+        std::env::set_var("RCMD_HOME", home.join(".config/rcmd"));
+        home
+    })
 }
 
 pub fn peer(name: &str) -> String {
@@ -342,7 +374,28 @@ pub async fn start_servers_on_one_port(
     n: usize,
     config: impl Fn(std::net::Ipv4Addr) -> ServerConfig,
 ) -> (u16, Vec<std::net::Ipv4Addr>) {
-    let first = TcpListener::bind("127.0.0.2:0").await.unwrap();
+    start_servers_with_send_buffer(n, None, config).await
+}
+
+/// [`start_servers_on_one_port`], with each connection's socket send buffer set to
+/// `send_buffer` bytes (the kernel doubles it): a small one makes the server's writes
+/// find the socket full far more often, as a busy client's would.
+pub async fn start_servers_with_send_buffer(
+    n: usize,
+    send_buffer: Option<u32>,
+    config: impl Fn(std::net::Ipv4Addr) -> ServerConfig,
+) -> (u16, Vec<std::net::Ipv4Addr>) {
+    sandbox_home();
+    let bind = |addr: std::net::SocketAddr| -> std::io::Result<TcpListener> {
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        if let Some(size) = send_buffer {
+            // Accepted connections inherit the listener's buffer sizes.
+            socket.set_send_buffer_size(size)?;
+        }
+        socket.bind(addr)?;
+        socket.listen(1024)
+    };
+    let first = bind("127.0.0.2:0".parse().unwrap()).unwrap();
     let port = first.local_addr().unwrap().port();
     let mut addrs = Vec::new();
     let mut listeners = vec![first];
@@ -350,7 +403,7 @@ pub async fn start_servers_on_one_port(
         if listeners.len() == n {
             break;
         }
-        if let Ok(l) = TcpListener::bind((std::net::Ipv4Addr::new(127, 0, 0, last), port)).await {
+        if let Ok(l) = bind((std::net::Ipv4Addr::new(127, 0, 0, last), port).into()) {
             listeners.push(l);
         }
     }

@@ -40,11 +40,6 @@ impl Spool {
         self.len
     }
 
-    /// Whether nothing was collected.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
     /// Appends `data`, moving to a temporary file once the memory limit would be passed.
     ///
     /// # Errors

@@ -28,6 +28,7 @@ pub mod printable;
 pub mod server;
 pub mod splice;
 pub mod status;
+pub mod systemd;
 pub mod text;
 pub mod tls;
 pub mod wire;

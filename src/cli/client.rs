@@ -3,6 +3,7 @@
 use std::io::IsTerminal;
 
 use clap::Args;
+use clap_complete::engine::ArgValueCandidates;
 
 use super::fanout::{self, FanoutArgs};
 use super::tls::ClientTlsArgs;
@@ -18,7 +19,8 @@ const CLIENT_FAILED: i32 = 255;
 pub(super) struct ClientArgs {
     /// Server address: HOST or HOST:PORT (port 9000 unless given), where HOST is a name,
     /// an IPv4 address or [IPv6]
-    #[arg(value_name = "HOST[:PORT]", required_unless_present = "hosts")]
+    #[arg(value_name = "HOST[:PORT]", required_unless_present = "hosts",
+          add = ArgValueCandidates::new(super::completions::host_candidates))]
     addr: Option<String>,
 
     #[command(flatten)]

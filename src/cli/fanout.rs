@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
+use clap_complete::engine::ArgValueCompleter;
 
 use super::seconds;
 use super::Failure;
@@ -28,11 +29,13 @@ pub(super) struct FanoutArgs {
     /// web[1-3], node[01-10,15] and 127.0.0.[2-51] are ranges; ^FILE reads hosts from FILE;
     /// @GROUP is a line `GROUP: LIST` in the hosts file of $RCMD_HOME (else
     /// $XDG_CONFIG_HOME/rcmd, else ~/.config/rcmd); a host may end in :PORT
-    #[arg(help_heading = HEADING, short = 'H', long = "hosts", value_name = "LIST")]
+    #[arg(help_heading = HEADING, short = 'H', long = "hosts", value_name = "LIST",
+          add = ArgValueCompleter::new(super::completions::host_list_candidates))]
     pub hosts: Option<String>,
 
     /// Leave out these hosts (same syntax as -H; without :PORT, on every port)
-    #[arg(help_heading = HEADING, short = 'x', long, value_name = "LIST", requires = "hosts")]
+    #[arg(help_heading = HEADING, short = 'x', long, value_name = "LIST", requires = "hosts",
+          add = ArgValueCompleter::new(super::completions::host_list_candidates))]
     exclude: Option<String>,
 
     /// Port for hosts in LIST written without one [default: 9000]

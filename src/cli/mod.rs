@@ -2,17 +2,19 @@
 //! Exit codes are decided here and nowhere else.
 
 mod client;
+mod completions;
 mod cp;
 mod demo;
 mod fanout;
 mod keys;
+mod man;
 mod server;
 mod supervise;
 mod tls;
 mod token;
 
 use clap::builder::TypedValueParser;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 
 use crate::wire::frame::DEFAULT_MAX_FRAME;
 use crate::wire::header::HeaderFormat;
@@ -44,6 +46,12 @@ enum Command {
     Fingerprint(keys::FingerprintArgs),
     /// Watch the sticky-packet bug happen, and its fix (`rcmd demo` lists the demos).
     Demo(demo::DemoArgs),
+    /// Print the manual page of rcmd or of one of its subcommands (roff, for man -l), or
+    /// write them all into a directory.
+    Man(man::ManArgs),
+    /// Print the script that makes a shell complete rcmd's subcommands, flags and known
+    /// hosts (bash, zsh, fish, elvish, powershell).
+    Completions(completions::CompletionsArgs),
     /// The server's helper: starts a supervisor for each of its commands (reads fd 3).
     #[command(hide = true)]
     Supervise(supervise::SuperviseArgs),
@@ -117,6 +125,8 @@ pub fn run(cli: Cli) -> i32 {
         Command::Keygen(args) => keys::keygen(args),
         Command::Fingerprint(args) => keys::fingerprint(args),
         Command::Demo(args) => demo::run(args),
+        Command::Man(args) => man::run(args),
+        Command::Completions(args) => completions::run(args),
         Command::Supervise(args) => supervise::run(args),
     };
     match result {
@@ -140,8 +150,19 @@ fn seconds(s: &str) -> Result<std::time::Duration, String> {
 /// of rcmd's own, as ssh does, so anything else is always the remote command's status.
 pub const USAGE_FAILED: i32 = 255;
 
+/// Exit code for every other failure of rcmd's own, for the same reason.
+const FAILED: i32 = 255;
+
+/// rcmd's command line as clap describes it: what `--help`, the manual pages and
+/// completion are all made from.
+pub fn command() -> clap::Command {
+    Cli::command()
+}
+
 /// Parses the process's arguments, or prints why they are wrong (or the help) and exits.
+/// A run that a completion script started for its candidates answers and exits here.
 pub fn parse() -> Cli {
+    completions::complete_if_asked();
     Cli::try_parse().unwrap_or_else(|e| {
         if !e.use_stderr() {
             let _ = e.print();

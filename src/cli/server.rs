@@ -18,9 +18,11 @@ const SERVER_FAILED: i32 = 1;
 
 #[derive(Debug, Args)]
 pub(super) struct ServerArgs {
-    /// Address to listen on (port 9000 unless given); anything but loopback needs a token
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9000")]
-    listen: String,
+    /// Address to listen on (port 9000 unless given); anything but loopback needs a token.
+    /// Started by systemd with a socket (socket activation), it listens on that instead
+    /// [default: 127.0.0.1:9000]
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<String>,
 
     #[command(flatten)]
     wire: WireArgs,
@@ -46,11 +48,13 @@ pub(super) struct ServerArgs {
     #[arg(long, value_name = "N", default_value_t = Limits::default().max_conns)]
     max_conns: usize,
 
-    /// Most connections still authenticating at once, in all; more are refused at once
+    /// Most connections still authenticating at once, in all; past it the source holding
+    /// the most loses its oldest
     #[arg(long, value_name = "N", default_value_t = Limits::default().max_unauthenticated)]
     max_unauthenticated: usize,
 
-    /// Most connections still authenticating at once from one IPv4 address or IPv6 /64
+    /// Most connections still authenticating at once from one source (a local user on
+    /// loopback, else an IPv4 address or IPv6 /64); more wait their turn
     #[arg(long, value_name = "N",
           default_value_t = Limits::default().max_unauthenticated_per_source)]
     max_unauthenticated_per_source: usize,
@@ -128,9 +132,20 @@ pub(super) fn run(args: ServerArgs) -> Result<i32, Failure> {
     unsafe {
         libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
     }
+    let fail = |e: &dyn std::fmt::Display| Failure::new(SERVER_FAILED, e);
+    // What systemd passed, taken while there is still one thread (it changes the
+    // environment) and before the descriptors are closed to commands.
+    let passed = crate::systemd::take_listener().map_err(|e| fail(&e))?;
+    let notifier =
+        crate::systemd::Notifier::from_env().map_err(|e| fail(&format!("NOTIFY_SOCKET: {e}")))?;
+    if passed.is_some() && args.listen.is_some() {
+        return Err(Failure::new(
+            super::USAGE_FAILED,
+            "--listen cannot be used when systemd passes the socket to listen on",
+        ));
+    }
     close_inherited_descriptors();
     init_logging("rcmd=info");
-    let fail = |e: &dyn std::fmt::Display| Failure::new(SERVER_FAILED, e);
     let mut wire = args.wire.wire();
     if let Some(order) = args.order {
         if matches!(wire.protocol, Protocol::Framed | Protocol::Naive) {
@@ -189,6 +204,7 @@ pub(super) fn run(args: ServerArgs) -> Result<i32, Failure> {
             auth_timeout: args.auth_timeout,
             grace: args.grace,
             max_spool: args.max_spool,
+            ..Limits::default()
         },
         // The helper that forks every command's supervisor is this same executable;
         // /proc/self/exe still works if the file was replaced while the server runs.
@@ -205,12 +221,16 @@ pub(super) fn run(args: ServerArgs) -> Result<i32, Failure> {
     let runtime = tokio::runtime::Runtime::new().map_err(|e| fail(&e))?;
     runtime.block_on(async {
         // Decide on exposure before binding anything: a refused address is never opened.
-        // A bare address listens on the port clients assume, 9000.
-        let listen = crate::wire::with_default_port(&args.listen);
-        let addrs: Vec<_> = tokio::net::lookup_host(&listen)
-            .await
-            .map_err(|e| fail(&format!("cannot resolve {}: {e}", args.listen)))?
-            .collect();
+        // A bare address listens on the port clients assume, 9000. A socket systemd
+        // passed is already open; it is checked the same way, before serving on it.
+        let listen = args.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
+        let addrs: Vec<_> = match &passed {
+            Some(socket) => vec![socket.local_addr().map_err(|e| fail(&e))?],
+            None => tokio::net::lookup_host(crate::wire::with_default_port(listen))
+                .await
+                .map_err(|e| fail(&format!("cannot resolve {listen}: {e}")))?
+                .collect(),
+        };
         if args.tls.plaintext() && config.wire.protocol == crate::wire::Protocol::Framed {
             check_plaintext(&addrs, args.allow_unauthenticated).map_err(|e| fail(&e))?;
         }
@@ -221,9 +241,13 @@ pub(super) fn run(args: ServerArgs) -> Result<i32, Failure> {
             args.allow_unauthenticated,
         )
         .map_err(|e| fail(&e))?;
-        let listener = tokio::net::TcpListener::bind(&addrs[..])
-            .await
-            .map_err(|e| fail(&format!("cannot listen on {}: {e}", args.listen)))?;
+        let activated = passed.is_some();
+        let listener = match passed {
+            Some(socket) => tokio::net::TcpListener::from_std(socket).map_err(|e| fail(&e))?,
+            None => tokio::net::TcpListener::bind(&addrs[..])
+                .await
+                .map_err(|e| fail(&format!("cannot listen on {listen}: {e}")))?,
+        };
         let local = listener.local_addr().map_err(|e| fail(&e))?;
         if let Some(warning) = warning {
             eprintln!("{}", crate::text::message("rcmd: ", &warning));
@@ -273,17 +297,42 @@ pub(super) fn run(args: ServerArgs) -> Result<i32, Failure> {
         };
         // The address ends its line, the fifth word, for scripts that start a server on
         // port 0; the settings follow in 80 columns, however long the token's path.
+        let activated = if activated {
+            ", socket from systemd"
+        } else {
+            ""
+        };
         let settings = format!(
-            "(protocol {}{over}, {framing}{auth})",
+            "(protocol {}{over}, {framing}{auth}{activated})",
             config.wire.protocol.name()
         );
         eprintln!(
             "rcmd server listening on {local}\n{}",
             crate::text::wrap(&settings, crate::text::COLUMNS, "  ", 2)
         );
-        server::serve(listener, config, shutdown_signal()).await;
+        // Ready: the socket accepts. systemd (Type=notify) starts what is ordered after
+        // the service only now.
+        notify(&notifier, &format!("READY=1\nSTATUS=listening on {local}"));
+        let stopping = async {
+            shutdown_signal().await;
+            notify(&notifier, "STOPPING=1");
+        };
+        server::serve(listener, config, stopping).await;
         Ok(0)
     })
+}
+
+/// Where `rcmd server` listens unless told otherwise or given a socket.
+const DEFAULT_LISTEN: &str = "127.0.0.1:9000";
+
+/// Tells systemd `state`, when it asked to be told; a failure is logged, never fatal: the
+/// server works the same without a supervisor listening.
+fn notify(notifier: &Option<crate::systemd::Notifier>, state: &str) {
+    if let Some(notifier) = notifier {
+        if let Err(e) = notifier.notify(state) {
+            tracing::warn!("cannot notify systemd (NOTIFY_SOCKET): {e}");
+        }
+    }
 }
 
 /// Completes on SIGINT, SIGTERM, SIGHUP (the terminal the server runs in was closed) or

@@ -40,7 +40,7 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite, O: Write, E: Write>(
     stream: S,
     mut splice: Option<super::spliced::SpliceIn>,
     config: &ClientConfig,
-    mut input: Input,
+    input: &mut Input,
     out: &mut Output<O, E>,
 ) -> Result<i32, ClientError> {
     let wire = config.wire;
@@ -324,6 +324,10 @@ async fn handshake<S: AsyncRead + AsyncWrite>(
             h.check().map_err(ClientError::Server)?;
             writer.encoder_mut().set_peer_max_frame(h.max_frame);
             Ok(h.version.min(crate::wire::message::VERSION))
+        }
+        // Turned away for want of room, before anything ran: worth another try.
+        Some(Ok(ServerMessage::Error(m))) if m.starts_with(crate::wire::message::BUSY) => {
+            Err(ClientError::Busy(m))
         }
         Some(Ok(ServerMessage::Error(m))) => Err(ClientError::Server(m)),
         Some(Ok(other)) => Err(ClientError::Server(format!(

@@ -133,6 +133,8 @@ pub enum ClientError {
     Protocol(ProtocolError),
     /// The server reported an error and closed the connection.
     Server(String),
+    /// The server turned the connection away for want of room, before anything ran.
+    Busy(String),
     /// The server closed the connection with replies outstanding.
     Closed {
         unanswered: usize,
@@ -162,7 +164,7 @@ impl fmt::Display for ClientError {
                 write!(f, "connection failed: {}", crate::text::io_reason(e))
             }
             ClientError::Protocol(e) => write!(f, "protocol error: {e}"),
-            ClientError::Server(m) => write!(f, "server: {m}"),
+            ClientError::Server(m) | ClientError::Busy(m) => write!(f, "server: {m}"),
             ClientError::Closed { unanswered: 0 } => {
                 write!(f, "the server closed the connection")
             }
@@ -297,14 +299,48 @@ impl Write for RawStdout {
 ///
 /// # Errors
 /// A [`ClientError`] when connecting, the protocol or the server fails.
+/// A server that is busy (see [`BUSY_RETRIES`]) is asked again a little later.
 pub async fn run<O: Write, E: Write>(
     addr: &str,
     config: &ClientConfig,
-    input: Input,
+    mut input: Input,
     out: &mut Output<O, E>,
 ) -> Result<i32, ClientError> {
-    let stream = connect(addr, config.connect_timeout).await?;
-    run_on(&with_default_port(addr), stream, config, input, out).await
+    let host = with_default_port(addr);
+    let mut attempt = 0;
+    loop {
+        let stream = connect(addr, config.connect_timeout).await?;
+        match run_once(&host, stream, config, &mut input, out).await {
+            Err(ClientError::Busy(_)) if attempt < BUSY_RETRIES => {
+                tokio::time::sleep(busy_backoff(attempt, random())).await;
+                attempt += 1;
+            }
+            done => return done,
+        }
+    }
+}
+
+/// How many times a client turned away as busy (a burst of connections, a full server)
+/// tries again. Nothing ran: the hello was refused before any command was sent.
+pub const BUSY_RETRIES: u32 = 8;
+
+/// The wait before trying a busy server again: doubling from 100 ms to 2 s, each wait
+/// somewhere in its upper half (`jitter` picks where), so clients turned away together
+/// do not all come back together. Over [`BUSY_RETRIES`] tries: 4.5 to 9 s in all.
+fn busy_backoff(attempt: u32, jitter: u64) -> Duration {
+    let ceiling = Duration::from_millis(100)
+        .saturating_mul(1 << attempt.min(5))
+        .min(Duration::from_secs(2));
+    let half = ceiling / 2;
+    half + Duration::from_nanos(jitter % (half.as_nanos() as u64 + 1))
+}
+
+/// A number no two processes are likely to share: std's hasher keys are random.
+fn random() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish()
 }
 
 /// Opens the connection [`run`] uses, within `timeout`; apart so a caller can put a
@@ -337,7 +373,18 @@ pub async fn run_on<O: Write, E: Write>(
     host: &str,
     stream: TcpStream,
     config: &ClientConfig,
-    input: Input,
+    mut input: Input,
+    out: &mut Output<O, E>,
+) -> Result<i32, ClientError> {
+    run_once(host, stream, config, &mut input, out).await
+}
+
+/// One attempt of [`run`]: `input` is untouched when the hello is refused.
+async fn run_once<O: Write, E: Write>(
+    host: &str,
+    stream: TcpStream,
+    config: &ClientConfig,
+    input: &mut Input,
     out: &mut Output<O, E>,
 ) -> Result<i32, ClientError> {
     // Requests are small and we wait for their replies: do not let Nagle hold them back.
@@ -451,5 +498,25 @@ pub async fn open_on(
             let traced = crate::wire::trace::Traced::new(stream, wire, "client", config.trace);
             framed::open(Box::new(traced), config).await
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{busy_backoff, BUSY_RETRIES};
+    use std::time::Duration;
+
+    #[test]
+    fn busy_retries_back_off_with_jitter_to_a_bound() {
+        let waits = |jitter: u64| -> Vec<Duration> {
+            (0..BUSY_RETRIES).map(|n| busy_backoff(n, jitter)).collect()
+        };
+        let least: Duration = waits(0).iter().sum();
+        let most: Duration = waits(u64::MAX).iter().sum();
+        assert_eq!(waits(0)[0], Duration::from_millis(50));
+        assert!(waits(u64::MAX).iter().all(|w| *w <= Duration::from_secs(2)));
+        assert!(least >= Duration::from_millis(4500) && most <= Duration::from_millis(9100));
+        // Two clients with different draws wait differently.
+        assert_ne!(busy_backoff(3, 1 << 20), busy_backoff(3, 1 << 29));
     }
 }

@@ -22,7 +22,7 @@ const COPY_CHUNK: usize = 64 * 1024;
 pub(super) async fn run<S: AsyncRead + AsyncWrite + Unpin, O: Write, E: Write>(
     mut stream: S,
     config: &ClientConfig,
-    mut input: Input,
+    input: &mut Input,
     out: &mut Output<O, E>,
 ) -> Result<i32, ClientError> {
     let mut last = 0;

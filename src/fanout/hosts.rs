@@ -214,6 +214,17 @@ fn group_list(group: &str, lookup: &Lookup) -> Result<String, HostsError> {
     )))
 }
 
+/// The groups the hosts file at `path` defines, in file order; none if it cannot be read
+/// (for completion, which offers what it can and never fails).
+pub fn group_names(path: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .filter_map(|line| uncommented(line).split_once(':'))
+        .map(|(name, _)| name.trim().to_string())
+        .filter(|name| !name.is_empty())
+        .collect()
+}
+
 /// Splits a list at the commas outside brackets, dropping empty entries and spaces.
 fn split_entries(list: &str) -> Result<Vec<&str>, HostsError> {
     let mut entries = Vec::new();

@@ -4,25 +4,35 @@
 //! of the `max_conns` slots. So peers that connect and never authenticate cannot crowd out
 //! the clients that do.
 //!
-//! When every unauthenticated place is taken, a new connection is not refused: the oldest
-//! waiting connection of the source holding the most places is evicted instead (as sshd's
-//! MaxStartups drops early), so connections held open from many addresses cannot lock out
-//! a client that authenticates at once.
+//! A connection whose source already holds all its places is not refused: it waits in a
+//! queue (at most `max_queued_per_source` from one source, `max_queued` in all), unread,
+//! until one of its source's places is free, so a burst of clients from one source is
+//! served in turn instead of turned away. A source is a local user for peers on this
+//! machine (see `guard::Source`), so one local user holding connections open only makes
+//! their own later connections wait.
+//!
+//! When every unauthenticated place is taken, a new connection whose source has places
+//! left is not refused either: the oldest waiting connection of the source holding the
+//! most places is evicted instead (as sshd's MaxStartups drops early), so connections held
+//! open from many addresses cannot lock out a client that authenticates at once. A full
+//! queue makes room the same way.
 //!
 //! Each connection's [`Ticket`] travels with its task (a task-local), so the handshake can
 //! trade it in without every connection handler passing it along.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::guard::{Guard, Source};
 use super::Limits;
+use crate::wire::message::BUSY;
 
 /// The server's admission state, shared by every connection.
 #[derive(Debug)]
@@ -31,44 +41,79 @@ pub(crate) struct Admission {
     pending: Mutex<Pending>,
     slots: Arc<Semaphore>,
     max_conns: usize,
-    per_source: usize,
-    total: usize,
 }
 
-#[derive(Debug, Default)]
+/// Connections not yet authenticated: those holding a place and those queued for one.
+#[derive(Debug)]
 struct Pending {
-    by_source: HashMap<Source, usize>,
-    /// Every unauthenticated connection, oldest first: its id, source and eviction token.
-    waiting: Vec<(u64, Source, CancellationToken)>,
+    limits: PendingLimits,
+    counts: HashMap<Source, Counts>,
+    /// Connections holding a place, oldest first.
+    placed: Vec<Entry>,
+    /// Connections waiting for a place, oldest first.
+    queued: VecDeque<Entry>,
     next_id: u64,
 }
 
-/// Why a connection is turned away.
+#[derive(Debug, Clone, Copy)]
+struct PendingLimits {
+    per_source: usize,
+    total: usize,
+    queued_per_source: usize,
+    queued: usize,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Counts {
+    placed: usize,
+    queued: usize,
+}
+
+#[derive(Debug)]
+struct Entry {
+    id: u64,
+    source: Source,
+    /// Cancelled when a newer connection takes this one's place or queue position.
+    evicted: CancellationToken,
+    /// Cancelled when this connection has a place.
+    placed: CancellationToken,
+}
+
+/// Why a connection is turned away. Each says "server busy: …" first ([`BUSY`]): nothing
+/// ran, and the client may try again.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Refusal {
-    /// Its source already has this many unauthenticated connections.
+    /// Its source already has this many connections waiting for a place.
     SourceFull { source: Source, max: usize },
-    /// The server already has this many unauthenticated connections.
-    AllFull { max: usize },
+    /// A newer connection took its place or its position in the queue.
+    Evicted,
+    /// It waited this long in the queue without getting a place.
+    Waited { after: Duration },
     /// Authenticated, but all `--max-conns` slots are taken.
     Busy { max: usize },
 }
 
 impl fmt::Display for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(BUSY)?;
         match self {
             Refusal::SourceFull { source, max } => write!(
                 f,
-                "too many unauthenticated connections from {source} ({max}); authenticate \
-                 or close some and try again"
+                "{max} connections from {source} are already waiting to authenticate; try \
+                 again later"
             ),
-            Refusal::AllFull { max } => write!(
+            Refusal::Evicted => f.write_str(
+                "too many connections are authenticating: this one waited longest and made \
+                 room for a newer one; try again",
+            ),
+            Refusal::Waited { after } => write!(
                 f,
-                "server busy: {max} connections are already authenticating; try again later"
+                "no room to authenticate within {}s; try again later",
+                after.as_secs_f64()
             ),
             Refusal::Busy { max } => write!(
                 f,
-                "server busy: {max} connections already open (--max-conns); try again later"
+                "{max} connections already open (--max-conns); try again later"
             ),
         }
     }
@@ -78,106 +123,226 @@ impl Admission {
     pub fn new(limits: &Limits) -> Arc<Admission> {
         Arc::new(Admission {
             guard: Guard::default(),
-            pending: Mutex::default(),
+            pending: Mutex::new(Pending {
+                limits: PendingLimits {
+                    per_source: limits.max_unauthenticated_per_source.max(1),
+                    total: limits.max_unauthenticated.max(1),
+                    queued_per_source: limits.max_queued_per_source,
+                    queued: limits.max_queued,
+                },
+                counts: HashMap::new(),
+                placed: Vec::new(),
+                queued: VecDeque::new(),
+                next_id: 0,
+            }),
             slots: Arc::new(Semaphore::new(limits.max_conns)),
             max_conns: limits.max_conns,
-            per_source: limits.max_unauthenticated_per_source,
-            total: limits.max_unauthenticated,
         })
     }
 
-    /// The failure guard, for the handshake and for logging refusals.
+    /// The failure guard, for logging refusals.
     pub fn guard(&self) -> &Guard {
         &self.guard
     }
 
-    /// Admits a new connection from `source` as unauthenticated, if there is room.
+    /// Admits a new connection from `source` as unauthenticated: with a place if its
+    /// source has one left (evicting another source's connection if the server is full),
+    /// else queued for one ([`Ticket::turn`]), else refused.
     pub fn admit(self: &Arc<Self>, source: Source) -> Result<Ticket, Refusal> {
         let mut pending = self.pending.lock().unwrap();
-        if pending.by_source.get(&source).copied().unwrap_or(0) >= self.per_source {
-            return Err(Refusal::SourceFull {
-                source,
-                max: self.per_source,
-            });
+        let limits = pending.limits;
+        let counts = pending.counts.get(&source).copied().unwrap_or_default();
+        let entry = Entry {
+            id: pending.next_id,
+            source,
+            evicted: CancellationToken::new(),
+            placed: CancellationToken::new(),
+        };
+        // Those already queued from this source go first.
+        let room = counts.placed < limits.per_source && counts.queued == 0;
+        if room && (pending.placed.len() < limits.total || pending.evict_placed()) {
+            entry.placed.cancel();
+            pending.count(source).placed += 1;
+            pending.placed.push(entry.clone_handle());
+        } else {
+            if counts.queued >= limits.queued_per_source {
+                return Err(Refusal::SourceFull {
+                    source,
+                    max: limits.queued_per_source,
+                });
+            }
+            if pending.queued.len() >= limits.queued && !pending.evict_queued() {
+                return Err(Refusal::SourceFull {
+                    source,
+                    max: limits.queued_per_source,
+                });
+            }
+            pending.count(source).queued += 1;
+            pending.queued.push_back(entry.clone_handle());
         }
-        if pending.waiting.len() >= self.total && !pending.evict_one() {
-            return Err(Refusal::AllFull { max: self.total });
-        }
-        *pending.by_source.entry(source).or_default() += 1;
-        let id = pending.next_id;
         pending.next_id += 1;
-        let evicted = CancellationToken::new();
-        pending.waiting.push((id, source, evicted.clone()));
         Ok(Ticket {
             admission: Arc::clone(self),
-            id,
-            evicted,
+            entry,
             slot: None,
             released: false,
         })
     }
 
-    /// Frees connection `id`'s unauthenticated place, unless it was evicted (and freed).
+    /// Frees connection `id`'s place or queue position (unless it was evicted, and freed
+    /// then), and gives a freed place to the next connection queued for it.
     fn release(&self, id: u64) {
-        self.pending.lock().unwrap().remove(id);
+        let mut pending = self.pending.lock().unwrap();
+        if pending.remove(id) {
+            pending.fill();
+        }
+    }
+}
+
+impl Entry {
+    fn clone_handle(&self) -> Entry {
+        Entry {
+            id: self.id,
+            source: self.source,
+            evicted: self.evicted.clone(),
+            placed: self.placed.clone(),
+        }
     }
 }
 
 impl Pending {
-    fn remove(&mut self, id: u64) {
-        let Some(at) = self.waiting.iter().position(|(i, _, _)| *i == id) else {
-            return;
-        };
-        let (_, source, _) = self.waiting.remove(at);
-        if let Some(n) = self.by_source.get_mut(&source) {
-            *n -= 1;
-            if *n == 0 {
-                self.by_source.remove(&source);
+    fn count(&mut self, source: Source) -> &mut Counts {
+        self.counts.entry(source).or_default()
+    }
+
+    fn uncount(&mut self, source: Source, placed: bool) {
+        if let Some(c) = self.counts.get_mut(&source) {
+            if placed {
+                c.placed -= 1;
+            } else {
+                c.queued -= 1;
+            }
+            if c.placed == 0 && c.queued == 0 {
+                self.counts.remove(&source);
             }
         }
     }
 
-    /// Evicts the oldest waiting connection of the source that holds the most places.
-    fn evict_one(&mut self) -> bool {
-        let Some((&source, _)) = self.by_source.iter().max_by_key(|(_, n)| **n) else {
+    /// Forgets connection `id`. Returns whether it held a place (now free).
+    fn remove(&mut self, id: u64) -> bool {
+        if let Some(at) = self.placed.iter().position(|e| e.id == id) {
+            let e = self.placed.remove(at);
+            self.uncount(e.source, true);
+            return true;
+        }
+        if let Some(at) = self.queued.iter().position(|e| e.id == id) {
+            let e = self.queued.remove(at).expect("found");
+            self.uncount(e.source, false);
+        }
+        false
+    }
+
+    /// Gives free places to the oldest queued connections whose source has room.
+    fn fill(&mut self) {
+        while self.placed.len() < self.limits.total {
+            let per_source = self.limits.per_source;
+            let counts = &self.counts;
+            let Some(at) = self
+                .queued
+                .iter()
+                .position(|e| counts.get(&e.source).is_some_and(|c| c.placed < per_source))
+            else {
+                return;
+            };
+            let e = self.queued.remove(at).expect("found");
+            let c = self.count(e.source);
+            c.queued -= 1;
+            c.placed += 1;
+            e.placed.cancel();
+            self.placed.push(e);
+        }
+    }
+
+    /// The source holding the most of `entries`, and the position of its oldest there.
+    fn busiest<'a>(
+        counts: &HashMap<Source, Counts>,
+        mut entries: impl Iterator<Item = &'a Entry>,
+        held: impl Fn(&Counts) -> usize,
+    ) -> Option<u64> {
+        let (&source, _) = counts.iter().max_by_key(|(_, c)| held(c))?;
+        entries.find(|e| e.source == source).map(|e| e.id)
+    }
+
+    /// Evicts the oldest placed connection of the source that holds the most places.
+    fn evict_placed(&mut self) -> bool {
+        let Some(id) = Pending::busiest(&self.counts, self.placed.iter(), |c| c.placed) else {
             return false;
         };
-        let Some(&(id, _, ref token)) = self.waiting.iter().find(|(_, s, _)| *s == source) else {
+        let at = self.placed.iter().position(|e| e.id == id).expect("found");
+        let e = self.placed.remove(at);
+        e.evicted.cancel();
+        self.uncount(e.source, true);
+        true
+    }
+
+    /// Evicts the oldest queued connection of the source that has the most queued.
+    fn evict_queued(&mut self) -> bool {
+        let Some(id) = Pending::busiest(&self.counts, self.queued.iter(), |c| c.queued) else {
             return false;
         };
-        token.cancel();
-        self.remove(id);
+        let at = self.queued.iter().position(|e| e.id == id).expect("found");
+        let e = self.queued.remove(at).expect("found");
+        e.evicted.cancel();
+        self.uncount(e.source, false);
         true
     }
 }
 
-/// One connection's place: unauthenticated until [`Ticket::authenticated`] trades it for a
-/// connection slot. Dropping it frees whichever it holds.
+/// One connection's place: unauthenticated (or queued for a place) until
+/// [`Ticket::authenticated`] trades it for a connection slot. Dropping it frees whichever
+/// it holds.
 #[derive(Debug)]
 pub(crate) struct Ticket {
     admission: Arc<Admission>,
-    id: u64,
-    /// Cancelled when a newer connection takes this one's place.
-    evicted: CancellationToken,
+    entry: Entry,
     slot: Option<OwnedSemaphorePermit>,
     /// Already given back (the connection is only saying goodbye).
     released: bool,
 }
 
 impl Ticket {
+    /// Waits until this connection has a place, for at most `limit`.
+    ///
+    /// # Errors
+    /// [`Refusal::Evicted`] when a newer connection took its position in the queue, and
+    /// [`Refusal::Waited`] when `limit` passed first.
+    pub async fn turn(&self, limit: Duration) -> Result<(), Refusal> {
+        tokio::select! {
+            biased;
+            _ = self.entry.placed.cancelled() => Ok(()),
+            _ = self.entry.evicted.cancelled() => Err(Refusal::Evicted),
+            _ = tokio::time::sleep(limit) => Err(Refusal::Waited { after: limit }),
+        }
+    }
+
     /// Gives back whatever this connection holds, before it ends: one that was refused and
     /// is only waiting for its peer to hang up must not keep others out meanwhile.
     pub fn give_back(&mut self) {
         if !self.released {
             self.released = true;
             if self.slot.take().is_none() {
-                self.admission.release(self.id);
+                self.admission.release(self.entry.id);
             }
         }
     }
 
     pub fn guard(&self) -> &Guard {
         &self.admission.guard
+    }
+
+    /// Where this connection comes from, as limits and the failure guard count it.
+    pub fn source(&self) -> Source {
+        self.entry.source
     }
 
     /// The connection has authenticated (or needs no authentication): it leaves the
@@ -191,14 +356,14 @@ impl Ticket {
             .map_err(|_| Refusal::Busy {
                 max: self.admission.max_conns,
             })?;
-        self.admission.release(self.id);
+        self.admission.release(self.entry.id);
         self.slot = Some(slot);
         Ok(())
     }
 
     /// Completes when a newer connection has taken this one's unauthenticated place.
     pub fn evicted(&self) -> CancellationToken {
-        self.evicted.clone()
+        self.entry.evicted.clone()
     }
 }
 
@@ -231,16 +396,32 @@ mod tests {
     }
 
     fn admission(max_conns: usize, per_source: usize, total: usize) -> Arc<Admission> {
+        queueing(max_conns, per_source, total, 0, 0)
+    }
+
+    fn queueing(
+        max_conns: usize,
+        per_source: usize,
+        total: usize,
+        queued_per_source: usize,
+        queued: usize,
+    ) -> Arc<Admission> {
         Admission::new(&Limits {
             max_conns,
             max_unauthenticated_per_source: per_source,
             max_unauthenticated: total,
+            max_queued_per_source: queued_per_source,
+            max_queued: queued,
             ..Limits::default()
         })
     }
 
+    fn placed(t: &Ticket) -> bool {
+        t.entry.placed.is_cancelled()
+    }
+
     #[test]
-    fn unauthenticated_places_are_capped_per_source_and_in_all() {
+    fn without_a_queue_places_are_capped_per_source() {
         let a = admission(10, 2, 3);
         let one = a.admit(src(2)).unwrap();
         let _two = a.admit(src(2)).unwrap();
@@ -248,14 +429,69 @@ mod tests {
             a.admit(src(2)).unwrap_err(),
             Refusal::SourceFull {
                 source: src(2),
-                max: 2
+                max: 0
             }
         );
         drop(one);
         assert!(
-            a.admit(src(2)).is_ok(),
+            a.admit(src(2)).is_ok_and(|t| placed(&t)),
             "a closed connection frees its place"
         );
+    }
+
+    #[test]
+    fn a_source_past_its_places_waits_in_turn_then_is_refused() {
+        let a = queueing(10, 2, 8, 2, 8);
+        let first = a.admit(src(2)).unwrap();
+        let mut second = a.admit(src(2)).unwrap();
+        let third = a.admit(src(2)).unwrap();
+        let fourth = a.admit(src(2)).unwrap();
+        assert!(placed(&first) && placed(&second));
+        assert!(!placed(&third) && !placed(&fourth), "queued, not refused");
+        let refused = a.admit(src(2)).unwrap_err();
+        assert_eq!(
+            refused,
+            Refusal::SourceFull {
+                source: src(2),
+                max: 2
+            }
+        );
+        assert!(refused.to_string().starts_with(BUSY), "{refused}");
+        // Another source is not queued behind them.
+        assert!(placed(&a.admit(src(3)).unwrap()));
+        // Places come free in turn: by authenticating, or by closing.
+        second.authenticated().unwrap();
+        assert!(placed(&third) && !placed(&fourth));
+        drop(first);
+        assert!(placed(&fourth));
+    }
+
+    #[test]
+    fn another_local_user_waits_in_a_queue_of_their_own() {
+        let a = queueing(10, 2, 8, 4, 8);
+        let (them, us) = (Source::LocalUser(65534), Source::LocalUser(1000));
+        let theirs: Vec<_> = (0..6).map(|_| a.admit(them).unwrap()).collect();
+        assert_eq!(theirs.iter().filter(|t| placed(t)).count(), 2);
+        // Same address, another owner: our connection has a place at once.
+        assert!(placed(&a.admit(us).unwrap()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_queued_connection_waits_at_most_its_limit() {
+        let a = queueing(10, 1, 8, 4, 8);
+        let first = a.admit(src(2)).unwrap();
+        let second = a.admit(src(2)).unwrap();
+        let limit = Duration::from_secs(10);
+        assert_eq!(first.turn(limit).await, Ok(()));
+        assert_eq!(
+            second.turn(limit).await,
+            Err(Refusal::Waited { after: limit })
+        );
+        // Given up, it no longer holds its position.
+        drop(second);
+        let third = a.admit(src(2)).unwrap();
+        drop(first);
+        assert_eq!(third.turn(limit).await, Ok(()));
     }
 
     #[test]
@@ -267,13 +503,34 @@ mod tests {
         let _third = a.admit(src(2)).unwrap();
         // Full: a newcomer from elsewhere evicts src(2)'s oldest, not anyone else.
         let newcomer = a.admit(src(4)).unwrap();
+        assert!(placed(&newcomer));
         assert!(first.evicted().is_cancelled());
         assert!(!second.evicted().is_cancelled() && !other.evicted().is_cancelled());
         // The evicted ticket's place is already free: dropping it frees nothing twice.
         drop(first);
         let pending = a.pending.lock().unwrap();
-        assert_eq!(pending.waiting.len(), 4);
-        assert_eq!(pending.by_source[&src(2)], 2);
+        assert_eq!(pending.placed.len(), 4);
+        assert_eq!(pending.counts[&src(2)].placed, 2);
+        drop(pending);
+        drop(newcomer);
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_makes_room_from_the_source_with_most_waiting() {
+        let a = queueing(10, 1, 8, 3, 4);
+        let _placed = [a.admit(src(2)).unwrap(), a.admit(src(3)).unwrap()];
+        let busy: Vec<_> = (0..3).map(|_| a.admit(src(2)).unwrap()).collect();
+        let other = a.admit(src(3)).unwrap();
+        // The queue is full: src(3)'s next evicts src(2)'s oldest waiting.
+        let newcomer = a.admit(src(3)).unwrap();
+        assert_eq!(
+            busy[0].turn(Duration::from_secs(1)).await,
+            Err(Refusal::Evicted)
+        );
+        assert!(!busy[1].evicted().is_cancelled() && !other.evicted().is_cancelled());
+        let pending = a.pending.lock().unwrap();
+        assert_eq!(pending.queued.len(), 4);
+        assert_eq!(pending.counts[&src(2)].queued, 2);
         drop(pending);
         drop(newcomer);
     }

@@ -194,9 +194,7 @@ pub(super) async fn serve<S: AsyncRead + AsyncWrite>(
         hello = handshake(&mut reader, &mut writer, peer, config) => hello,
         _ = stop.drain.cancelled() => return Ok(()),
         _ = evicted.cancelled() => {
-            let why = "too many connections are authenticating: this one waited longest \
-                       and made room for a newer one; try again";
-            Err(writer.refuse(why.into()).await)
+            Err(writer.refuse(admission::Refusal::Evicted.to_string()).await)
         }
     };
     let hello = match hello {
@@ -669,7 +667,8 @@ async fn handshake<S: AsyncRead + AsyncWrite>(
     if let Err(why) = hello.check() {
         return Err(writer.refuse(why).await);
     }
-    let source = super::guard::Source::from(peer.ip());
+    let source =
+        admission::ticket(|t| t.source()).unwrap_or_else(|| super::guard::Source::from(peer.ip()));
     if let Some(token) = &config.token {
         if !token.matches(&hello.token) {
             // Slow the next guess from this source, and log a count instead of a line each.

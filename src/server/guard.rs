@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -25,18 +25,38 @@ pub(crate) const LOG_EVERY: Duration = Duration::from_secs(1);
 /// Sources remembered at once.
 pub(crate) const MAX_SOURCES: usize = 4096;
 
-/// Where connections come from, as far as limits go: an IPv4 address, or an IPv6 /64
-/// (one host usually holds a whole /64, so single IPv6 addresses cost an attacker nothing).
+/// Where connections come from, as far as limits go: for a peer on this machine, the
+/// local user that owns its socket (every local user connects from loopback, and may bind
+/// any 127.x address); otherwise an IPv4 address, or an IPv6 /64 (one host usually holds a
+/// whole /64, so single IPv6 addresses cost an attacker nothing).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) struct Source(IpAddr);
+pub(crate) enum Source {
+    Net(IpAddr),
+    LocalUser(u32),
+}
+
+impl Source {
+    /// The source of a connection from `peer` to our `local` address. A loopback peer
+    /// whose owner the kernel cannot tell (its socket already closed) counts by address.
+    pub fn of(peer: SocketAddr, local: SocketAddr) -> Source {
+        match super::local_peer::owner(peer, local) {
+            Ok(Some(uid)) => Source::LocalUser(uid),
+            Ok(None) => Source::from(peer.ip()),
+            Err(e) => {
+                tracing::debug!(%peer, "whose connection this is is unknown: {e}");
+                Source::from(peer.ip())
+            }
+        }
+    }
+}
 
 impl From<IpAddr> for Source {
     fn from(ip: IpAddr) -> Source {
         match ip {
-            IpAddr::V4(v4) => Source(IpAddr::V4(v4)),
+            IpAddr::V4(v4) => Source::Net(IpAddr::V4(v4)),
             IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-                Some(v4) => Source(IpAddr::V4(v4)),
-                None => Source(IpAddr::V6((u128::from(v6) & !0u128 << 64).into())),
+                Some(v4) => Source::Net(IpAddr::V4(v4)),
+                None => Source::Net(IpAddr::V6((u128::from(v6) & !0u128 << 64).into())),
             },
         }
     }
@@ -44,9 +64,10 @@ impl From<IpAddr> for Source {
 
 impl fmt::Display for Source {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.0 {
-            IpAddr::V4(ip) => write!(f, "{ip}"),
-            IpAddr::V6(ip) => write!(f, "{ip}/64"),
+        match self {
+            Source::Net(IpAddr::V4(ip)) => write!(f, "{ip}"),
+            Source::Net(IpAddr::V6(ip)) => write!(f, "{ip}/64"),
+            Source::LocalUser(uid) => write!(f, "local uid {uid}"),
         }
     }
 }

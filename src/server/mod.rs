@@ -12,6 +12,7 @@ mod copy;
 mod env;
 mod framed;
 mod guard;
+mod local_peer;
 mod outbox;
 mod spool;
 mod tutorial;
@@ -43,6 +44,16 @@ pub struct Limits {
     pub max_unauthenticated_per_source: usize,
     /// Connections still authenticating, in all.
     pub max_unauthenticated: usize,
+    /// Connections from one source waiting, unread, for one of its places to authenticate
+    /// in; more are refused with a message.
+    pub max_queued_per_source: usize,
+    /// Connections waiting for a place, in all; past it a newcomer takes the place in the
+    /// queue of the oldest from the source with the most waiting.
+    pub max_queued: usize,
+    /// Count a peer on this machine as the local user that owns its socket (`true`), or
+    /// by its loopback address as a remote peer is counted (for tests that stand in for
+    /// remote addresses with 127.x ones).
+    pub local_peers_by_user: bool,
     /// How long one command may run before its process group is killed.
     pub command_timeout: Option<Duration>,
     /// How long a connection may send nothing (while no command runs) before it is closed.
@@ -62,6 +73,9 @@ impl Default for Limits {
             max_conns: 256,
             max_unauthenticated_per_source: 8,
             max_unauthenticated: 64,
+            max_queued_per_source: 128,
+            max_queued: 256,
+            local_peers_by_user: true,
             command_timeout: None,
             idle_timeout: Some(Duration::from_secs(600)),
             auth_timeout: Duration::from_secs(10),
@@ -248,27 +262,41 @@ pub async fn serve(
             }
         };
         let config = Arc::clone(&config);
-        let source = guard::Source::from(peer.ip());
-        let ticket = admission.admit(source).and_then(|mut ticket| {
-            // Modes without a handshake have nothing to wait for.
-            if config.wire.protocol != Protocol::Framed {
-                ticket.authenticated()?;
-            }
-            Ok(ticket)
-        });
-        match ticket {
+        let source = match stream.local_addr() {
+            Ok(local) if config.limits.local_peers_by_user => guard::Source::of(peer, local),
+            _ => guard::Source::from(peer.ip()),
+        };
+        match admission.admit(source) {
             Ok(ticket) => {
                 let stop = stop.clone();
-                tracker.spawn(admission::with_ticket(ticket, async move {
-                    handle(stream, peer, &config, &stop).await;
-                }));
+                tracker.spawn(async move {
+                    // A queued connection is not read until it has a place.
+                    let turn = tokio::select! {
+                        turn = ticket.turn(config.limits.auth_timeout) => turn,
+                        _ = stop.drain.cancelled() => return,
+                    };
+                    let mut ticket = ticket;
+                    // Modes without a handshake have nothing to wait for.
+                    let admitted = turn.and_then(|()| match config.wire.protocol {
+                        Protocol::Framed => Ok(()),
+                        _ => ticket.authenticated(),
+                    });
+                    match admitted {
+                        Ok(()) => {
+                            admission::with_ticket(ticket, handle(stream, peer, &config, &stop))
+                                .await
+                        }
+                        Err(why) => {
+                            let guard = ticket.guard();
+                            log_refusal(guard, source, peer, &why);
+                            drop(ticket);
+                            refuse_at_once(stream, config, why.to_string()).await
+                        }
+                    }
+                });
             }
             Err(why) => {
-                if let admission::Refusal::Busy { max } = why {
-                    warn!(%peer, max, "connection refused: server full");
-                } else {
-                    log_tallies(admission.guard().refused(source));
-                }
+                log_refusal(admission.guard(), source, peer, &why);
                 tracker.spawn(refuse_at_once(stream, config, why.to_string()));
             }
         }
@@ -384,9 +412,7 @@ async fn serve_tls(
             stream.shutdown().await
         })
         .await;
-        log_tallies(
-            admission::ticket(|t| t.guard().failed(guard::Source::from(peer.ip())).1).flatten(),
-        );
+        log_tallies(admission::ticket(|t| t.guard().failed(t.source()).1).flatten());
         return Err(ConnError::Refused(why));
     }
     serve_framed(stream, None, peer, config, stop).await
@@ -426,6 +452,20 @@ async fn refuse_at_once(stream: TcpStream, config: Arc<ServerConfig>, why: Strin
         }
     })
     .await;
+}
+
+/// Logs a connection turned away before it authenticated: a count per source for
+/// the crowding kinds, a line for a full server.
+fn log_refusal(
+    guard: &guard::Guard,
+    source: guard::Source,
+    peer: SocketAddr,
+    why: &admission::Refusal,
+) {
+    match why {
+        admission::Refusal::Busy { max } => warn!(%peer, max, "connection refused: server full"),
+        _ => log_tallies(guard.refused(source)),
+    }
 }
 
 fn log_tallies(tallies: impl IntoIterator<Item = guard::Tally>) {

@@ -74,6 +74,11 @@ impl KnownHosts {
         })
     }
 
+    /// Every entry, in file order.
+    pub fn entries(&self) -> &[Entry] {
+        &self.entries
+    }
+
     /// The entry for `host` (as `host:port`), if any.
     pub fn get(&self, host: &str) -> Option<&Entry> {
         self.entries.iter().find(|e| e.host == host)

@@ -46,6 +46,9 @@ pub const MIN_MAX_FRAME: u32 = 1024;
 /// Stdin bytes a client may send before the server grants more with `G`: enough to keep a
 /// fast stream moving, small enough that a command not reading its input costs little.
 pub const STDIN_WINDOW: u32 = 8 << 20;
+/// How a server's `!` answer to a hello begins when it turned the connection away for
+/// want of room, before anything ran: the client may try again a little later.
+pub const BUSY: &str = "server busy: ";
 
 /// The first byte of every message: what it is. The letters are said here and nowhere else;
 /// `H` opens both directions, every other tag belongs to one.

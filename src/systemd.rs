@@ -1,0 +1,150 @@
+//! What systemd hands a service and expects back: a listening socket passed at start
+//! (socket activation, `LISTEN_FDS`) and word that the service is ready (`NOTIFY_SOCKET`).
+//!
+//! Both are a few lines of a documented protocol (sd_listen_fds(3), sd_notify(3)), so they
+//! are spoken here directly rather than through libsystemd. Each variable is read once and
+//! removed from the environment, as `sd_listen_fds(1)` does, so no command the server runs
+//! inherits it and takes the socket or the notifications for its own.
+
+use std::fmt;
+use std::io;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::net::{SocketAddr, UnixDatagram};
+
+/// The first descriptor systemd passes (`SD_LISTEN_FDS_START`).
+const LISTEN_FDS_START: i32 = 3;
+
+/// A socket systemd passed that `rcmd server` cannot listen on.
+#[derive(Debug)]
+pub struct ActivationError(String);
+
+impl fmt::Display for ActivationError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ActivationError {}
+
+/// Takes the listening socket systemd passed to this process, if it passed one, and removes
+/// `LISTEN_PID`, `LISTEN_FDS` and `LISTEN_FDNAMES` from the environment.
+///
+/// Call it while the process has one thread: it changes the environment.
+///
+/// # Errors
+/// If systemd passed more than one socket, or one that is not a listening TCP socket.
+pub fn take_listener() -> Result<Option<std::net::TcpListener>, ActivationError> {
+    let pid = std::env::var("LISTEN_PID").ok();
+    let fds = std::env::var("LISTEN_FDS").ok();
+    for name in ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"] {
+        std::env::remove_var(name);
+    }
+    // Sockets passed to another process (the variables leaked into ours) are not ours.
+    if pid.and_then(|p| p.parse::<u32>().ok()) != Some(std::process::id()) {
+        return Ok(None);
+    }
+    let count = fds.and_then(|n| n.parse::<u32>().ok()).unwrap_or(0);
+    match count {
+        0 => return Ok(None),
+        1 => {}
+        n => {
+            return Err(ActivationError(format!(
+                "systemd passed {n} sockets; rcmd server listens on one (give the socket \
+                 unit a single ListenStream=)"
+            )))
+        }
+    }
+    let fd = LISTEN_FDS_START;
+    // SAFETY: F_GETFD only reads the descriptor's flags; it fails if nothing is open there.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        return Err(ActivationError(format!(
+            "LISTEN_FDS says systemd passed a socket, but descriptor {fd} is not open"
+        )));
+    }
+    let problem = |what: &str| {
+        ActivationError(format!(
+            "the socket systemd passed is {what}; rcmd server needs a listening TCP socket \
+             (ListenStream=ADDRESS:PORT)"
+        ))
+    };
+    let accepting = socket_option(fd, libc::SO_ACCEPTCONN).map_err(|_| problem("not a socket"))?;
+    let kind = socket_option(fd, libc::SO_TYPE).map_err(|_| problem("not a socket"))?;
+    let domain = socket_option(fd, libc::SO_DOMAIN).map_err(|_| problem("not a socket"))?;
+    if kind != libc::SOCK_STREAM {
+        return Err(problem("not a stream socket"));
+    }
+    if domain != libc::AF_INET && domain != libc::AF_INET6 {
+        return Err(problem("not an IPv4 or IPv6 socket"));
+    }
+    if accepting == 0 {
+        return Err(problem("not listening"));
+    }
+    // SAFETY: the descriptor is open (checked above), systemd passed it to this process
+    // alone (LISTEN_PID), and nothing else here owns it: the variables that name it are
+    // gone, so it is adopted once.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    let listener = std::net::TcpListener::from(owned);
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| ActivationError(format!("cannot use the socket systemd passed: {e}")))?;
+    Ok(Some(listener))
+}
+
+/// An integer socket option of `fd`.
+fn socket_option(fd: i32, option: i32) -> io::Result<i32> {
+    let mut value: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: value and len point to a c_int and its size, as getsockopt requires.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            option,
+            (&mut value as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(value)
+}
+
+/// Where to tell systemd about this service's state (`Type=notify`).
+#[derive(Debug)]
+pub struct Notifier {
+    addr: SocketAddr,
+}
+
+impl Notifier {
+    /// The socket `NOTIFY_SOCKET` names, if set (a path, or `@name` in the abstract
+    /// namespace), which it removes from the environment.
+    ///
+    /// Call it while the process has one thread: it changes the environment.
+    ///
+    /// # Errors
+    /// If the variable names no usable address.
+    pub fn from_env() -> io::Result<Option<Notifier>> {
+        let Some(name) = std::env::var_os("NOTIFY_SOCKET") else {
+            return Ok(None);
+        };
+        std::env::remove_var("NOTIFY_SOCKET");
+        let bytes = std::os::unix::ffi::OsStrExt::as_bytes(name.as_os_str());
+        let addr = match bytes.strip_prefix(b"@") {
+            Some(abstract_name) => SocketAddr::from_abstract_name(abstract_name)?,
+            None => SocketAddr::from_pathname(&name)?,
+        };
+        Ok(Some(Notifier { addr }))
+    }
+
+    /// Sends `state`: newline-separated `KEY=VALUE` lines such as `READY=1`.
+    ///
+    /// # Errors
+    /// If the datagram cannot be sent.
+    pub fn notify(&self, state: &str) -> io::Result<()> {
+        let socket = UnixDatagram::unbound()?;
+        socket.send_to_addr(state.as_bytes(), &self.addr)?;
+        Ok(())
+    }
+}

@@ -564,3 +564,56 @@ async fn twenty_hosts_take_an_upload_and_give_downloads_into_their_own_dirs() {
         assert_eq!(content, from.to_str().unwrap().as_bytes(), "{}", ip);
     }
 }
+
+#[tokio::test]
+async fn a_sender_that_falls_silent_is_given_up_and_its_file_removed() {
+    let remote = tempfile::tempdir().unwrap();
+    let addr = start_server(ServerConfig {
+        workdir: Some(remote.path().to_path_buf()),
+        limits: rcmd::server::Limits {
+            idle_timeout: Some(std::time::Duration::from_millis(300)),
+            ..rcmd::server::Limits::default()
+        },
+        ..ServerConfig::new(Protocol::Framed)
+    })
+    .await;
+    let header = rcmd::wire::header::HeaderFormat::NETWORK_U32;
+    let (rd, wr) = TcpStream::connect(addr).await.unwrap().into_split();
+    let mut rd = FramedRead::new(rd, rcmd::wire::message::ClientCodec::new(header, 1 << 20));
+    let mut wr = FramedWrite::new(wr, rcmd::wire::message::ClientCodec::new(header, 1 << 20));
+    wr.send(ClientMessage::Hello(Hello::new(1 << 20, Bytes::new())))
+        .await
+        .unwrap();
+    let Some(Ok(ServerMessage::Hello(_))) = rd.next().await else {
+        panic!("no hello");
+    };
+    for t in [
+        Transfer::Put {
+            flags: Default::default(),
+            dest: Bytes::from("f"),
+        },
+        Transfer::Total {
+            top: 1,
+            files: 1,
+            bytes: 10,
+        },
+        entry(Kind::File, b"f", 10),
+        Transfer::Start(0),
+        Transfer::Data(Bytes::from("abc")),
+    ] {
+        wr.send(ClientMessage::Copy(t)).await.unwrap();
+    }
+    // The server hangs up once it has waited its idle timeout for the rest.
+    let hung_up = tokio::time::timeout(common::PROCESS_DEADLINE, async {
+        while let Some(Ok(_)) = rd.next().await {}
+    })
+    .await;
+    assert!(
+        hung_up.is_ok(),
+        "the server kept waiting for a silent sender"
+    );
+    wait_until("the half-received file is removed", || {
+        std::fs::read_dir(remote.path()).unwrap().count() == 0
+    })
+    .await;
+}

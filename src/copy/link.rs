@@ -56,11 +56,20 @@ impl Carrier for ServerMessage {
 /// Copy messages from the peer.
 pub struct Inbound<R, In, Out> {
     frames: FramedRead<R, MessageCodec<In, Out>>,
+    /// How long the peer may send nothing before the copy is given up.
+    idle: Option<std::time::Duration>,
 }
 
 impl<R: AsyncRead + Unpin, In: Carrier, Out> Inbound<R, In, Out> {
     pub fn new(frames: FramedRead<R, MessageCodec<In, Out>>) -> Self {
-        Inbound { frames }
+        Inbound { frames, idle: None }
+    }
+
+    /// Gives up when the peer sends nothing for `idle`: for a receiver, whose sender
+    /// always has something to say.
+    pub fn with_idle(mut self, idle: Option<std::time::Duration>) -> Self {
+        self.idle = idle;
+        self
     }
 
     /// The next message; [`CopyError::Closed`] if the connection ends instead.
@@ -68,7 +77,18 @@ impl<R: AsyncRead + Unpin, In: Carrier, Out> Inbound<R, In, Out> {
     /// # Errors
     /// The connection's, the protocol's or the peer's error.
     pub async fn next(&mut self) -> Result<Transfer, CopyError> {
-        match self.frames.next().await {
+        let next = match self.idle {
+            Some(idle) => tokio::time::timeout(idle, self.frames.next())
+                .await
+                .map_err(|_| {
+                    CopyError::Refused(format!(
+                        "nothing arrived for {}s (--idle-timeout)",
+                        idle.as_secs_f64()
+                    ))
+                })?,
+            None => self.frames.next().await,
+        };
+        match next {
             Some(Ok(m)) => m.open(),
             Some(Err(e)) => Err(e.into()),
             None => Err(CopyError::Closed),

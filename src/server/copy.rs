@@ -37,7 +37,7 @@ pub(super) async fn serve<S: AsyncRead + AsyncWrite>(
     config: &ServerConfig,
     stop: &Shutdown,
 ) -> Result<(), ConnError> {
-    let mut inbound = Inbound::new(reader);
+    let inbound = Inbound::new(reader);
     let mut outbound = Outbound::new(socket, codec);
     let base = config.workdir.clone();
     let mut log = Log(peer);
@@ -46,6 +46,7 @@ pub(super) async fn serve<S: AsyncRead + AsyncWrite>(
             Transfer::Put { flags, dest } => {
                 let dest = within(base.as_deref(), OsStr::from_bytes(&dest));
                 info!(%peer, dest = %printable(dest.as_os_str().as_bytes()), "copy: receiving");
+                let mut inbound = inbound.with_idle(config.limits.idle_timeout);
                 receiver::receive(&dest, flags, &mut inbound, &mut outbound, &mut log).await
             }
             Transfer::Get { flags, sources } => {
@@ -55,6 +56,7 @@ pub(super) async fn serve<S: AsyncRead + AsyncWrite>(
                     .collect();
                 info!(%peer, sources = paths.len(), "copy: sending");
                 let plan = Plan::new(&paths, flags);
+                let mut inbound = inbound;
                 sender::send(plan, flags, &mut inbound, &mut outbound, &mut log).await
             }
             other => Err(CopyError::Refused(format!(

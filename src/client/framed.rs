@@ -149,6 +149,7 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite, O: Write, E: Write>(
                 Some(Ok(ServerMessage::Stderr(b))) => out.err(&b)?,
                 Some(Ok(ServerMessage::Done(status))) => {
                     if let Status::Failed { message, .. } = &status {
+                        let message = crate::printable::printable(message.as_bytes());
                         out.err(format!("{message}\n").as_bytes())?;
                     }
                     last = status.exit_code();
@@ -160,6 +161,7 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite, O: Write, E: Write>(
                 }
                 Some(Ok(ServerMessage::Credit(n))) => credit += n as usize,
                 Some(Ok(ServerMessage::Notice(m))) => {
+                    let m = crate::printable::printable(m.as_bytes());
                     out.err(format!("rcmd: warning: {m}\n").as_bytes())?;
                 }
                 Some(Ok(ServerMessage::Error(m))) => return Err(ClientError::Server(m)),
@@ -227,7 +229,7 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite, O: Write, E: Write>(
 pub(super) async fn open(
     stream: Box<dyn super::Stream>,
     config: &ClientConfig,
-) -> Result<super::Connection, ClientError> {
+) -> Result<super::FramedConnection, ClientError> {
     let wire = config.wire;
     let (rd, wr) = tokio::io::split(stream);
     let mut reader = FramedRead::with_capacity(
@@ -245,7 +247,7 @@ pub(super) async fn open(
     reader.decoder_mut().set_max_frame(wire.max_frame);
     let mut codec = ClientCodec::new(wire.header, wire.max_frame);
     codec.set_peer_max_frame(writer.encoder().peer_max_frame());
-    Ok(super::Connection {
+    Ok(super::FramedConnection {
         reader,
         writer: writer.into_inner(),
         codec,

@@ -39,7 +39,7 @@ pub async fn run_on(
     request: &Request,
     watch: &mut (dyn Watch + Send),
 ) -> Result<Summary, CopyError> {
-    let conn = client::open_on(host, stream, config)
+    let conn = client::open_framed_on(host, stream, config)
         .await
         .map_err(CopyError::Connect)?;
     if conn.version < transfer::VERSION {

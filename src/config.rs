@@ -85,6 +85,16 @@ impl ConfigDir {
         self.path.join("client.pem")
     }
 
+    /// The client keys this user's server accepts without a token.
+    pub fn authorized_keys_file(&self) -> PathBuf {
+        self.path.join("authorized_keys")
+    }
+
+    /// Per-host settings for the client, as ssh's `~/.ssh/config`.
+    pub fn settings_file(&self) -> PathBuf {
+        self.path.join("config")
+    }
+
     /// The servers this user trusts: `host:port` and a fingerprint per line.
     pub fn known_hosts_file(&self) -> PathBuf {
         self.path.join("known_hosts")
@@ -163,6 +173,65 @@ impl ConfigDir {
     }
 }
 
+/// Checks a file rcmd trusts (a key, `known_hosts`, `authorized_keys`, `config`) as sshd's
+/// StrictModes does: it and the directory it is in must belong to this user (or root) and
+/// be writable by nobody else, or another user could have put in it what rcmd then
+/// trusts; a `secret` (a private key) must also be readable by nobody else. `what` names
+/// the file in the message. Checked on the path as it is opened, following links.
+///
+/// # Errors
+/// A [`ConfigError`] saying what is wrong and the command that fixes it.
+pub fn check_trust_file(path: &Path, what: &str, secret: bool) -> Result<(), ConfigError> {
+    let cannot = |e: io::Error| ConfigError(format!("cannot read {what} {}: {e}", path.display()));
+    let meta = std::fs::metadata(path).map_err(cannot)?;
+    check_owner_and_mode(path, &meta, what, if secret { 0o077 } else { 0o022 })?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let dir_meta = std::fs::metadata(dir).map_err(cannot)?;
+    check_owner_and_mode(dir, &dir_meta, &format!("the directory of {what}"), 0o022)
+}
+
+/// Refuses `meta` (of `path`) when it belongs to another user than us or root, or has any
+/// of the mode bits `forbidden`.
+fn check_owner_and_mode(
+    path: &Path,
+    meta: &std::fs::Metadata,
+    what: &str,
+    forbidden: u32,
+) -> Result<(), ConfigError> {
+    let uid = std::os::unix::fs::MetadataExt::uid(meta);
+    let quoted = shell_words::quote(&path.to_string_lossy()).into_owned();
+    if uid != 0 && !owned_by_us(meta) {
+        return Err(ConfigError(format!(
+            "refusing {what} {}: it belongs to another user (uid {uid}), who could put in \
+             it what rcmd would trust (sshd's StrictModes refuses it too); use a file of \
+             your own",
+            path.display()
+        )));
+    }
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & forbidden != 0 {
+        let (who, fix) = if forbidden & 0o044 != 0 {
+            ("read or written by other users", "go-rwx")
+        } else {
+            ("written by other users", "go-w")
+        };
+        return Err(ConfigError(format!(
+            "refusing {what} {}: it can be {who} (mode {mode:04o}), who could then \
+             {}; run: chmod {fix} {quoted}",
+            path.display(),
+            if forbidden & 0o044 != 0 {
+                "take the key it holds"
+            } else {
+                "change what rcmd trusts"
+            }
+        )));
+    }
+    Ok(())
+}
+
 /// Whether a file or directory belongs to the user this process runs as.
 pub fn owned_by_us(meta: &std::fs::Metadata) -> bool {
     // SAFETY: geteuid has no preconditions.
@@ -203,6 +272,51 @@ mod tests {
         assert_eq!(mode & 0o777, 0o700);
         assert!(dir.existing().unwrap());
         assert_eq!(dir.token_file(), tmp.path().join("a/b/rcmd/token"));
+    }
+
+    #[test]
+    fn trust_files_are_checked_as_strict_modes_does() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("d");
+        std::fs::create_dir(&dir).unwrap();
+        let file = dir.join("authorized_keys");
+        std::fs::write(&file, "").unwrap();
+        let set = |p: &Path, m: u32| {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
+        };
+        set(&dir, 0o755);
+        set(&file, 0o644);
+        assert!(check_trust_file(&file, "authorized keys", false).is_ok());
+        let err = check_trust_file(&file, "the key", true).unwrap_err().0;
+        assert!(
+            err.contains(&format!("chmod go-rwx {}", file.display())),
+            "{err}"
+        );
+        set(&file, 0o666);
+        let err = check_trust_file(&file, "authorized keys", false)
+            .unwrap_err()
+            .0;
+        assert!(
+            err.contains(&format!("chmod go-w {}", file.display())),
+            "{err}"
+        );
+        set(&file, 0o600);
+        set(&dir, 0o777);
+        let err = check_trust_file(&file, "authorized keys", false)
+            .unwrap_err()
+            .0;
+        assert!(
+            err.contains(&format!("chmod go-w {}", dir.display())),
+            "{err}"
+        );
+        set(&dir, 0o700);
+        // Another user's file (only root can make one here).
+        if std::os::unix::fs::chown(&file, Some(65534), None).is_ok() {
+            let err = check_trust_file(&file, "authorized keys", false)
+                .unwrap_err()
+                .0;
+            assert!(err.contains("another user (uid 65534)"), "{err}");
+        }
     }
 
     #[test]

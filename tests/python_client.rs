@@ -34,7 +34,7 @@ async fn python_client_presents_the_key_rcmd_keygen_made() {
     std::fs::write(&keys, r.stdout_str()).unwrap();
     std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o600)).unwrap();
     let server = home
-        .server(&["--authorized-keys", keys.to_str().unwrap()])
+        .server(&["--authorized-keys", keys.to_str().unwrap(), "--keys-only"])
         .await;
     let r = python(&home, server.addr.port(), "echo by-key", &[]).await;
     r.expect_code(0);

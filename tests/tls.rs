@@ -100,18 +100,28 @@ async fn a_recording_proxy_sees_no_token_command_or_output() {
         );
     }
     // The same through --plaintext is readable: the check above can fail.
+    // A token of its own: the same-user one never goes out in the clear.
     let plain_home = RcmdHome::new();
-    let plain = plain_home.server(&["--plaintext"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("plain-token");
+    std::fs::write(&token_file, "plaintext-token-0123456789\n").unwrap();
+    std::fs::set_permissions(
+        &token_file,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    let token_arg = token_file.to_str().unwrap();
+    let plain = plain_home
+        .server(&["--plaintext", "--token-file", token_arg])
+        .await;
     let (proxy, seen) = recording_proxy(plain.addr).await;
-    // (The same-user token is never sent in the clear unasked: it is given here.)
-    let token_file = plain_home.token_file();
     let r = plain_home
         .rcmd(
             &[
                 "client",
                 "--plaintext",
                 "--token-file",
-                token_file.to_str().unwrap(),
+                token_arg,
                 &proxy.to_string(),
                 "--",
                 "echo secret-$((6*7))",
@@ -122,7 +132,7 @@ async fn a_recording_proxy_sees_no_token_command_or_output() {
     r.expect_code(0);
     let seen = seen.lock().unwrap().clone();
     assert!(contains(&seen, b"secret-42"));
-    assert!(contains(&seen, token_of(&plain_home).as_bytes()));
+    assert!(contains(&seen, b"plaintext-token-0123456789"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -320,7 +330,7 @@ async fn authorized_keys_are_authentication_enough_and_others_are_refused() {
     let keys = home.path().join("authorized_keys");
     std::fs::write(&keys, format!("# who may\n{line}")).unwrap();
     let server = home
-        .server(&["--authorized-keys", keys.to_str().unwrap()])
+        .server(&["--authorized-keys", keys.to_str().unwrap(), "--keys-only"])
         .await;
     let addr = server.addr.to_string();
     let fp = fingerprint_of(&home).await;
@@ -363,7 +373,7 @@ async fn authorized_keys_are_authentication_enough_and_others_are_refused() {
     home.rcmd(&["keygen"], b"").await.expect_code(0);
     drop(server);
     let again = home
-        .server(&["--authorized-keys", keys.to_str().unwrap()])
+        .server(&["--authorized-keys", keys.to_str().unwrap(), "--keys-only"])
         .await;
     let r = home
         .rcmd_env(
@@ -374,6 +384,42 @@ async fn authorized_keys_are_authentication_enough_and_others_are_refused() {
         .await;
     r.expect_code(0);
     assert_eq!(r.stdout_str(), "mine\n", "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_given_with_key_is_presented_instead_of_client_pem() {
+    let home = RcmdHome::new();
+    let keys_dir = tempfile::tempdir().unwrap();
+    let key = keys_dir.path().join("deploy.pem");
+    let r = home
+        .rcmd(&["keygen", "--output", key.to_str().unwrap()], b"")
+        .await;
+    r.expect_code(0);
+    let keys = keys_dir.path().join("authorized_keys");
+    std::fs::write(&keys, r.stdout_str()).unwrap();
+    let server = home
+        .server(&["--authorized-keys", keys.to_str().unwrap()])
+        .await;
+    let addr = server.addr.to_string();
+    let fp = fingerprint_of(&home).await;
+    // A client with no key of its own in its directory, and no token.
+    let client = RcmdHome::new();
+    let with_key = |extra: &[&str]| {
+        let mut args = vec!["client", "--fingerprint", &fp, &addr];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["--", "echo by-key"]);
+        args.iter().map(|a| a.to_string()).collect::<Vec<_>>()
+    };
+    let args = with_key(&["--key", key.to_str().unwrap()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let r = client.rcmd(&args, b"").await;
+    r.expect_code(0);
+    assert_eq!(r.stdout_str(), "by-key\n", "{r}");
+    let args = with_key(&[]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let r = client.rcmd(&args, b"").await;
+    r.expect_code(255);
+    assert!(r.stdout.is_empty(), "{r}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -136,6 +136,9 @@ pub(super) fn run(args: ClientArgs) -> Result<i32, Failure> {
             .check_plaintext(addr)
             .map_err(|e| Failure::new(CLIENT_FAILED, e))?;
     }
+    if args.tls.plaintext() && token.as_ref().is_some_and(TokenArgs::is_same_user) {
+        return Err(Failure::new(CLIENT_FAILED, SAME_USER_IN_THE_CLEAR));
+    }
     // Many hosts at once cannot each ask on the one terminal.
     let tls = args
         .tls
@@ -146,12 +149,15 @@ pub(super) fn run(args: ClientArgs) -> Result<i32, Failure> {
         token,
         same_user_token,
         tls,
-        // With many hosts one silent host must not hold up the rest: 10 s by default.
-        connect_timeout: args.fanout.connect_timeout.or(args
-            .fanout
-            .hosts
-            .is_some()
-            .then_some(fanout::FANOUT_CONNECT_TIMEOUT)),
+        // With many hosts one silent host must not hold up the rest: 10 s by default. One
+        // host gets as long as a person waits for ssh's banner.
+        connect_timeout: Some(args.fanout.connect_timeout.unwrap_or(
+            if args.fanout.hosts.is_some() {
+                fanout::FANOUT_CONNECT_TIMEOUT
+            } else {
+                client::DEFAULT_CONNECT_TIMEOUT
+            },
+        )),
         session,
         // Only a single host's output goes straight to our stdout.
         splice_stdout: args.fanout.hosts.is_none() && !args.no_splice,
@@ -165,7 +171,8 @@ pub(super) fn run(args: ClientArgs) -> Result<i32, Failure> {
                 "-t gives one command a terminal; with -H, many commands would share ours",
             ));
         }
-        return fanout::run(&args.fanout, list, &command_line(&command), &config);
+        let check = |addr: &str| args.tls.check_plaintext(addr);
+        return fanout::run(&args.fanout, list, &command_line(&command), &config, &check);
     }
     let addr = addr.expect("clap requires HOST:PORT without -H");
     let input = if login_shell {
@@ -184,14 +191,23 @@ pub(super) fn run(args: ClientArgs) -> Result<i32, Failure> {
         .enable_all()
         .build()
         .map_err(|e| Failure::new(CLIENT_FAILED, e))?;
-    // Every key goes to the remote terminal, Ctrl-C included; restored on every way out
-    // (the guard's drop, and a panic hook for a panic).
-    let raw = if want_tty && std::io::stdin().is_terminal() {
-        terminal::RawMode::enter()
-    } else {
-        None
+    let mut out = Output::terminal();
+    // Every key goes to the remote terminal, Ctrl-C included, but only once the server
+    // is trusted (any first-contact question answered in cooked mode); restored on every
+    // way out (the guard's drop, and a panic hook for a panic).
+    let mut raw = None;
+    let mut go_raw = || {
+        if want_tty && std::io::stdin().is_terminal() {
+            raw = terminal::RawMode::enter();
+        }
     };
-    let result = runtime.block_on(client::run(&addr, &config, input, &mut Output::terminal()));
+    let result = runtime.block_on(client::run_then(
+        &addr,
+        &config,
+        input,
+        &mut out,
+        &mut go_raw,
+    ));
     let was_raw = raw.is_some();
     drop(raw);
     // Threads still blocked reading our stdin must not keep the process alive.
@@ -209,8 +225,17 @@ pub(super) fn run(args: ClientArgs) -> Result<i32, Failure> {
     }
 }
 
+/// Why this user's own token is never sent with --plaintext, even when given explicitly.
+const SAME_USER_IN_THE_CLEAR: &str = "refusing to send this user's own token (the same-user \
+     token file in rcmd's configuration directory) with --plaintext: nothing proves who \
+     listens on that port, and whoever does (another local user who got there first) would \
+     read the token and could then run commands as you, over TLS too. Leave out --plaintext \
+     (TLS is the default, and your own server needs no token flag); for a server that must \
+     run --plaintext, start it with a token of its own (--token-file FILE) and give that \
+     one here";
+
 /// How a shell reports a command killed by SIGPIPE.
-const SIGPIPE_STATUS: i32 = 128 + libc::SIGPIPE;
+pub(super) const SIGPIPE_STATUS: i32 = 128 + libc::SIGPIPE;
 
 /// One variable for the remote command: its name and value.
 type EnvPair = (Vec<u8>, Vec<u8>);

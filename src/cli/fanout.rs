@@ -158,6 +158,7 @@ pub(super) fn run(
     list: &str,
     command: &str,
     config: &ClientConfig,
+    check_target: &dyn Fn(&str) -> Result<(), String>,
 ) -> Result<i32, Failure> {
     let fail = |e: &dyn std::fmt::Display| Failure::new(FAILED, e);
     if command.is_empty() {
@@ -173,6 +174,11 @@ pub(super) fn run(
             .map(|d| d.path().join("hosts")),
     };
     let targets = hosts::targets(list, args.exclude.as_deref(), &lookup).map_err(|e| fail(&e))?;
+    // Every host passes the checks a single one does (--plaintext beyond loopback), before
+    // any is connected to.
+    for target in &targets {
+        check_target(&target.addr()).map_err(|e| fail(&e))?;
+    }
     let mode = if args.collate {
         Mode::Collate
     } else if args.json {
@@ -200,9 +206,16 @@ pub(super) fn run(
         .enable_all()
         .build()
         .map_err(|e| fail(&e))?;
-    let results = runtime
-        .block_on(fanout::run(&targets, command.as_bytes(), config, &options))
-        .map_err(|e| fail(&e))?;
+    let results =
+        match runtime.block_on(fanout::run(&targets, command.as_bytes(), config, &options)) {
+            Ok(results) => results,
+            // Our output was closed (`| head`): every host was stopped; end quietly, as the
+            // single-host client does and as a command killed by SIGPIPE.
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                return Ok(super::client::SIGPIPE_STATUS)
+            }
+            Err(e) => return Err(fail(&e)),
+        };
     for line in fanout::report::summary(&results) {
         eprintln!("rcmd: {line}");
     }

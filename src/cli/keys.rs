@@ -44,8 +44,11 @@ pub(super) fn keygen(args: KeygenArgs) -> Result<i32, Failure> {
     } else {
         eprintln!("rcmd: {} already exists; kept it", path.display());
     }
-    // The line to add to a server's --authorized-keys file.
-    println!("{} {}", id.fingerprint(), whoami());
+    // The line a server's authorized_keys holds (`rcmd copy-id HOST` adds it there).
+    println!(
+        "{}",
+        crate::tls::authorized::line(id.fingerprint(), &whoami())
+    );
     Ok(0)
 }
 
@@ -70,7 +73,7 @@ pub(super) fn fingerprint(args: FingerprintArgs) -> Result<i32, Failure> {
 }
 
 /// `user@host`, as a comment naming the key.
-fn whoami() -> String {
+pub(super) fn whoami() -> String {
     let user = std::env::var("USER").unwrap_or_else(|_| "user".into());
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())

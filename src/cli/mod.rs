@@ -3,6 +3,7 @@
 
 mod client;
 mod completions;
+mod copy_id;
 mod demo;
 mod fanout;
 mod keys;
@@ -38,6 +39,10 @@ enum Command {
     /// Make this user's client key (for servers with --authorized-keys) and print its
     /// fingerprint.
     Keygen(keys::KeygenArgs),
+    /// Add this client's key (`rcmd keygen`) to a server's authorized keys, logging in
+    /// once with its token (as ssh-copy-id); from then on the key is enough.
+    #[command(name = "copy-id")]
+    CopyId(copy_id::CopyIdArgs),
     /// Print the fingerprint of this machine's server identity (or of FILE), as clients
     /// see it.
     Fingerprint(keys::FingerprintArgs),
@@ -119,6 +124,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::Server(args) => server::run(args),
         Command::Client(args) => client::run(args),
         Command::Keygen(args) => keys::keygen(args),
+        Command::CopyId(args) => copy_id::run(args),
         Command::Fingerprint(args) => keys::fingerprint(args),
         Command::Demo(args) => demo::run(args),
         Command::Man(args) => man::run(args),

@@ -166,6 +166,11 @@ pub(super) fn run(args: ServerArgs) -> Result<i32, Failure> {
         .for_server(env_token, wire.protocol, args.allow_unauthenticated)
         .map_err(|e| fail(&e))?;
     let tls = args.tls.setup(wire.protocol).map_err(|e| fail(&e))?;
+    if let Some(file) = tls.as_ref().and_then(|t| t.tls.authorized_keys_file()) {
+        // Where `rcmd copy-id` adds a key: the commands we run inherit it. Still a single
+        // thread here (the runtime starts below).
+        std::env::set_var("RCMD_AUTHORIZED_KEYS", file);
+    }
     let workdir = match args.workdir {
         Some(dir) => {
             if !dir.is_dir() {
@@ -306,9 +311,19 @@ pub(super) fn run(args: ServerArgs) -> Result<i32, Failure> {
             "(protocol {}{over}, {framing}{auth}{activated})",
             config.wire.protocol.name()
         );
+        let containment = config
+            .supervisor
+            .as_ref()
+            .map_or_else(|| "its process group".to_string(), |s| s.containment());
         eprintln!(
-            "rcmd server listening on {local}\n{}",
-            crate::text::wrap(&settings, crate::text::COLUMNS, "  ", 2)
+            "rcmd server listening on {local}\n{}\n{}",
+            crate::text::wrap(&settings, crate::text::COLUMNS, "  ", 2),
+            crate::text::wrap(
+                &format!("(containment: {containment})"),
+                crate::text::COLUMNS,
+                "  ",
+                2
+            )
         );
         // Ready: the socket accepts. systemd (Type=notify) starts what is ordered after
         // the service only now.

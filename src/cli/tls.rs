@@ -9,8 +9,9 @@ use std::sync::Arc;
 use clap::Args;
 
 use crate::config::ConfigDir;
+use crate::tls::authorized::AuthorizedKeys;
 use crate::tls::identity::fingerprint_file;
-use crate::tls::{known_hosts, ClientTls, Fingerprint, Identity, NewHost, ServerTls};
+use crate::tls::{ClientTls, Fingerprint, Identity, NewHost, ServerTls};
 use crate::wire::Protocol;
 
 /// The server's TLS options.
@@ -27,11 +28,18 @@ pub(super) struct ServerTlsArgs {
     #[arg(long, value_name = "FILE", conflicts_with = "plaintext")]
     identity: Option<PathBuf>,
 
-    /// Require a client key listed in FILE (a fingerprint per line, then a comment): that
-    /// key is authentication enough, and a client without one is refused. This user's own
-    /// client key (`rcmd keygen`) is accepted without being listed
+    /// Client keys that are authentication enough, no token needed: a fingerprint per
+    /// line, then a comment (`rcmd copy-id` adds them). Read again whenever it changes;
+    /// it and its directory must be writable by this user only. This user's own client
+    /// key (`rcmd keygen`) is accepted without being listed
+    /// [default: authorized_keys in rcmd's configuration directory]
     #[arg(long, value_name = "FILE", conflicts_with = "plaintext")]
     authorized_keys: Option<PathBuf>,
+
+    /// Accept only client keys: a client without an authorized key is refused, whatever
+    /// token it sends
+    #[arg(long, conflicts_with = "plaintext")]
+    keys_only: bool,
 }
 
 /// The server's TLS set-up, and what to tell its operator about it.
@@ -47,7 +55,7 @@ impl ServerTlsArgs {
     }
 
     pub(super) fn requires_key(&self) -> bool {
-        self.authorized_keys.is_some()
+        self.keys_only
     }
 
     /// TLS for a framed server, unless `--plaintext` (the tutorial modes never use it).
@@ -66,15 +74,24 @@ impl ServerTlsArgs {
                 (id, created.then_some(path))
             }
         };
-        let mut authorized = match &self.authorized_keys {
-            Some(path) => known_hosts::authorized_keys(path).map_err(|e| e.0)?,
-            None => Vec::new(),
+        let file = match &self.authorized_keys {
+            Some(path) => {
+                if !path.exists() {
+                    return Err(format!(
+                        "--authorized-keys {}: no such file",
+                        path.display()
+                    ));
+                }
+                path.clone()
+            }
+            None => dir.authorized_keys_file(),
         };
         // The same user's own client key, as the same-user token is.
-        if let Some(own) = own_fingerprint(&dir.client_key_file()) {
-            authorized.push(own);
-        }
-        let tls = ServerTls::new(&identity, authorized, self.requires_key()).map_err(|e| e.0)?;
+        let own = own_fingerprint(&dir.client_key_file(), "this user's client key")?;
+        let authorized =
+            AuthorizedKeys::new(Some(file), own.into_iter().collect()).map_err(|e| e.0)?;
+        let tls =
+            ServerTls::with_keys(&identity, authorized, self.requires_key()).map_err(|e| e.0)?;
         Ok(Some(ServerTlsSetup {
             tls: Arc::new(tls),
             created,
@@ -100,6 +117,11 @@ pub(super) struct ClientTlsArgs {
     #[arg(long, conflicts_with = "plaintext")]
     accept_new: bool,
 
+    /// Present this client key (made by `rcmd keygen --output FILE`, mode 0600) instead of
+    /// client.pem in rcmd's configuration directory
+    #[arg(long, value_name = "FILE", conflicts_with = "plaintext")]
+    key: Option<PathBuf>,
+
     /// Trust only the server whose identity has this fingerprint (`rcmd fingerprint` on
     /// the server prints it); known_hosts is neither read nor written
     #[arg(long, value_name = "SHA256:...", conflicts_with_all = ["plaintext", "accept_new"])]
@@ -107,6 +129,11 @@ pub(super) struct ClientTlsArgs {
 }
 
 impl ClientTlsArgs {
+    /// Whether the wire is in the clear (`--plaintext`).
+    pub(super) fn plaintext(&self) -> bool {
+        self.plaintext
+    }
+
     /// TLS for a framed client, unless `--plaintext`. `ask` says whether a new server may
     /// be asked about on the terminal (one host, stdin a terminal).
     pub(super) fn setup(&self, protocol: Protocol, ask: bool) -> Result<Option<ClientTls>, String> {
@@ -119,13 +146,18 @@ impl ClientTlsArgs {
             None => false,
         };
         let file = |f: fn(&ConfigDir) -> PathBuf| dir.as_ref().map(f);
-        let identity = match file(ConfigDir::client_key_file).filter(|p| existing && p.exists()) {
+        let key = match &self.key {
+            Some(path) => Some(path.clone()),
+            None => file(ConfigDir::client_key_file).filter(|p| existing && p.exists()),
+        };
+        let identity = match key {
             Some(path) => Some(Identity::load(&path).map_err(|e| e.0)?),
             None => None,
         };
-        let own_server = file(ConfigDir::identity_file)
-            .filter(|_| existing)
-            .and_then(|p| own_fingerprint(&p));
+        let own_server = match file(ConfigDir::identity_file).filter(|_| existing) {
+            Some(path) => own_fingerprint(&path, "this machine's server identity")?,
+            None => None,
+        };
         let new_host = if self.accept_new {
             NewHost::Accept
         } else if ask && std::io::stdin().is_terminal() {
@@ -171,7 +203,17 @@ impl ClientTlsArgs {
     }
 }
 
-/// The fingerprint of an identity file of this user's, if there is one.
-fn own_fingerprint(path: &std::path::Path) -> Option<Fingerprint> {
-    fingerprint_file(path).ok()
+/// The fingerprint of an identity file of this user's, if there is one. It proves who
+/// "this user" is (the server takes the key as its owner's; the client sends the
+/// same-user token to the server holding it), so it must be this user's alone: a copy
+/// others could read would let them be that user.
+///
+/// # Errors
+/// When the file exists but others may read it or write to it or its directory.
+fn own_fingerprint(path: &std::path::Path, what: &str) -> Result<Option<Fingerprint>, String> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    crate::config::check_trust_file(path, what, true).map_err(|e| e.0)?;
+    fingerprint_file(path).map(Some).map_err(|e| e.0)
 }

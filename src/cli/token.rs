@@ -107,6 +107,11 @@ impl TokenArgs {
         Ok((None, Self::same_user()?))
     }
 
+    /// Whether `token` is this user's own (the same-user file's), however it was given.
+    pub(super) fn is_same_user(token: &Token) -> bool {
+        matches!(Self::same_user(), Ok(Some(own)) if own.matches(token.as_bytes()))
+    }
+
     /// The same-user token, if this user has one.
     fn same_user() -> Result<Option<Token>, String> {
         let Ok(dir) = ConfigDir::locate() else {

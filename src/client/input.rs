@@ -22,8 +22,12 @@ pub struct Input {
     /// Present when a person is typing: the prompt waits until the reply is shown.
     replied: Option<std_mpsc::Sender<()>>,
     one_shot: bool,
-    stdin: Option<mpsc::Receiver<Bytes>>,
+    stdin: Option<Stdin>,
 }
+
+/// The stdin to forward: not read before the session asks for it, so nothing typed
+/// before the connection is up (an answer to the first-contact question) is taken for it.
+type Stdin = Box<dyn FnOnce() -> mpsc::Receiver<Bytes> + Send>;
 
 impl Input {
     /// Exactly one command line, with an empty stdin.
@@ -49,22 +53,25 @@ impl Input {
         self.with_stdin_from(std::io::stdin())
     }
 
-    /// Forwards `source` to the one-shot command, read on its own thread.
+    /// Forwards `source` to the one-shot command, read on its own thread once the
+    /// session takes it ([`Input::take_stdin`]), never before.
     pub fn with_stdin_from<R: Read + Send + 'static>(mut self, mut source: R) -> Input {
-        let (tx, rx) = mpsc::channel(STDIN_AHEAD);
-        std::thread::spawn(move || {
-            let mut buf = vec![0u8; STDIN_CHUNK];
-            loop {
-                let n = match source.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => n,
-                };
-                if tx.blocking_send(Bytes::copy_from_slice(&buf[..n])).is_err() {
-                    break;
+        self.stdin = Some(Box::new(move || {
+            let (tx, rx) = mpsc::channel(STDIN_AHEAD);
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; STDIN_CHUNK];
+                loop {
+                    let n = match source.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    if tx.blocking_send(Bytes::copy_from_slice(&buf[..n])).is_err() {
+                        break;
+                    }
                 }
-            }
-        });
-        self.stdin = Some(rx);
+            });
+            rx
+        }));
         self
     }
 
@@ -100,8 +107,9 @@ impl Input {
     }
 
     /// The stdin to forward, if any, as chunks in order; the channel ends with it.
+    /// Reading starts here.
     pub fn take_stdin(&mut self) -> Option<mpsc::Receiver<Bytes>> {
-        self.stdin.take()
+        self.stdin.take().map(|start| start())
     }
 
     /// Tells the input that the session is set up (its signal handling installed), so a

@@ -297,6 +297,11 @@ impl Write for RawStdout {
     }
 }
 
+/// How long a single host's client waits to connect, for the TLS handshake and for the
+/// server's hello, unless `--connect-timeout` says otherwise: as long as a person waits
+/// for ssh's banner. Never while a person answers a question.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Connects to `addr` (`host`, `host:port`, `[v6]:port`) and runs every line of `input`.
 /// Returns the exit code of the last command (0 if there was none).
 ///
@@ -306,14 +311,32 @@ impl Write for RawStdout {
 pub async fn run<O: Write, E: Write>(
     addr: &str,
     config: &ClientConfig,
-    mut input: Input,
+    input: Input,
     out: &mut Output<O, E>,
 ) -> Result<i32, ClientError> {
-    let host = with_default_port(addr);
+    run_then(addr, config, input, out, &mut || ()).await
+}
+
+/// [`run`], calling `ready` once, when the server is first trusted and before anything is
+/// sent: after any first-contact question, so a terminal goes raw only then.
+///
+/// # Errors
+/// As [`run`].
+pub async fn run_then<O: Write, E: Write>(
+    addr: &str,
+    config: &ClientConfig,
+    mut input: Input,
+    out: &mut Output<O, E>,
+    ready: &mut dyn FnMut(),
+) -> Result<i32, ClientError> {
     let mut attempt = 0;
+    let mut first = true;
     loop {
-        let stream = connect(addr, config.connect_timeout).await?;
-        match run_once(&host, stream, config, &mut input, out).await {
+        let connection = open(addr, config).await?;
+        if std::mem::take(&mut first) {
+            ready();
+        }
+        match run_connection(connection, config, &mut input, out).await {
             Err(ClientError::Busy(_)) if attempt < BUSY_RETRIES => {
                 tokio::time::sleep(busy_backoff(attempt, random())).await;
                 attempt += 1;
@@ -346,6 +369,117 @@ fn random() -> u64 {
         .finish()
 }
 
+/// A connection to a server that is trusted (its TLS identity checked, or in the clear
+/// when the wire says so) and ready for the protocol's first message.
+#[derive(Debug)]
+pub struct Connection {
+    /// `HOST:PORT` as `known_hosts` knows it.
+    host: String,
+    transport: Transport,
+}
+
+#[derive(Debug)]
+enum Transport {
+    Plain(TcpStream),
+    /// `own`: the server proved to be this user's own (see
+    /// [`ClientConfig::same_user_token`]).
+    Tls {
+        stream: Box<crate::tls::ClientStream>,
+        own: bool,
+    },
+}
+
+impl Connection {
+    /// `HOST:PORT`, as the connection was made to.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+}
+
+/// Opens a connection to `addr` and decides whether to trust the server: what
+/// [`run`] does before it sends anything, apart so that a caller can act in between (put
+/// the terminal in raw mode only after a first-contact question was answered). When a
+/// person was asked about a new server, the connection is made again after the answer.
+///
+/// # Errors
+/// As [`connect`], and [`ClientError::Trust`] for a server not trusted.
+pub async fn open(addr: &str, config: &ClientConfig) -> Result<Connection, ClientError> {
+    let host = with_default_port(addr);
+    // Once for the question, once more after it: the second time the answer is on file.
+    for _ in 0..2 {
+        let stream = connect(addr, config.connect_timeout).await?;
+        if let Some(connection) = secure(&host, stream, config).await? {
+            return Ok(connection);
+        }
+    }
+    Err(ClientError::Usage(format!(
+        "{host}: the server was recorded but asked about again"
+    )))
+}
+
+/// Runs every line of `input` on a connection [`open`] made.
+///
+/// # Errors
+/// As [`run`], less connecting.
+pub async fn run_connection<O: Write, E: Write>(
+    connection: Connection,
+    config: &ClientConfig,
+    input: &mut Input,
+    out: &mut Output<O, E>,
+) -> Result<i32, ClientError> {
+    fn traced<S>(s: S, config: &ClientConfig) -> crate::wire::trace::Traced<S> {
+        crate::wire::trace::Traced::new(s, &config.wire, "client", config.trace)
+    }
+    match connection.transport {
+        Transport::Tls { stream, own } => {
+            // Our own token only to our own server.
+            let mine;
+            let config = match (&config.token, &config.same_user_token, own) {
+                (None, Some(token), true) => {
+                    mine = ClientConfig {
+                        token: Some(token.clone()),
+                        ..config.clone()
+                    };
+                    &mine
+                }
+                _ => config,
+            };
+            let held_back = config.token.is_none() && config.same_user_token.is_some();
+            framed::run(traced(stream, config), None, config, input, out)
+                .await
+                .map_err(|e| match e {
+                    ClientError::Server(m) if held_back && m.starts_with(AUTH_FAILED) => {
+                        ClientError::Server(format!("{m}\n{}", held_back_advice(&connection.host)))
+                    }
+                    e => e,
+                })
+        }
+        Transport::Plain(stream) if config.wire.protocol == Protocol::Framed => {
+            // `--trace` must see every byte: it never splices.
+            let splice = (config.splice_stdout && !config.trace)
+                .then(|| spliced::SpliceIn::new(&stream))
+                .flatten();
+            framed::run(traced(stream, config), splice, config, input, out).await
+        }
+        Transport::Plain(stream) => tutorial::run(traced(stream, config), config, input, out).await,
+    }
+}
+
+/// How a server's refusal of our token begins.
+const AUTH_FAILED: &str = "authentication failed";
+
+/// Why this user's own token was not sent to `host`, and what to do instead.
+fn held_back_advice(host: &str) -> String {
+    format!(
+        "rcmd: this user's own token was held back on purpose: the server at {host} is not \
+         this user's own (its identity is not the identity.pem in rcmd's configuration \
+         directory), so someone else could be listening there. To log in there, add this \
+         client's key to it once: `rcmd keygen`, then `rcmd copy-id {host}` with that \
+         server's token in --token-file FILE or RCMD_TOKEN; or give its token on every \
+         connection the same way"
+    )
+}
+
 /// Opens the connection [`run`] uses, within `timeout`; apart so a caller can put a
 /// deadline on it alone. `addr` without a port gets [`DEFAULT_PORT`](crate::wire::DEFAULT_PORT).
 ///
@@ -368,7 +502,41 @@ pub async fn connect(addr: &str, timeout: Option<Duration>) -> Result<TcpStream,
     connected.map_err(|source| ClientError::Connect { addr, source })
 }
 
-/// [`run`] on a connection already open.
+/// The TLS handshake and the trust decision on `stream` (nothing in the clear); `None`
+/// when a person was just asked and the connection must be made again.
+async fn secure(
+    host: &str,
+    stream: TcpStream,
+    config: &ClientConfig,
+) -> Result<Option<Connection>, ClientError> {
+    // Requests are small and we wait for their replies: do not let Nagle hold them back.
+    stream.set_nodelay(true)?;
+    let tls = match (&config.tls, config.wire.protocol) {
+        (Some(tls), Protocol::Framed) => tls,
+        _ => {
+            return Ok(Some(Connection {
+                host: host.to_string(),
+                transport: Transport::Plain(stream),
+            }))
+        }
+    };
+    match tls.connect(host, stream, config.connect_timeout).await {
+        Ok(crate::tls::Connected::Ready { stream, own }) => Ok(Some(Connection {
+            host: host.to_string(),
+            transport: Transport::Tls { stream, own },
+        })),
+        Ok(crate::tls::Connected::Recorded) => Ok(None),
+        Err(e) if e.is_failed_handshake() => {
+            Err(match framed::plaintext_mode(host, config).await {
+                Some(hint) => ClientError::Usage(hint),
+                None => ClientError::Trust(e),
+            })
+        }
+        Err(e) => Err(ClientError::Trust(e)),
+    }
+}
+
+/// [`run`] on a connection already open, to a server no person is asked about.
 ///
 /// # Errors
 /// As [`run`], less connecting.
@@ -390,53 +558,11 @@ async fn run_once<O: Write, E: Write>(
     input: &mut Input,
     out: &mut Output<O, E>,
 ) -> Result<i32, ClientError> {
-    // Requests are small and we wait for their replies: do not let Nagle hold them back.
-    stream.set_nodelay(true)?;
-    // --trace wraps the bytes inside TLS, so it shows frames rather than ciphertext.
-    let traced = |s| crate::wire::trace::Traced::new(s, &config.wire, "client", config.trace);
-    match config.wire.protocol {
-        Protocol::Framed => match &config.tls {
-            Some(tls) => {
-                let (stream, own) = match tls.connect(host, stream, config.connect_timeout).await {
-                    Ok(connected) => connected,
-                    Err(e) if e.is_failed_handshake() => {
-                        return Err(match framed::plaintext_mode(host, config).await {
-                            Some(hint) => ClientError::Usage(hint),
-                            None => ClientError::Trust(e),
-                        })
-                    }
-                    Err(e) => return Err(ClientError::Trust(e)),
-                };
-                // Our own token only to our own server.
-                let mine;
-                let config = match (&config.token, &config.same_user_token, own) {
-                    (None, Some(token), true) => {
-                        mine = ClientConfig {
-                            token: Some(token.clone()),
-                            ..config.clone()
-                        };
-                        &mine
-                    }
-                    _ => config,
-                };
-                framed::run(
-                    crate::wire::trace::Traced::new(stream, &config.wire, "client", config.trace),
-                    None,
-                    config,
-                    input,
-                    out,
-                )
-                .await
-            }
-            None => {
-                // `--trace` must see every byte: it never splices.
-                let splice = (config.splice_stdout && !config.trace)
-                    .then(|| spliced::SpliceIn::new(&stream))
-                    .flatten();
-                framed::run(traced(stream), splice, config, input, out).await
-            }
-        },
-        _ => tutorial::run(traced(stream), config, input, out).await,
+    match secure(host, stream, config).await? {
+        Some(connection) => run_connection(connection, config, input, out).await,
+        None => Err(ClientError::Usage(format!(
+            "{host} was recorded in known_hosts; run the command again"
+        ))),
     }
 }
 

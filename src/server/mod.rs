@@ -16,6 +16,8 @@ mod outbox;
 mod spool;
 mod tutorial;
 
+pub use guard::Backoff;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -65,6 +67,8 @@ pub struct Limits {
     /// Most output one reply collects in `classic` and `json-header` (which must know its
     /// length before sending); past it the command is killed and the reply says so.
     pub max_spool: u64,
+    /// How failed authentications are slowed and logged, per source.
+    pub backoff: Backoff,
 }
 
 impl Default for Limits {
@@ -81,6 +85,7 @@ impl Default for Limits {
             auth_timeout: Duration::from_secs(10),
             grace: Duration::from_secs(10),
             max_spool: 1 << 30,
+            backoff: Backoff::default(),
         }
     }
 }
@@ -94,7 +99,7 @@ pub struct ServerConfig {
     pub token: Option<Token>,
     pub limits: Limits,
     /// Starts every command under a supervisor, through a helper run from the `rcmd`
-    /// executable (see [`crate::exec::spawner`]). Without one only the command's process
+    /// executable (see [`crate::exec::helper`]). Without one only the command's process
     /// group is killed when it ends.
     pub supervisor: Option<crate::exec::Spawner>,
     /// Let background processes outlive a command that ended normally, as ssh does.
@@ -239,7 +244,7 @@ pub async fn serve(
     let tracker = TaskTracker::new();
     let stop = Shutdown::default();
     // Failed attempts are logged as a count per source, at most once a second each.
-    let mut log_tick = tokio::time::interval(guard::LOG_EVERY);
+    let mut log_tick = tokio::time::interval(config.limits.backoff.log_every);
     log_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
     loop {
@@ -406,10 +411,10 @@ async fn serve_tls(
     if tls.require_key {
         let why = match key {
             Some(key) => format!(
-                "key {key} is not authorized on this server; ask its owner to add it to \
-                 the --authorized-keys file"
+                "key {key} is not authorized on this server, which takes keys only \
+                 (--keys-only); ask its owner to add it to its authorized_keys"
             ),
-            None => "this server needs a client key (--authorized-keys); make one with \
+            None => "this server takes client keys only (--keys-only); make one with \
                      `rcmd keygen` and ask the server's owner to add its fingerprint"
                 .into(),
         };

@@ -7,6 +7,9 @@
 //!
 //! A line that cannot be read is an error naming it, never skipped: skipping would turn a
 //! typo into a first connection, and a first connection can be accepted without a check.
+//! So is a host without its `:PORT`: it could never match, since entries are always
+//! written with one. The file and its directory must pass sshd's StrictModes checks
+//! ([`crate::config::check_trust_file`]).
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -35,6 +38,10 @@ impl KnownHosts {
     /// # Errors
     /// If it cannot be read or a line is not `HOST:PORT SHA256:...`.
     pub fn load(path: &Path) -> Result<KnownHosts, IdentityError> {
+        if path.exists() {
+            crate::config::check_trust_file(path, "known_hosts", false)
+                .map_err(|e| IdentityError(e.0))?;
+        }
         let text = match std::fs::read_to_string(path) {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
@@ -59,6 +66,13 @@ impl KnownHosts {
                     path.display()
                 )));
             };
+            if !has_port(host) {
+                return Err(IdentityError(format!(
+                    "{} line {line_no}: {host:?} has no :PORT; entries are HOST:PORT \
+                     (the port 9000 unless another was used), as rcmd writes them",
+                    path.display()
+                )));
+            }
             let fingerprint = fp
                 .parse()
                 .map_err(|e| IdentityError(format!("{} line {line_no}: {e}", path.display())))?;
@@ -77,6 +91,36 @@ impl KnownHosts {
     /// Every entry, in file order.
     pub fn entries(&self) -> &[Entry] {
         &self.entries
+    }
+
+    /// Removes every line for `host` (`host:port`), keeping the rest of the file as it is
+    /// (comments included); returns how many were removed. The file is replaced whole.
+    ///
+    /// # Errors
+    /// If the file cannot be read or written.
+    pub fn remove(&mut self, host: &str) -> Result<usize, IdentityError> {
+        let cannot = |e: &dyn std::fmt::Display| {
+            IdentityError(format!("cannot write {}: {e}", self.path.display()))
+        };
+        let text = std::fs::read_to_string(&self.path).map_err(|e| cannot(&e))?;
+        let mut kept = String::new();
+        let mut removed = 0;
+        for line in text.lines() {
+            if line.split_whitespace().next() == Some(host) {
+                removed += 1;
+            } else {
+                kept.push_str(line);
+                kept.push('\n');
+            }
+        }
+        if removed > 0 {
+            let dir = self.path.parent().unwrap_or(Path::new("."));
+            let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| cannot(&e))?;
+            tmp.write_all(kept.as_bytes()).map_err(|e| cannot(&e))?;
+            tmp.persist(&self.path).map_err(|e| cannot(&e.error))?;
+            *self = KnownHosts::load(&self.path)?;
+        }
+        Ok(removed)
     }
 
     /// The entry for `host` (as `host:port`), if any.
@@ -111,32 +155,18 @@ impl KnownHosts {
     }
 }
 
-/// The server's `--authorized-keys` file: a client fingerprint per line, then an optional
-/// comment naming whose key it is.
-///
-/// ```text
-/// SHA256:Wd6t3I6uFhk0VvZ7kqB2n6ZxJd0c1Hf7Yt3oQnF8p2A alice@laptop
-/// ```
-///
-/// # Errors
-/// If the file cannot be read or a line does not start with a fingerprint.
-pub fn authorized_keys(path: &Path) -> Result<Vec<Fingerprint>, IdentityError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| IdentityError(format!("cannot read {}: {e}", path.display())))?;
-    let mut keys = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let first = line.split_whitespace().next().unwrap_or_default();
-        keys.push(
-            first
-                .parse()
-                .map_err(|e| IdentityError(format!("{} line {}: {e}", path.display(), i + 1)))?,
-        );
-    }
-    Ok(keys)
+/// Whether `host` ends in `:PORT` (a whole number from 1 to 65535) after a name, an IPv4
+/// address or a bracketed IPv6 one.
+fn has_port(host: &str) -> bool {
+    let Some((name, port)) = host.rsplit_once(':') else {
+        return false;
+    };
+    let name_ok = if let Some(v6) = name.strip_prefix('[') {
+        v6.ends_with(']')
+    } else {
+        !name.is_empty() && !name.contains(':')
+    };
+    name_ok && port.parse::<u16>().is_ok_and(|p| p > 0) && port.bytes().all(|b| b.is_ascii_digit())
 }
 
 #[cfg(test)]
@@ -162,13 +192,35 @@ mod tests {
     }
 
     #[test]
-    fn authorized_keys_take_a_comment() {
+    fn a_host_without_its_port_is_an_error_naming_the_line() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("keys");
+        let path = dir.path().join("known_hosts");
         let a = Fingerprint::of(b"a");
-        std::fs::write(&path, format!("# who may\n{a} alice@laptop\n\n")).unwrap();
-        assert_eq!(authorized_keys(&path).unwrap(), vec![a]);
-        std::fs::write(&path, "alice SHA256:x\n").unwrap();
-        assert!(authorized_keys(&path).unwrap_err().0.contains("line 1"));
+        for host in ["127.0.0.1", "[::1]", "host:", "host:x"] {
+            std::fs::write(&path, format!("# mine\n{host} {a}\n")).unwrap();
+            let err = KnownHosts::load(&path).unwrap_err().0;
+            assert!(
+                err.contains("line 2") && err.contains("no :PORT"),
+                "{host}: {err}"
+            );
+        }
+        std::fs::write(&path, format!("[::1]:9000 {a}\nh:1 {a}\n")).unwrap();
+        assert!(KnownHosts::load(&path).is_ok());
+    }
+
+    #[test]
+    fn remove_drops_only_that_host() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("known_hosts");
+        let a = Fingerprint::of(b"a");
+        std::fs::write(&path, format!("# mine\nh:1 {a}\nh:2 {a}\nh:1 {a}\n")).unwrap();
+        let mut known = KnownHosts::load(&path).unwrap();
+        assert_eq!(known.remove("h:1").unwrap(), 2);
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            format!("# mine\nh:2 {a}\n")
+        );
+        assert!(known.get("h:1").is_none() && known.get("h:2").is_some());
+        assert_eq!(known.remove("h:9").unwrap(), 0);
     }
 }

@@ -9,11 +9,12 @@
 //! authenticates the client ([`ServerTls::authorizes`]). The framed protocol runs unchanged
 //! inside.
 
+pub mod authorized;
 pub mod identity;
 pub mod known_hosts;
+pub mod prompt;
 
 use std::fmt;
-use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -123,8 +124,8 @@ pub struct ServerTls {
     acceptor: tokio_rustls::TlsAcceptor,
     /// The server's own fingerprint, as clients see it.
     pub fingerprint: Fingerprint,
-    authorized: Vec<Fingerprint>,
-    /// Whether a client must present one of the authorized keys (`--authorized-keys`);
+    authorized: authorized::AuthorizedKeys,
+    /// Whether a client must present one of the authorized keys (`--keys-only`);
     /// otherwise an unlisted client authenticates with the token.
     pub require_key: bool,
 }
@@ -140,13 +141,27 @@ impl fmt::Debug for ServerTls {
 }
 
 impl ServerTls {
-    /// TLS with `identity`; `authorized` client keys need no token.
+    /// TLS with `identity`; the `authorized` client keys need no token.
     ///
     /// # Errors
     /// If rustls refuses the key.
     pub fn new(
         identity: &Identity,
         authorized: Vec<Fingerprint>,
+        require_key: bool,
+    ) -> Result<ServerTls, IdentityError> {
+        let keys = authorized::AuthorizedKeys::new(None, authorized)?;
+        ServerTls::with_keys(identity, keys, require_key)
+    }
+
+    /// TLS with `identity`; the keys `authorized` holds (read again as its file
+    /// changes) need no token.
+    ///
+    /// # Errors
+    /// If rustls refuses the key.
+    pub fn with_keys(
+        identity: &Identity,
+        authorized: authorized::AuthorizedKeys,
         require_key: bool,
     ) -> Result<ServerTls, IdentityError> {
         let provider = provider();
@@ -189,6 +204,11 @@ impl ServerTls {
     /// Whether the client key `key` authenticates the client without a token.
     pub fn authorizes(&self, key: Option<Fingerprint>) -> bool {
         key.is_some_and(|k| self.authorized.contains(&k))
+    }
+
+    /// The authorized keys file the server reads, if any.
+    pub fn authorized_keys_file(&self) -> Option<&std::path::Path> {
+        self.authorized.file()
     }
 }
 
@@ -298,6 +318,21 @@ impl TrustError {
     }
 }
 
+/// What came of a TLS handshake the client trusts.
+#[derive(Debug)]
+pub enum Connected {
+    /// Ready for the framed protocol; `own` says whether the server proved to be this
+    /// user's own (the only one the same-user token may go to).
+    Ready {
+        stream: Box<ClientStream>,
+        own: bool,
+    },
+    /// A person was asked about a new server and trusted it; it is now in `known_hosts`.
+    /// This connection is spent: the server's deadline for the hello ran while the person
+    /// answered, so the caller connects again (and that server must show the same identity).
+    Recorded,
+}
+
 impl ClientTls {
     /// Completes the TLS handshake over `stream` and decides whether to trust the server,
     /// known in `known_hosts` as `host` (`HOST:PORT` as the user wrote it, as ssh records
@@ -312,7 +347,7 @@ impl ClientTls {
         host: &str,
         stream: TcpStream,
         timeout: Option<std::time::Duration>,
-    ) -> Result<(ClientStream, bool), TrustError> {
+    ) -> Result<Connected, TrustError> {
         let host = host.to_string();
         let mut known = match (&self.pin, &self.known_hosts) {
             (None, Some(path)) => Some(KnownHosts::load(path).map_err(|e| TrustError(e.0))?),
@@ -383,14 +418,29 @@ impl ClientTls {
         if accept.contains(&seen) {
             // Whether the server proved to be this user's own: only that one may be sent
             // the same-user token.
-            return Ok((tls, self.own_server == Some(seen)));
+            return Ok(Connected::Ready {
+                stream: Box::new(tls),
+                own: self.own_server == Some(seen),
+            });
         }
         // A server no fingerprint is known for: the verifier let it through only so that
         // we may decide here, before anything is sent.
         let known = known.as_mut().expect("unknown only without --fingerprint");
-        let trusted = match self.new_host {
-            NewHost::Accept => true,
-            NewHost::Ask => ask(&host, seen).await?,
+        match self.new_host {
+            NewHost::Accept => {}
+            NewHost::Ask => {
+                // Nothing is said to this server while a person decides: it would give up on
+                // our hello meanwhile.
+                drop(tls);
+                if !prompt::ask(&host, seen).await? {
+                    return Err(TrustError(format!(
+                        "{host}: identity not accepted; nothing was sent"
+                    )));
+                }
+                known.add(&host, seen).map_err(|e| TrustError(e.0))?;
+                eprintln!("rcmd: added {host} ({seen}) to {}", known.path.display());
+                return Ok(Connected::Recorded);
+            }
             NewHost::Refuse => {
                 return Err(TrustError(format!(
                     "{UNKNOWN}: {host} presents {seen}, which is not in {}. Check it \
@@ -399,15 +449,13 @@ impl ClientTls {
                     known.path.display()
                 )))
             }
-        };
-        if !trusted {
-            return Err(TrustError(format!(
-                "{host}: identity not accepted; nothing was sent"
-            )));
         }
         known.add(&host, seen).map_err(|e| TrustError(e.0))?;
         eprintln!("rcmd: added {host} ({seen}) to {}", known.path.display());
-        Ok((tls, self.own_server == Some(seen)))
+        Ok(Connected::Ready {
+            stream: Box::new(tls),
+            own: self.own_server == Some(seen),
+        })
     }
 }
 
@@ -442,31 +490,6 @@ fn changed(
         ));
     }
     TrustError(msg)
-}
-
-/// Shows the fingerprint on the terminal and asks, as ssh does.
-async fn ask(host: &str, seen: Fingerprint) -> Result<bool, TrustError> {
-    let question = format!(
-        "The server at {host} is not known.\nIts identity fingerprint is {seen}.\n\
-         (On the server, `rcmd fingerprint` prints it.)\n\
-         Are you sure you want to trust it and continue connecting (yes/no)? "
-    );
-    tokio::task::spawn_blocking(move || {
-        let cannot = |e: std::io::Error| TrustError(format!("cannot ask on the terminal: {e}"));
-        let mut tty = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open("/dev/tty")
-            .map_err(cannot)?;
-        tty.write_all(question.as_bytes()).map_err(cannot)?;
-        let mut answer = String::new();
-        std::io::BufReader::new(&tty)
-            .read_line(&mut answer)
-            .map_err(cannot)?;
-        Ok(answer.trim().eq_ignore_ascii_case("yes"))
-    })
-    .await
-    .map_err(|e| TrustError(format!("cannot ask on the terminal: {e}")))?
 }
 
 /// Accepts the server's certificate when its fingerprint is one of `accept`; any other is

@@ -50,8 +50,8 @@ pub(super) struct ServerArgs {
     #[arg(long, value_name = "N", default_value_t = Limits::default().max_unauthenticated)]
     max_unauthenticated: usize,
 
-    /// Most connections still authenticating at once from one source (a local user on
-    /// loopback, else an IPv4 address or IPv6 /64); more wait their turn
+    /// Most connections still authenticating at once from one source (a local user for a
+    /// peer on this machine, else an IPv4 address or IPv6 /64); more wait their turn
     #[arg(long, value_name = "N",
           default_value_t = Limits::default().max_unauthenticated_per_source)]
     max_unauthenticated_per_source: usize,

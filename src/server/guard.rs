@@ -50,10 +50,11 @@ impl Default for Backoff {
     }
 }
 
-/// Where connections come from, as far as limits go: for a peer on this machine, the
-/// local user that owns its socket (every local user connects from loopback, and may bind
-/// any 127.x address); otherwise an IPv4 address, or an IPv6 /64 (one host usually holds a
-/// whole /64, so single IPv6 addresses cost an attacker nothing).
+/// Where connections come from, as far as limits go: for a peer on this machine (on
+/// loopback or any of its addresses), the local user that owns its socket (every local
+/// user connects from loopback, and may bind any 127.x address); otherwise an IPv4
+/// address, or an IPv6 /64 (one host usually holds a whole /64, so single IPv6 addresses
+/// cost an attacker nothing).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Source {
     Net(IpAddr),
@@ -61,8 +62,8 @@ pub(crate) enum Source {
 }
 
 impl Source {
-    /// The source of a connection from `peer` to our `local` address. A loopback peer
-    /// whose owner the kernel cannot tell (its socket already closed) counts by address.
+    /// The source of a connection from `peer` to our `local` address. A local peer whose
+    /// owner the kernel cannot tell (its socket already closed) counts by address.
     pub fn of(peer: SocketAddr, local: SocketAddr) -> Source {
         match super::local_peer::owner(peer, local) {
             Ok(Some(uid)) => Source::LocalUser(uid),

@@ -1,10 +1,11 @@
-//! Which local user holds the other end of a loopback connection, asked of the kernel's
-//! socket table through sock_diag (the netlink interface `ss` uses).
+//! Which local user holds the other end of a connection from this machine, asked of the
+//! kernel's socket table through sock_diag (the netlink interface `ss` uses).
 //!
-//! Every local user connects from loopback, and any of them may bind any of 127.0.0.0/8,
-//! so an address says nothing about who is connecting: the peer socket's owner does. One
-//! exact lookup by the connection's four addresses and ports costs one netlink round trip,
-//! however many sockets the machine holds.
+//! Every local user connects from loopback (or from this machine's other addresses), and
+//! any of them may bind any of 127.0.0.0/8, so an address says nothing about who is
+//! connecting: the peer socket's owner does. One exact lookup by the connection's four
+//! addresses and ports costs one netlink round trip, however many sockets the machine
+//! holds; a peer elsewhere has no socket here, and is not found.
 //!
 //! ```text
 //! request:  nlmsghdr (16) | inet_diag_req_v2 (56): family, protocol, ext, pad, states:u32,
@@ -31,16 +32,13 @@ const TCP_TIME_WAIT: u8 = 6;
 const TCP_NEW_SYN_RECV: u8 = 12;
 
 /// The uid that owns the peer's end of the TCP connection from `peer` to our `local`
-/// address, when both are on this machine. `None` when the peer is not on loopback, or
-/// the kernel no longer knows its socket (it closed), or does not say whose it is.
+/// address, when both are on this machine. `None` when the peer is elsewhere, or the
+/// kernel no longer knows its socket (it closed), or does not say whose it is.
 ///
 /// # Errors
 /// The netlink socket could not be opened or asked (a kernel without sock_diag).
 pub(crate) fn owner(peer: SocketAddr, local: SocketAddr) -> io::Result<Option<u32>> {
     let (peer, local) = (canonical(peer), canonical(local));
-    if !peer.ip().is_loopback() {
-        return Ok(None);
-    }
     let Some(request) = request(peer, local) else {
         return Ok(None);
     };
@@ -197,6 +195,7 @@ mod tests {
         // Nobody is connected from port 1.
         let nobody: SocketAddr = "127.0.0.1:1".parse().unwrap();
         assert_eq!(owner(nobody, local).unwrap(), None);
+        // Only looked up in our own socket table: no packet is sent anywhere.
         let remote: SocketAddr = "192.0.2.1:4000".parse().unwrap();
         assert_eq!(owner(remote, local).unwrap(), None);
     }

@@ -211,8 +211,7 @@ pub fn rcmd_bin() -> &'static str {
 /// which inherit this process's environment (a login shell's `.bash_history`). Every
 /// helper that starts a server or a process calls it.
 pub fn sandbox_home() -> &'static Path {
-    static HOME: OnceLock<PathBuf> = OnceLock::new();
-    HOME.get_or_init(|| {
+    SANDBOX_HOME.get_or_init(|| {
         let home = tempfile::Builder::new()
             .prefix("rcmd-test-home.")
             .tempdir()
@@ -230,8 +229,19 @@ pub fn sandbox_home() -> &'static Path {
             std::env::set_var(var, home.join(dir));
         }
         std::env::set_var("RCMD_HOME", home.join(".config/rcmd"));
+        // SAFETY: registers a plain function, run once as this process exits.
+        unsafe { libc::atexit(remove_sandbox_home) };
         home
     })
+}
+
+static SANDBOX_HOME: OnceLock<PathBuf> = OnceLock::new();
+
+/// Removes [`sandbox_home`] as the test process exits, so runs leave nothing in /tmp.
+extern "C" fn remove_sandbox_home() {
+    if let Some(home) = SANDBOX_HOME.get() {
+        let _ = std::fs::remove_dir_all(home);
+    }
 }
 
 pub fn peer(name: &str) -> String {

@@ -70,8 +70,10 @@ pub(super) struct ClientArgs {
     no_splice: bool,
 
     /// Command to run remotely; without one, each line of standard input is a command.
-    /// Several words are quoted so they arrive as typed; a single word is sent as the
-    /// command line itself, so `'ls | wc -l'` runs a pipeline, as with ssh
+    /// Unlike ssh, which joins the words with spaces for the remote shell to split and
+    /// expand again, rcmd quotes each word when there are several, so they arrive as typed
+    /// (`echo '$HOME'` prints $HOME). A single word is the command line itself, for the
+    /// remote shell: `'ls | wc -l'` runs a pipeline there
     #[arg(
         value_name = "CMD",
         trailing_var_arg = true,
@@ -80,9 +82,13 @@ pub(super) struct ClientArgs {
     command: Vec<String>,
 }
 
-pub(super) fn run(args: ClientArgs) -> Result<i32, Failure> {
+pub(super) fn run(mut args: ClientArgs) -> Result<i32, Failure> {
     init_logging("rcmd=warn");
-    let (addr, command) = fanout::positionals(&args.fanout, args.addr, args.command)?;
+    let (addr, command) = fanout::positionals(&mut args.fanout, args.addr, args.command)?;
+    let addr = match addr {
+        Some(addr) => Some(single_host(&addr, args.fanout.port)?),
+        None => None,
+    };
     let wire = args.wire.wire();
     if args.token.given() && wire.protocol != Protocol::Framed {
         return Err(Failure::new(
@@ -233,6 +239,55 @@ const SAME_USER_IN_THE_CLEAR: &str = "refusing to send this user's own token (th
      (TLS is the default, and your own server needs no token flag); for a server that must \
      run --plaintext, start it with a token of its own (--token-file FILE) and give that \
      one here";
+
+/// The one host's address as rcmd connects to it: `-p PORT` added when it names no port,
+/// and a `user@` in front refused unless it names the user we are (see [`login_user`]).
+fn single_host(addr: &str, port: Option<u16>) -> Result<String, Failure> {
+    let addr = login_user(addr)?;
+    let full = crate::wire::with_default_port(addr);
+    let default = format!(":{}", crate::wire::DEFAULT_PORT);
+    Ok(match (port, full.strip_suffix(&default)) {
+        (Some(port), Some(host)) if full != addr => format!("{host}:{port}"),
+        _ => addr.to_string(),
+    })
+}
+
+/// `user@host` as an ssh user types it. rcmd has no login: commands run as whoever
+/// started the server, so a user name is accepted only when it is ours (the user a
+/// server started by the same user runs as), and otherwise refused saying so.
+fn login_user(addr: &str) -> Result<&str, Failure> {
+    let Some((user, host)) = addr.split_once('@') else {
+        return Ok(addr);
+    };
+    if local_user().as_deref() == Some(user) {
+        return Ok(host);
+    }
+    Err(Failure::new(
+        CLIENT_FAILED,
+        format!(
+            "{addr}: rcmd has no login user: commands run as the user who started `rcmd \
+             server` on {host}. Leave out `{user}@`; to run as {user}, start the server there \
+             as {user}"
+        ),
+    ))
+}
+
+/// The name of the user this process runs as.
+fn local_user() -> Option<String> {
+    // SAFETY: getpwuid returns a pointer into static storage or null; the name is copied
+    // out before anything else could call it (the client is single-threaded here).
+    unsafe {
+        let pw = libc::getpwuid(libc::geteuid());
+        if pw.is_null() {
+            return None;
+        }
+        Some(
+            std::ffi::CStr::from_ptr((*pw).pw_name)
+                .to_string_lossy()
+                .into_owned(),
+        )
+    }
+}
 
 /// How a shell reports a command killed by SIGPIPE.
 const SIGPIPE_STATUS: i32 = 128 + libc::SIGPIPE;

@@ -7,6 +7,7 @@ mod copy_id;
 mod demo;
 mod fanout;
 mod keys;
+mod known_hosts;
 mod man;
 mod server;
 mod supervise;
@@ -43,6 +44,9 @@ enum Command {
     /// once with its token (as ssh-copy-id); from then on the key is enough.
     #[command(name = "copy-id")]
     CopyId(copy_id::CopyIdArgs),
+    /// List the servers this client trusts, or forget one (--remove HOST[:PORT]).
+    #[command(name = "known-hosts")]
+    KnownHosts(known_hosts::KnownHostsArgs),
     /// Print the fingerprint of this machine's server identity (or of FILE), as clients
     /// see it.
     Fingerprint(keys::FingerprintArgs),
@@ -125,6 +129,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::Client(args) => client::run(args),
         Command::Keygen(args) => keys::keygen(args),
         Command::CopyId(args) => copy_id::run(args),
+        Command::KnownHosts(args) => known_hosts::run(args),
         Command::Fingerprint(args) => keys::fingerprint(args),
         Command::Demo(args) => demo::run(args),
         Command::Man(args) => man::run(args),

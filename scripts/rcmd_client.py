@@ -37,6 +37,12 @@ VERSION = 1
 MAX_FRAME = 1 << 20
 
 
+def printable(data):
+    """The server's text as one line rcmd would print: no escape sequence, carriage return
+    or newline gets through to the terminal (as Python's repr() shows a string)."""
+    return repr(data.decode(errors='replace'))[1:-1]
+
+
 def recv_exact(sock, n):
     buf = bytearray()
     while len(buf) < n:
@@ -267,7 +273,7 @@ def main():
         conn.send(b'H' + b'rcmd' + struct.pack('!BI', VERSION, MAX_FRAME) + token(own))
         hello = conn.recv()
         if hello[:1] == b'!':
-            sys.exit(f'server: {hello[1:].decode(errors="replace")}')
+            sys.exit(f'server: {printable(hello[1:])}')
         if hello[:5] != b'Hrcmd':
             sys.exit('not an rcmd server')
         conn.send(b'R' + args.command.encode())
@@ -285,10 +291,10 @@ def main():
             elif tag == b'S':
                 return 128 + struct.unpack('!i', body[:4])[0]
             elif tag == b'F':
-                sys.stderr.write(body[4:].decode(errors='replace') + '\n')
+                sys.stderr.write(printable(body[4:]) + '\n')
                 return struct.unpack('!i', body[:4])[0]
             elif tag == b'!':
-                sys.exit(f'server: {body.decode(errors="replace")}')
+                sys.exit(f'server: {printable(body)}')
             else:
                 sys.exit(f'unknown message tag {tag!r}')
 

@@ -1,8 +1,14 @@
-//! Peer-supplied text made safe to put in a log line, and bytes shown as Python shows them.
+//! Text from outside made safe to print, and bytes shown as Python shows them.
+//!
+//! The one rule: whatever rcmd prints or logs that came from a peer or a user (a server's
+//! error, warning or failure message, a client's command line, `--cwd` or variable name in
+//! the server's log) goes through [`printable`] once, where it enters rcmd's own text.
+//! Only a command's output is passed through raw, as ssh passes it.
 
 /// `line` as one line of printable text: invalid UTF-8 becomes U+FFFD, and line breaks,
-/// control and other invisible characters (such as a right-to-left override) are escaped
-/// as Rust escapes them (`\n`, `\u{202e}`), so a command cannot forge or hide log lines.
+/// control and other invisible characters (ESC, BEL, CR, a right-to-left override) are
+/// escaped as Rust escapes them (`\n`, `\u{1b}`, `\u{202e}`), so a peer can neither forge
+/// or hide a line of a log or of rcmd's own messages, nor send a terminal escape sequence.
 pub fn printable(line: &[u8]) -> String {
     String::from_utf8_lossy(line).escape_debug().to_string()
 }
@@ -72,5 +78,18 @@ mod tests {
             "{p}"
         );
         assert_eq!(printable(b"echo hi \xff"), "echo hi \u{fffd}");
+    }
+
+    #[test]
+    fn no_terminal_escape_gets_through() {
+        // A window title (OSC ... BEL), a colour, a cleared line, a carriage return, and
+        // CSI as one C1 character, in UTF-8 and as a lone byte (not UTF-8: U+FFFD).
+        let hostile = b"\x1b]0;pwned\x07\x1b[31m\x1b[2K\rok\xc2\x9b2J\x9b2J";
+        let p = printable(hostile);
+        assert!(p.chars().all(|c| !c.is_control()), "{p}");
+        assert_eq!(
+            p,
+            "\\u{1b}]0;pwned\\u{7}\\u{1b}[31m\\u{1b}[2K\\rok\\u{9b}2J\u{fffd}2J"
+        );
     }
 }

@@ -327,16 +327,6 @@ async fn python_client_finds_the_token_where_rcmd_does() {
 
 // ---------------------------------------------------------------- guessing and hogging
 
-/// A framed hello offering `token`.
-fn hello(token: &[u8]) -> Vec<u8> {
-    let mut payload = b"Hrcmd\x01".to_vec();
-    payload.extend_from_slice(&(1u32 << 20).to_be_bytes());
-    payload.extend_from_slice(token);
-    let mut frame = (payload.len() as u32).to_be_bytes().to_vec();
-    frame.extend(payload);
-    frame
-}
-
 /// Connects (from `from`, if given), sends `bytes` and returns all the server sent
 /// before closing.
 async fn exchange(
@@ -375,15 +365,27 @@ fn failures_in(line: &str) -> u32 {
         .unwrap_or(0)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// The guard's real timings divided by this, so the whole cycle takes under a second;
+/// `server/guard.rs` tests the real ones with a paused clock.
+const FASTER: u32 = 20;
+
+#[tokio::test]
 async fn fifty_wrong_guesses_are_slowed_and_logged_as_a_few_counts() {
     const GUESSES: usize = 50;
     // Fewer guessers than the per-source limit of unauthenticated connections (8), so
     // each guess is a failed authentication, not a refused connection.
     const GUESSERS: usize = 7;
-    let home = RcmdHome::new();
+    let real = rcmd::server::Backoff::default();
+    let mut config = rcmd::server::ServerConfig::new(rcmd::wire::Protocol::Framed);
+    config.token = Some(rcmd::auth::Token::new(b"the token").unwrap());
+    config.limits.backoff = rcmd::server::Backoff {
+        first_delay: real.first_delay / FASTER,
+        max_delay: real.max_delay / FASTER,
+        forget_after: real.forget_after / FASTER,
+        log_every: real.log_every / FASTER,
+    };
     // The guesses are raw hellos, in the clear.
-    let server = home.server(&["--plaintext"]).await;
+    let server = common::LoggedServer::start(config).await;
     let addr = server.addr;
     let left = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(GUESSES));
     let started = std::time::Instant::now();
@@ -396,7 +398,7 @@ async fn fifty_wrong_guesses_are_slowed_and_logged_as_a_few_counts() {
                     .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
                     .is_ok()
                 {
-                    let reply = exchange(addr, None, &hello(b"a guess")).await;
+                    let reply = exchange(addr, None, &common::hello(1, 1 << 20, b"a guess")).await;
                     assert!(reply.contains("authentication failed"), "{reply:?}");
                 }
             })
@@ -424,10 +426,10 @@ async fn fifty_wrong_guesses_are_slowed_and_logged_as_a_few_counts() {
         lines.iter().all(|l| l.contains(&uid)),
         "each line names the source: {lines:#?}"
     );
-    // The delays (0.1 s doubling to 2 s, per source) add up to over 90 s; at most 8
-    // guesses from one source wait at once.
+    // The delays (0.1 s doubling to 2 s, per source, at the real timings) add up to over
+    // 90 s; at most 8 guesses from one source wait at once.
     assert!(
-        took >= std::time::Duration::from_secs(10),
+        took >= std::time::Duration::from_secs(10) / FASTER,
         "{GUESSES} guesses took only {took:?}"
     );
 }

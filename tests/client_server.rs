@@ -4,15 +4,9 @@ mod common;
 
 use std::process::Stdio;
 
-use common::{rcmd, rcmd_command, run, start_server, RcmdHome};
+use common::{framed, rcmd, rcmd_command, run, start_server, RcmdHome};
 use rcmd::exec::ExecMode;
-use rcmd::server::ServerConfig;
-use rcmd::wire::Protocol;
 use tokio::io::{AsyncBufReadExt, BufReader};
-
-fn framed() -> ServerConfig {
-    ServerConfig::new(Protocol::Framed)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_shot_arguments_arrive_as_typed() {

@@ -54,6 +54,14 @@ fn supervised() -> ServerConfig {
     ServerConfig::new(Protocol::Framed)
 }
 
+/// A server that contains its commands with a supervisor alone, as it does where no cgroup
+/// v2 hierarchy is writable.
+fn supervisor_only() -> ServerConfig {
+    let mut config = supervised();
+    config.supervisor = Some(rcmd::exec::Spawner::supervisor_only(common::rcmd_bin()));
+    config
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_outlives_a_command_that_ended() {
     let addr = start_server(supervised()).await.to_string();
@@ -369,7 +377,7 @@ async fn a_timeout_holds_after_the_output_ends() {
 /// reply, and says the kill did not reach everything.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_timeout_ends_the_reply_even_when_the_kill_cannot_reach_everything() {
-    let mut config = supervised();
+    let mut config = supervisor_only();
     config.limits.command_timeout = Some(Duration::from_millis(300));
     let addr = start_server(config).await.to_string();
     let marker = unique_marker();
@@ -611,4 +619,124 @@ async fn a_killed_or_stopped_connection_supervisor_is_not_used_again() {
         })
         .await;
     }
+}
+
+/// The most zombies any one `rcmd` process (a supervisor, or the helper) holds at once,
+/// sampled through /proc until `done` is set.
+fn most_zombies_under_rcmd(done: &std::sync::atomic::AtomicBool) -> usize {
+    use std::collections::HashMap;
+    let mut most = 0;
+    while !done.load(std::sync::atomic::Ordering::Acquire) {
+        let mut zombies: HashMap<u32, usize> = HashMap::new();
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+                continue;
+            };
+            let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
+                continue;
+            };
+            let mut fields = rest.split(' ');
+            if let (Some("Z"), Some(Ok(ppid))) = (fields.next(), fields.next().map(str::parse)) {
+                *zombies.entry(ppid).or_default() += 1;
+            }
+        }
+        for (ppid, n) in zombies {
+            let comm = std::fs::read_to_string(format!("/proc/{ppid}/comm")).unwrap_or_default();
+            if comm.trim() == "rcmd" {
+                most = most.max(n);
+            }
+        }
+    }
+    most
+}
+
+/// A command whose process forks, exits and lets its child do the same, in a new session
+/// each time, for 2 s: each generation it leaves is a zombie of its supervisor (the
+/// subreaper), which must reap them while it hunts the live one, or they fill the process
+/// table (pid_max is 32,768 here) and fork fails machine-wide.
+async fn fork_and_exit_chain_leaves_few_zombies(config: ServerConfig) {
+    let addr = start_server(config).await.to_string();
+    let marker = unique_marker();
+    let chain = format!(
+        "perl -MPOSIX -MTime::HiRes=time -e \
+         'if (fork) {{ select(undef, undef, undef, 0.2); exit }} POSIX::setsid(); \
+         $t = time + 2; while (time < $t) {{ exit if fork; POSIX::setsid() }} # {marker}'"
+    );
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let done = done.clone();
+        std::thread::spawn(move || most_zombies_under_rcmd(&done))
+    };
+    let r = rcmd(&["client", &addr, "--plaintext", "-n", "--", &chain], b"").await;
+    // The supervisor reports the command's status only once its tree is gone.
+    let left = common::pids_containing(&format!("# {marker}"));
+    done.store(true, std::sync::atomic::Ordering::Release);
+    let most = watcher.join().unwrap();
+    for pid in &left {
+        // SAFETY: kill(2) on a link of the chain that outlived its command.
+        unsafe { libc::kill(*pid as i32, libc::SIGKILL) };
+    }
+    r.expect_code(0);
+    assert!(left.is_empty(), "the chain outlived its command: {left:?}");
+    assert!(
+        most <= 1000,
+        "{most} zombies at once under one rcmd process"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fork_and_exit_chain_never_fills_the_process_table() {
+    fork_and_exit_chain_leaves_few_zombies(supervisor_only()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fork_and_exit_chain_never_fills_the_process_table_with_a_cgroup() {
+    fork_and_exit_chain_leaves_few_zombies(supervised()).await;
+}
+
+/// Where the server can have a cgroup per command (root here, or a delegated subtree), a
+/// command that stops the helper and then kills its own supervisor still leaves nothing
+/// behind: its orphans go to init, out of every subreaper's reach, but not out of its
+/// cgroup, which the server kills. (With a supervisor alone they survive: see
+/// `a_timeout_ends_the_reply_even_when_the_kill_cannot_reach_everything`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_cgroup_stopping_the_helper_and_killing_the_supervisor_leaves_nothing() {
+    let spawner = rcmd::exec::Spawner::new(common::rcmd_bin());
+    let Some(dir) = spawner.cgroup_dir().map(std::path::Path::to_path_buf) else {
+        eprintln!(
+            "skipped: no writable cgroup v2 hierarchy here ({})",
+            spawner.containment()
+        );
+        return;
+    };
+    let mut config = supervised();
+    config.supervisor = Some(spawner);
+    let addr = start_server(config).await.to_string();
+    let marker = unique_marker();
+    let line = format!(
+        "h=$(cut -d' ' -f4 /proc/$PPID/stat); \
+         setsid sleep {marker} </dev/null >/dev/null 2>&1 & \
+         kill -STOP $h; kill -KILL $PPID"
+    );
+    /// Lets the stopped helpers go on once the test is over, passed or not.
+    struct Resume;
+    impl Drop for Resume {
+        fn drop(&mut self) {
+            for helper in helpers_of(std::process::id()) {
+                // SAFETY: kill(2) on a helper this test process's servers started.
+                unsafe { libc::kill(helper as i32, libc::SIGCONT) };
+            }
+        }
+    }
+    let _resume = Resume;
+    let r = rcmd(&["client", &addr, "--plaintext", "--", &line], b"").await;
+    r.expect_code(128 + libc::SIGKILL);
+    // The stopped helper, alive, is where the orphans went: only the cgroup reaches them.
+    none_left(&marker).await;
+    wait_until("the command's cgroup is removed", || {
+        std::fs::read_dir(&dir)
+            .map(|d| d.flatten().all(|e| !e.path().is_dir()))
+            .unwrap_or(true)
+    })
+    .await;
 }

@@ -615,3 +615,172 @@ async fn tls_fanout_delivers_every_byte_of_every_host() {
 /// Runs of five hosts. With the servers' small send buffers the old code lost a host in
 /// the first run; a few more cost seconds each.
 const RUNS: usize = 2;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_stdout_stops_every_host_with_sigpipe_status() {
+    use tokio::io::AsyncBufReadExt;
+    let (port, addrs) = start_servers_on_one_port(5, framed).await;
+    let hosts = list(&addrs, port);
+    // As `rcmd client -H ... | head -2`: two lines read, then the pipe closed. The old
+    // client dropped the rest quietly, waited for every host to finish, and exited 0.
+    let mut child = common::rcmd_command()
+        .args([
+            "client",
+            "--plaintext",
+            "-H",
+            &hosts,
+            "--",
+            "seq 1 1000000000",
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    for _ in 0..2 {
+        let line = lines.next_line().await.unwrap().expect("a line of output");
+        assert!(line.contains(": "), "{line}");
+    }
+    drop(lines);
+    let status = tokio::time::timeout(common::PROCESS_DEADLINE, child.wait())
+        .await
+        .expect("the client kept running with its stdout closed")
+        .unwrap();
+    let mut stderr = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr)
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(141), "{stderr}");
+    assert_eq!(stderr, "", "nothing to report: the reader left");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_dir_never_follows_a_link_another_user_planted() {
+    use std::os::unix::fs::PermissionsExt;
+    let (port, addrs) = start_servers_on_one_port(2, framed).await;
+    let tmp = tempfile::tempdir().unwrap();
+    // A shared directory, as /tmp is, and a file only its owner may write.
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    let shared = tmp.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let precious = tmp.path().join("precious");
+    std::fs::write(&precious, "keep me\n").unwrap();
+    std::fs::set_permissions(&precious, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let planted = shared.join(format!("{}.out", addrs[0]));
+    plant_symlink(&precious, &planted).await;
+    let r = rcmd(
+        &[
+            "client",
+            "--plaintext",
+            "-H",
+            &list(&addrs, port),
+            "--output-dir",
+            shared.to_str().unwrap(),
+            "--",
+            "echo overwritten",
+        ],
+        b"",
+    )
+    .await;
+    r.expect_code(255);
+    assert_eq!(
+        std::fs::read_to_string(&precious).unwrap(),
+        "keep me\n",
+        "{r}"
+    );
+    assert!(
+        std::fs::symlink_metadata(&planted).unwrap().is_symlink(),
+        "the link itself is left as it was"
+    );
+    assert!(
+        r.stderr_str().contains("symbolic link: not followed"),
+        "{r}"
+    );
+    let status = std::fs::read_to_string(shared.join(format!("{}.status", addrs[0]))).unwrap();
+    assert!(status.starts_with("255\n--output-dir: "), "{status}");
+    // The other host is written as ever.
+    let other = std::fs::read_to_string(shared.join(format!("{}.out", addrs[1]))).unwrap();
+    assert_eq!(other, "overwritten\n");
+}
+
+/// Plants `link -> target` as another user (nobody, through setpriv) when this test runs
+/// as root, as the attack is; as this user otherwise.
+async fn plant_symlink(target: &std::path::Path, link: &std::path::Path) {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        std::os::unix::fs::symlink(target, link).unwrap();
+        return;
+    }
+    let r = common::run(
+        "setpriv",
+        &[
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "ln",
+            "-s",
+            target.to_str().unwrap(),
+            link.to_str().unwrap(),
+        ],
+        b"",
+    )
+    .await;
+    r.expect_code(0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collate_and_json_keep_outputs_larger_than_memory_whole() {
+    // Each host prints 0.6 MB, far past what the client keeps in memory per host: the
+    // rest is spilled to disk and read back in order.
+    let (port, addrs) = start_servers_on_one_port(3, framed).await;
+    let hosts = list(&addrs, port);
+    let seq: String = (1..=100_000).map(|i| format!("{i}\n")).collect();
+    let command = "seq 1 100000; printf 'é\\377' >&2";
+    let collate = rcmd(
+        &[
+            "client",
+            "--plaintext",
+            "--collate",
+            "-H",
+            &hosts,
+            "--",
+            command,
+        ],
+        b"",
+    )
+    .await;
+    collate.expect_code(0);
+    let rule = "----------------";
+    assert!(
+        collate.stdout_str() == format!("{rule}\n{}\n{rule}\n{seq}", compact(&addrs)),
+        "{} bytes of stdout differ from the expected",
+        collate.stdout.len()
+    );
+    let json = rcmd(
+        &[
+            "client",
+            "--plaintext",
+            "--json",
+            "-H",
+            &hosts,
+            "--",
+            command,
+        ],
+        b"",
+    )
+    .await;
+    json.expect_code(0);
+    let lines: Vec<&[u8]> = json
+        .stdout
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    for line in lines {
+        let v: serde_json::Value = serde_json::from_slice(line).unwrap();
+        assert!(v["stdout"] == seq.as_str(), "{}", v["host"]);
+        assert_eq!(v["stderr"], "é\u{fffd}");
+    }
+}

@@ -9,41 +9,18 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use common::{
-    eventually, pids_running, rcmd, rcmd_bin, start_server, unique_marker, wait_until, RcmdHome,
+    eventually, framed, hello, pids_running, rcmd, rcmd_bin, start_server, still_serves,
+    unique_marker, wait_until, RcmdHome,
 };
 use rcmd::auth::Token;
 use rcmd::server::{serve, ServerConfig};
-use rcmd::wire::Protocol;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
-
-fn framed() -> ServerConfig {
-    ServerConfig::new(Protocol::Framed)
-}
 
 fn with_token(token: &str) -> ServerConfig {
     let mut c = framed();
     c.token = Some(Token::new(token.as_bytes()).unwrap());
     c
-}
-
-async fn still_serves(addr: SocketAddr, extra: &[&str]) {
-    let addr = addr.to_string();
-    let mut args = vec!["client", "--plaintext", addr.as_str()];
-    args.extend_from_slice(extra);
-    args.extend_from_slice(&["--", "echo alive"]);
-    let r = rcmd(&args, b"").await;
-    r.expect_code(0);
-    assert_eq!(r.stdout_str(), "alive\n", "{r}");
-}
-
-fn hello(token: &[u8]) -> Vec<u8> {
-    let mut payload = b"Hrcmd\x01".to_vec();
-    payload.extend_from_slice(&(1u32 << 20).to_be_bytes());
-    payload.extend_from_slice(token);
-    let mut frame = (payload.len() as u32).to_be_bytes().to_vec();
-    frame.extend(payload);
-    frame
 }
 
 /// Sends `bytes` over and over, one byte every 50 ms (a slowloris peer), until the
@@ -94,7 +71,7 @@ async fn missing_and_wrong_tokens_are_refused() {
         assert!(r.stderr_str().contains("authentication failed"), "{r}");
         assert!(r.stdout.is_empty(), "no command may run: {r}");
     }
-    still_serves(addr, &["--token", "correct horse"]).await;
+    still_serves(addr, &["--plaintext", "--token", "correct horse"]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -104,7 +81,11 @@ async fn token_from_file_and_environment() {
     let file = dir.path().join("token");
     std::fs::write(&file, "s3cret\n").unwrap();
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
-    still_serves(addr, &["--token-file", file.to_str().unwrap()]).await;
+    still_serves(
+        addr,
+        &["--plaintext", "--token-file", file.to_str().unwrap()],
+    )
+    .await;
     let r = common::run(
         "env",
         &[
@@ -130,7 +111,7 @@ async fn no_command_runs_before_authentication() {
     let dir = tempfile::tempdir().unwrap();
     let proof = dir.path().join("ran");
     // A wrong hello and a command in the same write: the command must never run.
-    let mut bytes = hello(b"wrong");
+    let mut bytes = hello(1, 1 << 20, b"wrong");
     let run = format!("Rtouch {}", proof.display());
     bytes.extend_from_slice(&(run.len() as u32).to_be_bytes());
     bytes.extend_from_slice(run.as_bytes());
@@ -139,7 +120,7 @@ async fn no_command_runs_before_authentication() {
     let reply = read_to_close(&mut conn).await;
     assert!(String::from_utf8_lossy(&reply).contains("authentication failed"));
     assert!(!proof.exists(), "a command ran without authentication");
-    still_serves(addr, &["--token", "right"]).await;
+    still_serves(addr, &["--plaintext", "--token", "right"]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -150,7 +131,7 @@ async fn unauthenticated_peers_get_only_small_frames() {
     conn.write_all(&5000u32.to_be_bytes()).await.unwrap();
     let reply = read_to_close(&mut conn).await;
     assert!(String::from_utf8_lossy(&reply).contains("exceeds the limit of 4096"));
-    still_serves(addr, &["--token", "t"]).await;
+    still_serves(addr, &["--plaintext", "--token", "t"]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -160,12 +141,12 @@ async fn trickled_hello_is_cut_off_at_the_auth_deadline() {
     let addr = start_server(config).await;
     let mut conn = TcpStream::connect(addr).await.unwrap();
     // The hello, one byte at a time, never finishing.
-    let reply = trickle_until_closed(&mut conn, &hello(b"t")).await;
+    let reply = trickle_until_closed(&mut conn, &hello(1, 1 << 20, b"t")).await;
     assert!(
         String::from_utf8_lossy(&reply).contains("no hello within 0.3s"),
         "{reply:?}"
     );
-    still_serves(addr, &["--token", "t"]).await;
+    still_serves(addr, &["--plaintext", "--token", "t"]).await;
 }
 
 // ---------------------------------------------------------------- exposure
@@ -211,7 +192,7 @@ async fn connections_past_max_conns_are_refused_with_a_message() {
     let mut held = Vec::new();
     for _ in 0..2 {
         let mut c = TcpStream::connect(addr).await.unwrap();
-        c.write_all(&hello(b"")).await.unwrap();
+        c.write_all(&hello(1, 1 << 20, b"")).await.unwrap();
         let mut reply = [0u8; 14];
         c.read_exact(&mut reply).await.unwrap();
         held.push(c);
@@ -246,10 +227,10 @@ async fn five_hundred_abrupt_resets_are_survived() {
         // Some mid-hello, some mid-command, some silent.
         match i % 3 {
             0 => {
-                let _ = c.try_write(&hello(b"")[..7]);
+                let _ = c.try_write(&hello(1, 1 << 20, b"")[..7]);
             }
             1 => {
-                let mut bytes = hello(b"");
+                let mut bytes = hello(1, 1 << 20, b"");
                 bytes.extend_from_slice(b"\x00\x00\x00\x0dRsleep 300 #");
                 let _ = c.try_write(&bytes);
             }
@@ -294,7 +275,7 @@ async fn command_timeout_kills_the_group_and_exits_124() {
         pids_running(&format!("sleep {marker}")).is_empty()
     })
     .await;
-    still_serves(addr, &[]).await;
+    still_serves(addr, &["--plaintext"]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -303,7 +284,7 @@ async fn idle_connection_is_closed_even_while_trickling() {
     config.limits.idle_timeout = Some(Duration::from_millis(300));
     let addr = start_server(config).await;
     let mut conn = TcpStream::connect(addr).await.unwrap();
-    conn.write_all(&hello(b"")).await.unwrap();
+    conn.write_all(&hello(1, 1 << 20, b"")).await.unwrap();
     let mut server_hello = [0u8; 14];
     conn.read_exact(&mut server_hello).await.unwrap();
     // A request header that never completes: a byte now and then is not activity.
@@ -312,7 +293,7 @@ async fn idle_connection_is_closed_even_while_trickling() {
         String::from_utf8_lossy(&reply).contains("idle for 0.3s"),
         "{reply:?}"
     );
-    still_serves(addr, &[]).await;
+    still_serves(addr, &["--plaintext"]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

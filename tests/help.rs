@@ -2,21 +2,7 @@
 
 mod common;
 
-use common::rcmd;
-
-/// The subcommands a help page lists under "Commands:", without clap's own `help`.
-fn subcommands(page: &str) -> Vec<String> {
-    page.lines()
-        .skip_while(|l| *l != "Commands:")
-        .skip(1)
-        .take_while(|l| !l.is_empty())
-        // A name starts two spaces in; wrapped descriptions are indented further.
-        .filter(|l| l.starts_with("  ") && !l.starts_with("   "))
-        .filter_map(|l| l.split_whitespace().next())
-        .filter(|name| *name != "help")
-        .map(str::to_string)
-        .collect()
-}
+use common::{rcmd, subcommands};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_help_page_fits_in_80_columns_through_a_pipe() {

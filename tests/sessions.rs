@@ -7,15 +7,9 @@ use std::io::Read;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::process::Stdio;
 
-use common::{rcmd, rcmd_bin, rcmd_command, start_server, unique_marker, wait_until};
+use common::{framed, rcmd, rcmd_bin, rcmd_command, start_server, unique_marker, wait_until};
 use rcmd::exec::{pty, WindowSize};
-use rcmd::server::ServerConfig;
-use rcmd::wire::Protocol;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-
-fn framed() -> ServerConfig {
-    ServerConfig::new(Protocol::Framed)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stdin_reaches_the_command_and_ends() {

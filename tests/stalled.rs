@@ -5,31 +5,16 @@ mod common;
 
 use std::time::Duration;
 
-use common::{pids_running, rcmd, start_server, unique_marker, wait_until};
+use common::{frame, hello, pids_running, rcmd, start_server, unique_marker, wait_until};
 use rcmd::server::ServerConfig;
 use rcmd::wire::Protocol;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// A framed `!I` frame around `payload`.
-fn frame(payload: &[u8]) -> Vec<u8> {
-    let mut f = (payload.len() as u32).to_be_bytes().to_vec();
-    f.extend_from_slice(payload);
-    f
-}
-
-/// A version-2 hello announcing `max_frame`, with `token`.
-fn hello(max_frame: u32, token: &[u8]) -> Vec<u8> {
-    let mut p = b"Hrcmd\x02".to_vec();
-    p.extend_from_slice(&max_frame.to_be_bytes());
-    p.extend_from_slice(token);
-    frame(&p)
-}
-
 /// Connects, says hello and asks for `yes MARKER`, then never reads a byte.
 async fn stalled_client(addr: std::net::SocketAddr, token: &[u8], marker: &str) -> TcpStream {
     let mut conn = TcpStream::connect(addr).await.unwrap();
-    let mut bytes = hello(1 << 20, token);
+    let mut bytes = hello(2, 1 << 20, token);
     bytes.extend(frame(format!("Ryes {marker}").as_bytes()));
     conn.write_all(&bytes).await.unwrap();
     let yes = format!("yes {marker}");
@@ -104,7 +89,7 @@ async fn shutdown_ends_whatever_a_stalled_client_does() {
 async fn a_hello_asking_for_tiny_frames_is_refused() {
     let addr = start_server(ServerConfig::new(Protocol::Framed)).await;
     let mut conn = TcpStream::connect(addr).await.unwrap();
-    conn.write_all(&hello(10, b"")).await.unwrap();
+    conn.write_all(&hello(2, 10, b"")).await.unwrap();
     conn.write_all(&frame(b"Rseq 1 100000")).await.unwrap();
     let mut reply = Vec::new();
     conn.read_to_end(&mut reply).await.unwrap();
@@ -164,7 +149,7 @@ async fn stdin_beyond_the_granted_credit_is_refused() {
     let mut conn = TcpStream::connect(addr).await.unwrap();
     let marker = unique_marker();
     // A command that never reads its stdin: after the pipe's worth, no more is granted.
-    let mut bytes = hello(1 << 20, b"");
+    let mut bytes = hello(2, 1 << 20, b"");
     bytes.extend(frame(format!("Psleep {marker}").as_bytes()));
     conn.write_all(&bytes).await.unwrap();
     let (mut rd, mut wr) = conn.into_split();
@@ -208,7 +193,7 @@ async fn read_until(conn: &mut TcpStream, ends: &[u8], count: usize) -> Vec<Vec<
 async fn stdin_credit_does_not_add_up_across_commands() {
     let addr = start_server(ServerConfig::new(Protocol::Framed)).await;
     let mut conn = TcpStream::connect(addr).await.unwrap();
-    let mut bytes = hello(1 << 20, b"");
+    let mut bytes = hello(2, 1 << 20, b"");
     for _ in 0..20 {
         bytes.extend(frame(b"Ptrue"));
     }
@@ -227,7 +212,7 @@ async fn stdin_credit_does_not_add_up_across_commands() {
 async fn environment_for_one_command_is_bounded() {
     let addr = start_server(ServerConfig::new(Protocol::Framed)).await;
     let mut conn = TcpStream::connect(addr).await.unwrap();
-    let mut bytes = hello(1 << 20, b"");
+    let mut bytes = hello(2, 1 << 20, b"");
     let value = "v".repeat(64 << 10);
     for i in 0..4 {
         bytes.extend(frame(format!("VLC_X{i}\0{value}").as_bytes()));

@@ -387,6 +387,42 @@ async fn authorized_keys_are_authentication_enough_and_others_are_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_given_with_key_is_presented_instead_of_client_pem() {
+    let home = RcmdHome::new();
+    let keys_dir = tempfile::tempdir().unwrap();
+    let key = keys_dir.path().join("deploy.pem");
+    let r = home
+        .rcmd(&["keygen", "--output", key.to_str().unwrap()], b"")
+        .await;
+    r.expect_code(0);
+    let keys = keys_dir.path().join("authorized_keys");
+    std::fs::write(&keys, r.stdout_str()).unwrap();
+    let server = home
+        .server(&["--authorized-keys", keys.to_str().unwrap()])
+        .await;
+    let addr = server.addr.to_string();
+    let fp = fingerprint_of(&home).await;
+    // A client with no key of its own in its directory, and no token.
+    let client = RcmdHome::new();
+    let with_key = |extra: &[&str]| {
+        let mut args = vec!["client", "--fingerprint", &fp, &addr];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["--", "echo by-key"]);
+        args.iter().map(|a| a.to_string()).collect::<Vec<_>>()
+    };
+    let args = with_key(&["--key", key.to_str().unwrap()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let r = client.rcmd(&args, b"").await;
+    r.expect_code(0);
+    assert_eq!(r.stdout_str(), "by-key\n", "{r}");
+    let args = with_key(&[]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let r = client.rcmd(&args, b"").await;
+    r.expect_code(255);
+    assert!(r.stdout.is_empty(), "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_python_client_speaks_tls_and_checks_the_fingerprint() {
     let home = RcmdHome::new();
     let server = home.server(&[]).await;

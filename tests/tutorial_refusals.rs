@@ -10,7 +10,10 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{pids_running, rcmd, rcmd_bin, run, start_server, unique_marker, wait_until};
+use common::{
+    pids_running, rcmd, rcmd_bin, run, send_raw, start_server, still_serves, unique_marker,
+    wait_until,
+};
 use rcmd::client::{self, ClientConfig, ClientError, Input, Output};
 use rcmd::server::ServerConfig;
 use rcmd::wire::Protocol;
@@ -26,18 +29,6 @@ const TUTORIAL_MODES: [Protocol; 4] = [
 
 fn config(protocol: Protocol) -> ServerConfig {
     ServerConfig::new(protocol)
-}
-
-/// Sends `bytes` in one write, then reads until the server closes. Our side stays open,
-/// so a server that ran the bytes would answer and wait for more instead of closing.
-async fn send_raw(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    s.write_all(bytes).await.unwrap();
-    let mut reply = Vec::new();
-    let _ = tokio::time::timeout(common::PROCESS_DEADLINE, s.read_to_end(&mut reply))
-        .await
-        .expect("server never closed the connection");
-    reply
 }
 
 /// [`send_raw`], answering length-ack's length as its client would.
@@ -56,23 +47,6 @@ async fn send_raw_answering(addr: SocketAddr, bytes: &[u8], protocol: Protocol) 
         .await
         .expect("server never closed the connection");
     reply
-}
-
-async fn still_serves(addr: SocketAddr, protocol: Protocol) {
-    let r = rcmd(
-        &[
-            "client",
-            &addr.to_string(),
-            "--protocol",
-            protocol.name(),
-            "--",
-            "echo alive",
-        ],
-        b"",
-    )
-    .await;
-    r.expect_code(0);
-    assert_eq!(r.stdout_str(), "alive\n", "{r}");
 }
 
 /// The text of a classic reply with header `i`.
@@ -108,7 +82,7 @@ async fn http_request_runs_nothing_and_the_server_serves_on() {
         let reply = send_raw(addr, request.as_bytes()).await;
         assert_eq!(reply, b"", "{protocol:?} answered an HTTP request");
         assert_absent(&file);
-        still_serves(addr, protocol).await;
+        still_serves(addr, &["--protocol", protocol.name()]).await;
     }
 }
 
@@ -128,7 +102,7 @@ async fn an_http_request_with_a_url_longer_than_one_read_runs_nothing() {
         let reply = send_raw(addr, request.as_bytes()).await;
         assert_eq!(reply, b"", "{protocol:?} answered an HTTP request");
         assert_absent(&file);
-        still_serves(addr, protocol).await;
+        still_serves(addr, &["--protocol", protocol.name()]).await;
     }
 }
 
@@ -151,7 +125,7 @@ async fn tls_ssh_and_header_lines_run_nothing() {
         assert_eq!(send_raw(addr, &bytes).await, b"", "{prefix:?}");
         assert_absent(&file);
     }
-    still_serves(addr, Protocol::Classic).await;
+    still_serves(addr, &["--protocol", Protocol::Classic.name()]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -174,7 +148,7 @@ async fn python_http_client_gets_no_answer_and_runs_nothing() {
         r.expect_code(0);
         assert_eq!(r.stdout_str(), "disconnected\n", "{r}");
         assert_absent(&file);
-        still_serves(addr, protocol).await;
+        still_serves(addr, &["--protocol", protocol.name()]).await;
     }
 }
 
@@ -188,7 +162,7 @@ async fn a_framed_hello_is_answered_in_the_servers_own_words() {
         text.contains("this server speaks classic") && text.contains("--protocol classic"),
         "{text}"
     );
-    still_serves(addr, Protocol::Classic).await;
+    still_serves(addr, &["--protocol", Protocol::Classic.name()]).await;
 }
 
 /// Starts the rcmd binary as a server with `args`; returns it, its address and its log.
@@ -243,7 +217,7 @@ async fn one_warning_names_the_peer_and_commands_cannot_forge_log_lines() {
     let mut reply = vec![0u8; i32::from_ne_bytes(len) as usize];
     forger.read_exact(&mut reply).await.unwrap();
     drop(forger);
-    still_serves(addr, Protocol::Classic).await;
+    still_serves(addr, &["--protocol", Protocol::Classic.name()]).await;
     server.start_kill().unwrap();
     let mut lines = Vec::new();
     while let Some(line) = log.next_line().await.unwrap() {
@@ -309,7 +283,7 @@ async fn server_refuses_a_command_longer_than_recv_size() {
         );
         assert_absent(&cut);
         assert_absent(&dir.path().join("cut-meant"));
-        still_serves(addr, protocol).await;
+        still_serves(addr, &["--protocol", protocol.name()]).await;
     }
 }
 
@@ -526,5 +500,9 @@ async fn length_ack_output_stops_at_max_spool_too() {
         pids_running(&format!("yes {marker}")).is_empty()
     })
     .await;
-    still_serves(addr.parse().unwrap(), Protocol::LengthAck).await;
+    still_serves(
+        addr.parse().unwrap(),
+        &["--protocol", Protocol::LengthAck.name()],
+    )
+    .await;
 }

@@ -290,7 +290,7 @@ fn local_user() -> Option<String> {
 }
 
 /// How a shell reports a command killed by SIGPIPE.
-const SIGPIPE_STATUS: i32 = 128 + libc::SIGPIPE;
+pub(super) const SIGPIPE_STATUS: i32 = 128 + libc::SIGPIPE;
 
 /// One variable for the remote command: its name and value.
 type EnvPair = (Vec<u8>, Vec<u8>);

@@ -225,9 +225,16 @@ pub(super) fn run(
         .enable_all()
         .build()
         .map_err(|e| fail(&e))?;
-    let results = runtime
-        .block_on(fanout::run(&targets, command.as_bytes(), config, &options))
-        .map_err(|e| fail(&e))?;
+    let results =
+        match runtime.block_on(fanout::run(&targets, command.as_bytes(), config, &options)) {
+            Ok(results) => results,
+            // Our output was closed (`| head`): every host was stopped; end quietly, as the
+            // single-host client does and as a command killed by SIGPIPE.
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                return Ok(super::client::SIGPIPE_STATUS)
+            }
+            Err(e) => return Err(fail(&e)),
+        };
     for line in fanout::report::summary(&results) {
         eprintln!("rcmd: {line}");
     }

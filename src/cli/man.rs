@@ -27,8 +27,7 @@ pub(super) fn run(args: ManArgs) -> Result<i32, Failure> {
         std::fs::create_dir_all(&dir)
             .map_err(|e| fail(&format!("cannot create {}: {e}", dir.display())))?;
         for (_, page) in pages {
-            let man = clap_mangen::Man::new(page);
-            let path = man
+            let path = manual(page)
                 .generate_to(&dir)
                 .map_err(|e| fail(&format!("cannot write into {}: {e}", dir.display())))?;
             println!("{}", path.display());
@@ -42,11 +41,18 @@ pub(super) fn run(args: ManArgs) -> Result<i32, Failure> {
         )));
     };
     let mut out = Vec::new();
-    clap_mangen::Man::new(page)
+    manual(page)
         .render(&mut out)
         .map_err(|e| fail(&e))?;
     std::io::Write::write_all(&mut std::io::stdout(), &out).map_err(|e| fail(&e))?;
     Ok(0)
+}
+
+/// One page, its footer naming rcmd and its version (clap's default names the subcommand).
+fn manual(page: clap::Command) -> clap_mangen::Man {
+    clap_mangen::Man::new(page)
+        .source(format!("rcmd {}", env!("CARGO_PKG_VERSION")))
+        .manual("rcmd manual")
 }
 
 /// Every page: rcmd's own and one per visible subcommand at any depth, each with the

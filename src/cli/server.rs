@@ -311,9 +311,19 @@ pub(super) fn run(args: ServerArgs) -> Result<i32, Failure> {
             "(protocol {}{over}, {framing}{auth}{activated})",
             config.wire.protocol.name()
         );
+        let containment = config
+            .supervisor
+            .as_ref()
+            .map_or_else(|| "its process group".to_string(), |s| s.containment());
         eprintln!(
-            "rcmd server listening on {local}\n{}",
-            crate::text::wrap(&settings, crate::text::COLUMNS, "  ", 2)
+            "rcmd server listening on {local}\n{}\n{}",
+            crate::text::wrap(&settings, crate::text::COLUMNS, "  ", 2),
+            crate::text::wrap(
+                &format!("(containment: {containment})"),
+                crate::text::COLUMNS,
+                "  ",
+                2
+            )
         );
         // Ready: the socket accepts. systemd (Type=notify) starts what is ordered after
         // the service only now.

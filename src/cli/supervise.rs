@@ -1,5 +1,5 @@
 //! `rcmd supervise`: not for people. The server starts it once, as the helper that forks
-//! a supervisor for every command; see [`crate::exec::spawner`] for why.
+//! a supervisor for every command; see [`crate::exec::helper`] for why.
 
 use clap::Args;
 
@@ -9,5 +9,5 @@ use super::Failure;
 pub(super) struct SuperviseArgs {}
 
 pub(super) fn run(_args: SuperviseArgs) -> Result<i32, Failure> {
-    Ok(crate::exec::spawner::serve())
+    Ok(crate::exec::helper::serve())
 }

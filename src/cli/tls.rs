@@ -117,6 +117,11 @@ pub(super) struct ClientTlsArgs {
     #[arg(long, conflicts_with = "plaintext")]
     accept_new: bool,
 
+    /// Present this client key (made by `rcmd keygen --output FILE`, mode 0600) instead of
+    /// client.pem in rcmd's configuration directory
+    #[arg(long, value_name = "FILE", conflicts_with = "plaintext")]
+    key: Option<PathBuf>,
+
     /// Trust only the server whose identity has this fingerprint (`rcmd fingerprint` on
     /// the server prints it); known_hosts is neither read nor written
     #[arg(long, value_name = "SHA256:...", conflicts_with_all = ["plaintext", "accept_new"])]
@@ -141,7 +146,11 @@ impl ClientTlsArgs {
             None => false,
         };
         let file = |f: fn(&ConfigDir) -> PathBuf| dir.as_ref().map(f);
-        let identity = match file(ConfigDir::client_key_file).filter(|p| existing && p.exists()) {
+        let key = match &self.key {
+            Some(path) => Some(path.clone()),
+            None => file(ConfigDir::client_key_file).filter(|p| existing && p.exists()),
+        };
+        let identity = match key {
             Some(path) => Some(Identity::load(&path).map_err(|e| e.0)?),
             None => None,
         };

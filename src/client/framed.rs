@@ -149,6 +149,7 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite, O: Write, E: Write>(
                 Some(Ok(ServerMessage::Stderr(b))) => out.err(&b)?,
                 Some(Ok(ServerMessage::Done(status))) => {
                     if let Status::Failed { message, .. } = &status {
+                        let message = crate::printable::printable(message.as_bytes());
                         out.err(format!("{message}\n").as_bytes())?;
                     }
                     last = status.exit_code();
@@ -160,6 +161,7 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite, O: Write, E: Write>(
                 }
                 Some(Ok(ServerMessage::Credit(n))) => credit += n as usize,
                 Some(Ok(ServerMessage::Notice(m))) => {
+                    let m = crate::printable::printable(m.as_bytes());
                     out.err(format!("rcmd: warning: {m}\n").as_bytes())?;
                 }
                 Some(Ok(ServerMessage::Error(m))) => return Err(ClientError::Server(m)),

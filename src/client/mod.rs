@@ -173,7 +173,10 @@ impl fmt::Display for ClientError {
                 write!(f, "connection failed: {}", crate::text::io_reason(e))
             }
             ClientError::Protocol(e) => write!(f, "protocol error: {e}"),
-            ClientError::Server(m) | ClientError::Busy(m) => write!(f, "server: {m}"),
+            // The server's words, which must not move our cursor or forge our lines.
+            ClientError::Server(m) | ClientError::Busy(m) => {
+                write!(f, "server: {}", crate::printable::printable(m.as_bytes()))
+            }
             ClientError::Closed { unanswered: 0 } => {
                 write!(f, "the server closed the connection")
             }

@@ -3,7 +3,7 @@
 //!
 //! A process group is not enough: `setsid`, a double fork or `setpgid` each leave it, and
 //! a SIGKILLed server can signal nobody. So the server runs each command under a
-//! supervisor (forked for it by the server's helper, see [`super::spawner`]), which
+//! supervisor (forked for it by the server's helper, see [`super::helper`]), which
 //!
 //! - marks itself a *child subreaper* (`PR_SET_CHILD_SUBREAPER`): every orphan the command
 //!   leaves, however it detached, is re-parented to the supervisor instead of to init, so
@@ -16,7 +16,7 @@
 //! - when the command itself ends, kills every descendant still alive (unless detaching),
 //!   then tells the server the command's own status through its status pipe, and either
 //!   exits or, as a connection's supervisor, waits for the connection's next command (see
-//!   [`super::spawner`]).
+//!   [`super::helper`]).
 //!
 //! It is synchronous and single-threaded: it runs in a fresh process, waits in `poll(2)` on
 //! the control pipe and a `signalfd`, and does nothing else.
@@ -28,7 +28,11 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use rustix::process::Pid;
+
+use super::{cgroup, tree};
 
 /// The descriptor on which the supervisor reads its control pipe.
 pub const CONTROL_FD: RawFd = 3;
@@ -53,13 +57,15 @@ pub struct Plan {
     pub env: Vec<(OsString, OsString)>,
     /// Where the command runs; `None`: where the supervisor runs.
     pub cwd: Option<PathBuf>,
+    /// The command's own cgroup (see [`super::cgroup`]), if the server made one.
+    pub cgroup: Option<PathBuf>,
 }
 
 /// Runs `plan` under supervision, with the command's stdin, stdout and stderr at 0-2 and
 /// the control pipe at [`CONTROL_FD`]. Returns the command's raw wait status once it (and,
 /// unless detaching, everything it started) is gone; a command that could not start is
 /// reported on stderr and ends with the shell's code for that.
-pub fn run(plan: &Plan) -> libc::c_int {
+pub fn run(plan: &Plan) -> Ended {
     // SAFETY: plain system calls on this process's own state; no memory is shared.
     unsafe {
         libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
@@ -68,7 +74,7 @@ pub fn run(plan: &Plan) -> libc::c_int {
     }
     let signals = match SignalFd::new(&WATCHED) {
         Ok(s) => s,
-        Err(e) => return report_failure(&plan.program, &e),
+        Err(e) => return Ended::clean(report_failure(&plan.program, &e)),
     };
     // The supervisor takes on the command's directory and environment itself, so the
     // command inherits them: std starts a command given a directory or a PATH of its own
@@ -76,8 +82,9 @@ pub fn run(plan: &Plan) -> libc::c_int {
     // process is single-threaded, so changing its environment is safe.)
     if let Some(dir) = &plan.cwd {
         if let Err(e) = std::env::set_current_dir(dir) {
-            eprintln!("rcmd: cd {}: {e}", dir.display());
-            return 1 << 8;
+            let dir = crate::printable::printable(dir.as_os_str().as_encoded_bytes());
+            eprintln!("rcmd: cd {dir}: {e}");
+            return Ended::clean(1 << 8);
         }
     }
     for (name, _) in std::env::vars_os() {
@@ -86,14 +93,22 @@ pub fn run(plan: &Plan) -> libc::c_int {
     for (name, value) in &plan.env {
         std::env::set_var(name, value);
     }
+    // The command starts in its cgroup by inheriting it from us, there for the moment
+    // it takes to start it: we must not be in it when it is killed.
+    let cgroup = plan
+        .cgroup
+        .as_deref()
+        .filter(|dir| cgroup::enter(dir).is_ok());
     let started = if plan.tty {
         spawn_in_terminal(plan)
     } else {
         spawn_in_group(&plan.program, &plan.args)
     };
+    // Stuck in the command's group, we leave the killing of it to the server.
+    let cgroup = cgroup.filter(|dir| cgroup::leave(dir).is_ok());
     let pid = match started {
         Ok(pid) => pid,
-        Err(e) => return report_failure(&plan.program, &e),
+        Err(e) => return Ended::clean(report_failure(&plan.program, &e)),
     };
     // Our copies of the command's stdin, stdout and stderr would keep its pipes open after
     // the command is gone: the server sees the end of output only when all copies close.
@@ -101,6 +116,8 @@ pub fn run(plan: &Plan) -> libc::c_int {
     let mut sup = Supervisor {
         child: pid,
         status: None,
+        clean: true,
+        cgroup,
     };
     sup.watch(&signals, plan.detach)
 }
@@ -183,23 +200,48 @@ fn spawn_in_group(program: &OsStr, args: &[OsString]) -> io::Result<libc::pid_t>
     }
 }
 
-struct Supervisor {
-    child: libc::pid_t,
-    /// The command's wait status, once reaped.
-    status: Option<libc::c_int>,
+/// How a supervised command ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ended {
+    /// The command's raw wait status.
+    pub status: libc::c_int,
+    /// Everything it started is gone: nothing outlived a kill's deadline.
+    pub clean: bool,
 }
 
-impl Supervisor {
+impl Ended {
+    fn clean(status: libc::c_int) -> Ended {
+        Ended {
+            status,
+            clean: true,
+        }
+    }
+}
+
+struct Supervisor<'a> {
+    child: libc::pid_t,
+    /// The command's cgroup, which we are not in: killing it ends the command's tree.
+    cgroup: Option<&'a std::path::Path>,
+    /// The command's wait status, once reaped.
+    status: Option<libc::c_int>,
+    /// Every kill so far left nothing behind.
+    clean: bool,
+}
+
+impl Supervisor<'_> {
     /// Waits for the command, obeying the control pipe and termination signals meanwhile;
     /// returns its wait status once it ended and (unless detaching) its descendants are gone.
-    fn watch(&mut self, signals: &SignalFd, detach: bool) -> libc::c_int {
+    fn watch(&mut self, signals: &SignalFd, detach: bool) -> Ended {
         let mut control_open = true;
         loop {
             if let Some(status) = self.status {
                 if !detach {
                     self.kill_descendants();
                 }
-                return status;
+                return Ended {
+                    status,
+                    clean: self.clean,
+                };
             }
             let mut fds = [
                 libc::pollfd {
@@ -274,151 +316,29 @@ impl Supervisor {
     }
 
     /// SIGKILLs every descendant until none is left (or the deadline passes), reaping
-    /// our own children as they die.
+    /// our own children as they die; notes in `clean` when something may be left.
     fn kill_descendants(&mut self) {
         self.reap();
-        if self.status.is_some() && !has_children() {
+        if self.status.is_some() && !tree::has_children() {
             // The usual end: the command is reaped and we have no child left. Every live
             // descendant would be our child by now (an orphan comes to us, the subreaper),
-            // so there is nothing to kill and no need to scan /proc.
+            // so there is nothing to kill.
             return;
         }
-        let me = std::process::id() as libc::pid_t;
+        // Every process the command started, wherever it went, dies at once; the walk
+        // below then only reaps them. A group that cannot be killed is not tried again.
+        self.cgroup = self.cgroup.filter(|dir| cgroup::kill(dir).is_ok());
+        let me = rustix::process::getpid();
         // The command's own group first and every round: its members die at once, even
-        // ones that fork and exit faster than a scan of /proc can see them.
-        let group = self.child;
-        kill_tree(me, &[group], KILL_DEADLINE, &mut || self.reap());
+        // ones that fork and exit faster than a walk of the tree can see them.
+        let group = Pid::from_raw(self.child);
+        let gone = tree::kill_tree(me, group.as_slice(), KILL_DEADLINE, &mut || {
+            self.reap();
+            // We are the subreaper: while we have no child, nothing is left anywhere.
+            tree::has_children()
+        });
+        self.clean &= gone;
     }
-}
-
-/// Whether this process has any child, alive or not yet reaped.
-fn has_children() -> bool {
-    // SAFETY: waitid with WNOWAIT only looks; the siginfo is written into a local.
-    unsafe {
-        let mut info: libc::siginfo_t = std::mem::zeroed();
-        libc::waitid(
-            libc::P_ALL,
-            0,
-            &mut info,
-            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
-        ) == 0
-    }
-}
-
-/// SIGKILLs every live descendant of `root` (not `root` itself), again and again until a
-/// scan of `/proc` finds none alive or `deadline` has passed, calling `reap` between
-/// rounds. Each descendant's process group is killed too: a group dies in one go, forks
-/// in flight included, which catches a process that forks and exits faster than a scan.
-/// Processes we may not signal (one that became another user, say) survive until the
-/// deadline and are then left alone.
-pub(crate) fn kill_tree(
-    root: libc::pid_t,
-    groups: &[libc::pid_t],
-    deadline: Duration,
-    reap: &mut dyn FnMut(),
-) {
-    // SAFETY: getpgrp has no preconditions.
-    let own_group = unsafe { libc::getpgrp() };
-    let deadline = Instant::now() + deadline;
-    // Groups known to hold the tree, killed every round until they are empty: an empty
-    // group's id is then no longer used, so it is not signalled again.
-    let mut groups: Vec<libc::pid_t> = groups.iter().copied().filter(|g| *g > 1).collect();
-    loop {
-        // SAFETY: killpg has no memory-safety preconditions.
-        groups.retain(|g| *g != own_group && unsafe { libc::killpg(*g, libc::SIGKILL) } == 0);
-        reap();
-        let living = descendants(root);
-        if (living.is_empty() && groups.is_empty()) || Instant::now() > deadline {
-            return;
-        }
-        for (pid, group) in &living {
-            // SAFETY: kill and killpg have no memory-safety preconditions. Every pid here
-            // is a live descendant, so it is not reaped (and reused) while we look: only
-            // its parent, part of this tree, or we can reap it. A group is never ours.
-            unsafe {
-                libc::kill(*pid, libc::SIGKILL);
-                if *group != own_group && *group > 1 {
-                    libc::killpg(*group, libc::SIGKILL);
-                }
-            }
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-}
-
-/// Every process in `/proc`, with what its `stat` says.
-fn processes() -> Vec<(libc::pid_t, Stat)> {
-    let mut procs = Vec::new();
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return procs;
-    };
-    for entry in dir.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<libc::pid_t>().ok())
-        else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        if let Some(st) = parse_stat(&stat) {
-            procs.push((pid, st));
-        }
-    }
-    procs
-}
-
-/// Live (not zombie) children of `parent`.
-pub(super) fn children(parent: libc::pid_t) -> Vec<libc::pid_t> {
-    processes()
-        .into_iter()
-        .filter(|(_, st)| st.ppid == parent && st.state != 'Z')
-        .map(|(pid, _)| pid)
-        .collect()
-}
-
-/// Live (not zombie) descendants of `root`, with their process groups, found through
-/// `/proc`.
-fn descendants(root: libc::pid_t) -> Vec<(libc::pid_t, libc::pid_t)> {
-    let procs = processes();
-    let mut found = vec![root];
-    let mut i = 0;
-    while i < found.len() {
-        let parent = found[i];
-        for (pid, st) in &procs {
-            if st.ppid == parent && !found.contains(pid) {
-                found.push(*pid);
-            }
-        }
-        i += 1;
-    }
-    procs
-        .into_iter()
-        .filter(|(pid, st)| *pid != root && st.state != 'Z' && found.contains(pid))
-        .map(|(pid, st)| (pid, st.pgrp))
-        .collect()
-}
-
-/// What `/proc/PID/stat` says of a process that matters here.
-#[derive(Debug, PartialEq, Eq)]
-struct Stat {
-    state: char,
-    ppid: libc::pid_t,
-    pgrp: libc::pid_t,
-}
-
-/// The state, parent and process group from a `/proc/PID/stat` line. The command name in
-/// parentheses may itself contain spaces and parentheses, so parsing starts after the
-/// last `)`.
-fn parse_stat(stat: &str) -> Option<Stat> {
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let mut fields = rest.split_ascii_whitespace();
-    let state = fields.next()?.chars().next()?;
-    let ppid = fields.next()?.parse().ok()?;
-    let pgrp = fields.next()?.parse().ok()?;
-    Some(Stat { state, ppid, pgrp })
 }
 
 /// Reports a command that could not be started, in the shell's words and codes.
@@ -428,7 +348,8 @@ fn report_failure(program: &OsString, e: &io::Error) -> libc::c_int {
         io::ErrorKind::PermissionDenied => (126, "permission denied".to_string()),
         _ => (126, e.to_string()),
     };
-    eprintln!("rcmd: {}: {why}", program.to_string_lossy());
+    let program = crate::printable::printable(program.as_encoded_bytes());
+    eprintln!("rcmd: {program}: {why}");
     // As a wait status: exited with `code`.
     code << 8
 }
@@ -519,18 +440,5 @@ impl Drop for SignalFd {
         unsafe {
             libc::close(self.fd);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn stat_lines_with_awkward_names_parse() {
-        let st = |state, ppid, pgrp| Some(Stat { state, ppid, pgrp });
-        assert_eq!(parse_stat("42 (sleep) S 7 42 42 0"), st('S', 7, 42));
-        assert_eq!(parse_stat("43 (a) b) (c) Z 1 43 9"), st('Z', 1, 43));
-        assert_eq!(parse_stat("garbage"), None);
     }
 }

@@ -10,7 +10,9 @@
 
 pub mod collate;
 pub mod hosts;
+pub mod kept;
 pub mod outcome;
+pub mod outdir;
 pub mod output;
 pub mod report;
 mod runner;

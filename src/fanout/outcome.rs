@@ -29,7 +29,7 @@ pub struct HostResult {
     pub name: String,
     pub outcome: Outcome,
     pub seconds: f64,
-    /// Output kept in memory (`--collate`, `--json`); empty otherwise.
-    pub stdout: Vec<u8>,
-    pub stderr: Vec<u8>,
+    /// Output kept until the host is done (`--collate`, `--json`); empty otherwise.
+    pub stdout: super::kept::Kept,
+    pub stderr: super::kept::Kept,
 }

@@ -9,6 +9,10 @@ use std::fs::File;
 use std::io::{self, Write};
 use std::sync::{Arc, Mutex};
 
+use tokio_util::sync::CancellationToken;
+
+use super::kept::Kept;
+
 /// A line longer than this is passed on in pieces of this size, each as a line, so a host
 /// that never writes a newline cannot make the client buffer without bound.
 pub const MAX_LINE: usize = 1 << 20;
@@ -16,46 +20,64 @@ pub const MAX_LINE: usize = 1 << 20;
 /// A stream shared by all hosts (our stdout or stderr), written whole lines at a time.
 pub struct Shared {
     inner: Mutex<SharedInner>,
+    /// Cancelled when the reader goes away (`| head`): the rest is dropped quietly, and
+    /// whoever holds the token stops the hosts, as a local command would die of SIGPIPE.
+    closed: CancellationToken,
 }
 
 struct SharedInner {
     writer: Box<dyn Write + Send>,
     /// Lets the progress line step aside while lines are written to the same terminal.
     progress: Option<indicatif::ProgressBar>,
-    /// Set when the reader went away: the rest is dropped quietly, as `head` expects.
-    closed: bool,
 }
 
 impl Shared {
-    pub fn new(writer: Box<dyn Write + Send>, progress: Option<indicatif::ProgressBar>) -> Self {
+    /// A stream into `writer` that cancels `closed` when its reader goes away.
+    pub fn new(
+        writer: Box<dyn Write + Send>,
+        progress: Option<indicatif::ProgressBar>,
+        closed: CancellationToken,
+    ) -> Self {
         Shared {
-            inner: Mutex::new(SharedInner {
-                writer,
-                progress,
-                closed: false,
-            }),
+            inner: Mutex::new(SharedInner { writer, progress }),
+            closed,
         }
     }
 
     /// Writes `bytes` in one piece and flushes them.
     ///
     /// # Errors
-    /// Any write error except a closed pipe, which ends output quietly.
+    /// Any write error except a closed pipe, which ends output quietly (and cancels the
+    /// token given to [`Shared::new`]).
     pub fn write_whole(&self, bytes: &[u8]) -> io::Result<()> {
-        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        if inner.closed || bytes.is_empty() {
+        if bytes.is_empty() {
             return Ok(());
         }
-        let SharedInner {
-            writer, progress, ..
-        } = &mut *inner;
+        self.write_with(|w| w.write_all(bytes))
+    }
+
+    /// Lets `write` write as much as it likes, in as many writes, with no other host's
+    /// output between them (a `--json` object, a `--collate` group); then flushes.
+    ///
+    /// # Errors
+    /// As [`write_whole`](Self::write_whole).
+    pub fn write_with(
+        &self,
+        write: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+    ) -> io::Result<()> {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if self.closed.is_cancelled() {
+            return Ok(());
+        }
+        let SharedInner { writer, progress } = &mut *inner;
+        let all = || write(&mut **writer).and_then(|()| writer.flush());
         let result = match progress {
-            Some(bar) => bar.suspend(|| writer.write_all(bytes).and_then(|()| writer.flush())),
-            None => writer.write_all(bytes).and_then(|()| writer.flush()),
+            Some(bar) => bar.suspend(all),
+            None => all(),
         };
         match result {
             Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
-                inner.closed = true;
+                self.closed.cancel();
                 Ok(())
             }
             other => other,
@@ -135,16 +157,17 @@ impl Drop for LinePrefixer {
 /// One host's stdout or stderr, as the chosen output mode wants it.
 pub enum HostWriter {
     Lines(LinePrefixer),
-    Memory(Vec<u8>),
+    /// Boxed: a digest in progress is large beside the other kinds.
+    Kept(Box<Kept>),
     File(File),
 }
 
 impl HostWriter {
-    /// What was kept in memory (empty for the other kinds).
-    pub fn take_memory(&mut self) -> Vec<u8> {
+    /// What was kept (empty for the other kinds).
+    pub fn take_kept(&mut self) -> Kept {
         match self {
-            HostWriter::Memory(v) => std::mem::take(v),
-            _ => Vec::new(),
+            HostWriter::Kept(k) => std::mem::take(&mut **k),
+            _ => Kept::default(),
         }
     }
 
@@ -155,7 +178,7 @@ impl HostWriter {
     pub fn finish(&mut self) -> io::Result<()> {
         match self {
             HostWriter::Lines(l) => l.finish(),
-            HostWriter::Memory(_) => Ok(()),
+            HostWriter::Kept(_) => Ok(()),
             HostWriter::File(f) => f.flush(),
         }
     }
@@ -165,7 +188,7 @@ impl Write for HostWriter {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
         match self {
             HostWriter::Lines(l) => l.write(data),
-            HostWriter::Memory(v) => v.write(data),
+            HostWriter::Kept(k) => k.write(data),
             HostWriter::File(f) => f.write(data),
         }
     }
@@ -173,7 +196,7 @@ impl Write for HostWriter {
     fn flush(&mut self) -> io::Result<()> {
         match self {
             HostWriter::Lines(l) => l.flush(),
-            HostWriter::Memory(_) => Ok(()),
+            HostWriter::Kept(_) => Ok(()),
             HostWriter::File(f) => f.flush(),
         }
     }
@@ -199,7 +222,8 @@ mod tests {
 
     fn shared() -> (Writes, Arc<Shared>) {
         let w = Writes::default();
-        (w.clone(), Arc::new(Shared::new(Box::new(w), None)))
+        let closed = CancellationToken::new();
+        (w.clone(), Arc::new(Shared::new(Box::new(w), None, closed)))
     }
 
     #[test]
@@ -258,8 +282,11 @@ mod tests {
                 Ok(())
             }
         }
-        let s = Shared::new(Box::new(Closed), None);
+        let closed = CancellationToken::new();
+        let s = Shared::new(Box::new(Closed), None, closed.clone());
+        assert!(!closed.is_cancelled());
         s.write_whole(b"x\n").unwrap();
+        assert!(closed.is_cancelled(), "the closed pipe is reported");
         s.write_whole(b"y\n").unwrap();
     }
 }

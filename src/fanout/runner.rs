@@ -13,7 +13,9 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio_util::sync::CancellationToken;
 
 use super::hosts::{display_names, Target};
+use super::kept::Kept;
 use super::outcome::{HostResult, Outcome};
+use super::outdir::OutputDir;
 use super::output::{HostWriter, LinePrefixer, Shared};
 use super::{collate, report};
 use crate::client::{self, ClientConfig, ClientError, Input, Output};
@@ -55,26 +57,33 @@ pub struct Options {
 /// Output is written to this process's stdout and stderr (and files) as `options` say.
 ///
 /// # Errors
-/// Only when the output directory cannot be created; a host's failure is its result.
+/// When the output directory cannot be created, and `BrokenPipe` when our stdout or
+/// stderr was closed (`| head`): then every host was stopped at once. A host's failure
+/// is its result.
 pub async fn run(
     targets: &[Target],
     command: &[u8],
     client: &ClientConfig,
     options: &Options,
 ) -> io::Result<Vec<HostResult>> {
-    if let Mode::OutputDir(dir) = &options.mode {
-        std::fs::create_dir_all(dir).map_err(|e| {
-            io::Error::new(e.kind(), format!("cannot create {}: {e}", dir.display()))
-        })?;
-    }
+    let output_dir = match &options.mode {
+        Mode::OutputDir(dir) => Some(OutputDir::open(dir)?),
+        _ => None,
+    };
     let names = display_names(targets);
     let progress = options.progress.then(|| progress_bar(targets.len()));
+    // Our output closing stops every host, as -k does, but is not a host's failure.
+    let output_closed = CancellationToken::new();
+    let cancel = output_closed.child_token();
+    let sink = |w: Box<dyn io::Write + Send>| {
+        Arc::new(Shared::new(w, progress.clone(), output_closed.clone()))
+    };
     let sinks = Sinks {
-        stdout: Arc::new(Shared::new(Box::new(io::stdout()), progress.clone())),
-        stderr: Arc::new(Shared::new(Box::new(io::stderr()), progress.clone())),
+        stdout: sink(Box::new(io::stdout())),
+        stderr: sink(Box::new(io::stderr())),
+        output_dir,
         options,
     };
-    let cancel = CancellationToken::new();
     let mut results: Vec<Option<HostResult>> = (0..targets.len()).map(|_| None).collect();
     let mut waiting = targets.iter().zip(&names).enumerate();
     let mut running = FuturesUnordered::new();
@@ -87,7 +96,7 @@ pub async fn run(
             let host = one_host(name, target, command, client, &sinks, &cancel);
             running.push(async move { (i, host.await) });
         }
-        let Some((i, result)) = running.next().await else {
+        let Some((i, mut result)) = running.next().await else {
             break;
         };
         if result.outcome.is_failure() {
@@ -96,41 +105,64 @@ pub async fn run(
                 cancel.cancel();
             }
         }
-        sinks.finished(&result);
+        sinks.finished(&mut result);
         if let Some(bar) = &progress {
             bar.inc(1);
             bar.set_message(format!("{failures} failed"));
         }
         results[i] = Some(result);
     }
+    if output_closed.is_cancelled() {
+        if let Some(bar) = &progress {
+            bar.finish_and_clear();
+        }
+        return Err(io::ErrorKind::BrokenPipe.into());
+    }
     for (i, (_, name)) in waiting {
-        let result = HostResult {
+        let mut result = HostResult {
             name: name.clone(),
             outcome: Outcome::NotStarted,
             seconds: 0.0,
-            stdout: Vec::new(),
-            stderr: Vec::new(),
+            stdout: Kept::default(),
+            stderr: Kept::default(),
         };
-        sinks.finished(&result);
+        sinks.finished(&mut result);
         results[i] = Some(result);
     }
     if let Some(bar) = &progress {
         bar.finish_and_clear();
     }
-    let results: Vec<HostResult> = results.into_iter().flatten().collect();
+    let mut results: Vec<HostResult> = results.into_iter().flatten().collect();
     if options.mode == Mode::Collate {
-        for (stream, which) in [(&sinks.stdout, false), (&sinks.stderr, true)] {
-            let outputs: Vec<(&str, &[u8])> = results
-                .iter()
-                .map(|r| {
-                    let bytes = if which { &r.stderr } else { &r.stdout };
-                    (r.name.as_str(), bytes.as_slice())
-                })
-                .collect();
-            stream.write_whole(&collate::render(&collate::groups(&outputs)))?;
-        }
+        let (mut stdouts, mut stderrs): (Vec<Kept>, Vec<Kept>) = results
+            .iter_mut()
+            .map(|r| (std::mem::take(&mut r.stdout), std::mem::take(&mut r.stderr)))
+            .unzip();
+        let names: Vec<&str> = results.iter().map(|r| r.name.as_str()).collect();
+        collate_into(&sinks.stdout, &names, &mut stdouts)?;
+        collate_into(&sinks.stderr, &names, &mut stderrs)?;
+    }
+    if output_closed.is_cancelled() {
+        return Err(io::ErrorKind::BrokenPipe.into());
     }
     Ok(results)
+}
+
+/// `--collate`: each distinct output of `kept` (one per host of `names`) once, under
+/// its hosts, streamed from where it was kept.
+fn collate_into(stream: &Shared, names: &[&str], kept: &mut [Kept]) -> io::Result<()> {
+    let keyed: Vec<_> = names
+        .iter()
+        .zip(kept.iter())
+        .map(|(&name, k)| (name, (!k.is_empty()).then(|| k.key())))
+        .collect();
+    let groups = collate::groups(&keyed);
+    stream.write_with(|out| {
+        collate::write(&groups, out, |i, out| {
+            kept[i].copy_to(out)?;
+            Ok(kept[i].ends_with_newline())
+        })
+    })
 }
 
 fn progress_bar(total: usize) -> indicatif::ProgressBar {
@@ -151,6 +183,8 @@ fn progress_bar(total: usize) -> indicatif::ProgressBar {
 struct Sinks<'a> {
     stdout: Arc<Shared>,
     stderr: Arc<Shared>,
+    /// Where `--output-dir` writes, checked.
+    output_dir: Option<OutputDir>,
     options: &'a Options,
 }
 
@@ -165,44 +199,40 @@ impl Sinks<'_> {
             };
             HostWriter::Lines(LinePrefixer::new(prefix, Arc::clone(shared)))
         };
+        if let Some(dir) = &self.output_dir {
+            return Ok(Output {
+                stdout: HostWriter::File(dir.create(&format!("{name}.out"))?),
+                stderr: HostWriter::File(dir.create(&format!("{name}.err"))?),
+            });
+        }
         Ok(match &self.options.mode {
-            Mode::Stream => Output {
+            Mode::Collate | Mode::Json => Output {
+                stdout: HostWriter::Kept(Box::default()),
+                stderr: HostWriter::Kept(Box::default()),
+            },
+            Mode::Stream | Mode::OutputDir(_) => Output {
                 stdout: lines(&self.stdout),
                 stderr: lines(&self.stderr),
             },
-            Mode::Collate | Mode::Json => Output {
-                stdout: HostWriter::Memory(Vec::new()),
-                stderr: HostWriter::Memory(Vec::new()),
-            },
-            Mode::OutputDir(dir) => {
-                let create = |ext: &str| {
-                    let path = dir.join(format!("{name}.{ext}"));
-                    std::fs::File::create(&path).map_err(|e| {
-                        io::Error::new(e.kind(), format!("cannot create {}: {e}", path.display()))
-                    })
-                };
-                Output {
-                    stdout: HostWriter::File(create("out")?),
-                    stderr: HostWriter::File(create("err")?),
-                }
-            }
         })
     }
 
     /// Reports a host as it finishes, where the mode wants that.
-    fn finished(&self, result: &HostResult) {
+    fn finished(&self, result: &mut HostResult) {
         match &self.options.mode {
             Mode::Json => {
-                let mut line = report::json(result).to_string();
-                line.push('\n');
-                let _ = self.stdout.write_whole(line.as_bytes());
+                if let Err(e) = self
+                    .stdout
+                    .write_with(|out| report::write_json(result, out))
+                {
+                    let _ = self.stderr.write_whole(format!("rcmd: {e}\n").as_bytes());
+                }
             }
-            Mode::OutputDir(dir) => {
-                let path = dir.join(format!("{}.status", result.name));
-                if let Err(e) = std::fs::write(&path, report::status_file(&result.outcome)) {
-                    let _ = self.stderr.write_whole(
-                        format!("rcmd: cannot write {}: {e}\n", path.display()).as_bytes(),
-                    );
+            Mode::OutputDir(_) => {
+                let Some(dir) = &self.output_dir else { return };
+                let name = format!("{}.status", result.name);
+                if let Err(e) = dir.write(&name, report::status_file(&result.outcome).as_bytes()) {
+                    let _ = self.stderr.write_whole(format!("rcmd: {e}\n").as_bytes());
                 }
             }
             Mode::Stream | Mode::Collate => {}
@@ -227,8 +257,8 @@ async fn one_host(
                 name: name.to_string(),
                 outcome: Outcome::Failed(e.to_string()),
                 seconds: 0.0,
-                stdout: Vec::new(),
-                stderr: Vec::new(),
+                stdout: Kept::default(),
+                stderr: Kept::default(),
             }
         }
     };
@@ -248,8 +278,8 @@ async fn one_host(
         name: name.to_string(),
         outcome,
         seconds: started.elapsed().as_secs_f64(),
-        stdout: out.stdout.take_memory(),
-        stderr: out.stderr.take_memory(),
+        stdout: out.stdout.take_kept(),
+        stderr: out.stderr.take_kept(),
     }
 }
 

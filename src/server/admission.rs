@@ -122,7 +122,7 @@ impl fmt::Display for Refusal {
 impl Admission {
     pub fn new(limits: &Limits) -> Arc<Admission> {
         Arc::new(Admission {
-            guard: Guard::default(),
+            guard: Guard::new(limits.backoff),
             pending: Mutex::new(Pending {
                 limits: PendingLimits {
                     per_source: limits.max_unauthenticated_per_source.max(1),

@@ -555,7 +555,9 @@ impl<S: AsyncRead + AsyncWrite> Session<'_, S> {
 
     /// Ends one reply, and logs the command's one line.
     fn finish(&mut self, status: Status, line: &[u8]) -> Result<(), ProtocolError> {
-        info!(peer = %self.peer, command = %printable(line), "command ended: {status}");
+        // A failure's message may quote what the client sent (its --cwd).
+        let ended = printable(status.to_string().as_bytes());
+        info!(peer = %self.peer, command = %printable(line), "command ended: {ended}");
         self.writer.push(ServerMessage::Done(status))
     }
 

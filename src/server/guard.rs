@@ -25,6 +25,31 @@ pub(crate) const LOG_EVERY: Duration = Duration::from_secs(1);
 /// Sources remembered at once.
 pub(crate) const MAX_SOURCES: usize = 4096;
 
+/// The guard's timings: the constants above unless a test shortens them, so a server's
+/// whole back-off and logging cycle can be watched in a fraction of a second.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    /// The wait before refusing a source's first failed attempt; it doubles with each.
+    pub first_delay: Duration,
+    /// The longest wait before a refusal.
+    pub max_delay: Duration,
+    /// A source with no failure for this long starts again from `first_delay`.
+    pub forget_after: Duration,
+    /// At most one log line per source this often.
+    pub log_every: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Backoff {
+        Backoff {
+            first_delay: FIRST_DELAY,
+            max_delay: MAX_DELAY,
+            forget_after: FORGET_AFTER,
+            log_every: LOG_EVERY,
+        }
+    }
+}
+
 /// Where connections come from, as far as limits go: for a peer on this machine, the
 /// local user that owns its socket (every local user connects from loopback, and may bind
 /// any 127.x address); otherwise an IPv4 address, or an IPv6 /64 (one host usually holds a
@@ -142,12 +167,12 @@ impl Peer {
     }
 
     /// The line to log now, if one is due and there is something to say.
-    fn due(&mut self, source: Source, now: Instant) -> Option<Tally> {
+    fn due(&mut self, source: Source, now: Instant, log_every: Duration) -> Option<Tally> {
         if self.failures == 0 && self.refused == 0 {
             return None;
         }
         let since = match self.logged {
-            Some(at) if now.duration_since(at) < LOG_EVERY => return None,
+            Some(at) if now.duration_since(at) < log_every => return None,
             Some(at) => now.duration_since(at),
             None => Duration::ZERO,
         };
@@ -165,31 +190,47 @@ impl Peer {
 #[derive(Debug, Default)]
 pub(crate) struct Guard {
     peers: Mutex<HashMap<Source, Peer>>,
+    timing: Backoff,
 }
 
 impl Guard {
+    /// A guard with these timings (`Guard::default()` has the constants above).
+    pub fn new(timing: Backoff) -> Guard {
+        Guard {
+            peers: Mutex::default(),
+            timing,
+        }
+    }
+
     /// Records a failed authentication from `source`. Returns how long to wait before
     /// sending the refusal, and the line to log now, if one is due.
     pub fn failed(&self, source: Source) -> (Duration, Option<Tally>) {
+        let Backoff {
+            first_delay,
+            max_delay,
+            forget_after,
+            log_every,
+        } = self.timing;
         self.with_peer(source, |peer, now| {
-            if now.duration_since(peer.last_failure) >= FORGET_AFTER {
+            if now.duration_since(peer.last_failure) >= forget_after {
                 peer.streak = 0;
             }
             peer.streak = peer.streak.saturating_add(1);
             peer.last_failure = now;
             peer.failures += 1;
             let doublings = (peer.streak - 1).min(16);
-            let delay = FIRST_DELAY.saturating_mul(1 << doublings).min(MAX_DELAY);
-            (delay, peer.due(source, now))
+            let delay = first_delay.saturating_mul(1 << doublings).min(max_delay);
+            (delay, peer.due(source, now, log_every))
         })
     }
 
     /// Records a connection from `source` refused before authentication. Returns the line
     /// to log now, if one is due.
     pub fn refused(&self, source: Source) -> Option<Tally> {
+        let log_every = self.timing.log_every;
         self.with_peer(source, |peer, now| {
             peer.refused += 1;
-            peer.due(source, now)
+            peer.due(source, now, log_every)
         })
     }
 
@@ -201,7 +242,7 @@ impl Guard {
     }
 
     /// The lines due for sources that have gone quiet since they were last logged, so a
-    /// burst's last failures are reported too; call it every [`LOG_EVERY`]. Sources with
+    /// burst's last failures are reported too; call it every [`Backoff::log_every`]. Sources with
     /// nothing left to report or delay are forgotten.
     pub fn flush(&self) -> Vec<Tally> {
         self.flush_at(Instant::now(), false)
@@ -213,16 +254,21 @@ impl Guard {
     }
 
     fn flush_at(&self, now: Instant, all: bool) -> Vec<Tally> {
+        let Backoff {
+            forget_after,
+            log_every,
+            ..
+        } = self.timing;
         let mut peers = self.peers.lock().unwrap();
         let mut lines = Vec::new();
         for (source, peer) in peers.iter_mut() {
             if all {
-                peer.logged = peer.logged.map(|at| at.min(now - LOG_EVERY));
+                peer.logged = peer.logged.map(|at| at.min(now - log_every));
             }
-            lines.extend(peer.due(*source, now));
+            lines.extend(peer.due(*source, now, log_every));
         }
         peers.retain(|_, p| {
-            p.failures + p.refused > 0 || now.duration_since(p.last_failure) < FORGET_AFTER
+            p.failures + p.refused > 0 || now.duration_since(p.last_failure) < forget_after
         });
         lines
     }

@@ -16,6 +16,8 @@ mod outbox;
 mod spool;
 mod tutorial;
 
+pub use guard::Backoff;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -31,6 +33,7 @@ use tracing::{debug, info, warn};
 use self::admission::Admission;
 use crate::auth::Token;
 use crate::exec::{ExecMode, Launcher};
+use crate::printable::printable;
 use crate::wire::message::ProtocolError;
 use crate::wire::{Protocol, Wire};
 
@@ -64,6 +67,8 @@ pub struct Limits {
     /// Most output one reply collects in `classic` and `json-header` (which must know its
     /// length before sending); past it the command is killed and the reply says so.
     pub max_spool: u64,
+    /// How failed authentications are slowed and logged, per source.
+    pub backoff: Backoff,
 }
 
 impl Default for Limits {
@@ -80,6 +85,7 @@ impl Default for Limits {
             auth_timeout: Duration::from_secs(10),
             grace: Duration::from_secs(10),
             max_spool: 1 << 30,
+            backoff: Backoff::default(),
         }
     }
 }
@@ -93,7 +99,7 @@ pub struct ServerConfig {
     pub token: Option<Token>,
     pub limits: Limits,
     /// Starts every command under a supervisor, through a helper run from the `rcmd`
-    /// executable (see [`crate::exec::spawner`]). Without one only the command's process
+    /// executable (see [`crate::exec::helper`]). Without one only the command's process
     /// group is killed when it ends.
     pub supervisor: Option<crate::exec::Spawner>,
     /// Let background processes outlive a command that ended normally, as ssh does.
@@ -238,7 +244,7 @@ pub async fn serve(
     let tracker = TaskTracker::new();
     let stop = Shutdown::default();
     // Failed attempts are logged as a count per source, at most once a second each.
-    let mut log_tick = tokio::time::interval(guard::LOG_EVERY);
+    let mut log_tick = tokio::time::interval(config.limits.backoff.log_every);
     log_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
     loop {
@@ -363,8 +369,15 @@ async fn handle(stream: TcpStream, peer: SocketAddr, config: &ServerConfig, stop
             debug!(%peer, protocol, secs, "connection closed: {}", ConnError::AuthFailed)
         }
         // A peer hanging up with replies unread is a normal way to leave, not a fault.
-        Err(e) if e.is_hang_up() => info!(%peer, protocol, secs, "connection closed by peer: {e}"),
-        Err(e) => warn!(%peer, protocol, secs, "connection closed: {e}"),
+        // Why may quote what the peer sent.
+        Err(e) if e.is_hang_up() => {
+            let e = printable(e.to_string().as_bytes());
+            info!(%peer, protocol, secs, "connection closed by peer: {e}")
+        }
+        Err(e) => {
+            let e = printable(e.to_string().as_bytes());
+            warn!(%peer, protocol, secs, "connection closed: {e}")
+        }
     }
 }
 

@@ -121,7 +121,10 @@ async fn run_command(
         _ => spool_reply(line, rd, wr, config, stop, carried).await?,
     };
     match outcome {
-        Some(status) => info!(%peer, %command, "command ended: {status}"),
+        Some(status) => {
+            let status = printable(status.to_string().as_bytes());
+            info!(%peer, %command, "command ended: {status}")
+        }
         None => {
             info!(%peer, %command, "command killed: the client went away or the server shut down");
             return Ok(false);

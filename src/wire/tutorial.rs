@@ -58,9 +58,11 @@ impl JsonHeader {
     /// A message quoting the header when it is not a JSON object with a `total_size`.
     pub fn parse(bytes: &[u8]) -> Result<JsonHeader, String> {
         serde_json::from_slice(bytes).map_err(|e| {
+            let printable = crate::printable::printable;
             format!(
-                "JSON header is not usable ({e}): {}",
-                crate::printable::printable(bytes)
+                "JSON header is not usable ({}): {}",
+                printable(e.to_string().as_bytes()),
+                printable(bytes)
             )
         })
     }

@@ -33,6 +33,136 @@ pub async fn start_server(mut config: ServerConfig) -> SocketAddr {
     addr
 }
 
+/// A server in this test's runtime that keeps what it logs and stops when told, as a
+/// [`ServerProcess`] does: for tests that read the log of a server whose timings they
+/// shortened. The log is caught on this thread, so the test's runtime must be
+/// current-thread (`#[tokio::test]`).
+pub struct LoggedServer {
+    pub addr: SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+    log: LogBuffer,
+    _catching: tracing::subscriber::DefaultGuard,
+}
+
+impl LoggedServer {
+    pub async fn start(config: ServerConfig) -> LoggedServer {
+        let log = LogBuffer::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(log.clone())
+            .finish();
+        let catching = tracing::subscriber::set_default(subscriber);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(serve(listener, config, async {
+            let _ = stopped.await;
+        }));
+        LoggedServer {
+            addr,
+            stop,
+            task,
+            log,
+            _catching: catching,
+        }
+    }
+
+    /// Stops the server, waits for it to finish and returns every line it logged.
+    pub async fn stop(self) -> Vec<String> {
+        let _ = self.stop.send(());
+        tokio::time::timeout(PROCESS_DEADLINE, self.task)
+            .await
+            .expect("the server did not stop")
+            .unwrap();
+        let bytes = self.log.0.lock().unwrap().clone();
+        String::from_utf8_lossy(&bytes)
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+/// Where a [`LoggedServer`]'s log lines are written.
+#[derive(Clone, Default)]
+struct LogBuffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogBuffer {
+    type Writer = LogBuffer;
+
+    fn make_writer(&'a self) -> LogBuffer {
+        self.clone()
+    }
+}
+
+/// A framed server with the defaults.
+pub fn framed() -> ServerConfig {
+    ServerConfig::new(rcmd::wire::Protocol::Framed)
+}
+
+/// `payload` as one frame with a `!I` header.
+pub fn frame(payload: &[u8]) -> Vec<u8> {
+    let mut f = (payload.len() as u32).to_be_bytes().to_vec();
+    f.extend_from_slice(payload);
+    f
+}
+
+/// A framed hello of protocol `version`, announcing `max_frame`, offering `token`.
+pub fn hello(version: u8, max_frame: u32, token: &[u8]) -> Vec<u8> {
+    let mut p = b"Hrcmd".to_vec();
+    p.push(version);
+    p.extend_from_slice(&max_frame.to_be_bytes());
+    p.extend_from_slice(token);
+    frame(&p)
+}
+
+/// Sends `bytes` in one write, then reads until the server closes. Our side stays open,
+/// so a server that ran the bytes would answer and wait for more instead of closing.
+pub async fn send_raw(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
+    send_and_read(addr, bytes, false).await
+}
+
+/// [`send_raw`], closing our side after sending: the server sees the end of the stream.
+pub async fn send_raw_then_close(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
+    send_and_read(addr, bytes, true).await
+}
+
+async fn send_and_read(addr: SocketAddr, bytes: &[u8], close: bool) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(bytes).await.unwrap();
+    if close {
+        s.shutdown().await.unwrap();
+    }
+    let mut reply = Vec::new();
+    let _ = tokio::time::timeout(PROCESS_DEADLINE, s.read_to_end(&mut reply))
+        .await
+        .expect("server never closed the connection");
+    reply
+}
+
+/// `rcmd client ADDR ARGS -- echo alive` prints `alive`: the server still serves.
+pub async fn still_serves(addr: SocketAddr, args: &[&str]) {
+    let addr = addr.to_string();
+    let mut all = vec!["client", addr.as_str()];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--", "echo alive"]);
+    let r = rcmd(&all, b"").await;
+    r.expect_code(0);
+    assert_eq!(r.stdout_str(), "alive\n", "{r}");
+}
+
 /// What a finished process did, printed in full when an assertion about it fails.
 pub struct Run {
     pub command: String,
@@ -418,4 +548,18 @@ pub async fn start_servers_with_send_buffer(
         addrs.push(*addr.ip());
     }
     (port, addrs)
+}
+
+/// The subcommands a help page lists under "Commands:", without clap's own `help`.
+pub fn subcommands(page: &str) -> Vec<String> {
+    page.lines()
+        .skip_while(|l| *l != "Commands:")
+        .skip(1)
+        .take_while(|l| !l.is_empty())
+        // A name starts two spaces in; wrapped descriptions are indented further.
+        .filter(|l| l.starts_with("  ") && !l.starts_with("   "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|name| *name != "help")
+        .map(str::to_string)
+        .collect()
 }

@@ -25,6 +25,7 @@ pub mod exec;
 pub mod fanout;
 pub mod printable;
 pub mod server;
+pub mod settings;
 pub mod splice;
 pub mod status;
 pub mod systemd;

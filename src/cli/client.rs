@@ -84,9 +84,13 @@ pub(super) struct ClientArgs {
 
 pub(super) fn run(mut args: ClientArgs) -> Result<i32, Failure> {
     init_logging("rcmd=warn");
-    let (addr, command) = fanout::positionals(&mut args.fanout, args.addr, args.command)?;
+    let (addr, command) = fanout::positionals(
+        &mut args.fanout,
+        args.addr.take(),
+        std::mem::take(&mut args.command),
+    )?;
     let addr = match addr {
-        Some(addr) => Some(single_host(&addr, args.fanout.port)?),
+        Some(addr) => Some(apply_settings(&mut args, &addr)?),
         None => None,
     };
     let wire = args.wire.wire();
@@ -240,16 +244,60 @@ const SAME_USER_IN_THE_CLEAR: &str = "refusing to send this user's own token (th
      run --plaintext, start it with a token of its own (--token-file FILE) and give that \
      one here";
 
-/// The one host's address as rcmd connects to it: `-p PORT` added when it names no port,
-/// and a `user@` in front refused unless it names the user we are (see [`login_user`]).
-fn single_host(addr: &str, port: Option<u16>) -> Result<String, Failure> {
+/// The one host's address as rcmd connects to it, with the settings file's values for it
+/// filled in where the command line gave none: `HostName` and `Port` (after `:PORT` and
+/// `-p`), `Fingerprint`, `TokenFile`, `IdentityFile`, `ConnectTimeout`, `SendEnv`,
+/// `SetEnv` and `Header`.
+fn apply_settings(args: &mut ClientArgs, addr: &str) -> Result<String, Failure> {
+    let fail = |e: &dyn std::fmt::Display| Failure::new(CLIENT_FAILED, e);
     let addr = login_user(addr)?;
+    let (alias, port) = split_port(addr);
+    let settings = match crate::config::ConfigDir::locate() {
+        Ok(dir) => crate::settings::Settings::load(&dir.settings_file()).map_err(|e| fail(&e))?,
+        Err(_) => Default::default(),
+    };
+    let s = settings.for_host(&alias);
+    let host = s.host_name.clone().unwrap_or(alias);
+    let port = port.or(args.fanout.port).or(s.port);
+    let addr = match port {
+        Some(port) if host.contains(':') && !host.starts_with('[') => format!("[{host}]:{port}"),
+        Some(port) => format!("{host}:{port}"),
+        None => host,
+    };
+    args.tls.default_fingerprint(s.fingerprint);
+    args.tls.default_key(s.identity_file);
+    if std::env::var_os("RCMD_TOKEN").is_none() {
+        args.token.default_file(s.token_file);
+    }
+    args.fanout.connect_timeout = args.fanout.connect_timeout.or(s.connect_timeout);
+    args.wire.header = args.wire.header.or(s.header);
+    for pattern in &s.send_env {
+        for (name, _) in std::env::vars_os() {
+            let name = name.to_string_lossy();
+            if crate::settings::glob(pattern, &name) && !args.env.iter().any(|e| e == &*name) {
+                args.env.push(name.into_owned());
+            }
+        }
+    }
+    args.env.extend(s.set_env);
+    Ok(addr)
+}
+
+/// `host` and its port, if `addr` names one (`host:port`, `[v6]:port`).
+fn split_port(addr: &str) -> (String, Option<u16>) {
     let full = crate::wire::with_default_port(addr);
-    let default = format!(":{}", crate::wire::DEFAULT_PORT);
-    Ok(match (port, full.strip_suffix(&default)) {
-        (Some(port), Some(host)) if full != addr => format!("{host}:{port}"),
-        _ => addr.to_string(),
-    })
+    if full != addr {
+        return (addr.to_string(), None);
+    }
+    match addr.rsplit_once(':') {
+        Some((host, port)) => (
+            host.trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string(),
+            port.parse().ok(),
+        ),
+        None => (addr.to_string(), None),
+    }
 }
 
 /// `user@host` as an ssh user types it. rcmd has no login: commands run as whoever

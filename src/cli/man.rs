@@ -41,9 +41,7 @@ pub(super) fn run(args: ManArgs) -> Result<i32, Failure> {
         )));
     };
     let mut out = Vec::new();
-    manual(page)
-        .render(&mut out)
-        .map_err(|e| fail(&e))?;
+    manual(page).render(&mut out).map_err(|e| fail(&e))?;
     std::io::Write::write_all(&mut std::io::stdout(), &out).map_err(|e| fail(&e))?;
     Ok(0)
 }

@@ -1,13 +1,28 @@
 //! rcmd: run commands on another machine over TCP, with every message framed by a length
 //! header packed exactly as Python's `struct` packs it.
 //!
-//! Data flows one way through the modules:
+//! Each layer uses only those drawn below it (client and server never each other); data
+//! flows up from bytes to actions (README's "Layout" says the same):
 //!
 //! ```text
-//! bytes ─▶ wire::frame (frames, header) ─▶ wire::message (messages) ─▶ server / client
-//!     └──▶ wire::tutorial (length-ack, classic, json-header, naive) ─▶ └▶ exec
-//! wire::trace: an optional wrapper around the bytes, showing each frame as it passes (--trace)
+//! cli            one module per subcommand; the exit code is decided here
+//! demo           the sticky-packet demos
+//! fanout         one command on many hosts, through client
+//! client         one connection: input lines and stdin, the terminal, a reply shown
+//! server         accept, admit, read a message and do it
+//! tls auth config   who may connect
+//! exec           running one command: launch, process, streams, helper, supervisor
+//! wire           bytes ─▶ header/frame ─▶ message (framed) | tutorial (the other modes);
+//!                sniff: what the peer speaks; trace: each frame shown as it passes
+//! splice systemd            the OS
+//! status printable text deadline   small shared pieces
 //! ```
+//!
+//! The types a program embedding rcmd needs are re-exported here: [`serve`] with
+//! [`ServerConfig`] to run a server, [`ClientConfig`] with [`client::run`] to talk to one.
+
+// Every unsafe block says why it is sound.
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 #[cfg(not(target_os = "linux"))]
 compile_error!(
@@ -19,7 +34,7 @@ pub mod auth;
 pub mod cli;
 pub mod client;
 pub mod config;
-pub mod deadline;
+mod deadline;
 pub mod demo;
 pub mod exec;
 pub mod fanout;
@@ -28,7 +43,11 @@ pub mod server;
 pub mod settings;
 pub mod splice;
 pub mod status;
-pub mod systemd;
-pub mod text;
+mod systemd;
+mod text;
 pub mod tls;
 pub mod wire;
+
+pub use client::{ClientConfig, ClientError};
+pub use server::{serve, ServerConfig};
+pub use wire::{Protocol, Wire};

@@ -170,7 +170,7 @@ async fn a_config_directory_others_may_write_is_refused() {
     std::fs::create_dir(home.path()).unwrap();
     chmod(home.path(), 0o777);
     let r = home.rcmd(&["server", "--listen", "127.0.0.1:0"], b"").await;
-    r.expect_code(1);
+    r.expect_code(255);
     let fix = format!("chmod 700 {}", home.path().display());
     assert!(r.stderr_str().contains(&fix), "{r}");
     assert!(!home.token_file().exists());
@@ -207,7 +207,7 @@ async fn token_files_others_can_read_are_refused_with_the_chmod() {
         let mut args = vec!["server", "--listen", "127.0.0.1:0"];
         args.extend_from_slice(extra);
         let r = home.rcmd(&args, b"").await;
-        r.expect_code(1);
+        r.expect_code(255);
         assert!(r.stderr_str().contains(&fix), "{r}");
     }
     chmod(&token, 0o600);

@@ -155,7 +155,7 @@ async fn trickled_hello_is_cut_off_at_the_auth_deadline() {
 async fn listening_without_a_token_is_refused_unless_allowed() {
     // Refused before binding: nothing is opened on 0.0.0.0.
     let r = rcmd(&["server", "--listen", "0.0.0.0:0", "--naive"], b"").await;
-    r.expect_code(1);
+    r.expect_code(255);
     assert!(r.stderr_str().contains("without a token"), "{r}");
     assert!(r.stderr_str().contains("--allow-unauthenticated"), "{r}");
     // On loopback a tutorial mode serves learners, saying who else can use it.
@@ -177,7 +177,7 @@ async fn listening_without_a_token_is_refused_unless_allowed() {
         b"",
     )
     .await;
-    r.expect_code(1);
+    r.expect_code(255);
     assert!(r.stderr_str().contains("no way to carry a token"), "{r}");
 }
 

@@ -102,3 +102,28 @@ async fn demo_udp_reads_with_recvfrom_as_the_tutorial_does() {
     let size = option_help(&help.stdout_str(), "--recv-size");
     assert!(size.contains("recvfrom(1024)"), "{size}");
 }
+
+/// A failure of rcmd's own exits 255 whichever subcommand it is, as a usage error does, so
+/// that no status is mistaken for a remote command's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_subcommand_that_fails_exits_255() {
+    let home = common::RcmdHome::new();
+    let missing = home.path().join("no-such-identity.pem");
+    let missing = missing.to_str().unwrap();
+    for args in [
+        &["fingerprint", missing][..],
+        &["fingerprint"],
+        // The key's directory is a file: nothing can be written there.
+        &["keygen", "--output", "/dev/null/key.pem"],
+        // Refused before binding: no token, on every interface.
+        &["server", "--listen", "0.0.0.0:0", "--naive"],
+        &["client", "--no-such-flag"],
+    ] {
+        let r = home.rcmd(args, b"").await;
+        r.expect_code(255);
+        assert!(
+            r.stderr_str().starts_with("rcmd: ") || args[0] == "client",
+            "{r}"
+        );
+    }
+}

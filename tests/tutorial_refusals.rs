@@ -250,7 +250,7 @@ async fn tutorial_modes_refuse_to_listen_beyond_loopback() {
             b"",
         )
         .await;
-        r.expect_code(1);
+        r.expect_code(255);
         assert!(r.stderr_str().contains("without a token"), "{r}");
     }
 }

@@ -12,9 +12,6 @@ use super::{init_logging, Failure, WireArgs};
 use crate::client::{self, terminal, ClientConfig, Input, Output, Session, Tty};
 use crate::wire::Protocol;
 
-/// Exit code for a connection, protocol or usage error, as ssh uses.
-const CLIENT_FAILED: i32 = 255;
-
 #[derive(Debug, Args)]
 pub(super) struct ClientArgs {
     /// Server address: HOST or HOST:PORT (port 9000 unless given), where HOST is a name,
@@ -95,18 +92,15 @@ pub(super) fn run(mut args: ClientArgs) -> Result<i32, Failure> {
     };
     let wire = args.wire.wire();
     if args.token.given() && wire.protocol != Protocol::Framed {
-        return Err(Failure::new(
-            CLIENT_FAILED,
-            format!(
-                "the {} mode has no way to carry a token",
-                wire.protocol.name()
-            ),
-        ));
+        return Err(Failure::new(format!(
+            "the {} mode has no way to carry a token",
+            wire.protocol.name()
+        )));
     }
     let (token, same_user_token) = args
         .token
         .for_client(std::env::var("RCMD_TOKEN").ok(), wire.protocol)
-        .map_err(|e| Failure::new(CLIENT_FAILED, e))?;
+        .map_err(Failure::new)?;
     let at_terminal = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
     // No command at a terminal: a remote login shell, as `ssh host` opens; -T asks for
     // the line-by-line prompt instead.
@@ -114,13 +108,10 @@ pub(super) fn run(mut args: ClientArgs) -> Result<i32, Failure> {
     let want_tty = args.tty || login_shell;
     if (want_tty || !args.env.is_empty() || args.cwd.is_some()) && wire.protocol != Protocol::Framed
     {
-        return Err(Failure::new(
-            CLIENT_FAILED,
-            format!(
-                "-t, -e and --cwd need --protocol framed; the {} mode only carries command lines",
-                wire.protocol.name()
-            ),
-        ));
+        return Err(Failure::new(format!(
+            "-t, -e and --cwd need --protocol framed; the {} mode only carries command lines",
+            wire.protocol.name()
+        )));
     }
     let session = Session {
         env: args
@@ -142,18 +133,16 @@ pub(super) fn run(mut args: ClientArgs) -> Result<i32, Failure> {
         forward_signals: true,
     };
     if let Some(addr) = &addr {
-        args.tls
-            .check_plaintext(addr)
-            .map_err(|e| Failure::new(CLIENT_FAILED, e))?;
+        args.tls.check_plaintext(addr).map_err(Failure::new)?;
     }
     if args.tls.plaintext() && token.as_ref().is_some_and(TokenArgs::is_same_user) {
-        return Err(Failure::new(CLIENT_FAILED, SAME_USER_IN_THE_CLEAR));
+        return Err(Failure::new(SAME_USER_IN_THE_CLEAR));
     }
     // Many hosts at once cannot each ask on the one terminal.
     let tls = args
         .tls
         .setup(wire.protocol, args.fanout.hosts.is_none())
-        .map_err(|e| Failure::new(CLIENT_FAILED, e))?;
+        .map_err(Failure::new)?;
     let config = ClientConfig {
         wire,
         token,
@@ -177,7 +166,6 @@ pub(super) fn run(mut args: ClientArgs) -> Result<i32, Failure> {
     if let Some(list) = &args.fanout.hosts {
         if args.tty {
             return Err(Failure::new(
-                CLIENT_FAILED,
                 "-t gives one command a terminal; with -H, many commands would share ours",
             ));
         }
@@ -200,7 +188,7 @@ pub(super) fn run(mut args: ClientArgs) -> Result<i32, Failure> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| Failure::new(CLIENT_FAILED, e))?;
+        .map_err(Failure::new)?;
     let mut out = Output::terminal();
     // Every key goes to the remote terminal, Ctrl-C included, but only once the server
     // is trusted (any first-contact question answered in cooked mode); restored on every
@@ -227,11 +215,11 @@ pub(super) fn run(mut args: ClientArgs) -> Result<i32, Failure> {
         // The remote shell's last line is still on the screen: say why on a line of its own.
         Err(e) if was_raw => {
             eprintln!();
-            Err(Failure::new(CLIENT_FAILED, e))
+            Err(Failure::new(e))
         }
         // Our output was closed (`| head`): end quietly, as a command killed by SIGPIPE.
-        Err(e) if e.is_local_broken_pipe() => Ok(SIGPIPE_STATUS),
-        Err(e) => Err(Failure::new(CLIENT_FAILED, e)),
+        Err(e) if e.is_local_broken_pipe() => Ok(super::SIGPIPE_STATUS),
+        Err(e) => Err(Failure::new(e)),
     }
 }
 
@@ -249,7 +237,7 @@ const SAME_USER_IN_THE_CLEAR: &str = "refusing to send this user's own token (th
 /// `-p`), `Fingerprint`, `TokenFile`, `IdentityFile`, `ConnectTimeout`, `SendEnv`,
 /// `SetEnv` and `Header`.
 fn apply_settings(args: &mut ClientArgs, addr: &str) -> Result<String, Failure> {
-    let fail = |e: &dyn std::fmt::Display| Failure::new(CLIENT_FAILED, e);
+    let fail = |e: &dyn std::fmt::Display| Failure::new(e);
     let addr = login_user(addr)?;
     let (alias, port) = split_port(addr);
     let settings = match crate::config::ConfigDir::locate() {
@@ -310,14 +298,11 @@ fn login_user(addr: &str) -> Result<&str, Failure> {
     if local_user().as_deref() == Some(user) {
         return Ok(host);
     }
-    Err(Failure::new(
-        CLIENT_FAILED,
-        format!(
-            "{addr}: rcmd has no login user: commands run as the user who started `rcmd \
+    Err(Failure::new(format!(
+        "{addr}: rcmd has no login user: commands run as the user who started `rcmd \
              server` on {host}. Leave out `{user}@`; to run as {user}, start the server there \
              as {user}"
-        ),
-    ))
+    )))
 }
 
 /// The name of the user this process runs as.
@@ -337,9 +322,6 @@ fn local_user() -> Option<String> {
     }
 }
 
-/// How a shell reports a command killed by SIGPIPE.
-pub(super) const SIGPIPE_STATUS: i32 = 128 + libc::SIGPIPE;
-
 /// One variable for the remote command: its name and value.
 type EnvPair = (Vec<u8>, Vec<u8>);
 
@@ -350,10 +332,7 @@ fn env_pair(spec: &str) -> Result<Option<EnvPair>, Failure> {
         Some((name, value)) if !name.is_empty() => {
             Ok(Some((name.as_bytes().to_vec(), value.as_bytes().to_vec())))
         }
-        Some(_) => Err(Failure::new(
-            CLIENT_FAILED,
-            format!("-e {spec}: no variable name"),
-        )),
+        Some(_) => Err(Failure::new(format!("-e {spec}: no variable name"))),
         // As ssh's SendEnv: a variable not set here is simply not sent.
         None => Ok(std::env::var_os(spec)
             .map(|value| (spec.as_bytes().to_vec(), value.as_bytes().to_vec()))),

@@ -77,7 +77,7 @@ impl Shell {
 }
 
 pub(super) fn run(args: CompletionsArgs) -> Result<i32, Failure> {
-    let fail = |e: &dyn std::fmt::Display| Failure::new(super::FAILED, e);
+    let fail = |e: &dyn std::fmt::Display| Failure::new(e);
     if let Some(dir) = args.dir {
         std::fs::create_dir_all(&dir)
             .map_err(|e| fail(&format!("cannot create {}: {e}", dir.display())))?;

@@ -14,9 +14,6 @@ use crate::tls::authorized;
 use crate::tls::Identity;
 use crate::wire::Protocol;
 
-/// Exit code when the key could not be added.
-const FAILED: i32 = 255;
-
 #[derive(Debug, Args)]
 pub(super) struct CopyIdArgs {
     /// The server: HOST or HOST:PORT (port 9000 unless given)
@@ -52,7 +49,7 @@ fn script(fingerprint: &str, line: &str) -> String {
 
 pub(super) fn run(args: CopyIdArgs) -> Result<i32, Failure> {
     init_logging("rcmd=warn");
-    let fail = |e: &dyn std::fmt::Display| Failure::new(FAILED, e);
+    let fail = |e: &dyn std::fmt::Display| Failure::new(e);
     if args.tls.plaintext() {
         return Err(fail(
             &"copy-id needs TLS: the key's line must reach the server pinned",
@@ -110,9 +107,8 @@ pub(super) fn run(args: CopyIdArgs) -> Result<i32, Failure> {
             );
             Ok(0)
         }
-        code => Err(Failure::new(
-            FAILED,
-            format!("the server could not add the key (status {code})"),
-        )),
+        code => Err(Failure::new(format!(
+            "the server could not add the key (status {code})"
+        ))),
     }
 }

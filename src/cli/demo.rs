@@ -9,11 +9,6 @@ use crate::wire::header::HeaderFormat;
 
 /// Exit code when a demo did not show what it exists to show (a regression).
 const NOT_REPRODUCED: i32 = 1;
-/// How a shell reports a command killed by SIGPIPE: what the demo exits with when its
-/// output is closed early (`rcmd demo sticky | head`).
-const SIGPIPE_STATUS: i32 = 128 + libc::SIGPIPE;
-/// Exit code when a demo could not run at all: rcmd's own failure, as everywhere.
-const DEMO_FAILED: i32 = super::USAGE_FAILED;
 
 const STICKY_STATUS: &str = "\
 Exit status:
@@ -161,7 +156,7 @@ pub(super) fn run(args: DemoArgs) -> Result<i32, Failure> {
         .worker_threads(2)
         .enable_all()
         .build()
-        .map_err(|e| Failure::new(DEMO_FAILED, e))?;
+        .map_err(Failure::new)?;
     let style = Style::detect();
     let mut stdout = std::io::stdout();
     let (json, ok) = runtime
@@ -204,21 +199,19 @@ pub(super) fn run(args: DemoArgs) -> Result<i32, Failure> {
             // Our output was closed (`| head`): end quietly, as a command killed by SIGPIPE.
             std::io::ErrorKind::BrokenPipe => Ok((None, None)),
             // Errors of our own making (the page's) carry their message; the OS's get words.
-            _ if e.raw_os_error().is_none() => {
-                Err(Failure::new(DEMO_FAILED, format!("demo failed: {e}")))
-            }
-            _ => Err(Failure::new(
-                DEMO_FAILED,
-                format!("demo failed: {}", crate::text::io_reason(&e)),
-            )),
+            _ if e.raw_os_error().is_none() => Err(Failure::new(format!("demo failed: {e}"))),
+            _ => Err(Failure::new(format!(
+                "demo failed: {}",
+                crate::text::io_reason(&e)
+            ))),
         })?;
     let Some(ok) = ok else {
-        return Ok(SIGPIPE_STATUS);
+        return Ok(super::SIGPIPE_STATUS);
     };
     if let Some(json) = json {
         use std::io::Write;
         if writeln!(std::io::stdout(), "{json}").is_err() {
-            return Ok(SIGPIPE_STATUS);
+            return Ok(super::SIGPIPE_STATUS);
         }
     }
     Ok(if ok { 0 } else { NOT_REPRODUCED })

@@ -14,9 +14,6 @@ use super::Failure;
 use crate::client::ClientConfig;
 use crate::fanout::{self, hosts, Mode, Options, Outcome};
 
-/// Exit code when rcmd itself fails (as ssh and pdsh use).
-const FAILED: i32 = 255;
-
 /// How long each host's connection may take unless --connect-timeout says otherwise.
 pub(super) const FANOUT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -118,13 +115,10 @@ pub(super) fn positionals(
             Some(a) => format!("{a},{word}"),
             None => word.clone(),
         };
-        return Err(Failure::new(
-            FAILED,
-            format!(
-                "{word:?} looks like a host, not a command; to run on several hosts, \
+        return Err(Failure::new(format!(
+            "{word:?} looks like a host, not a command; to run on several hosts, \
                  list them with -H: rcmd client -H {hosts} -- CMD"
-            ),
-        ));
+        )));
     }
     Ok((addr, command))
 }
@@ -179,7 +173,7 @@ pub(super) fn run(
     config: &ClientConfig,
     check_target: &dyn Fn(&str) -> Result<(), String>,
 ) -> Result<i32, Failure> {
-    let fail = |e: &dyn std::fmt::Display| Failure::new(FAILED, e);
+    let fail = |e: &dyn std::fmt::Display| Failure::new(e);
     if command.is_empty() {
         return Err(fail(
             &"with -H, give the command after --: many hosts cannot share standard input",
@@ -231,7 +225,7 @@ pub(super) fn run(
             // Our output was closed (`| head`): every host was stopped; end quietly, as the
             // single-host client does and as a command killed by SIGPIPE.
             Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
-                return Ok(super::client::SIGPIPE_STATUS)
+                return Ok(super::SIGPIPE_STATUS)
             }
             Err(e) => return Err(fail(&e)),
         };
@@ -251,15 +245,12 @@ fn read_stdin_for_all() -> Result<bytes::Bytes, Failure> {
     std::io::stdin()
         .take(MAX_SHARED_STDIN + 1)
         .read_to_end(&mut data)
-        .map_err(|e| Failure::new(FAILED, format!("cannot read stdin: {e}")))?;
+        .map_err(|e| Failure::new(format!("cannot read stdin: {e}")))?;
     if data.len() as u64 > MAX_SHARED_STDIN {
-        return Err(Failure::new(
-            FAILED,
-            format!(
-                "--stdin holds at most {} MiB, read once for every host",
-                MAX_SHARED_STDIN >> 20
-            ),
-        ));
+        return Err(Failure::new(format!(
+            "--stdin holds at most {} MiB, read once for every host",
+            MAX_SHARED_STDIN >> 20
+        )));
     }
     Ok(data.into())
 }
@@ -271,7 +262,7 @@ fn exit_code<'a>(outcomes: impl Iterator<Item = &'a Outcome>) -> i32 {
     for outcome in outcomes {
         code = code.max(match outcome {
             Outcome::Exited(c) => *c,
-            Outcome::Unreachable(_) | Outcome::Failed(_) => FAILED,
+            Outcome::Unreachable(_) | Outcome::Failed(_) => super::FAILED,
             Outcome::Interrupted | Outcome::NotStarted => 0,
         });
     }

@@ -9,9 +9,6 @@ use crate::config::ConfigDir;
 use crate::tls::identity::fingerprint_file;
 use crate::tls::Identity;
 
-/// Exit code when a key cannot be made or read.
-const KEYS_FAILED: i32 = 1;
-
 #[derive(Debug, Args)]
 pub(super) struct KeygenArgs {
     /// Where to write the key [default: client.pem in rcmd's configuration directory,
@@ -29,7 +26,7 @@ pub(super) struct FingerprintArgs {
 }
 
 pub(super) fn keygen(args: KeygenArgs) -> Result<i32, Failure> {
-    let fail = |e: &dyn std::fmt::Display| Failure::new(KEYS_FAILED, e);
+    let fail = |e: &dyn std::fmt::Display| Failure::new(e);
     let path = match args.output {
         Some(path) => path,
         None => {
@@ -53,7 +50,7 @@ pub(super) fn keygen(args: KeygenArgs) -> Result<i32, Failure> {
 }
 
 pub(super) fn fingerprint(args: FingerprintArgs) -> Result<i32, Failure> {
-    let fail = |e: &dyn std::fmt::Display| Failure::new(KEYS_FAILED, e);
+    let fail = |e: &dyn std::fmt::Display| Failure::new(e);
     let path = match args.file {
         Some(path) => path,
         None => {

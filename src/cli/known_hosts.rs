@@ -7,9 +7,6 @@ use super::Failure;
 use crate::config::ConfigDir;
 use crate::tls::known_hosts::KnownHosts;
 
-/// Exit code when the file cannot be read or written, or the host is not in it.
-const FAILED: i32 = 1;
-
 #[derive(Debug, Args)]
 #[group(required = true, multiple = false)]
 pub(super) struct KnownHostsArgs {
@@ -24,7 +21,7 @@ pub(super) struct KnownHostsArgs {
 }
 
 pub(super) fn run(args: KnownHostsArgs) -> Result<i32, Failure> {
-    let fail = |e: &dyn std::fmt::Display| Failure::new(FAILED, e);
+    let fail = |e: &dyn std::fmt::Display| Failure::new(e);
     let path = ConfigDir::locate()
         .map_err(|e| fail(&e))?
         .known_hosts_file();

@@ -21,7 +21,7 @@ pub(super) struct ManArgs {
 }
 
 pub(super) fn run(args: ManArgs) -> Result<i32, Failure> {
-    let fail = |e: &dyn std::fmt::Display| Failure::new(super::FAILED, e);
+    let fail = |e: &dyn std::fmt::Display| Failure::new(e);
     let pages = pages(super::command());
     if let Some(dir) = args.dir {
         std::fs::create_dir_all(&dir)

@@ -107,16 +107,16 @@ impl WireArgs {
     }
 }
 
-/// A failure that ends the program, with the exit code it ends with.
+/// A failure of rcmd's own that ends the program: its message is printed and the exit code
+/// is [`FAILED`], whichever subcommand failed. Exit codes that are not failures of rcmd's
+/// (the remote command's status, a demo that did not reproduce) are `Ok` values.
 pub struct Failure {
-    code: i32,
     message: String,
 }
 
 impl Failure {
-    fn new(code: i32, message: impl std::fmt::Display) -> Failure {
+    fn new(message: impl std::fmt::Display) -> Failure {
         Failure {
-            code,
             message: message.to_string(),
         }
     }
@@ -140,7 +140,7 @@ pub fn run(cli: Cli) -> i32 {
         Ok(code) => code,
         Err(f) => {
             eprintln!("rcmd: {}", f.message);
-            f.code
+            FAILED
         }
     }
 }
@@ -153,12 +153,14 @@ fn seconds(s: &str) -> Result<std::time::Duration, String> {
         .ok_or_else(|| format!("{s:?} is not a number of seconds"))
 }
 
-/// Exit code for a command line that cannot be parsed: the same as every other failure
-/// of rcmd's own, as ssh does, so anything else is always the remote command's status.
-pub const USAGE_FAILED: i32 = 255;
+/// Exit code for every failure of rcmd's own, a command line that cannot be parsed
+/// included: one code, as ssh does, so anything else is always the remote command's
+/// status (or, for a demo, what it showed).
+pub const FAILED: i32 = 255;
 
-/// Exit code for every other failure of rcmd's own, for the same reason.
-const FAILED: i32 = 255;
+/// How a shell reports a command killed by SIGPIPE: what rcmd exits with when its output
+/// is closed early (`rcmd demo sticky | head`, `rcmd client host -- yes | head`).
+const SIGPIPE_STATUS: i32 = 128 + libc::SIGPIPE;
 
 /// rcmd's command line as clap describes it: what `--help`, the manual pages and
 /// completion are all made from.
@@ -188,7 +190,7 @@ pub fn parse() -> Cli {
             let wrapped: Vec<String> = plain.lines().map(wrap_error_line).collect();
             eprintln!("{}", wrapped.join("\n"));
         }
-        std::process::exit(USAGE_FAILED);
+        std::process::exit(FAILED);
     })
 }
 

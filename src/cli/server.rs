@@ -13,9 +13,6 @@ use crate::exec::ExecMode;
 use crate::server::{self, Limits, ServerConfig};
 use crate::wire::{Order, Protocol};
 
-/// Exit code when the server cannot start.
-const SERVER_FAILED: i32 = 1;
-
 #[derive(Debug, Args)]
 pub(super) struct ServerArgs {
     /// Address to listen on (port 9000 unless given); anything but loopback needs a token.
@@ -132,7 +129,7 @@ pub(super) fn run(args: ServerArgs) -> Result<i32, Failure> {
     unsafe {
         libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
     }
-    let fail = |e: &dyn std::fmt::Display| Failure::new(SERVER_FAILED, e);
+    let fail = |e: &dyn std::fmt::Display| Failure::new(e);
     // What systemd passed, taken while there is still one thread (it changes the
     // environment) and before the descriptors are closed to commands.
     let passed = crate::systemd::take_listener().map_err(|e| fail(&e))?;
@@ -140,7 +137,6 @@ pub(super) fn run(args: ServerArgs) -> Result<i32, Failure> {
         crate::systemd::Notifier::from_env().map_err(|e| fail(&format!("NOTIFY_SOCKET: {e}")))?;
     if passed.is_some() && args.listen.is_some() {
         return Err(Failure::new(
-            super::USAGE_FAILED,
             "--listen cannot be used when systemd passes the socket to listen on",
         ));
     }
@@ -150,14 +146,11 @@ pub(super) fn run(args: ServerArgs) -> Result<i32, Failure> {
     if let Some(order) = args.order {
         if matches!(wire.protocol, Protocol::Framed | Protocol::Naive) {
             // A usage error, as clap's own are: 255, not a server that failed to start.
-            return Err(Failure::new(
-                super::USAGE_FAILED,
-                format!(
-                    "--order applies to length-ack, classic and json-header; {} sends each \
+            return Err(Failure::new(format!(
+                "--order applies to length-ack, classic and json-header; {} sends each \
                      stream as it comes",
-                    wire.protocol.name()
-                ),
-            ));
+                wire.protocol.name()
+            )));
         }
         wire.order = order;
     }

@@ -205,7 +205,16 @@ impl fmt::Display for ClientError {
     }
 }
 
-impl std::error::Error for ClientError {}
+impl std::error::Error for ClientError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ClientError::Connect { source, .. } | ClientError::Io(source) => Some(source),
+            ClientError::Protocol(e) => Some(e),
+            ClientError::Trust(e) => Some(e),
+            _ => None,
+        }
+    }
+}
 
 impl ClientError {
     /// Whether this is our own stdout (or stderr) closing under us, as when the output
@@ -592,5 +601,23 @@ mod tests {
         assert!(least >= Duration::from_millis(4500) && most <= Duration::from_millis(9100));
         // Two clients with different draws wait differently.
         assert_ne!(busy_backoff(3, 1 << 20), busy_backoff(3, 1 << 29));
+    }
+
+    #[test]
+    fn a_client_error_keeps_its_cause() {
+        use std::error::Error;
+        let refused = super::ClientError::Connect {
+            addr: "127.0.0.1:1".into(),
+            source: std::io::ErrorKind::ConnectionRefused.into(),
+        };
+        let cause = refused.source().expect("the io error is kept");
+        let io = cause.downcast_ref::<std::io::Error>().unwrap();
+        assert_eq!(io.kind(), std::io::ErrorKind::ConnectionRefused);
+        let frame = crate::wire::frame::FrameError::TooLarge { len: 9, max: 1 };
+        let e = super::ClientError::Protocol(frame.into());
+        assert!(e
+            .source()
+            .is_some_and(|s| s.to_string().contains("exceeds")));
+        assert!(super::ClientError::Usage("x".into()).source().is_none());
     }
 }

@@ -207,8 +207,9 @@ fn is_large_stdout(
 
 /// A pipe, a regular file, or /dev/null: what splice writes into.
 fn can_splice_into(fd: &OwnedFd) -> bool {
-    // SAFETY: fstat fills the struct we own.
+    // SAFETY: `stat` is plain data, for which all zeroes is a valid value.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat fills the struct we own, through a pointer valid for the call.
     if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } < 0 {
         return false;
     }

@@ -23,7 +23,9 @@
 
 use std::ffi::{CString, OsStr, OsString};
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{AsFd, AsRawFd, RawFd};
+
+use nix::sys::signal::{SigSet, Signal};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
@@ -102,7 +104,7 @@ pub fn run(plan: &Plan) -> Ended {
     let started = if plan.tty {
         spawn_in_terminal(plan)
     } else {
-        spawn_in_group(&plan.program, &plan.args)
+        spawn_in_group(&plan.program, &plan.args, &plan.env)
     };
     // Stuck in the command's group, we leave the killing of it to the server.
     let cgroup = cgroup.filter(|dir| cgroup::leave(dir).is_ok());
@@ -130,11 +132,9 @@ fn spawn_in_terminal(plan: &Plan) -> io::Result<libc::pid_t> {
     // SAFETY: only async-signal-safe calls between fork and exec.
     unsafe {
         cmd.pre_exec(|| {
-            let empty = empty_sigset();
-            libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
-            if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
-                return Err(io::Error::last_os_error());
-            }
+            SigSet::empty().thread_set_mask()?;
+            rustix::process::setsid()?;
+            rustix::process::ioctl_tiocsctty(std::io::stdin())?;
             Ok(())
         });
     }
@@ -146,58 +146,42 @@ fn spawn_in_terminal(plan: &Plan) -> io::Result<libc::pid_t> {
 /// standard signal back to its default (Rust programs ignore SIGPIPE, for one).
 /// std's own posix_spawn path passes the supervisor's blocked signals on to the command,
 /// which then could not be interrupted or terminated.
-fn spawn_in_group(program: &OsStr, args: &[OsString]) -> io::Result<libc::pid_t> {
-    extern "C" {
-        static environ: *const *mut libc::c_char;
-    }
-    let c = |s: &OsStr| {
-        CString::new(s.as_bytes())
+fn spawn_in_group(
+    program: &OsStr,
+    args: &[OsString],
+    env: &[(OsString, OsString)],
+) -> io::Result<libc::pid_t> {
+    use nix::spawn::{posix_spawnp, PosixSpawnAttr, PosixSpawnFileActions, PosixSpawnFlags};
+    let c = |s: Vec<u8>| {
+        CString::new(s)
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a NUL byte in an argument"))
     };
-    let mut owned = vec![c(program)?];
-    for a in args {
-        owned.push(c(a)?);
+    let argv = std::iter::once(program)
+        .chain(args.iter().map(OsString::as_os_str))
+        .map(|a| c(a.as_bytes().to_vec()))
+        .collect::<io::Result<Vec<_>>>()?;
+    let envp = env
+        .iter()
+        .map(|(k, v)| c([k.as_bytes(), b"=", v.as_bytes()].concat()))
+        .collect::<io::Result<Vec<_>>>()?;
+    let mut attr = PosixSpawnAttr::init()?;
+    attr.set_sigmask(&SigSet::empty())?;
+    // Every standard signal to its default: what we watch, SIGPIPE, and whatever the
+    // server's own parent had ignored (a shell ignores SIGINT and SIGQUIT for a background
+    // job, nohup SIGHUP), or a Ctrl-C from the client would do nothing.
+    let mut defaults = SigSet::empty();
+    for sig in Signal::iterator().filter(|s| ![Signal::SIGKILL, Signal::SIGSTOP].contains(s)) {
+        defaults.add(sig);
     }
-    let mut argv: Vec<*mut libc::c_char> = owned.iter().map(|s| s.as_ptr().cast_mut()).collect();
-    argv.push(std::ptr::null_mut());
-    // SAFETY: the attribute object is initialised before use and destroyed after; argv
-    // points into `owned`, which outlives the call, and ends with a null pointer;
-    // `environ` is this (single-threaded) process's environment.
-    unsafe {
-        let mut attr: libc::posix_spawnattr_t = std::mem::zeroed();
-        libc::posix_spawnattr_init(&mut attr);
-        let empty = empty_sigset();
-        libc::posix_spawnattr_setsigmask(&mut attr, &empty);
-        // Every standard signal to its default: what we watch, SIGPIPE, and whatever the
-        // server's own parent had ignored (a shell ignores SIGINT and SIGQUIT for a
-        // background job, nohup SIGHUP), or a Ctrl-C from the client would do nothing.
-        let mut defaults = empty_sigset();
-        for sig in 1..32 {
-            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-                libc::sigaddset(&mut defaults, sig);
-            }
-        }
-        libc::posix_spawnattr_setsigdefault(&mut attr, &defaults);
-        libc::posix_spawnattr_setpgroup(&mut attr, 0);
-        let flags = libc::POSIX_SPAWN_SETSIGMASK
-            | libc::POSIX_SPAWN_SETSIGDEF
-            | libc::POSIX_SPAWN_SETPGROUP;
-        libc::posix_spawnattr_setflags(&mut attr, flags as libc::c_short);
-        let mut pid = 0;
-        let r = libc::posix_spawnp(
-            &mut pid,
-            owned[0].as_ptr(),
-            std::ptr::null(),
-            &attr,
-            argv.as_ptr(),
-            environ,
-        );
-        libc::posix_spawnattr_destroy(&mut attr);
-        if r != 0 {
-            return Err(io::Error::from_raw_os_error(r));
-        }
-        Ok(pid)
-    }
+    attr.set_sigdefault(&defaults)?;
+    attr.set_pgroup(nix::unistd::Pid::from_raw(0))?;
+    attr.set_flags(
+        PosixSpawnFlags::POSIX_SPAWN_SETSIGMASK
+            | PosixSpawnFlags::POSIX_SPAWN_SETSIGDEF
+            | PosixSpawnFlags::POSIX_SPAWN_SETPGROUP,
+    )?;
+    let actions = PosixSpawnFileActions::init()?;
+    Ok(posix_spawnp(&argv[0], &actions, &attr, &argv, &envp)?.as_raw())
 }
 
 /// How a supervised command ended.
@@ -250,7 +234,7 @@ impl Supervisor<'_> {
                     revents: 0,
                 },
                 libc::pollfd {
-                    fd: signals.fd,
+                    fd: signals.as_raw_fd(),
                     events: libc::POLLIN,
                     revents: 0,
                 },
@@ -370,75 +354,43 @@ pub(super) fn release_stdio() {
     }
 }
 
-pub(super) fn empty_sigset() -> libc::sigset_t {
-    // SAFETY: sigemptyset initialises the set it is given.
-    unsafe {
-        let mut set = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        set
-    }
-}
-
 /// The signals the supervisor waits for, blocked and read from a descriptor instead of
 /// handled asynchronously.
-pub(super) struct SignalFd {
-    pub(super) fd: RawFd,
-}
+pub(super) struct SignalFd(nix::sys::signalfd::SignalFd);
 
-const WATCHED: [libc::c_int; 6] = [
-    libc::SIGCHLD,
-    libc::SIGTERM,
-    libc::SIGINT,
-    libc::SIGHUP,
-    libc::SIGQUIT,
-    libc::SIGPIPE,
+const WATCHED: [Signal; 6] = [
+    Signal::SIGCHLD,
+    Signal::SIGTERM,
+    Signal::SIGINT,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+    Signal::SIGPIPE,
 ];
 
 impl SignalFd {
-    pub(super) fn new(watched: &[libc::c_int]) -> io::Result<SignalFd> {
-        // SAFETY: building a signal set and blocking it for this (single-threaded) process.
-        unsafe {
-            let mut set = empty_sigset();
-            for &sig in watched {
-                libc::sigaddset(&mut set, sig);
-            }
-            libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-            let fd = libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK);
-            if fd < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(SignalFd { fd })
-        }
+    /// Blocks `watched` in this (single-threaded) process and reads them from a descriptor.
+    pub(super) fn new(watched: &[Signal]) -> io::Result<SignalFd> {
+        use nix::sys::signalfd::SfdFlags;
+        let set: SigSet = watched.iter().copied().collect();
+        set.thread_block()?;
+        let flags = SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK;
+        Ok(SignalFd(nix::sys::signalfd::SignalFd::with_flags(
+            &set, flags,
+        )?))
     }
 
     /// The signals delivered since the last call.
     pub(super) fn drain(&self) -> Vec<libc::c_int> {
         let mut got = Vec::new();
-        loop {
-            // SAFETY: signalfd_siginfo is plain data; read fills at most its size.
-            let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
-            let size = std::mem::size_of::<libc::signalfd_siginfo>();
-            let n = unsafe {
-                libc::read(
-                    self.fd,
-                    (&mut info as *mut libc::signalfd_siginfo).cast(),
-                    size,
-                )
-            };
-            if n != size as isize {
-                return got;
-            }
+        while let Ok(Some(info)) = self.0.read_signal() {
             got.push(info.ssi_signo as libc::c_int);
         }
+        got
     }
 }
 
-impl Drop for SignalFd {
-    fn drop(&mut self) {
-        // SAFETY: closing the descriptor this value owns. (A connection's supervisor makes
-        // one per command.)
-        unsafe {
-            libc::close(self.fd);
-        }
+impl AsRawFd for SignalFd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.as_fd().as_raw_fd()
     }
 }

@@ -152,9 +152,12 @@ fn not_ours(meta: &Metadata) -> Option<String> {
 }
 
 fn refusal(path: &Path, why: &str) -> io::Error {
+    use std::os::unix::ffi::OsStrExt;
+    // The path is the user's, and may hold any byte: shown escaped, as all outside text.
+    let shown = crate::printable::printable(path.as_os_str().as_bytes());
     io::Error::new(
         io::ErrorKind::PermissionDenied,
-        format!("--output-dir: {} {why}", path.display()),
+        format!("--output-dir: {shown} {why}"),
     )
 }
 

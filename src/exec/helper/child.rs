@@ -1,8 +1,11 @@
 //! The child after fork: it puts the passed descriptors in place and becomes a supervisor,
 //! for one command or for each of a connection's.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
+
+use nix::sys::signal::SigSet;
 
 use super::request::{decode, Request};
 use super::{PASSED, SERIAL_FD, STATUS_FD};
@@ -13,27 +16,49 @@ use crate::exec::supervisor::{self, Plan};
 /// with a connection's socket, for each command that comes on it. Never returns.
 pub(super) fn become_supervisor(fds: &[OwnedFd], plan: &Plan) -> ! {
     let serial = fds.len() > PASSED;
-    // SAFETY: rearranging this (new, single-threaded) process's own descriptors and
-    // signal state before it becomes the supervisor.
-    unsafe {
-        let empty = supervisor::empty_sigset();
-        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
-        place(fds);
-        let last = if serial { SERIAL_FD } else { STATUS_FD };
-        libc::close_range(last as u32 + 1, u32::MAX, 0);
-        // Never passed on to a command.
-        libc::fcntl(STATUS_FD, libc::F_SETFD, libc::FD_CLOEXEC);
-        libc::fcntl(SERIAL_FD, libc::F_SETFD, libc::FD_CLOEXEC);
-        // Its own group, as the supervisor always had.
-        libc::setpgid(0, 0);
-    }
-    let ended = supervisor::run(plan);
-    report(ended.status);
-    let clean = ended.clean && (!serial || serve_connection());
-    // SAFETY: leaving at once: the helper's state copied into this process (its socket's
-    // buffers) must not be flushed. A supervisor that could not kill everything exits
-    // with 1, so the helper, which its orphans come to, kills them.
+    let clean = match prepare(fds, serial) {
+        Ok(()) => {
+            let ended = supervisor::run(plan);
+            report(ended.status);
+            ended.clean && (!serial || serve_connection())
+        }
+        // Without its descriptors in place it cannot run the command; the server sees
+        // the status pipe close and reports the command killed.
+        Err(_) => false,
+    };
+    // SAFETY: _exit only ends this process, at once: the helper's state copied into it
+    // (its socket's buffers) must not be flushed. A supervisor that could not kill
+    // everything exits with 1, so the helper, which its orphans come to, kills them.
     unsafe { libc::_exit(i32::from(!clean)) }
+}
+
+/// Puts this new (single-threaded) process's descriptors and signal state in order for a
+/// supervisor: `fds` at 0-4 (and 5), nothing else of the helper's open, no signal blocked
+/// (the helper blocks SIGCHLD to read it from a signalfd), and a process group of its own.
+fn prepare(fds: &[OwnedFd], serial: bool) -> io::Result<()> {
+    SigSet::empty().thread_set_mask()?;
+    place(fds)?;
+    let last = if serial { SERIAL_FD } else { STATUS_FD };
+    // SAFETY: close_range only closes descriptors; those above `last` are the helper's,
+    // and nothing in this process uses them again (the `OwnedFd`s in `fds` that sit
+    // there are never dropped: this process ends in `_exit`).
+    if unsafe { libc::close_range(last as u32 + 1, u32::MAX, 0) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // Never passed on to a command.
+    cloexec(STATUS_FD)?;
+    if serial {
+        cloexec(SERIAL_FD)?;
+    }
+    // Its own group, as the supervisor always had.
+    Ok(rustix::process::setpgid(None, None)?)
+}
+
+/// Marks descriptor `fd`, which [`place`] put there, close-on-exec.
+fn cloexec(fd: RawFd) -> io::Result<()> {
+    // SAFETY: `fd` was put in place by `place` and stays open while it is borrowed here.
+    let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+    Ok(rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::CLOEXEC)?)
 }
 
 /// A connection's supervisor between commands: runs each request that arrives on
@@ -41,10 +66,12 @@ pub(super) fn become_supervisor(fds: &[OwnedFd], plan: &Plan) -> ! {
 /// what it never sends: a request to detach, a terminal, or more descriptors), or when
 /// a command left something it could not kill (`false`: the supervisor is not clean).
 fn serve_connection() -> bool {
+    use rustix::fs::{Mode, OFlags};
     // Where commands without a directory of their own run: where the first one started.
-    // SAFETY: opening a descriptor of our own; O_CLOEXEC keeps it from every command.
-    let home = unsafe { libc::open(c".".as_ptr(), libc::O_PATH | libc::O_CLOEXEC) };
-    // SAFETY: fd 5 is the connection's socket, ours alone.
+    // O_CLOEXEC keeps it from every command.
+    let home = rustix::fs::open(".", OFlags::PATH | OFlags::CLOEXEC, Mode::empty()).ok();
+    // SAFETY: fd 5 is the connection's socket, placed by `become_supervisor` and owned by
+    // nothing else in this process.
     let mut sock = UnixStream::from(unsafe { OwnedFd::from_raw_fd(SERIAL_FD) });
     loop {
         // The last command's ends are ours no longer: its status and control pipes close
@@ -52,10 +79,11 @@ fn serve_connection() -> bool {
         // /dev/null takes their places, so the next request's descriptors arrive above
         // them, not where they must go.
         supervisor::release_stdio();
-        // SAFETY: replacing our own descriptors with copies of stdin, now /dev/null.
-        unsafe {
-            libc::dup2(0, supervisor::CONTROL_FD);
-            libc::dup2(0, STATUS_FD);
+        if dup_to(0, supervisor::CONTROL_FD)
+            .and_then(|()| dup_to(0, STATUS_FD))
+            .is_err()
+        {
+            return false;
         }
         let Ok(Some(request)) = Request::read(&mut sock, false) else {
             return true;
@@ -66,12 +94,15 @@ fn serve_connection() -> bool {
         if plan.detach || plan.tty || request.fds.len() != PASSED {
             return true;
         }
-        // SAFETY: as in `become_supervisor`; `request.fds` close when it is dropped.
-        unsafe {
-            place(&request.fds);
-            libc::fcntl(STATUS_FD, libc::F_SETFD, libc::FD_CLOEXEC);
-            if plan.cwd.is_none() && home >= 0 {
-                libc::fchdir(home);
+        if place(&request.fds)
+            .and_then(|()| cloexec(STATUS_FD))
+            .is_err()
+        {
+            return false;
+        }
+        if let (None, Some(home)) = (&plan.cwd, &home) {
+            if rustix::process::fchdir(home).is_err() {
+                return false;
             }
         }
         drop(request);
@@ -83,30 +114,33 @@ fn serve_connection() -> bool {
     }
 }
 
-/// Tells the server the command's wait status: four bytes on the status pipe.
+/// Tells the server the command's wait status: four bytes on the status pipe. If it
+/// cannot be written, the server is gone, or reads the pipe's end as the command killed.
 fn report(status: libc::c_int) {
-    let bytes = status.to_le_bytes();
-    // SAFETY: writing a local buffer to our own descriptor.
-    unsafe { libc::write(STATUS_FD, bytes.as_ptr().cast(), bytes.len()) };
+    // SAFETY: fd 4 is the status pipe, put in place by `place` and open until we exit.
+    let pipe = unsafe { BorrowedFd::borrow_raw(STATUS_FD) };
+    let _unreported = rustix::io::write(pipe, &status.to_le_bytes());
+}
+
+/// Copies descriptor `fd` to `target`, replacing whatever was there.
+fn dup_to(fd: RawFd, target: RawFd) -> io::Result<()> {
+    // SAFETY: dup2 touches no memory; every caller replaces one of this process's own
+    // fixed descriptors (0-5), which nothing else in it holds an `OwnedFd` for.
+    if unsafe { libc::dup2(fd, target) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Puts `fds` at 0, 1, 2, ... in order: first out of the way (a passed descriptor may sit
 /// where another must go), then into place; the copies made on the way are closed.
-///
-/// # Safety
-/// Replaces this process's descriptors 0 to `fds.len() - 1`: nothing else may be using
-/// them.
-unsafe fn place(fds: &[OwnedFd]) {
-    let high: Vec<RawFd> = fds
+fn place(fds: &[OwnedFd]) -> io::Result<()> {
+    let high = fds
         .iter()
-        .map(|fd| libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 10))
-        .collect();
-    for (target, &fd) in high.iter().enumerate() {
-        if fd < 0 || libc::dup2(fd, target as RawFd) < 0 {
-            libc::_exit(126);
-        }
+        .map(|fd| rustix::io::fcntl_dupfd_cloexec(fd, 10))
+        .collect::<Result<Vec<OwnedFd>, _>>()?;
+    for (target, fd) in high.iter().enumerate() {
+        dup_to(fd.as_raw_fd(), target as RawFd)?;
     }
-    for fd in high {
-        libc::close(fd);
-    }
+    Ok(())
 }

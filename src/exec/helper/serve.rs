@@ -24,7 +24,7 @@ pub fn serve() -> i32 {
         libc::close_range(REQUEST_FD as u32 + 1, u32::MAX, 0);
         libc::fcntl(sock.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC);
     }
-    let children = match supervisor::SignalFd::new(&[libc::SIGCHLD]) {
+    let children = match supervisor::SignalFd::new(&[nix::sys::signal::Signal::SIGCHLD]) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("rcmd supervise: {e}");
@@ -55,7 +55,7 @@ pub fn serve() -> i32 {
                 revents: 0,
             },
             libc::pollfd {
-                fd: children.fd,
+                fd: children.as_raw_fd(),
                 events: libc::POLLIN,
                 revents: 0,
             },

@@ -8,6 +8,7 @@
 //! cli            one module per subcommand; the exit code is decided here
 //! demo           the sticky-packet demos
 //! fanout         one command on many hosts, through client
+//! copy           rcmd cp: files to and from hosts, over client's connection
 //! client         one connection: input lines and stdin, the terminal, a reply shown
 //! server         accept, admit, read a message and do it
 //! tls auth config   who may connect
@@ -34,6 +35,7 @@ pub mod auth;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod copy;
 mod deadline;
 pub mod demo;
 pub mod exec;

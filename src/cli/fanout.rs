@@ -257,7 +257,7 @@ fn read_stdin_for_all() -> Result<bytes::Bytes, Failure> {
 
 /// The largest remote status, or 255 when rcmd could not run the command somewhere.
 /// Hosts stopped by -k do not count: the failure that stopped them already does.
-fn exit_code<'a>(outcomes: impl Iterator<Item = &'a Outcome>) -> i32 {
+pub(super) fn exit_code<'a>(outcomes: impl Iterator<Item = &'a Outcome>) -> i32 {
     let mut code = 0;
     for outcome in outcomes {
         code = code.max(match outcome {

@@ -4,6 +4,7 @@
 mod client;
 mod completions;
 mod copy_id;
+mod cp;
 mod demo;
 mod fanout;
 mod keys;
@@ -37,6 +38,8 @@ enum Command {
     /// Run a command on a server (one-shot), or each line of standard input; with -H, one
     /// command on many servers at once.
     Client(client::ClientArgs),
+    /// Copy files to or from a server (scp's grammar), or with -H to many at once.
+    Cp(cp::CpArgs),
     /// Make this user's client key (for servers with --authorized-keys) and print its
     /// fingerprint.
     Keygen(keys::KeygenArgs),
@@ -127,6 +130,7 @@ pub fn run(cli: Cli) -> i32 {
     let result = match cli.command {
         Command::Server(args) => server::run(args),
         Command::Client(args) => client::run(args),
+        Command::Cp(args) => cp::run(args),
         Command::Keygen(args) => keys::keygen(args),
         Command::CopyId(args) => copy_id::run(args),
         Command::KnownHosts(args) => known_hosts::run(args),

@@ -168,6 +168,9 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite, O: Write, E: Write>(
                 Some(Ok(ServerMessage::Hello(_))) => {
                     return Err(ClientError::Server("unexpected second hello".into()))
                 }
+                Some(Ok(ServerMessage::Copy(_))) => {
+                    return Err(ClientError::Server("unexpected copy message".into()))
+                }
                 Some(Err(e)) => return Err(e),
                 None => return Err(ClientError::Closed { unanswered: pending }),
             },
@@ -219,6 +222,37 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite, O: Write, E: Write>(
         }
     }
     Ok(last)
+}
+
+/// Completes the handshake on `stream` and hands the connection over, for messages
+/// other than commands (`rcmd cp`).
+pub(super) async fn open(
+    stream: Box<dyn super::Stream>,
+    config: &ClientConfig,
+) -> Result<super::FramedConnection, ClientError> {
+    let wire = config.wire;
+    let (rd, wr) = tokio::io::split(stream);
+    let mut reader = FramedRead::with_capacity(
+        rd,
+        ClientCodec::new(wire.header, MAX_HELLO_FRAME),
+        READ_BUFFER,
+    );
+    let mut writer = FramedWrite::new(wr, ClientCodec::new(wire.header, wire.max_frame));
+    let version = match config.connect_timeout {
+        Some(limit) => tokio::time::timeout(limit, handshake(&mut reader, &mut writer, config))
+            .await
+            .map_err(|_| ClientError::HandshakeTimeout(limit))??,
+        None => handshake(&mut reader, &mut writer, config).await?,
+    };
+    reader.decoder_mut().set_max_frame(wire.max_frame);
+    let mut codec = ClientCodec::new(wire.header, wire.max_frame);
+    codec.set_peer_max_frame(writer.encoder().peer_max_frame());
+    Ok(super::FramedConnection {
+        reader,
+        writer: writer.into_inner(),
+        codec,
+        version,
+    })
 }
 
 /// Why the client gives up on a reply that stopped part-way through a frame, after

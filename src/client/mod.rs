@@ -19,7 +19,7 @@ use tokio::net::TcpStream;
 pub use input::Input;
 
 use crate::auth::Token;
-use crate::wire::message::{ClientMessage, ProtocolError};
+use crate::wire::message::{ClientCodec, ClientMessage, ProtocolError};
 use crate::wire::{with_default_port, Protocol, Wire};
 
 /// How long the naive client waits for a reply before saying it cannot tell why none came.
@@ -581,6 +581,83 @@ async fn run_once<O: Write, E: Write>(
         None => Err(ClientError::Usage(format!(
             "{host} was recorded in known_hosts; run the command again"
         ))),
+    }
+}
+
+/// A byte stream a framed connection runs on: TCP, or TLS over it, maybe traced.
+pub trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Stream for T {}
+
+/// An authenticated `framed` connection, past the handshake, for a caller that speaks
+/// messages of its own on it (`rcmd cp`).
+pub struct FramedConnection {
+    pub reader: tokio_util::codec::FramedRead<tokio::io::ReadHalf<Box<dyn Stream>>, ClientCodec>,
+    pub writer: tokio::io::WriteHalf<Box<dyn Stream>>,
+    /// Our encoder, with the server's frame limit.
+    pub codec: ClientCodec,
+    /// The protocol version both ends speak.
+    pub version: u8,
+}
+
+/// [`open`]'s connection to `addr`, taken through the framed handshake.
+///
+/// # Errors
+/// As [`open`]; and [`ClientError::Usage`] for a mode other than `framed`.
+pub async fn open_framed(
+    addr: &str,
+    config: &ClientConfig,
+) -> Result<FramedConnection, ClientError> {
+    let connection = open(addr, config).await?;
+    handshake(connection, config).await
+}
+
+/// A TCP connection already made to `host`, trusted and taken through the framed
+/// handshake.
+///
+/// # Errors
+/// As [`open_framed`].
+pub async fn open_framed_on(
+    host: &str,
+    stream: TcpStream,
+    config: &ClientConfig,
+) -> Result<FramedConnection, ClientError> {
+    match secure(host, stream, config).await? {
+        Some(connection) => handshake(connection, config).await,
+        None => Err(ClientError::Usage(format!(
+            "{host} was recorded in known_hosts; run the command again"
+        ))),
+    }
+}
+
+/// The framed handshake on a trusted connection, with our own token only for our own
+/// server.
+async fn handshake(
+    connection: Connection,
+    config: &ClientConfig,
+) -> Result<FramedConnection, ClientError> {
+    if config.wire.protocol != Protocol::Framed {
+        return Err(ClientError::Usage(format!(
+            "this needs --protocol framed; the {} mode only carries command lines",
+            config.wire.protocol.name()
+        )));
+    }
+    let wire = &config.wire;
+    match connection.transport {
+        Transport::Tls { stream, own } => {
+            let config = match (&config.token, &config.same_user_token, own) {
+                (None, Some(token), true) => std::borrow::Cow::Owned(ClientConfig {
+                    token: Some(token.clone()),
+                    ..config.clone()
+                }),
+                _ => std::borrow::Cow::Borrowed(config),
+            };
+            let traced = crate::wire::trace::Traced::new(stream, wire, "client", config.trace);
+            framed::open(Box::new(traced), &config).await
+        }
+        Transport::Plain(stream) => {
+            let traced = crate::wire::trace::Traced::new(stream, wire, "client", config.trace);
+            framed::open(Box::new(traced), config).await
+        }
     }
 }
 

@@ -19,6 +19,7 @@ use super::outdir::OutputDir;
 use super::output::{HostWriter, LinePrefixer, Shared};
 use super::{collate, report};
 use crate::client::{self, ClientConfig, ClientError, Input, Output};
+use tokio::net::TcpStream;
 
 /// Where output goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,6 +54,45 @@ pub struct Options {
     pub stdin: Option<bytes::Bytes>,
 }
 
+/// What is done on each host once connected: a command, or a copy.
+pub trait Job {
+    /// Runs on the host `host` (its address) shown as `name`, over `stream`, writing
+    /// what it shows to `out`; its exit code, or why rcmd failed there.
+    fn run_on<'a>(
+        &'a self,
+        host: &'a str,
+        name: &'a str,
+        stream: TcpStream,
+        out: &'a mut Output<HostWriter, HostWriter>,
+    ) -> impl std::future::Future<Output = Result<i32, ClientError>> + 'a;
+}
+
+/// A command line, run with the same stdin (or none) on every host.
+struct Command<'a> {
+    line: &'a [u8],
+    client: &'a ClientConfig,
+    stdin: Option<&'a bytes::Bytes>,
+}
+
+impl Job for Command<'_> {
+    async fn run_on(
+        &self,
+        host: &str,
+        _name: &str,
+        stream: TcpStream,
+        out: &mut Output<HostWriter, HostWriter>,
+    ) -> Result<i32, ClientError> {
+        // Many hosts cannot share one stdin: each gets the command alone (`-n`).
+        let input = match self.stdin {
+            Some(data) => {
+                Input::one(self.line.to_vec()).with_stdin_from(std::io::Cursor::new(data.clone()))
+            }
+            None => Input::one(self.line.to_vec()),
+        };
+        client::run_on(host, stream, self.client, input, out).await
+    }
+}
+
 /// Runs `command` on every target and returns each host's result, in target order.
 /// Output is written to this process's stdout and stderr (and files) as `options` say.
 ///
@@ -64,6 +104,23 @@ pub async fn run(
     targets: &[Target],
     command: &[u8],
     client: &ClientConfig,
+    options: &Options,
+) -> io::Result<Vec<HostResult>> {
+    let job = Command {
+        line: command,
+        client,
+        stdin: options.stdin.as_ref(),
+    };
+    run_job(targets, &job, options).await
+}
+
+/// Runs `job` on every target, as [`run`] does a command.
+///
+/// # Errors
+/// As [`run`].
+pub async fn run_job(
+    targets: &[Target],
+    job: &impl Job,
     options: &Options,
 ) -> io::Result<Vec<HostResult>> {
     let output_dir = match &options.mode {
@@ -93,7 +150,7 @@ pub async fn run(
             let Some((i, (target, name))) = waiting.next() else {
                 break;
             };
-            let host = one_host(name, target, command, client, &sinks, &cancel);
+            let host = one_host(name, target, job, &sinks, &cancel);
             running.push(async move { (i, host.await) });
         }
         let Some((i, mut result)) = running.next().await else {
@@ -244,8 +301,7 @@ impl Sinks<'_> {
 async fn one_host(
     name: &str,
     target: &Target,
-    command: &[u8],
-    client: &ClientConfig,
+    job: &impl Job,
     sinks: &Sinks<'_>,
     cancel: &CancellationToken,
 ) -> HostResult {
@@ -265,7 +321,7 @@ async fn one_host(
     let mut outcome = tokio::select! {
         biased;
         () = cancel.cancelled() => Outcome::Interrupted,
-        outcome = attempt(target, command, client, sinks.options, &mut out) => outcome,
+        outcome = attempt(target, name, job, sinks.options, &mut out) => outcome,
     };
     for w in [&mut out.stdout, &mut out.stderr] {
         if let Err(e) = w.finish() {
@@ -286,8 +342,8 @@ async fn one_host(
 /// The one place a host's command goes through the client library.
 async fn attempt(
     target: &Target,
-    command: &[u8],
-    client: &ClientConfig,
+    name: &str,
+    job: &impl Job,
     options: &Options,
     out: &mut Output<HostWriter, HostWriter>,
 ) -> Outcome {
@@ -309,15 +365,8 @@ async fn attempt(
             ))
         }
     };
-    // Many hosts cannot share one stdin: each gets the command alone (`-n`).
     let host = target.addr();
-    let input = match &options.stdin {
-        Some(data) => {
-            Input::one(command.to_vec()).with_stdin_from(std::io::Cursor::new(data.clone()))
-        }
-        None => Input::one(command.to_vec()),
-    };
-    let session = client::run_on(&host, stream, client, input, out);
+    let session = job.run_on(&host, name, stream, out);
     let result = match options.timeout {
         Some(limit) => match tokio::time::timeout(limit, session).await {
             Ok(result) => result,

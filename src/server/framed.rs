@@ -31,6 +31,7 @@ use crate::wire::message::{
     chunks, signal_number, ClientMessage, Hello, ProtocolError, ServerCodec, ServerMessage,
     MAX_HELLO_FRAME, STDIN_WINDOW,
 };
+use crate::wire::transfer::Transfer;
 
 /// Requests read ahead while one runs; past this we stop reading and TCP pushes back.
 const MAX_QUEUED: usize = 64;
@@ -112,6 +113,14 @@ impl<S: AsyncWrite> Writer<S> {
             }
         })
         .await;
+    }
+
+    /// Writes everything queued and hands over the socket and the encoder, for a copy.
+    async fn into_parts(mut self) -> std::io::Result<(WriteHalf<S>, ServerCodec)> {
+        while !self.outbox.is_empty() {
+            self.outbox.write_some(&mut self.socket).await?;
+        }
+        Ok((self.socket, self.codec))
     }
 
     /// Tells the peer why the connection ends, as far as it is listening, and ends our
@@ -213,12 +222,17 @@ pub(super) async fn serve<S: AsyncRead + AsyncWrite>(
         current: None,
         stdin_allowance: 0,
         supervisor: crate::exec::ConnectionSupervisor::default(),
+        copy: None,
     }
     .run(&mut reader, stop)
     .await;
     match result {
         Err(e) => Err(linger(&mut reader, e).await),
-        ok => ok,
+        Ok(None) => Ok(()),
+        Ok(Some((request, writer))) => {
+            let (socket, codec) = writer.into_parts().await?;
+            super::copy::serve(reader, socket, codec, request, peer, config, stop).await
+        }
     }
 }
 
@@ -260,10 +274,19 @@ struct Session<'a, S> {
     stdin_allowance: usize,
     /// The supervisor that runs this connection's commands, one after another.
     supervisor: crate::exec::ConnectionSupervisor,
+    /// A copy request: the connection becomes a copy once nothing else is running.
+    copy: Option<Transfer>,
 }
 
+/// A connection handed over to a copy: its request, and the writing half.
+type Handoff<S> = Option<(Transfer, Writer<S>)>;
+
 impl<S: AsyncRead + AsyncWrite> Session<'_, S> {
-    async fn run(mut self, reader: &mut Reader<S>, stop: &Shutdown) -> Result<(), ConnError> {
+    async fn run(
+        mut self,
+        reader: &mut Reader<S>,
+        stop: &Shutdown,
+    ) -> Result<Handoff<S>, ConnError> {
         let limits = &self.config.limits;
         let mut last_activity = Instant::now();
         // When the outbox last moved: bytes written, or bytes queued into an empty one.
@@ -275,7 +298,10 @@ impl<S: AsyncRead + AsyncWrite> Session<'_, S> {
                 if draining {
                     let why = "the server is shutting down";
                     self.writer.last_words(why).await;
-                    return Ok(());
+                    return Ok(None);
+                }
+                if let Some(request) = self.copy.take() {
+                    return Ok(Some((request, self.writer)));
                 }
                 if let Some(job) = self.queue.pop_front() {
                     self.start(job)?;
@@ -324,7 +350,7 @@ impl<S: AsyncRead + AsyncWrite> Session<'_, S> {
                             info!(peer = %self.peer, command = %printable(&c.line),
                                   "command killed: the client went away");
                         }
-                        return Ok(());
+                        return Ok(None);
                     }
                 },
                 event = next_event(running, in_place), if pulling => self.output(event)?,
@@ -343,7 +369,7 @@ impl<S: AsyncRead + AsyncWrite> Session<'_, S> {
                     info!(peer = %self.peer, "closing idle connection");
                     let why = format!("closing the connection: idle for {idle}s");
                     self.writer.last_words(&why).await;
-                    return Ok(());
+                    return Ok(None);
                 }
                 _ = crate::deadline::until(stalled_at) => {
                     if let Some(c) = &self.current {
@@ -360,7 +386,7 @@ impl<S: AsyncRead + AsyncWrite> Session<'_, S> {
                     }
                     let why = "the server shut down; the running command was killed";
                     self.writer.last_words(why).await;
-                    return Ok(());
+                    return Ok(None);
                 }
             }
         }
@@ -459,6 +485,15 @@ impl<S: AsyncRead + AsyncWrite> Session<'_, S> {
                 if let Some(c) = &self.current {
                     c.running.resize(WindowSize { rows, cols });
                 }
+            }
+            ClientMessage::Copy(request @ (Transfer::Put { .. } | Transfer::Get { .. })) => {
+                if self.current.is_some() || !self.queue.is_empty() || self.copy.is_some() {
+                    return Err("a copy must be the only request on its connection".into());
+                }
+                self.copy = Some(request);
+            }
+            ClientMessage::Copy(_) => {
+                return Err("a copy message before any copy request".into());
             }
         }
         Ok(())

@@ -8,6 +8,7 @@
 //! grace period is over, *kill*.
 
 mod admission;
+mod copy;
 mod env;
 mod framed;
 mod guard;

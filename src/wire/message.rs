@@ -20,6 +20,7 @@
 //!                   '!' message(utf-8)                               then the server closes
 //!   version 2:      'G' bytes:u32be                                  more stdin may be sent
 //!                   'N' message(utf-8)                               a warning to show
+//! both, version 3:  lower-case tags: `rcmd cp` (see [`crate::wire::transfer`])
 //! ```
 
 use std::marker::PhantomData;
@@ -30,9 +31,10 @@ use tokio_util::codec::{Decoder, Encoder};
 use crate::status::Status;
 use crate::wire::frame::{FrameCodec, FrameError};
 use crate::wire::header::HeaderFormat;
+use crate::wire::transfer::{self, Transfer};
 
 /// Highest protocol version this build speaks. Peers agree on the lower of their two.
-pub const VERSION: u8 = 2;
+pub const VERSION: u8 = 3;
 /// Four bytes every hello starts with, so a peer speaking something else is told so.
 pub const MAGIC: &[u8; 4] = b"rcmd";
 /// Largest frame accepted before the handshake completes: a peer that has proved nothing
@@ -176,6 +178,8 @@ pub enum ClientMessage {
         rows: u16,
         cols: u16,
     },
+    /// `rcmd cp` (v3).
+    Copy(Transfer),
 }
 
 /// What a server sends.
@@ -192,6 +196,8 @@ pub enum ServerMessage {
     Credit(u32),
     /// Something the user should know, such as a refused variable (v2).
     Notice(String),
+    /// `rcmd cp` (v3).
+    Copy(Transfer),
 }
 
 /// The handshake both sides open with.
@@ -342,7 +348,7 @@ fn utf8(body: Bytes) -> String {
 }
 
 /// Cuts `s` so that it takes at most `max` bytes, at a character boundary.
-fn cut(s: &mut String, max: usize) {
+pub(crate) fn cut(s: &mut String, max: usize) {
     if s.len() > max {
         let end = (0..=max)
             .rev()
@@ -357,6 +363,7 @@ impl ClientMessage {
     pub fn min_version(&self) -> u8 {
         match self {
             ClientMessage::Hello(_) | ClientMessage::Run(_) => 1,
+            ClientMessage::Copy(_) => transfer::VERSION,
             _ => 2,
         }
     }
@@ -395,8 +402,15 @@ impl Message for ClientMessage {
                 let (rows, cols) = get_size(&mut body, "window size")?;
                 ClientMessage::Resize { rows, cols }
             }
+            _ if transfer::is_tag(tag) => ClientMessage::Copy(Transfer::parse(tag, body)?),
             _ => return Err(malformed(format!("unknown client message tag 0x{tag:02x}"))),
         })
+    }
+
+    fn fit(&mut self, max: usize) {
+        if let ClientMessage::Copy(t) = self {
+            t.fit(max);
+        }
     }
 
     fn encoded_len(&self) -> usize {
@@ -411,6 +425,7 @@ impl Message for ClientMessage {
             ClientMessage::StdinEof => 0,
             ClientMessage::Signal(name) => name.len(),
             ClientMessage::Resize { .. } => 4,
+            ClientMessage::Copy(t) => return t.encoded_len(),
         }
     }
 
@@ -442,6 +457,7 @@ impl Message for ClientMessage {
                 dst.put_u16(*rows);
                 dst.put_u16(*cols);
             }
+            ClientMessage::Copy(t) => t.write(dst),
         }
     }
 }
@@ -479,6 +495,7 @@ impl Message for ServerMessage {
                 ServerMessage::Credit(body.get_u32())
             }
             Some(Tag::Notice) => ServerMessage::Notice(utf8(body)),
+            _ if transfer::is_tag(tag) => ServerMessage::Copy(Transfer::parse(tag, body)?),
             _ => return Err(malformed(format!("unknown server message tag 0x{tag:02x}"))),
         })
     }
@@ -490,6 +507,7 @@ impl Message for ServerMessage {
             ServerMessage::Done(Status::Failed { message, .. }) => 4 + message.len(),
             ServerMessage::Done(_) | ServerMessage::Credit(_) => 4,
             ServerMessage::Error(m) | ServerMessage::Notice(m) => m.len(),
+            ServerMessage::Copy(t) => return t.encoded_len(),
         }
     }
 
@@ -520,6 +538,7 @@ impl Message for ServerMessage {
                 dst.put_u32(*n);
             }
             ServerMessage::Notice(m) => tagged(dst, Tag::Notice, m.as_bytes()),
+            ServerMessage::Copy(t) => t.write(dst),
         }
     }
 
@@ -529,6 +548,7 @@ impl Message for ServerMessage {
                 cut(message, max.saturating_sub(5));
             }
             ServerMessage::Error(m) | ServerMessage::Notice(m) => cut(m, max.saturating_sub(1)),
+            ServerMessage::Copy(t) => t.fit(max),
             _ => {}
         }
     }
@@ -576,6 +596,12 @@ impl<In, Out> MessageCodec<In, Out> {
         self.max_send = self.frames.max_payload().min(peer_max);
     }
 
+    /// The largest frame the peer accepts, as its hello said (or what the header can
+    /// describe, if less).
+    pub fn peer_max_frame(&self) -> u32 {
+        u32::try_from(self.max_send).unwrap_or(u32::MAX)
+    }
+
     /// Largest body (payload less its tag) one message may carry: the lesser of what the
     /// header format can describe and what the peer accepts. Output is cut to this size.
     pub fn max_body(&self) -> usize {
@@ -593,6 +619,17 @@ impl<In, Out> MessageCodec<In, Out> {
         len: usize,
         dst: &mut BytesMut,
     ) -> Result<(), ProtocolError> {
+        self.encode_head_byte(tag.byte(), len, dst)
+    }
+
+    /// [`encode_data_head`](Self::encode_data_head) with the tag as a byte, for the
+    /// copy messages, whose tags are their own ([`crate::wire::transfer`]).
+    fn encode_head_byte(
+        &self,
+        tag: u8,
+        len: usize,
+        dst: &mut BytesMut,
+    ) -> Result<(), ProtocolError> {
         if len > self.max_body() {
             return Err(FrameError::TooLargeToSend {
                 len: len + 1,
@@ -601,8 +638,23 @@ impl<In, Out> MessageCodec<In, Out> {
             .into());
         }
         self.frames.encode_head(1 + len, dst)?;
-        dst.put_u8(tag.byte());
+        dst.put_u8(tag);
         Ok(())
+    }
+}
+
+impl<In, Out> MessageCodec<In, Out> {
+    /// The head of a copy `Data` message whose body is `len` bytes; the body follows it
+    /// unchanged (either end sends these).
+    ///
+    /// # Errors
+    /// If `len` exceeds [`max_body`](Self::max_body).
+    pub fn encode_copy_data_head(
+        &self,
+        len: usize,
+        dst: &mut BytesMut,
+    ) -> Result<(), ProtocolError> {
+        self.encode_head_byte(transfer::DATA_TAG, len, dst)
     }
 }
 
@@ -806,7 +858,7 @@ mod tests {
             client.encode(msg, &mut buf).unwrap();
         }
         let expected: &[&[u8]] = &[
-            b"\x00\x00\x00\x0aHrcmd\x02\x00\x10\x00\x00",
+            b"\x00\x00\x00\x0aHrcmd\x03\x00\x10\x00\x00",
             b"\x00\x00\x00\x0dVLANG\x00C.UTF-8",
             b"\x00\x00\x00\x05D/tmp",
             b"\x00\x00\x00\x0aT\x00\x18\x00\x50xterm",

@@ -5,6 +5,7 @@ pub mod header;
 pub mod message;
 pub mod sniff;
 pub mod trace;
+pub mod transfer;
 pub mod tutorial;
 
 use frame::DEFAULT_MAX_FRAME;

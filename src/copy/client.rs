@@ -1,0 +1,97 @@
+//! A copy as the client runs it against one host: connect, ask, then send or receive.
+
+use std::path::PathBuf;
+
+use bytes::Bytes;
+use tokio::net::TcpStream;
+
+use super::link::{Inbound, Outbound};
+use super::plan::Plan;
+use super::{receiver, sender, CopyError, Flags, Summary, Watch};
+use crate::client::{self, ClientConfig};
+use crate::wire::transfer::{self, Transfer};
+
+/// Which way the files go.
+#[derive(Debug, Clone)]
+pub enum Direction {
+    /// Local `sources` into `dest` on the host.
+    Upload { sources: Vec<PathBuf>, dest: Bytes },
+    /// `sources` on the host (globs expanded there) into local `dest`.
+    Download { sources: Vec<Bytes>, dest: PathBuf },
+}
+
+/// One copy to or from one host.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub flags: Flags,
+    pub direction: Direction,
+}
+
+/// Runs `request` on a connection made to `host`.
+///
+/// # Errors
+/// Connecting, an older server, or the transfer failing as a whole; a failed file is
+/// only counted in the [`Summary`] (and shown to `watch`).
+pub async fn run_on(
+    host: &str,
+    stream: TcpStream,
+    config: &ClientConfig,
+    request: &Request,
+    watch: &mut (dyn Watch + Send),
+) -> Result<Summary, CopyError> {
+    let conn = client::open_framed_on(host, stream, config)
+        .await
+        .map_err(CopyError::Connect)?;
+    if conn.version < transfer::VERSION {
+        return Err(CopyError::OldPeer(conn.version));
+    }
+    let mut inbound = Inbound::new(conn.reader);
+    let mut outbound = Outbound::new(conn.writer, conn.codec);
+    let flags = request.flags;
+    let summary = match &request.direction {
+        Direction::Upload { sources, dest } => {
+            let plan = Plan::new(sources, flags);
+            outbound
+                .queue(Transfer::Put {
+                    flags,
+                    dest: dest.clone(),
+                })
+                .await?;
+            sender::send(plan, flags, &mut inbound, &mut outbound, watch).await?
+        }
+        Direction::Download { sources, dest } => {
+            outbound
+                .send(Transfer::Get {
+                    flags,
+                    sources: sources.clone(),
+                })
+                .await?;
+            receiver::receive(dest, flags, &mut inbound, &mut outbound, watch).await?
+        }
+    };
+    let _ = outbound.close().await;
+    Ok(summary)
+}
+
+/// [`run_on`] with the connection made here, within the configured timeout.
+///
+/// # Errors
+/// As [`run_on`].
+pub async fn run(
+    addr: &str,
+    config: &ClientConfig,
+    request: &Request,
+    watch: &mut (dyn Watch + Send),
+) -> Result<Summary, CopyError> {
+    let stream = client::connect(addr, config.connect_timeout)
+        .await
+        .map_err(CopyError::Connect)?;
+    run_on(
+        &crate::wire::with_default_port(addr),
+        stream,
+        config,
+        request,
+        watch,
+    )
+    .await
+}

@@ -1,0 +1,251 @@
+//! The sending side: offers each planned entry and streams each file's bytes, holes in a
+//! sparse file as holes, with the SHA-256 of the whole file at its end. Answers (with
+//! `-u` or `--partial`) and the receiver's failures are read at the same time as data is
+//! written, so neither side ever waits on the other's full socket.
+
+use std::fs::File;
+use std::os::fd::AsFd;
+use std::os::unix::fs::FileExt;
+use std::sync::Mutex;
+
+use bytes::BytesMut;
+use ring::digest::{Context, SHA256};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
+
+use super::link::{Carrier, Inbound, Outbound};
+use super::plan::{Item, Plan};
+use super::{CopyError, Flags, Summary, Watch};
+use crate::wire::transfer::{Answer, Entry, Transfer};
+
+/// Most bytes read from a file at once (and sent in one message).
+const CHUNK: usize = 1 << 20;
+
+/// Zeros, to hash a hole as the bytes it stands for.
+static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+
+/// Adds `n` zero bytes to `ctx`.
+pub(crate) fn hash_zeros(ctx: &mut Context, mut n: u64) {
+    while n > 0 {
+        let k = n.min(ZEROS.len() as u64) as usize;
+        ctx.update(&ZEROS[..k]);
+        n -= k as u64;
+    }
+}
+
+/// Adds the first `len` bytes of `file` to `ctx`; `false` if the file is shorter.
+///
+/// # Errors
+/// Reading fails.
+pub(crate) fn hash_prefix(file: &File, len: u64, ctx: &mut Context) -> std::io::Result<bool> {
+    let mut buf = vec![0u8; CHUNK];
+    let mut pos = 0u64;
+    while pos < len {
+        let want = (len - pos).min(CHUNK as u64) as usize;
+        let n = file.read_at(&mut buf[..want], pos)?;
+        if n == 0 {
+            return Ok(false);
+        }
+        ctx.update(&buf[..n]);
+        pos += n as u64;
+    }
+    Ok(true)
+}
+
+type Shared<'a> = Mutex<&'a mut (dyn Watch + Send)>;
+
+/// Sends everything in `plan`, then waits for the receiver's summary.
+///
+/// # Errors
+/// The connection failed, or the peer broke the protocol.
+pub async fn send<R, W, In, Out>(
+    plan: Plan,
+    flags: Flags,
+    inbound: &mut Inbound<R, In, Out>,
+    outbound: &mut Outbound<W, In, Out>,
+    watch: &mut (dyn Watch + Send),
+) -> Result<Summary, CopyError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+    In: Carrier,
+    Out: Carrier,
+{
+    let watch: Shared<'_> = Mutex::new(watch);
+    let (answers_tx, mut answers) = mpsc::unbounded_channel();
+    let reading = async {
+        let tx = answers_tx;
+        loop {
+            match inbound.next().await? {
+                Transfer::Answer(a) => {
+                    let _ = tx.send(a);
+                }
+                Transfer::Failed { path, message } => {
+                    watch.lock().expect("no panics").failed(&path, &message);
+                }
+                Transfer::Done(summary) => return Ok(summary),
+                other => {
+                    return Err(CopyError::Refused(format!(
+                        "{} from the receiving side",
+                        super::receiver::describe(&other)
+                    )))
+                }
+            }
+        }
+    };
+    let writing = async {
+        write_all(plan, flags, outbound, &mut answers, &watch).await?;
+        Ok::<(), CopyError>(())
+    };
+    let (summary, ()) = tokio::try_join!(reading, writing)?;
+    Ok(summary)
+}
+
+async fn write_all<W: AsyncWrite + Unpin, In, Out: Carrier>(
+    plan: Plan,
+    flags: Flags,
+    out: &mut Outbound<W, In, Out>,
+    answers: &mut mpsc::UnboundedReceiver<Answer>,
+    watch: &Shared<'_>,
+) -> Result<(), CopyError> {
+    out.queue(Transfer::Total {
+        top: plan.top,
+        files: plan.files,
+        bytes: plan.bytes,
+    })
+    .await?;
+    watch
+        .lock()
+        .expect("no panics")
+        .total(plan.files, plan.bytes);
+    for (path, why) in plan.failures {
+        fail(out, watch, path, why).await?;
+    }
+    for item in plan.items {
+        match item {
+            Item::Other { entry, .. } => out.queue(Transfer::Entry(entry)).await?,
+            Item::Up => out.queue(Transfer::Up).await?,
+            Item::File { path, shown, entry } => match File::open(&path) {
+                Ok(file) => send_file(&file, &shown, entry, flags, out, answers, watch).await?,
+                Err(e) => fail(out, watch, shown, crate::text::io_reason(&e)).await?,
+            },
+        }
+    }
+    out.send(Transfer::Finish).await
+}
+
+/// Reports a failure on this side, here and to the receiver (which counts it).
+async fn fail<W: AsyncWrite + Unpin, In, Out: Carrier>(
+    out: &mut Outbound<W, In, Out>,
+    watch: &Shared<'_>,
+    path: Vec<u8>,
+    message: String,
+) -> Result<(), CopyError> {
+    watch.lock().expect("no panics").failed(&path, &message);
+    out.queue(Transfer::Failed {
+        path: path.into(),
+        message,
+    })
+    .await
+}
+
+async fn send_file<W: AsyncWrite + Unpin, In, Out: Carrier>(
+    file: &File,
+    shown: &[u8],
+    entry: Entry,
+    flags: Flags,
+    out: &mut Outbound<W, In, Out>,
+    answers: &mut mpsc::UnboundedReceiver<Answer>,
+    watch: &Shared<'_>,
+) -> Result<(), CopyError> {
+    let size = entry.size;
+    out.queue(Transfer::Entry(entry)).await?;
+    let mut ctx = Context::new(&SHA256);
+    let start = if flags.asks() {
+        out.flush().await?;
+        let answer = answers.recv().await.ok_or(CopyError::Closed)?;
+        match answer {
+            Answer::Skip => return Ok(()),
+            Answer::All => 0,
+            Answer::Resume { have, sha256 } => {
+                let kept = have <= size && hash_prefix(file, have, &mut ctx)?;
+                if kept && ctx.clone().finish().as_ref() == sha256 {
+                    have
+                } else {
+                    ctx = Context::new(&SHA256);
+                    0
+                }
+            }
+        }
+    } else {
+        0
+    };
+    out.queue(Transfer::Start(start)).await?;
+    watch.lock().expect("no panics").file(shown, size, start);
+    let sent = stream(file, start, size, &mut ctx, out, watch).await?;
+    match sent {
+        Ok(()) => {
+            let mut sum = [0u8; 32];
+            sum.copy_from_slice(ctx.finish().as_ref());
+            out.queue(Transfer::Sum(sum)).await?;
+        }
+        Err(why) => {
+            watch.lock().expect("no panics").failed(shown, &why);
+            out.queue(Transfer::Abandon(why)).await?;
+        }
+    }
+    watch.lock().expect("no panics").file_done();
+    Ok(())
+}
+
+/// Streams `file` from `start` to `size`: data as data, holes as holes. The inner error
+/// says why the file itself could not be read to its end.
+async fn stream<W: AsyncWrite + Unpin, In, Out: Carrier>(
+    file: &File,
+    start: u64,
+    size: u64,
+    ctx: &mut Context,
+    out: &mut Outbound<W, In, Out>,
+    watch: &Shared<'_>,
+) -> Result<Result<(), String>, CopyError> {
+    use rustix::fs::SeekFrom;
+    let chunk = out.max_body().clamp(1, CHUNK);
+    let mut pos = start;
+    // Where the data run that `pos` is in ends (the next hole).
+    let mut data_end = start;
+    while pos < size {
+        if pos >= data_end {
+            let data_at = match rustix::fs::seek(file.as_fd(), SeekFrom::Data(pos)) {
+                Ok(at) => at.min(size),
+                Err(rustix::io::Errno::NXIO) => size,
+                Err(_) => pos,
+            };
+            if data_at > pos {
+                let n = data_at - pos;
+                out.queue(Transfer::Hole(n)).await?;
+                hash_zeros(ctx, n);
+                watch.lock().expect("no panics").advance(n);
+                pos = data_at;
+                continue;
+            }
+            data_end = match rustix::fs::seek(file.as_fd(), SeekFrom::Hole(pos)) {
+                Ok(at) if at > pos => at.min(size),
+                _ => size,
+            };
+        }
+        let want = (data_end - pos).min(chunk as u64) as usize;
+        // Zeroed by the allocator (calloc), not byte by byte.
+        let mut buf = BytesMut::zeroed(want);
+        let n = match file.read_at(&mut buf, pos) {
+            Ok(0) => return Ok(Err("the file shrank while it was being sent".into())),
+            Ok(n) => n,
+            Err(e) => return Ok(Err(crate::text::io_reason(&e))),
+        };
+        buf.truncate(n);
+        ctx.update(&buf);
+        out.data(buf.freeze()).await?;
+        watch.lock().expect("no panics").advance(n as u64);
+        pos += n as u64;
+    }
+    Ok(Ok(()))
+}

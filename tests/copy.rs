@@ -1,0 +1,619 @@
+//! `rcmd cp`: trees both ways byte for byte, metadata with -p, sparse files, cut transfers
+//! and their resumption, hostile names from a peer, and twenty hosts at once.
+
+mod common;
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use common::{rcmd, start_server, start_servers_on_one_port, wait_until, RcmdHome, Run};
+use futures_util::{SinkExt, StreamExt};
+use rcmd::server::ServerConfig;
+use rcmd::wire::message::{ClientMessage, Hello, ServerCodec, ServerMessage};
+use rcmd::wire::transfer::{Entry, Kind, Transfer};
+use rcmd::wire::Protocol;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::codec::{FramedRead, FramedWrite};
+
+/// A plaintext server in this process whose commands and copies start in `workdir`.
+async fn server_in(workdir: &Path) -> std::net::SocketAddr {
+    start_server(ServerConfig {
+        workdir: Some(workdir.to_path_buf()),
+        ..ServerConfig::new(Protocol::Framed)
+    })
+    .await
+}
+
+/// `rcmd cp --plaintext -P PORT ARGS...`.
+async fn cp(port: u16, args: &[&OsStr]) -> Run {
+    let port = port.to_string();
+    let mut all: Vec<&OsStr> = vec!["cp".as_ref(), "--plaintext".as_ref(), "-P".as_ref()];
+    all.push(port.as_ref());
+    all.extend_from_slice(args);
+    let strs: Vec<String> = all
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    // Names that are not UTF-8 go through as bytes: run the binary with OsStr args.
+    run_os(&all, &strs.join(" ")).await
+}
+
+async fn run_os(args: &[&OsStr], shown: &str) -> Run {
+    let out = tokio::time::timeout(
+        common::PROCESS_DEADLINE,
+        common::rcmd_command()
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output(),
+    )
+    .await
+    .expect("rcmd cp did not finish")
+    .unwrap();
+    Run {
+        command: format!("rcmd {shown}"),
+        code: out.status.code(),
+        stdout: out.stdout,
+        stderr: out.stderr,
+    }
+}
+
+fn os(s: &str) -> &OsStr {
+    OsStr::new(s)
+}
+
+/// A tree with what copies get wrong: empty files and directories, odd names, a link,
+/// unusual modes and old times.
+fn make_tree(root: &Path) {
+    let d = root.join("tree");
+    std::fs::create_dir_all(d.join("empty dir")).unwrap();
+    std::fs::create_dir_all(d.join("sub")).unwrap();
+    std::fs::write(d.join("zero"), b"").unwrap();
+    std::fs::write(d.join("with space"), b"spaces\n").unwrap();
+    std::fs::write(d.join("new\nline"), b"newline\n").unwrap();
+    std::fs::write(d.join(OsStr::from_bytes(b"bytes\xff\xfe")), b"\x00\xff").unwrap();
+    let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 31 % 251) as u8).collect();
+    std::fs::write(d.join("sub/large"), &data).unwrap();
+    std::os::unix::fs::symlink("../with space", d.join("sub/link")).unwrap();
+    std::fs::set_permissions(d.join("with space"), std::fs::Permissions::from_mode(0o751)).unwrap();
+    std::fs::set_permissions(d.join("sub"), std::fs::Permissions::from_mode(0o710)).unwrap();
+    for p in ["zero", "with space", "sub/large", "sub", "."] {
+        let t = std::fs::FileTimes::new()
+            .set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000));
+        std::fs::File::open(d.join(p))
+            .unwrap()
+            .set_times(t)
+            .unwrap();
+    }
+}
+
+/// Every path under `root` with its kind, mode, mtime and content (or link target).
+fn describe(root: &Path) -> Vec<(PathBuf, u32, i64, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let m = std::fs::symlink_metadata(&p).unwrap();
+        let rel = p.strip_prefix(root).unwrap().to_path_buf();
+        let content = if m.file_type().is_symlink() {
+            std::fs::read_link(&p).unwrap().into_os_string().into_vec()
+        } else if m.is_file() {
+            std::fs::read(&p).unwrap()
+        } else {
+            for e in std::fs::read_dir(&p).unwrap() {
+                stack.push(e.unwrap().path());
+            }
+            Vec::new()
+        };
+        // A link's own mode and times are not copied (Linux cannot set its mode).
+        let (mode, mtime) = if m.file_type().is_symlink() {
+            (0, 0)
+        } else {
+            (m.mode(), if m.is_dir() { 0 } else { m.mtime() })
+        };
+        out.push((rel, mode, mtime, content));
+    }
+    out.sort();
+    out
+}
+
+use std::os::unix::ffi::OsStringExt;
+
+#[tokio::test]
+async fn a_tree_goes_up_and_comes_back_the_same_with_p() {
+    let local = tempfile::tempdir().unwrap();
+    let remote = tempfile::tempdir().unwrap();
+    make_tree(local.path());
+    let addr = server_in(remote.path()).await;
+    let src = local.path().join("tree");
+    cp(
+        addr.port(),
+        &[os("-r"), os("-p"), src.as_os_str(), os("127.0.0.1:up")],
+    )
+    .await
+    .expect_code(0);
+    assert_eq!(describe(&src), describe(&remote.path().join("up")));
+    let back = local.path().join("back");
+    cp(
+        addr.port(),
+        &[os("-r"), os("-p"), os("127.0.0.1:up"), back.as_os_str()],
+    )
+    .await
+    .expect_code(0);
+    assert_eq!(describe(&src), describe(&back));
+    // No temporary file is left anywhere.
+    let leftovers = describe(remote.path())
+        .into_iter()
+        .filter(|(p, ..)| p.to_string_lossy().contains(".rcmd-"))
+        .count();
+    assert_eq!(leftovers, 0);
+}
+
+#[tokio::test]
+async fn without_p_modes_follow_the_umask_and_top_level_links_are_followed() {
+    let local = tempfile::tempdir().unwrap();
+    let remote = tempfile::tempdir().unwrap();
+    let f = local.path().join("f");
+    std::fs::write(&f, b"data").unwrap();
+    std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o777)).unwrap();
+    std::os::unix::fs::symlink(&f, local.path().join("l")).unwrap();
+    let addr = server_in(remote.path()).await;
+    let l = local.path().join("l");
+    cp(addr.port(), &[l.as_os_str(), os("127.0.0.1:")])
+        .await
+        .expect_code(0);
+    let got = std::fs::symlink_metadata(remote.path().join("l")).unwrap();
+    assert!(got.is_file(), "a named link is followed, as scp does");
+    let umask = rcmd::copy::paths::umask();
+    assert_eq!(got.mode() & 0o777, 0o777 & !umask);
+}
+
+#[tokio::test]
+async fn a_sparse_gigabyte_stays_sparse_and_hashes_the_same_both_ways() {
+    let local = tempfile::tempdir().unwrap();
+    let remote = tempfile::tempdir().unwrap();
+    let big = local.path().join("big");
+    {
+        let mut f = std::fs::File::create(&big).unwrap();
+        use std::io::{Seek, Write};
+        f.write_all(b"head").unwrap();
+        f.seek(std::io::SeekFrom::Start(512 << 20)).unwrap();
+        f.write_all(b"middle").unwrap();
+        f.set_len(1 << 30).unwrap();
+    }
+    let addr = server_in(remote.path()).await;
+    cp(addr.port(), &[big.as_os_str(), os("127.0.0.1:big")])
+        .await
+        .expect_code(0);
+    let back = local.path().join("back");
+    cp(addr.port(), &[os("127.0.0.1:big"), back.as_os_str()])
+        .await
+        .expect_code(0);
+    for p in [remote.path().join("big"), back] {
+        let m = std::fs::metadata(&p).unwrap();
+        assert_eq!(m.len(), 1 << 30);
+        assert!(
+            m.blocks() * 512 < 1 << 20,
+            "{} is not sparse: {} blocks",
+            p.display(),
+            m.blocks()
+        );
+        assert_eq!(sha256_file(&p), sha256_file(&big));
+    }
+}
+
+fn sha256_file(p: &Path) -> Vec<u8> {
+    use std::io::Read;
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut f = std::fs::File::open(p).unwrap();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        ctx.update(&buf[..n]);
+    }
+    ctx.finish().as_ref().to_vec()
+}
+
+/// A proxy to `to` that passes at most `cut` bytes from the client, then drops both
+/// sides; says how many client bytes it passed, once it has finished.
+async fn proxy(
+    to: std::net::SocketAddr,
+    cut: Option<u64>,
+) -> (u16, tokio::sync::oneshot::Receiver<u64>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (client, _) = listener.accept().await.unwrap();
+        let server = TcpStream::connect(to).await.unwrap();
+        let (mut cr, mut cw) = client.into_split();
+        let (mut sr, mut sw) = server.into_split();
+        let back = tokio::spawn(async move {
+            let _ = tokio::io::copy(&mut sr, &mut cw).await;
+        });
+        let mut passed = 0u64;
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match cr.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            let n = cut.map_or(n, |c| n.min((c - passed) as usize));
+            if sw.write_all(&buf[..n]).await.is_err() {
+                break;
+            }
+            passed += n as u64;
+            if cut.is_some_and(|c| passed >= c) {
+                break;
+            }
+        }
+        if cut.is_some() {
+            back.abort();
+        } else {
+            let _ = sw.shutdown().await;
+            let _ = back.await;
+        }
+        let _ = tx.send(passed);
+    });
+    (port, rx)
+}
+
+/// Cut points from a seed the failure message shows.
+fn cut_points(seed: u64, n: usize, max: u64) -> Vec<u64> {
+    let mut x = seed | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % max
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_cut_transfer_never_leaves_half_a_file_and_partial_resumes_it() {
+    let local = tempfile::tempdir().unwrap();
+    let remote = tempfile::tempdir().unwrap();
+    let src = local.path().join("big");
+    let data: Vec<u8> = (0..8_000_000u32).map(|i| (i * 7 % 253) as u8).collect();
+    std::fs::write(&src, &data).unwrap();
+    let target = remote.path().join("big");
+    std::fs::write(&target, b"the old file").unwrap();
+    let addr = server_in(remote.path()).await;
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    for cut in cut_points(seed, 4, data.len() as u64) {
+        let (port, _) = proxy(addr, Some(cut)).await;
+        let run = cp(port, &[src.as_os_str(), os("127.0.0.1:big")]).await;
+        assert_ne!(run.code, Some(0), "cut at {cut} (seed {seed})\n{run}");
+        assert_eq!(
+            std::fs::read(&target).unwrap(),
+            b"the old file",
+            "cut at {cut} (seed {seed})"
+        );
+        wait_until("the temporary file is removed", || {
+            std::fs::read_dir(remote.path()).unwrap().count() == 1
+        })
+        .await;
+    }
+    // With --partial the bytes that arrived are kept, and the next try sends the rest.
+    let (port, _) = proxy(addr, Some(data.len() as u64 / 2)).await;
+    cp(
+        port,
+        &[os("--partial"), src.as_os_str(), os("127.0.0.1:big")],
+    )
+    .await;
+    assert_eq!(std::fs::read(&target).unwrap(), b"the old file");
+    let kept = remote.path().join(".big.rcmd-partial");
+    wait_until("the cut file is kept", || {
+        std::fs::metadata(&kept).is_ok_and(|m| m.len() > 1_000_000)
+    })
+    .await;
+    let (port, passed) = proxy(addr, None).await;
+    cp(
+        port,
+        &[os("--partial"), src.as_os_str(), os("127.0.0.1:big")],
+    )
+    .await
+    .expect_code(0);
+    assert!(
+        std::fs::read(&target).unwrap() == data,
+        "the resumed file differs"
+    );
+    assert!(!kept.exists());
+    let passed = passed.await.unwrap();
+    assert!(
+        passed < data.len() as u64 * 3 / 4,
+        "resumed, yet {passed} bytes were sent"
+    );
+}
+
+#[tokio::test]
+async fn u_skips_files_whose_size_and_time_match() {
+    let local = tempfile::tempdir().unwrap();
+    let remote = tempfile::tempdir().unwrap();
+    let f = local.path().join("f");
+    std::fs::write(&f, b"same").unwrap();
+    let addr = server_in(remote.path()).await;
+    cp(addr.port(), &[os("-p"), f.as_os_str(), os("127.0.0.1:")])
+        .await
+        .expect_code(0);
+    let inode = std::fs::metadata(remote.path().join("f")).unwrap().ino();
+    cp(
+        addr.port(),
+        &[os("-p"), os("-u"), f.as_os_str(), os("127.0.0.1:")],
+    )
+    .await
+    .expect_code(0);
+    assert_eq!(
+        std::fs::metadata(remote.path().join("f")).unwrap().ino(),
+        inode
+    );
+    std::fs::write(&f, b"changed").unwrap();
+    cp(
+        addr.port(),
+        &[os("-p"), os("-u"), f.as_os_str(), os("127.0.0.1:")],
+    )
+    .await
+    .expect_code(0);
+    assert_eq!(std::fs::read(remote.path().join("f")).unwrap(), b"changed");
+}
+
+/// A server that answers a download with the entries `hostile` gives it.
+async fn hostile_server(entries: Vec<Transfer>) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let (socket, _) = listener.accept().await.unwrap();
+        let (rd, wr) = socket.into_split();
+        let header = rcmd::wire::header::HeaderFormat::NETWORK_U32;
+        let mut rd = FramedRead::new(rd, ServerCodec::new(header, 1 << 20));
+        let mut wr = FramedWrite::new(wr, ServerCodec::new(header, 1 << 20));
+        let Some(Ok(ClientMessage::Hello(_))) = rd.next().await else {
+            panic!("no hello");
+        };
+        wr.send(ServerMessage::Hello(Hello::new(1 << 20, Bytes::new())))
+            .await
+            .unwrap();
+        let Some(Ok(ClientMessage::Copy(Transfer::Get { .. }))) = rd.next().await else {
+            panic!("no copy request");
+        };
+        for e in entries {
+            wr.send(ServerMessage::Copy(e)).await.unwrap();
+        }
+        // Read until the client's summary, or its hang-up.
+        while let Some(Ok(m)) = rd.next().await {
+            if matches!(m, ClientMessage::Copy(Transfer::Done(_))) {
+                break;
+            }
+        }
+    });
+    port
+}
+
+fn entry(kind: Kind, name: &[u8], size: u64) -> Transfer {
+    Transfer::Entry(Entry {
+        kind,
+        mode: 0o644,
+        mtime: 0,
+        atime: 0,
+        size,
+        name: Bytes::copy_from_slice(name),
+        target: Bytes::new(),
+    })
+}
+
+/// The messages that send `data` as a whole file after its entry.
+fn body(data: &'static [u8]) -> Vec<Transfer> {
+    let sum = ring::digest::digest(&ring::digest::SHA256, data);
+    let mut h = [0u8; 32];
+    h.copy_from_slice(sum.as_ref());
+    vec![
+        Transfer::Start(0),
+        Transfer::Data(Bytes::from_static(data)),
+        Transfer::Sum(h),
+    ]
+}
+
+#[tokio::test]
+async fn hostile_names_from_a_peer_write_nothing_outside() {
+    let root = tempfile::tempdir().unwrap();
+    let dest = root.path().join("dest");
+    let outside = root.path().join("outside");
+    std::fs::create_dir_all(&dest).unwrap();
+    std::fs::create_dir_all(&outside).unwrap();
+    std::os::unix::fs::symlink(&outside, dest.join("trap")).unwrap();
+    std::os::unix::fs::symlink(outside.join("file"), dest.join("trapfile")).unwrap();
+    let mut msgs = vec![Transfer::Total {
+        top: 6,
+        files: 5,
+        bytes: 20,
+    }];
+    for name in [&b"../escaped"[..], b"/tmp/absolute", b"trapfile"] {
+        msgs.push(entry(Kind::File, name, 4));
+        msgs.extend(body(b"evil"));
+    }
+    msgs.push(entry(Kind::Dir, b"trap", 0));
+    msgs.push(entry(Kind::File, b"inside", 4));
+    msgs.extend(body(b"evil"));
+    msgs.push(Transfer::Up);
+    msgs.push(entry(Kind::Dir, b"..", 0));
+    msgs.push(Transfer::Up);
+    msgs.push(entry(Kind::File, b"fine", 4));
+    msgs.extend(body(b"good"));
+    msgs.push(Transfer::Finish);
+    let port = hostile_server(msgs).await;
+    let run = cp(port, &[os("-r"), os("127.0.0.1:x"), dest.as_os_str()]).await;
+    run.expect_code(1);
+    let err = run.stderr_str();
+    for want in [
+        "leaves its directory",
+        "a path, not a name",
+        "symbolic link",
+    ] {
+        assert!(err.contains(want), "no {want:?} in\n{run}");
+    }
+    assert_eq!(
+        std::fs::read_dir(&outside).unwrap().count(),
+        0,
+        "written outside"
+    );
+    assert!(!root.path().join("escaped").exists());
+    assert!(!Path::new("/tmp/absolute").exists());
+    assert_eq!(std::fs::read(dest.join("fine")).unwrap(), b"good");
+}
+
+#[tokio::test]
+async fn a_server_without_copy_is_named_as_too_old() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = start_server(ServerConfig {
+        version: 2,
+        ..ServerConfig::new(Protocol::Framed)
+    })
+    .await;
+    let f = dir.path().join("f");
+    std::fs::write(&f, b"x").unwrap();
+    let run = cp(addr.port(), &[f.as_os_str(), os("127.0.0.1:f")]).await;
+    run.expect_code(255);
+    assert!(run.stderr_str().contains("protocol version 2"), "{run}");
+}
+
+#[tokio::test]
+async fn cp_works_over_tls_with_the_same_user_token() {
+    let home = RcmdHome::new();
+    let remote = tempfile::tempdir().unwrap();
+    let server = home
+        .server(&["--workdir", remote.path().to_str().unwrap()])
+        .await;
+    let local = tempfile::tempdir().unwrap();
+    let f = local.path().join("f");
+    std::fs::write(&f, b"over tls").unwrap();
+    let port = server.addr.port().to_string();
+    home.rcmd(&["cp", "-P", &port, f.to_str().unwrap(), "127.0.0.1:"], b"")
+        .await
+        .expect_code(0);
+    assert_eq!(std::fs::read(remote.path().join("f")).unwrap(), b"over tls");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn twenty_hosts_take_an_upload_and_give_downloads_into_their_own_dirs() {
+    let dirs: Vec<tempfile::TempDir> = (0..20).map(|_| tempfile::tempdir().unwrap()).collect();
+    let workdirs: Vec<PathBuf> = dirs.iter().map(|d| d.path().to_path_buf()).collect();
+    let (port, addrs) = start_servers_on_one_port(20, |ip| ServerConfig {
+        workdir: Some(workdirs[usize::from(ip.octets()[3]) % 20].clone()),
+        ..ServerConfig::new(Protocol::Framed)
+    })
+    .await;
+    let list: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
+    let list = list.join(",");
+    let local = tempfile::tempdir().unwrap();
+    let f = local.path().join("same name");
+    std::fs::write(&f, b"to all").unwrap();
+    let port = port.to_string();
+    let up = rcmd(
+        &[
+            "cp",
+            "--plaintext",
+            "-P",
+            &port,
+            "-H",
+            &list,
+            f.to_str().unwrap(),
+            ":",
+        ],
+        b"",
+    )
+    .await;
+    up.expect_code(0);
+    for d in &workdirs {
+        assert_eq!(std::fs::read(d.join("same name")).unwrap(), b"to all");
+        // Each host then has a file of its own under the same name.
+        std::fs::write(d.join("same name"), d.to_str().unwrap()).unwrap();
+    }
+    let got = local.path().join("got");
+    let down = rcmd(
+        &[
+            "cp",
+            "--plaintext",
+            "-P",
+            &port,
+            "-H",
+            &list,
+            ":same name",
+            got.to_str().unwrap(),
+        ],
+        b"",
+    )
+    .await;
+    down.expect_code(0);
+    let dirs_made = std::fs::read_dir(&got).unwrap().count();
+    assert_eq!(dirs_made, 20, "{down}");
+    for ip in &addrs {
+        let host_dir = got.join(ip.to_string());
+        let content = std::fs::read(host_dir.join("same name")).unwrap();
+        let from = &workdirs[usize::from(ip.octets()[3]) % 20];
+        assert_eq!(content, from.to_str().unwrap().as_bytes(), "{}", ip);
+    }
+}
+
+#[tokio::test]
+async fn a_sender_that_falls_silent_is_given_up_and_its_file_removed() {
+    let remote = tempfile::tempdir().unwrap();
+    let addr = start_server(ServerConfig {
+        workdir: Some(remote.path().to_path_buf()),
+        limits: rcmd::server::Limits {
+            idle_timeout: Some(std::time::Duration::from_millis(300)),
+            ..rcmd::server::Limits::default()
+        },
+        ..ServerConfig::new(Protocol::Framed)
+    })
+    .await;
+    let header = rcmd::wire::header::HeaderFormat::NETWORK_U32;
+    let (rd, wr) = TcpStream::connect(addr).await.unwrap().into_split();
+    let mut rd = FramedRead::new(rd, rcmd::wire::message::ClientCodec::new(header, 1 << 20));
+    let mut wr = FramedWrite::new(wr, rcmd::wire::message::ClientCodec::new(header, 1 << 20));
+    wr.send(ClientMessage::Hello(Hello::new(1 << 20, Bytes::new())))
+        .await
+        .unwrap();
+    let Some(Ok(ServerMessage::Hello(_))) = rd.next().await else {
+        panic!("no hello");
+    };
+    for t in [
+        Transfer::Put {
+            flags: Default::default(),
+            dest: Bytes::from("f"),
+        },
+        Transfer::Total {
+            top: 1,
+            files: 1,
+            bytes: 10,
+        },
+        entry(Kind::File, b"f", 10),
+        Transfer::Start(0),
+        Transfer::Data(Bytes::from("abc")),
+    ] {
+        wr.send(ClientMessage::Copy(t)).await.unwrap();
+    }
+    // The server hangs up once it has waited its idle timeout for the rest.
+    let hung_up = tokio::time::timeout(common::PROCESS_DEADLINE, async {
+        while let Some(Ok(_)) = rd.next().await {}
+    })
+    .await;
+    assert!(
+        hung_up.is_ok(),
+        "the server kept waiting for a silent sender"
+    );
+    wait_until("the half-received file is removed", || {
+        std::fs::read_dir(remote.path()).unwrap().count() == 0
+    })
+    .await;
+}

@@ -42,6 +42,7 @@ pub mod exec;
 pub mod fanout;
 pub mod printable;
 pub mod server;
+pub mod settings;
 pub mod splice;
 pub mod status;
 mod systemd;

@@ -102,10 +102,15 @@ async fn one_shot_with_stdin_asks_on_the_terminal_and_forwards_only_what_follows
 async fn a_terminal_session_asks_in_cooked_mode_before_going_raw() {
     let machines = Machines::start(&[]).await;
     let addr = machines.addr();
-    let Some(tmux) = pane(&machines, &format!("-t {addr} -- 'cat > out'")) else {
+    let Some(tmux) = pane(
+        &machines,
+        &format!("-t {addr} -- 'echo re''ady; cat > out'"),
+    ) else {
         return;
     };
     answer_y_then_yes(&tmux, None);
+    // Typed once the remote terminal is up, as a person would.
+    tmux.wait_for("ready");
     tmux.type_line("payload");
     tmux.keys(&["C-d"]);
     assert_eq!(read(&tmux, "code"), "exit=0\n", "{}", tmux.screen());

@@ -90,7 +90,7 @@ async fn a_client_key_others_can_read_is_not_taken_as_this_users() {
     let key = home.path().join("client.pem");
     chmod(&key, 0o644);
     let r = home.rcmd(&["server", "--listen", "127.0.0.1:0"], b"").await;
-    refused_saying(&r, 1, &format!("chmod go-rwx {}", key.display()));
+    refused_saying(&r, 255, &format!("chmod go-rwx {}", key.display()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -148,7 +148,7 @@ async fn authorized_keys_others_may_write_or_own_are_refused() {
     std::fs::write(&default, "").unwrap();
     chmod(&default, 0o622);
     let r = home.rcmd(&["server", "--listen", "127.0.0.1:0"], b"").await;
-    refused_saying(&r, 1, &format!("chmod go-w {}", default.display()));
+    refused_saying(&r, 255, &format!("chmod go-w {}", default.display()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

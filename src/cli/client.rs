@@ -67,8 +67,10 @@ pub(super) struct ClientArgs {
     no_splice: bool,
 
     /// Command to run remotely; without one, each line of standard input is a command.
-    /// Several words are quoted so they arrive as typed; a single word is sent as the
-    /// command line itself, so `'ls | wc -l'` runs a pipeline, as with ssh
+    /// Unlike ssh, which joins the words with spaces for the remote shell to split and
+    /// expand again, rcmd quotes each word when there are several, so they arrive as typed
+    /// (`echo '$HOME'` prints $HOME). A single word is the command line itself, for the
+    /// remote shell: `'ls | wc -l'` runs a pipeline there
     #[arg(
         value_name = "CMD",
         trailing_var_arg = true,
@@ -77,9 +79,17 @@ pub(super) struct ClientArgs {
     command: Vec<String>,
 }
 
-pub(super) fn run(args: ClientArgs) -> Result<i32, Failure> {
+pub(super) fn run(mut args: ClientArgs) -> Result<i32, Failure> {
     init_logging("rcmd=warn");
-    let (addr, command) = fanout::positionals(&args.fanout, args.addr, args.command)?;
+    let (addr, command) = fanout::positionals(
+        &mut args.fanout,
+        args.addr.take(),
+        std::mem::take(&mut args.command),
+    )?;
+    let addr = match addr {
+        Some(addr) => Some(apply_settings(&mut args, &addr)?),
+        None => None,
+    };
     let wire = args.wire.wire();
     if args.token.given() && wire.protocol != Protocol::Framed {
         return Err(Failure::new(format!(
@@ -221,6 +231,96 @@ const SAME_USER_IN_THE_CLEAR: &str = "refusing to send this user's own token (th
      (TLS is the default, and your own server needs no token flag); for a server that must \
      run --plaintext, start it with a token of its own (--token-file FILE) and give that \
      one here";
+
+/// The one host's address as rcmd connects to it, with the settings file's values for it
+/// filled in where the command line gave none: `HostName` and `Port` (after `:PORT` and
+/// `-p`), `Fingerprint`, `TokenFile`, `IdentityFile`, `ConnectTimeout`, `SendEnv`,
+/// `SetEnv` and `Header`.
+fn apply_settings(args: &mut ClientArgs, addr: &str) -> Result<String, Failure> {
+    let fail = |e: &dyn std::fmt::Display| Failure::new(e);
+    let addr = login_user(addr)?;
+    let (alias, port) = split_port(addr);
+    let settings = match crate::config::ConfigDir::locate() {
+        Ok(dir) => crate::settings::Settings::load(&dir.settings_file()).map_err(|e| fail(&e))?,
+        Err(_) => Default::default(),
+    };
+    let s = settings.for_host(&alias);
+    let host = s.host_name.clone().unwrap_or(alias);
+    let port = port.or(args.fanout.port).or(s.port);
+    let addr = match port {
+        Some(port) if host.contains(':') && !host.starts_with('[') => format!("[{host}]:{port}"),
+        Some(port) => format!("{host}:{port}"),
+        None => host,
+    };
+    args.tls.default_fingerprint(s.fingerprint);
+    args.tls.default_key(s.identity_file);
+    if std::env::var_os("RCMD_TOKEN").is_none() {
+        args.token.default_file(s.token_file);
+    }
+    args.fanout.connect_timeout = args.fanout.connect_timeout.or(s.connect_timeout);
+    args.wire.header = args.wire.header.or(s.header);
+    for pattern in &s.send_env {
+        for (name, _) in std::env::vars_os() {
+            let name = name.to_string_lossy();
+            if crate::settings::glob(pattern, &name) && !args.env.iter().any(|e| e == &*name) {
+                args.env.push(name.into_owned());
+            }
+        }
+    }
+    args.env.extend(s.set_env);
+    Ok(addr)
+}
+
+/// `host` and its port, if `addr` names one (`host:port`, `[v6]:port`).
+fn split_port(addr: &str) -> (String, Option<u16>) {
+    let full = crate::wire::with_default_port(addr);
+    if full != addr {
+        return (addr.to_string(), None);
+    }
+    match addr.rsplit_once(':') {
+        Some((host, port)) => (
+            host.trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string(),
+            port.parse().ok(),
+        ),
+        None => (addr.to_string(), None),
+    }
+}
+
+/// `user@host` as an ssh user types it. rcmd has no login: commands run as whoever
+/// started the server, so a user name is accepted only when it is ours (the user a
+/// server started by the same user runs as), and otherwise refused saying so.
+fn login_user(addr: &str) -> Result<&str, Failure> {
+    let Some((user, host)) = addr.split_once('@') else {
+        return Ok(addr);
+    };
+    if local_user().as_deref() == Some(user) {
+        return Ok(host);
+    }
+    Err(Failure::new(format!(
+        "{addr}: rcmd has no login user: commands run as the user who started `rcmd \
+             server` on {host}. Leave out `{user}@`; to run as {user}, start the server there \
+             as {user}"
+    )))
+}
+
+/// The name of the user this process runs as.
+fn local_user() -> Option<String> {
+    // SAFETY: getpwuid returns a pointer into static storage or null; the name is copied
+    // out before anything else could call it (the client is single-threaded here).
+    unsafe {
+        let pw = libc::getpwuid(libc::geteuid());
+        if pw.is_null() {
+            return None;
+        }
+        Some(
+            std::ffi::CStr::from_ptr((*pw).pw_name)
+                .to_string_lossy()
+                .into_owned(),
+        )
+    }
+}
 
 /// One variable for the remote command: its name and value.
 type EnvPair = (Vec<u8>, Vec<u8>);

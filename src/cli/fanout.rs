@@ -25,8 +25,10 @@ pub(super) struct FanoutArgs {
     /// Run on every host in LIST at once, instead of HOST:PORT. LIST is comma-separated:
     /// web[1-3], node[01-10,15] and 127.0.0.[2-51] are ranges; ^FILE reads hosts from FILE;
     /// @GROUP is a line `GROUP: LIST` in the hosts file of $RCMD_HOME (else
-    /// $XDG_CONFIG_HOME/rcmd, else ~/.config/rcmd); a host may end in :PORT
-    #[arg(help_heading = HEADING, short = 'H', long = "hosts", value_name = "LIST",
+    /// $XDG_CONFIG_HOME/rcmd, else ~/.config/rcmd); a host may end in :PORT. -w is pdsh's
+    /// spelling; a LIST that cannot be one host (@GROUP, a range, a comma) needs neither
+    #[arg(help_heading = HEADING, short = 'H', visible_short_alias = 'w', long = "hosts",
+          value_name = "LIST",
           add = ArgValueCompleter::new(super::completions::host_list_candidates))]
     pub hosts: Option<String>,
 
@@ -35,10 +37,10 @@ pub(super) struct FanoutArgs {
           add = ArgValueCompleter::new(super::completions::host_list_candidates))]
     exclude: Option<String>,
 
-    /// Port for hosts in LIST written without one [default: 9000]
-    #[arg(help_heading = HEADING, short = 'p', long, value_name = "PORT", requires = "hosts",
+    /// Port for the host (or the hosts in LIST) written without one [default: 9000]
+    #[arg(help_heading = HEADING, short = 'p', long, value_name = "PORT",
           value_parser = super::Whole { min: 1, max: 65535 }.map(|v| v as u16))]
-    port: Option<u16>,
+    pub port: Option<u16>,
 
     /// Run on at most N hosts at once
     #[arg(help_heading = HEADING, short = 'f', long, value_name = "N", default_value_t = 64,
@@ -67,8 +69,9 @@ pub(super) struct FanoutArgs {
     #[arg(help_heading = HEADING, long, value_name = "DIR", requires = "hosts")]
     output_dir: Option<PathBuf>,
 
-    /// Give up connecting after this many seconds (with -H, per host) [default: 10 with
-    /// -H, else as long as the system tries]
+    /// Give up when connecting, the TLS handshake or the server's hello takes longer
+    /// than this many seconds (never counting a question asked of you) [default: 30, or
+    /// 10 per host with -H]
     #[arg(long, value_name = "SECS", value_parser = seconds)]
     pub connect_timeout: Option<Duration>,
 
@@ -89,10 +92,17 @@ pub(super) struct FanoutArgs {
 /// # Errors
 /// A usage [`Failure`] suggesting -H.
 pub(super) fn positionals(
-    fanout: &FanoutArgs,
+    fanout: &mut FanoutArgs,
     addr: Option<String>,
     mut command: Vec<String>,
 ) -> Result<(Option<String>, Vec<String>), Failure> {
+    // `rcmd client @web -- cmd`, `rcmd client 'node[1-4]' -- cmd`: unmistakably a list.
+    if fanout.hosts.is_none() {
+        if let Some(list) = addr.as_deref().filter(|a| looks_like_list(a)) {
+            fanout.hosts = Some(list.to_string());
+            return positionals(fanout, None, command);
+        }
+    }
     let addr = match (fanout.hosts.is_some(), addr) {
         (true, Some(first)) => {
             command.insert(0, first);
@@ -111,6 +121,15 @@ pub(super) fn positionals(
         )));
     }
     Ok((addr, command))
+}
+
+/// A host list no one means as one host: `@GROUP`, `^FILE`, several hosts, or a range
+/// (`web[1-3]`, `127.0.0.[2-9]`; not `[::1]`, an IPv6 address).
+fn looks_like_list(word: &str) -> bool {
+    word.starts_with('@')
+        || word.starts_with('^')
+        || word.contains(',')
+        || (word.contains('[') && !word.starts_with('['))
 }
 
 /// `name:port`, `1.2.3.4:port`, `[v6]:port`, a host range with a port, or a bare IP

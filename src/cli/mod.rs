@@ -8,6 +8,7 @@ mod cp;
 mod demo;
 mod fanout;
 mod keys;
+mod known_hosts;
 mod man;
 mod server;
 mod supervise;
@@ -46,6 +47,9 @@ enum Command {
     /// once with its token (as ssh-copy-id); from then on the key is enough.
     #[command(name = "copy-id")]
     CopyId(copy_id::CopyIdArgs),
+    /// List the servers this client trusts, or forget one (--remove HOST[:PORT]).
+    #[command(name = "known-hosts")]
+    KnownHosts(known_hosts::KnownHostsArgs),
     /// Print the fingerprint of this machine's server identity (or of FILE), as clients
     /// see it.
     Fingerprint(keys::FingerprintArgs),
@@ -129,6 +133,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::Cp(args) => cp::run(args),
         Command::Keygen(args) => keys::keygen(args),
         Command::CopyId(args) => copy_id::run(args),
+        Command::KnownHosts(args) => known_hosts::run(args),
         Command::Fingerprint(args) => keys::fingerprint(args),
         Command::Demo(args) => demo::run(args),
         Command::Man(args) => man::run(args),

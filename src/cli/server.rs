@@ -258,7 +258,7 @@ pub(super) fn run(args: ServerArgs) -> Result<i32, Failure> {
         {
             let created = format!(
                 "created the token file {}: clients run by this user read it; \
-                 copy it to let another machine in (see README)",
+                 another machine gets in with `rcmd copy-id` (see README)",
                 path.display()
             );
             eprintln!("{}", crate::text::message("rcmd: ", &created));

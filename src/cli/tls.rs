@@ -129,6 +129,20 @@ pub(super) struct ClientTlsArgs {
 }
 
 impl ClientTlsArgs {
+    /// A settings file's `Fingerprint`, unless the command line pinned or accepts anew.
+    pub(super) fn default_fingerprint(&mut self, fingerprint: Option<Fingerprint>) {
+        if self.fingerprint.is_none() && !self.accept_new && !self.plaintext {
+            self.fingerprint = fingerprint;
+        }
+    }
+
+    /// A settings file's `IdentityFile`, unless --key gave one.
+    pub(super) fn default_key(&mut self, key: Option<PathBuf>) {
+        if self.key.is_none() {
+            self.key = key;
+        }
+    }
+
     /// Whether the wire is in the clear (`--plaintext`).
     pub(super) fn plaintext(&self) -> bool {
         self.plaintext

@@ -107,6 +107,13 @@ impl TokenArgs {
         Ok((None, Self::same_user()?))
     }
 
+    /// A settings file's `TokenFile`, unless a token was given on the command line.
+    pub(super) fn default_file(&mut self, file: Option<PathBuf>) {
+        if !self.given() {
+            self.token_file = file;
+        }
+    }
+
     /// Whether `token` is this user's own (the same-user file's), however it was given.
     pub(super) fn is_same_user(token: &Token) -> bool {
         matches!(Self::same_user(), Ok(Some(own)) if own.matches(token.as_bytes()))

@@ -158,7 +158,16 @@ impl fmt::Display for ClientError {
         match self {
             ClientError::Connect { addr, source } => {
                 let why = crate::text::io_reason(source);
-                write!(f, "cannot connect to {addr}: {why}")
+                write!(f, "cannot connect to {addr}: {why}")?;
+                if source.kind() == io::ErrorKind::ConnectionRefused {
+                    // Nothing listens there: the usual cause is a server not started.
+                    write!(
+                        f,
+                        ". Is rcmd running there? Start it on that machine with \
+                         `rcmd server` (`--listen 0.0.0.0:PORT` to be reached from elsewhere)"
+                    )?;
+                }
+                Ok(())
             }
             ClientError::Io(e) => {
                 write!(f, "connection failed: {}", crate::text::io_reason(e))

@@ -152,6 +152,18 @@ impl Settings {
         Ok(Settings { blocks })
     }
 
+    /// The names `Host` lines give that stand for one host (no `*`, `?` or `!`): what a
+    /// user may type for them, and what shell completion offers.
+    pub fn aliases(&self) -> Vec<String> {
+        self.blocks
+            .iter()
+            .filter_map(|b| b.patterns.as_ref())
+            .flatten()
+            .filter(|p| !p.contains(['*', '?', '!']))
+            .cloned()
+            .collect()
+    }
+
     /// The settings for `host` (as typed: an alias, a name or an address, no port).
     pub fn for_host(&self, host: &str) -> HostSettings {
         let mut out = HostSettings::default();

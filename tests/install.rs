@@ -158,6 +158,11 @@ fn config_with_hosts() -> (tempfile::TempDir, PathBuf) {
     )
     .unwrap();
     std::fs::write(home.join("hosts"), "lab: web[1-3]\n").unwrap();
+    std::fs::write(
+        home.join("config"),
+        "Host db1 web-* !db9\n    HostName 127.0.0.6\n",
+    )
+    .unwrap();
     (tmp, home)
 }
 
@@ -246,6 +251,12 @@ done
     let n = lines.len();
     assert!(replies[n - 2].contains("127.0.0.5"), "{r}");
     assert!(replies[n - 2].contains("build7:9001"), "{r}");
+    // An alias from the per-host settings; patterns are not names to type.
+    assert!(replies[n - 2].contains("db1"), "{r}");
+    assert!(
+        !replies[n - 2].iter().any(|w| w.contains(['*', '!'])),
+        "{r}"
+    );
     assert!(replies[n - 1].contains("127.0.0.5,@lab"), "{r}");
 }
 

@@ -104,14 +104,15 @@ pub(super) fn complete_if_asked() {
         .complete();
 }
 
-/// Candidates for a server address: the hosts in `known_hosts`.
+/// Candidates for a server address: the aliases in the per-host settings file and the
+/// hosts in `known_hosts`.
 pub(super) fn host_candidates() -> Vec<CompletionCandidate> {
     let Ok(dir) = ConfigDir::locate() else {
         return Vec::new();
     };
-    known_hosts(&dir)
+    hosts(&dir)
         .into_iter()
-        .map(|h| CompletionCandidate::new(h).help(Some("known host".into())))
+        .map(|(h, help)| CompletionCandidate::new(h).help(Some(help.into())))
         .collect()
 }
 
@@ -134,14 +135,26 @@ pub(super) fn host_list_candidates(current: &OsStr) -> Vec<CompletionCandidate> 
         format!("{done},")
     };
     let groups = crate::fanout::hosts::group_names(&dir.path().join("hosts"));
-    let hosts = known_hosts(&dir).into_iter().map(|h| (h, "known host"));
     let groups = groups.into_iter().map(|g| (format!("@{g}"), "group"));
-    hosts
+    hosts(&dir)
+        .into_iter()
         .chain(groups)
         .filter(|(name, _)| name.starts_with(last))
         .map(|(name, help)| {
             CompletionCandidate::new(format!("{done}{name}")).help(Some(help.into()))
         })
+        .collect()
+}
+
+/// Every host a user may name, with what it is: the aliases of the per-host settings
+/// file, then the servers in `known_hosts`. An unreadable file offers nothing.
+fn hosts(dir: &ConfigDir) -> Vec<(String, &'static str)> {
+    let aliases = crate::settings::Settings::load(&dir.settings_file())
+        .map(|s| s.aliases())
+        .unwrap_or_default();
+    let aliases = aliases.into_iter().map(|a| (a, "configured host"));
+    aliases
+        .chain(known_hosts(dir).into_iter().map(|h| (h, "known host")))
         .collect()
 }
 

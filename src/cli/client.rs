@@ -240,9 +240,13 @@ fn apply_settings(args: &mut ClientArgs, addr: &str) -> Result<String, Failure> 
     let fail = |e: &dyn std::fmt::Display| Failure::new(e);
     let addr = login_user(addr)?;
     let (alias, port) = split_port(addr);
+    // The directory is checked before its settings file is read: another user's directory
+    // is refused for what it is, not for a file in it this user cannot read.
     let settings = match crate::config::ConfigDir::locate() {
-        Ok(dir) => crate::settings::Settings::load(&dir.settings_file()).map_err(|e| fail(&e))?,
-        Err(_) => Default::default(),
+        Ok(dir) if dir.existing().map_err(|e| fail(&e))? => {
+            crate::settings::Settings::load(&dir.settings_file()).map_err(|e| fail(&e))?
+        }
+        _ => Default::default(),
     };
     let s = settings.for_host(&alias);
     let host = s.host_name.clone().unwrap_or(alias);

@@ -6,10 +6,10 @@
 //! constant time, without revealing its length through timing.
 
 use std::fmt;
-use std::io::{Read, Write};
+use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use subtle::ConstantTimeEq;
 
@@ -31,17 +31,78 @@ impl fmt::Debug for Token {
     }
 }
 
-/// A token that cannot be used.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TokenError(pub String);
+/// A token that cannot be used, and why.
+#[derive(Debug)]
+pub enum TokenError {
+    /// The token has no bytes.
+    Empty,
+    /// The token is longer than [`MAX_TOKEN`].
+    TooLong { len: usize },
+    /// The token file could not be opened or read.
+    Read { path: PathBuf, source: io::Error },
+    /// The token file is a directory, a device, ...
+    NotRegular { path: PathBuf },
+    /// Another user owns the token file, and so chose the token.
+    OtherOwner { path: PathBuf },
+    /// Group or others may access the token file (`mode`).
+    Exposed { path: PathBuf, mode: u32 },
+    /// The token file holds a token that cannot be used.
+    Unusable {
+        path: PathBuf,
+        source: Box<TokenError>,
+    },
+    /// A new token file could not be made.
+    Create { path: PathBuf, source: io::Error },
+}
 
 impl fmt::Display for TokenError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        match self {
+            TokenError::Empty => f.write_str("the token is empty"),
+            TokenError::TooLong { len } => {
+                write!(
+                    f,
+                    "the token is {len} bytes; at most {MAX_TOKEN} are allowed"
+                )
+            }
+            TokenError::Read { path, source } => {
+                write!(f, "cannot read token file {}: {source}", path.display())
+            }
+            TokenError::NotRegular { path } => {
+                write!(f, "token file {} is not a regular file", path.display())
+            }
+            TokenError::OtherOwner { path } => write!(
+                f,
+                "token file {} belongs to another user, who chose the token; use a file of \
+                 your own",
+                path.display()
+            ),
+            TokenError::Exposed { path, mode } => write!(
+                f,
+                "token file {} is accessible to other users (mode {mode:04o}), so they can \
+                 read the token; run: chmod 600 {}",
+                path.display(),
+                shell_words::quote(&path.to_string_lossy())
+            ),
+            TokenError::Unusable { path, source } => {
+                write!(f, "token file {}: {source}", path.display())
+            }
+            TokenError::Create { path, source } => {
+                write!(f, "cannot create token file {}: {source}", path.display())
+            }
+        }
     }
 }
 
-impl std::error::Error for TokenError {}
+impl std::error::Error for TokenError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            TokenError::Read { source, .. } | TokenError::Create { source, .. } => Some(source),
+            TokenError::Unusable { source, .. } => Some(source.as_ref()),
+            _ => None,
+        }
+    }
+}
 
 impl Token {
     /// A token from its text.
@@ -50,13 +111,10 @@ impl Token {
     /// If it is empty or longer than [`MAX_TOKEN`] bytes.
     pub fn new(secret: &[u8]) -> Result<Token, TokenError> {
         if secret.is_empty() {
-            return Err(TokenError("the token is empty".into()));
+            return Err(TokenError::Empty);
         }
         if secret.len() > MAX_TOKEN {
-            return Err(TokenError(format!(
-                "the token is {} bytes; at most {MAX_TOKEN} are allowed",
-                secret.len()
-            )));
+            return Err(TokenError::TooLong { len: secret.len() });
         }
         let mut padded = Box::new([0u8; MAX_TOKEN]);
         padded[..secret.len()].copy_from_slice(secret);
@@ -112,40 +170,39 @@ impl Token {
     /// If the file cannot be read, group or others may access it (the message gives the
     /// `chmod` that fixes it), or the token in it is unusable.
     pub fn from_file(path: &Path) -> Result<Token, TokenError> {
-        let cannot = |e: std::io::Error| {
-            TokenError(format!("cannot read token file {}: {e}", path.display()))
+        let cannot = |source| TokenError::Read {
+            path: path.to_path_buf(),
+            source,
         };
         let mut file = std::fs::File::open(path).map_err(cannot)?;
         // Checked on the open file, so the file read is the file checked.
         let meta = file.metadata().map_err(cannot)?;
         if !meta.is_file() {
-            return Err(TokenError(format!(
-                "token file {} is not a regular file",
-                path.display()
-            )));
+            return Err(TokenError::NotRegular {
+                path: path.to_path_buf(),
+            });
         }
         if !crate::config::owned_by_us(&meta) {
-            return Err(TokenError(format!(
-                "token file {} belongs to another user, who chose the token; use a file of \
-                 your own",
-                path.display()
-            )));
+            return Err(TokenError::OtherOwner {
+                path: path.to_path_buf(),
+            });
         }
         let mode = meta.permissions().mode() & 0o777;
         if mode & 0o077 != 0 {
-            return Err(TokenError(format!(
-                "token file {} is accessible to other users (mode {mode:04o}), so they can \
-                 read the token; run: chmod 600 {}",
-                path.display(),
-                shell_words::quote(&path.to_string_lossy())
-            )));
+            return Err(TokenError::Exposed {
+                path: path.to_path_buf(),
+                mode,
+            });
         }
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes).map_err(cannot)?;
         while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
             bytes.pop();
         }
-        Token::new(&bytes).map_err(|e| TokenError(format!("token file {}: {e}", path.display())))
+        Token::new(&bytes).map_err(|e| TokenError::Unusable {
+            path: path.to_path_buf(),
+            source: Box::new(e),
+        })
     }
 
     /// The token in `path`, made first if there is none: 32 random bytes as 64 hex
@@ -161,22 +218,23 @@ impl Token {
             Err(_) if !path.exists() => {}
             existing => return existing.map(|t| (t, false)),
         }
-        let cannot = |e: &dyn fmt::Display| {
-            TokenError(format!("cannot create token file {}: {e}", path.display()))
+        let cannot = |source| TokenError::Create {
+            path: path.to_path_buf(),
+            source,
         };
-        let secret = random_hex(32).map_err(|e| cannot(&e))?;
+        let secret = random_hex(32).map_err(cannot)?;
         let dir = path.parent().unwrap_or(Path::new("."));
         // NamedTempFile opens with O_EXCL and mode 0600.
-        let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| cannot(&e))?;
+        let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(cannot)?;
         tmp.write_all(format!("{secret}\n").as_bytes())
             .and_then(|()| tmp.as_file().sync_all())
-            .map_err(|e| cannot(&e))?;
+            .map_err(cannot)?;
         match tmp.persist_noclobber(path) {
             Ok(_) => Token::new(secret.as_bytes()).map(|t| (t, true)),
             Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => {
                 Token::from_file(path).map(|t| (t, false))
             }
-            Err(e) => Err(cannot(&e.error)),
+            Err(e) => Err(cannot(e.error)),
         }
     }
 }
@@ -395,6 +453,22 @@ mod tests {
             std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode)).unwrap();
             assert!(Token::from_file(&file).unwrap().matches(b"s3cret"));
         }
+    }
+
+    #[test]
+    fn unreadable_token_file_keeps_the_os_error_as_its_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("missing");
+        let err = Token::from_file(&file).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with(&format!("cannot read token file {}: ", file.display())),
+            "{err}"
+        );
+        let source = std::error::Error::source(&err)
+            .and_then(|s| s.downcast_ref::<io::Error>())
+            .expect("the io::Error is kept");
+        assert_eq!(source.kind(), io::ErrorKind::NotFound);
     }
 
     #[test]

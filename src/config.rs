@@ -16,17 +16,124 @@ pub struct ConfigDir {
     path: PathBuf,
 }
 
-/// A configuration directory that cannot be found, made or trusted.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError(pub String);
+/// A configuration directory or trusted file that cannot be found, made or trusted.
+#[derive(Debug)]
+pub enum ConfigError {
+    /// None of `RCMD_HOME`, `XDG_CONFIG_HOME` and `HOME` is set.
+    NoHome,
+    /// The directory could not be made, read or given its mode (`action` says which).
+    Dir {
+        path: PathBuf,
+        action: &'static str,
+        source: io::Error,
+    },
+    /// The directory's path names something else.
+    NotDir { path: PathBuf },
+    /// The directory belongs to another user.
+    DirOtherOwner { path: PathBuf, uid: u32 },
+    /// Group or others may write to the directory.
+    DirWritable { path: PathBuf, mode: u32 },
+    /// A trusted file (`what`) or its directory could not be read.
+    Read {
+        path: PathBuf,
+        what: String,
+        source: io::Error,
+    },
+    /// A trusted file (`what`) or its directory belongs to another user.
+    OtherOwner {
+        path: PathBuf,
+        what: String,
+        uid: u32,
+    },
+    /// Others may write to a trusted file (`what`), or read a secret one.
+    Exposed {
+        path: PathBuf,
+        what: String,
+        mode: u32,
+        secret: bool,
+    },
+}
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        let quoted = |path: &Path| shell_words::quote(&path.to_string_lossy()).into_owned();
+        match self {
+            ConfigError::NoHome => {
+                f.write_str("cannot find rcmd's configuration directory: set RCMD_HOME or HOME")
+            }
+            ConfigError::Dir {
+                path,
+                action,
+                source,
+            } => write!(
+                f,
+                "cannot {action} rcmd's configuration directory {}: {source}",
+                path.display()
+            ),
+            ConfigError::NotDir { path } => write!(
+                f,
+                "{} is not a directory (rcmd's configuration directory; set RCMD_HOME to \
+                 use another)",
+                path.display()
+            ),
+            ConfigError::DirOtherOwner { path, uid } => write!(
+                f,
+                "{} belongs to another user (uid {uid}), whose token and identity rcmd would \
+                 then trust; use a directory of your own (RCMD_HOME)",
+                path.display()
+            ),
+            ConfigError::DirWritable { path, mode } => write!(
+                f,
+                "{} can be written by other users (mode {mode:04o}), who could replace \
+                 the token rcmd trusts; run: chmod 700 {}",
+                path.display(),
+                quoted(path)
+            ),
+            ConfigError::Read { path, what, source } => {
+                write!(f, "cannot read {what} {}: {source}", path.display())
+            }
+            ConfigError::OtherOwner { path, what, uid } => write!(
+                f,
+                "refusing {what} {}: it belongs to another user (uid {uid}), who could put in \
+                 it what rcmd would trust (sshd's StrictModes refuses it too); use a file of \
+                 your own",
+                path.display()
+            ),
+            ConfigError::Exposed {
+                path,
+                what,
+                mode,
+                secret,
+            } => {
+                let (who, then, fix) = if *secret {
+                    (
+                        "read or written by other users",
+                        "take the key it holds",
+                        "go-rwx",
+                    )
+                } else {
+                    ("written by other users", "change what rcmd trusts", "go-w")
+                };
+                write!(
+                    f,
+                    "refusing {what} {}: it can be {who} (mode {mode:04o}), who could then \
+                     {then}; run: chmod {fix} {}",
+                    path.display(),
+                    quoted(path)
+                )
+            }
+        }
     }
 }
 
-impl std::error::Error for ConfigError {}
+impl std::error::Error for ConfigError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ConfigError::Dir { source, .. } | ConfigError::Read { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
 
 impl ConfigDir {
     /// The directory this process's environment points to.
@@ -54,9 +161,7 @@ impl ConfigDir {
         } else if let Some(p) = home {
             p.into().join(".config").join("rcmd")
         } else {
-            return Err(ConfigError(
-                "cannot find rcmd's configuration directory: set RCMD_HOME or HOME".into(),
-            ));
+            return Err(ConfigError::NoHome);
         };
         Ok(ConfigDir { path })
     }
@@ -137,39 +242,34 @@ impl ConfigDir {
     fn check(&self) -> Result<(), ConfigError> {
         let meta = std::fs::metadata(&self.path).map_err(|e| self.error("read", e))?;
         if !meta.is_dir() {
-            return Err(ConfigError(format!(
-                "{} is not a directory (rcmd's configuration directory; set RCMD_HOME to \
-                 use another)",
-                self.path.display()
-            )));
+            return Err(ConfigError::NotDir {
+                path: self.path.clone(),
+            });
         }
         // Another user's directory, even one closed to others, holds their token and
         // identity, not ours: trusting it would trust them (as ssh's StrictModes refuses).
         if !owned_by_us(&meta) {
-            return Err(ConfigError(format!(
-                "{} belongs to another user (uid {}), whose token and identity rcmd would \
-                 then trust; use a directory of your own (RCMD_HOME)",
-                self.path.display(),
-                std::os::unix::fs::MetadataExt::uid(&meta)
-            )));
+            return Err(ConfigError::DirOtherOwner {
+                path: self.path.clone(),
+                uid: std::os::unix::fs::MetadataExt::uid(&meta),
+            });
         }
         let mode = meta.permissions().mode() & 0o777;
         if mode & 0o022 != 0 {
-            return Err(ConfigError(format!(
-                "{} can be written by other users (mode {mode:04o}), who could replace \
-                 the token rcmd trusts; run: chmod 700 {}",
-                self.path.display(),
-                shell_words::quote(&self.path.to_string_lossy())
-            )));
+            return Err(ConfigError::DirWritable {
+                path: self.path.clone(),
+                mode,
+            });
         }
         Ok(())
     }
 
-    fn error(&self, what: &str, e: io::Error) -> ConfigError {
-        ConfigError(format!(
-            "cannot {what} rcmd's configuration directory {}: {e}",
-            self.path.display()
-        ))
+    fn error(&self, action: &'static str, source: io::Error) -> ConfigError {
+        ConfigError::Dir {
+            path: self.path.clone(),
+            action,
+            source,
+        }
     }
 }
 
@@ -182,7 +282,11 @@ impl ConfigDir {
 /// # Errors
 /// A [`ConfigError`] saying what is wrong and the command that fixes it.
 pub fn check_trust_file(path: &Path, what: &str, secret: bool) -> Result<(), ConfigError> {
-    let cannot = |e: io::Error| ConfigError(format!("cannot read {what} {}: {e}", path.display()));
+    let cannot = |source| ConfigError::Read {
+        path: path.to_path_buf(),
+        what: what.to_string(),
+        source,
+    };
     let meta = std::fs::metadata(path).map_err(cannot)?;
     check_owner_and_mode(path, &meta, what, if secret { 0o077 } else { 0o022 })?;
     let dir = match path.parent() {
@@ -202,32 +306,21 @@ fn check_owner_and_mode(
     forbidden: u32,
 ) -> Result<(), ConfigError> {
     let uid = std::os::unix::fs::MetadataExt::uid(meta);
-    let quoted = shell_words::quote(&path.to_string_lossy()).into_owned();
     if uid != 0 && !owned_by_us(meta) {
-        return Err(ConfigError(format!(
-            "refusing {what} {}: it belongs to another user (uid {uid}), who could put in \
-             it what rcmd would trust (sshd's StrictModes refuses it too); use a file of \
-             your own",
-            path.display()
-        )));
+        return Err(ConfigError::OtherOwner {
+            path: path.to_path_buf(),
+            what: what.to_string(),
+            uid,
+        });
     }
     let mode = meta.permissions().mode() & 0o777;
     if mode & forbidden != 0 {
-        let (who, fix) = if forbidden & 0o044 != 0 {
-            ("read or written by other users", "go-rwx")
-        } else {
-            ("written by other users", "go-w")
-        };
-        return Err(ConfigError(format!(
-            "refusing {what} {}: it can be {who} (mode {mode:04o}), who could then \
-             {}; run: chmod {fix} {quoted}",
-            path.display(),
-            if forbidden & 0o044 != 0 {
-                "take the key it holds"
-            } else {
-                "change what rcmd trusts"
-            }
-        )));
+        return Err(ConfigError::Exposed {
+            path: path.to_path_buf(),
+            what: what.to_string(),
+            mode,
+            secret: forbidden & 0o044 != 0,
+        });
     }
     Ok(())
 }
@@ -248,16 +341,16 @@ mod tests {
             ConfigDir::from_vars(r, x, h).map(|d| d.path().to_path_buf())
         };
         assert_eq!(
-            dir(Some("/r"), Some("/x"), Some("/h")),
-            Ok(PathBuf::from("/r"))
+            dir(Some("/r"), Some("/x"), Some("/h")).unwrap(),
+            PathBuf::from("/r")
         );
         assert_eq!(
-            dir(None, Some("/x"), Some("/h")),
-            Ok(PathBuf::from("/x/rcmd"))
+            dir(None, Some("/x"), Some("/h")).unwrap(),
+            PathBuf::from("/x/rcmd")
         );
         assert_eq!(
-            dir(None, None, Some("/h")),
-            Ok(PathBuf::from("/h/.config/rcmd"))
+            dir(None, None, Some("/h")).unwrap(),
+            PathBuf::from("/h/.config/rcmd")
         );
         assert!(dir(None, None, None).is_err());
     }
@@ -287,7 +380,9 @@ mod tests {
         set(&dir, 0o755);
         set(&file, 0o644);
         assert!(check_trust_file(&file, "authorized keys", false).is_ok());
-        let err = check_trust_file(&file, "the key", true).unwrap_err().0;
+        let err = check_trust_file(&file, "the key", true)
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains(&format!("chmod go-rwx {}", file.display())),
             "{err}"
@@ -295,7 +390,7 @@ mod tests {
         set(&file, 0o666);
         let err = check_trust_file(&file, "authorized keys", false)
             .unwrap_err()
-            .0;
+            .to_string();
         assert!(
             err.contains(&format!("chmod go-w {}", file.display())),
             "{err}"
@@ -304,7 +399,7 @@ mod tests {
         set(&dir, 0o777);
         let err = check_trust_file(&file, "authorized keys", false)
             .unwrap_err()
-            .0;
+            .to_string();
         assert!(
             err.contains(&format!("chmod go-w {}", dir.display())),
             "{err}"
@@ -314,7 +409,7 @@ mod tests {
         if std::os::unix::fs::chown(&file, Some(65534), None).is_ok() {
             let err = check_trust_file(&file, "authorized keys", false)
                 .unwrap_err()
-                .0;
+                .to_string();
             assert!(err.contains("another user (uid 65534)"), "{err}");
         }
     }

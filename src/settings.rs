@@ -58,16 +58,46 @@ struct Block {
 }
 
 /// A settings file that cannot be used.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SettingsError(pub String);
+#[derive(Debug)]
+pub enum SettingsError {
+    /// The file exists but cannot be read.
+    Read {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    /// Another user could have written the file (sshd's StrictModes).
+    Untrusted(crate::config::ConfigError),
+    /// A line that is not a known setting with a value that parses.
+    Line {
+        path: std::path::PathBuf,
+        line: usize,
+        why: String,
+    },
+}
 
 impl std::fmt::Display for SettingsError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        match self {
+            SettingsError::Read { path, source } => {
+                write!(f, "cannot read {}: {source}", path.display())
+            }
+            SettingsError::Untrusted(e) => e.fmt(f),
+            SettingsError::Line { path, line, why } => {
+                write!(f, "{} line {line}: {why}", path.display())
+            }
+        }
     }
 }
 
-impl std::error::Error for SettingsError {}
+impl std::error::Error for SettingsError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            SettingsError::Read { source, .. } => Some(source),
+            SettingsError::Untrusted(e) => Some(e),
+            SettingsError::Line { .. } => None,
+        }
+    }
+}
 
 const KEYWORDS: &[&str] = &[
     "hostname",
@@ -91,15 +121,15 @@ impl Settings {
         let text = match std::fs::read_to_string(path) {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Settings::default()),
-            Err(e) => {
-                return Err(SettingsError(format!(
-                    "cannot read {}: {e}",
-                    path.display()
-                )))
+            Err(source) => {
+                return Err(SettingsError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })
             }
         };
         crate::config::check_trust_file(path, "the settings file", false)
-            .map_err(|e| SettingsError(e.0))?;
+            .map_err(SettingsError::Untrusted)?;
         Settings::parse(&text, path)
     }
 
@@ -114,8 +144,11 @@ impl Settings {
         }];
         for (i, raw) in text.lines().enumerate() {
             let line_no = i + 1;
-            let bad =
-                |why: String| SettingsError(format!("{} line {line_no}: {why}", path.display()));
+            let bad = |why: String| SettingsError::Line {
+                path: path.to_path_buf(),
+                line: line_no,
+                why,
+            };
             let line = raw.split('#').next().unwrap_or_default().trim();
             if line.is_empty() {
                 continue;
@@ -315,6 +348,26 @@ mod tests {
     }
 
     #[test]
+    fn a_file_others_may_write_is_refused_with_the_check_as_its_source() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("config");
+        std::fs::write(&file, "Port 9001\n").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o666)).unwrap();
+        let err = Settings::load(&file).unwrap_err();
+        assert!(err.to_string().contains("chmod go-w"), "{err}");
+        let source = std::error::Error::source(&err)
+            .and_then(|s| s.downcast_ref::<crate::config::ConfigError>());
+        assert!(
+            matches!(
+                source,
+                Some(crate::config::ConfigError::Exposed { mode: 0o666, .. })
+            ),
+            "{err:?}"
+        );
+    }
+
+    #[test]
     fn a_bad_line_is_an_error_naming_file_and_line() {
         for (text, says) in [
             (
@@ -326,7 +379,7 @@ mod tests {
             ("Host\n", "/cfg line 1: \"host\" needs a value"),
             ("SetEnv X\n", "/cfg line 1: SetEnv"),
         ] {
-            let err = parse(text).unwrap_err().0;
+            let err = parse(text).unwrap_err().to_string();
             assert!(err.contains(says), "{text:?}: {err}");
         }
     }

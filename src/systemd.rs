@@ -17,15 +17,54 @@ const LISTEN_FDS_START: i32 = 3;
 
 /// A socket systemd passed that `rcmd server` cannot listen on.
 #[derive(Debug)]
-pub struct ActivationError(String);
+pub enum ActivationError {
+    /// More than one socket was passed (`LISTEN_FDS`).
+    TooMany { count: u32 },
+    /// `LISTEN_FDS` names a descriptor that is not open.
+    NotOpen { fd: i32 },
+    /// The descriptor is not a listening TCP socket: `what` it is instead, and the error
+    /// asking about it raised, if any.
+    Unsuitable {
+        what: &'static str,
+        source: Option<io::Error>,
+    },
+    /// The socket could not be made non-blocking.
+    Adopt(io::Error),
+}
 
 impl fmt::Display for ActivationError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        match self {
+            ActivationError::TooMany { count } => write!(
+                f,
+                "systemd passed {count} sockets; rcmd server listens on one (give the socket \
+                 unit a single ListenStream=)"
+            ),
+            ActivationError::NotOpen { fd } => write!(
+                f,
+                "LISTEN_FDS says systemd passed a socket, but descriptor {fd} is not open"
+            ),
+            ActivationError::Unsuitable { what, .. } => write!(
+                f,
+                "the socket systemd passed is {what}; rcmd server needs a listening TCP socket \
+                 (ListenStream=ADDRESS:PORT)"
+            ),
+            ActivationError::Adopt(e) => write!(f, "cannot use the socket systemd passed: {e}"),
+        }
     }
 }
 
-impl std::error::Error for ActivationError {}
+impl std::error::Error for ActivationError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ActivationError::Unsuitable {
+                source: Some(e), ..
+            }
+            | ActivationError::Adopt(e) => Some(e),
+            _ => None,
+        }
+    }
+}
 
 /// Takes the listening socket systemd passed to this process, if it passed one, and removes
 /// `LISTEN_PID`, `LISTEN_FDS` and `LISTEN_FDNAMES` from the environment.
@@ -48,29 +87,21 @@ pub fn take_listener() -> Result<Option<std::net::TcpListener>, ActivationError>
     match count {
         0 => return Ok(None),
         1 => {}
-        n => {
-            return Err(ActivationError(format!(
-                "systemd passed {n} sockets; rcmd server listens on one (give the socket \
-                 unit a single ListenStream=)"
-            )))
-        }
+        count => return Err(ActivationError::TooMany { count }),
     }
     let fd = LISTEN_FDS_START;
     // SAFETY: F_GETFD only reads the descriptor's flags; it fails if nothing is open there.
     if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
-        return Err(ActivationError(format!(
-            "LISTEN_FDS says systemd passed a socket, but descriptor {fd} is not open"
-        )));
+        return Err(ActivationError::NotOpen { fd });
     }
-    let problem = |what: &str| {
-        ActivationError(format!(
-            "the socket systemd passed is {what}; rcmd server needs a listening TCP socket \
-             (ListenStream=ADDRESS:PORT)"
-        ))
+    let problem = |what| ActivationError::Unsuitable { what, source: None };
+    let not_socket = |e| ActivationError::Unsuitable {
+        what: "not a socket",
+        source: Some(e),
     };
-    let accepting = socket_option(fd, libc::SO_ACCEPTCONN).map_err(|_| problem("not a socket"))?;
-    let kind = socket_option(fd, libc::SO_TYPE).map_err(|_| problem("not a socket"))?;
-    let domain = socket_option(fd, libc::SO_DOMAIN).map_err(|_| problem("not a socket"))?;
+    let accepting = socket_option(fd, libc::SO_ACCEPTCONN).map_err(not_socket)?;
+    let kind = socket_option(fd, libc::SO_TYPE).map_err(not_socket)?;
+    let domain = socket_option(fd, libc::SO_DOMAIN).map_err(not_socket)?;
     if kind != libc::SOCK_STREAM {
         return Err(problem("not a stream socket"));
     }
@@ -87,7 +118,7 @@ pub fn take_listener() -> Result<Option<std::net::TcpListener>, ActivationError>
     let listener = std::net::TcpListener::from(owned);
     listener
         .set_nonblocking(true)
-        .map_err(|e| ActivationError(format!("cannot use the socket systemd passed: {e}")))?;
+        .map_err(ActivationError::Adopt)?;
     Ok(Some(listener))
 }
 

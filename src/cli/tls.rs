@@ -65,12 +65,12 @@ impl ServerTlsArgs {
         }
         let dir = ConfigDir::locate().map_err(|e| e.to_string())?;
         let (identity, created) = match &self.identity {
-            Some(path) => (Identity::load(path).map_err(|e| e.0)?, None),
+            Some(path) => (Identity::load(path).map_err(|e| e.to_string())?, None),
             None => {
                 dir.create().map_err(|e| e.to_string())?;
                 let path = dir.identity_file();
                 let (id, created) =
-                    Identity::load_or_create(&path, "rcmd server").map_err(|e| e.0)?;
+                    Identity::load_or_create(&path, "rcmd server").map_err(|e| e.to_string())?;
                 (id, created.then_some(path))
             }
         };
@@ -88,10 +88,10 @@ impl ServerTlsArgs {
         };
         // The same user's own client key, as the same-user token is.
         let own = own_fingerprint(&dir.client_key_file(), "this user's client key")?;
-        let authorized =
-            AuthorizedKeys::new(Some(file), own.into_iter().collect()).map_err(|e| e.0)?;
-        let tls =
-            ServerTls::with_keys(&identity, authorized, self.requires_key()).map_err(|e| e.0)?;
+        let authorized = AuthorizedKeys::new(Some(file), own.into_iter().collect())
+            .map_err(|e| e.to_string())?;
+        let tls = ServerTls::with_keys(&identity, authorized, self.requires_key())
+            .map_err(|e| e.to_string())?;
         Ok(Some(ServerTlsSetup {
             tls: Arc::new(tls),
             created,
@@ -165,7 +165,7 @@ impl ClientTlsArgs {
             None => file(ConfigDir::client_key_file).filter(|p| existing && p.exists()),
         };
         let identity = match key {
-            Some(path) => Some(Identity::load(&path).map_err(|e| e.0)?),
+            Some(path) => Some(Identity::load(&path).map_err(|e| e.to_string())?),
             None => None,
         };
         let own_server = match file(ConfigDir::identity_file).filter(|_| existing) {
@@ -228,6 +228,6 @@ fn own_fingerprint(path: &std::path::Path, what: &str) -> Result<Option<Fingerpr
     if !path.exists() {
         return Ok(None);
     }
-    crate::config::check_trust_file(path, what, true).map_err(|e| e.0)?;
-    fingerprint_file(path).map(Some).map_err(|e| e.0)
+    crate::config::check_trust_file(path, what, true).map_err(|e| e.to_string())?;
+    fingerprint_file(path).map(Some).map_err(|e| e.to_string())
 }

@@ -60,7 +60,16 @@ impl fmt::Display for CopyError {
     }
 }
 
-impl std::error::Error for CopyError {}
+impl std::error::Error for CopyError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            CopyError::Io(e) => Some(e),
+            CopyError::Protocol(e) => Some(e),
+            CopyError::Connect(e) => Some(e),
+            _ => None,
+        }
+    }
+}
 
 impl From<io::Error> for CopyError {
     fn from(e: io::Error) -> Self {

@@ -84,7 +84,14 @@ impl fmt::Display for HostsError {
     }
 }
 
-impl std::error::Error for HostsError {}
+impl std::error::Error for HostsError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            HostsError::File { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
 
 fn syntax(entry: &str, why: impl Into<String>) -> HostsError {
     HostsError::Syntax {

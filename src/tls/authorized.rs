@@ -54,16 +54,23 @@ impl AuthorizedKeys {
     /// # Errors
     /// When `file` exists and cannot be trusted or read: said at start, not only later.
     pub fn new(file: Option<PathBuf>, fixed: Vec<Fingerprint>) -> Result<Self, IdentityError> {
-        let keys = AuthorizedKeys {
+        let mut read = Read {
+            stamp: None,
+            keys: Ok(Vec::new()),
+        };
+        if let Some(path) = &file {
+            if let Some(meta) = metadata(path)? {
+                read = Read {
+                    stamp: Some(stamp(&meta)),
+                    keys: Ok(load(path)?),
+                };
+            }
+        }
+        Ok(AuthorizedKeys {
             file,
             fixed,
-            read: Mutex::new(Read {
-                stamp: None,
-                keys: Ok(Vec::new()),
-            }),
-        };
-        keys.current().map_err(IdentityError)?;
-        Ok(keys)
+            read: Mutex::new(read),
+        })
     }
 
     /// The file keys are read from, if any.
@@ -90,21 +97,38 @@ impl AuthorizedKeys {
         let Some(path) = &self.file else {
             return Ok(Vec::new());
         };
-        let meta = match std::fs::metadata(path) {
-            Ok(meta) => meta,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+        let meta = match metadata(path) {
+            Ok(Some(meta)) => meta,
+            Ok(None) => return Ok(Vec::new()),
+            Err(e) => return Err(e.to_string()),
         };
         let mut read = self.read.lock().unwrap_or_else(|e| e.into_inner());
         let now = stamp(&meta);
         if read.stamp != Some(now) {
-            read.keys = crate::config::check_trust_file(path, "the authorized keys file", false)
-                .map_err(|e| e.0)
-                .and_then(|()| parse(path).map_err(|e| e.0));
+            read.keys = load(path).map_err(|e| e.to_string());
             read.stamp = Some(now);
         }
         read.keys.clone()
     }
+}
+
+/// The file's metadata, or `None` when there is no file.
+fn metadata(path: &Path) -> Result<Option<std::fs::Metadata>, IdentityError> {
+    match std::fs::metadata(path) {
+        Ok(meta) => Ok(Some(meta)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(IdentityError::Read {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// The fingerprints in the authorized keys file at `path`, once it passes sshd's checks.
+fn load(path: &Path) -> Result<Vec<Fingerprint>, IdentityError> {
+    crate::config::check_trust_file(path, "the authorized keys file", false)
+        .map_err(IdentityError::Untrusted)?;
+    parse(path)
 }
 
 /// The fingerprints in an authorized keys file.
@@ -112,8 +136,10 @@ impl AuthorizedKeys {
 /// # Errors
 /// If the file cannot be read or a line does not start with a fingerprint.
 pub fn parse(path: &Path) -> Result<Vec<Fingerprint>, IdentityError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| IdentityError(format!("cannot read {}: {e}", path.display())))?;
+    let text = std::fs::read_to_string(path).map_err(|source| IdentityError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
     let mut keys = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let line = line.trim();
@@ -121,11 +147,11 @@ pub fn parse(path: &Path) -> Result<Vec<Fingerprint>, IdentityError> {
             continue;
         }
         let first = line.split_whitespace().next().unwrap_or_default();
-        keys.push(
-            first
-                .parse()
-                .map_err(|e| IdentityError(format!("{} line {}: {e}", path.display(), i + 1)))?,
-        );
+        keys.push(first.parse().map_err(|why| IdentityError::Line {
+            path: path.to_path_buf(),
+            line: i + 1,
+            why,
+        })?);
     }
     Ok(keys)
 }
@@ -149,7 +175,7 @@ mod tests {
         std::fs::write(&path, format!("# who may\n{a} alice@laptop\n\n")).unwrap();
         assert_eq!(parse(&path).unwrap(), vec![a]);
         std::fs::write(&path, "alice SHA256:x\n").unwrap();
-        assert!(parse(&path).unwrap_err().0.contains("line 1"));
+        assert!(parse(&path).unwrap_err().to_string().contains("line 1"));
     }
 
     #[test]

@@ -8,9 +8,11 @@
 //! The certificate is made once and stored beside the key, so the fingerprint never changes.
 
 use std::fmt;
-use std::io::Write;
+use std::io::{self, Write};
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+use crate::config::ConfigError;
 use std::str::FromStr;
 
 use base64::engine::general_purpose::STANDARD_NO_PAD;
@@ -81,17 +83,91 @@ impl Clone for Identity {
     }
 }
 
-/// An identity file that cannot be read, trusted or made.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IdentityError(pub String);
+/// An identity, `known_hosts` or authorized keys file that cannot be read, trusted or
+/// made, or a TLS set-up that cannot use it.
+#[derive(Debug)]
+pub enum IdentityError {
+    /// No key could be made (no randomness).
+    KeyGen(rcgen::Error),
+    /// The file could not be read.
+    Read { path: PathBuf, source: io::Error },
+    /// The file could not be written.
+    Write { path: PathBuf, source: io::Error },
+    /// An identity file lacks its certificate or key (`missing` says which).
+    Incomplete {
+        path: PathBuf,
+        missing: &'static str,
+    },
+    /// A PEM file holds no certificate.
+    NoCertificate { path: PathBuf },
+    /// A private key file belongs to another user.
+    OtherOwner { path: PathBuf },
+    /// Group or others may access a private key file (`mode`).
+    Exposed { path: PathBuf, mode: u32 },
+    /// A trusted file, or its directory, fails sshd's StrictModes checks.
+    Untrusted(ConfigError),
+    /// A line of `known_hosts` or `authorized_keys` that cannot be read.
+    Line {
+        path: PathBuf,
+        line: usize,
+        why: String,
+    },
+    /// rustls refused the configuration built from the identity.
+    Tls(rustls::Error),
+}
 
 impl fmt::Display for IdentityError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        match self {
+            IdentityError::KeyGen(e) => write!(f, "cannot make a key: {e}"),
+            IdentityError::Read { path, source } => {
+                write!(f, "cannot read {}: {source}", path.display())
+            }
+            IdentityError::Write { path, source } => {
+                write!(f, "cannot write {}: {source}", path.display())
+            }
+            IdentityError::Incomplete { path, missing } => write!(
+                f,
+                "{}: {missing}; make a new one with `rcmd keygen --output FILE`",
+                path.display()
+            ),
+            IdentityError::NoCertificate { path } => {
+                write!(f, "{}: no certificate in it", path.display())
+            }
+            IdentityError::OtherOwner { path } => write!(
+                f,
+                "{} belongs to another user, who holds this key too; use a file of your own",
+                path.display()
+            ),
+            IdentityError::Exposed { path, mode } => write!(
+                f,
+                "{} is accessible to other users (mode {mode:04o}), who could take this key; \
+                 run: chmod 600 {}",
+                path.display(),
+                shell_words::quote(&path.to_string_lossy())
+            ),
+            IdentityError::Untrusted(e) => e.fmt(f),
+            IdentityError::Line { path, line, why } => {
+                write!(f, "{} line {line}: {why}", path.display())
+            }
+            IdentityError::Tls(e) => write!(f, "cannot set up TLS: {e}"),
+        }
     }
 }
 
-impl std::error::Error for IdentityError {}
+impl std::error::Error for IdentityError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            IdentityError::KeyGen(e) => Some(e),
+            IdentityError::Read { source, .. } | IdentityError::Write { source, .. } => {
+                Some(source)
+            }
+            IdentityError::Untrusted(e) => Some(e),
+            IdentityError::Tls(e) => Some(e),
+            _ => None,
+        }
+    }
+}
 
 impl Identity {
     /// A new Ed25519 key and a self-signed certificate for it, named `name`.
@@ -99,7 +175,7 @@ impl Identity {
     /// # Errors
     /// If the key cannot be made (no randomness).
     pub fn generate(name: &str) -> Result<Identity, IdentityError> {
-        let fail = |e: rcgen::Error| IdentityError(format!("cannot make a key: {e}"));
+        let fail = IdentityError::KeyGen;
         let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).map_err(fail)?;
         let params = rcgen::CertificateParams::new(vec![name.to_string()]).map_err(fail)?;
         let cert = params.self_signed(&key).map_err(fail)?;
@@ -120,11 +196,9 @@ impl Identity {
     /// If it cannot be read, is readable by others, or holds no certificate or key.
     pub fn load(path: &Path) -> Result<Identity, IdentityError> {
         let pem = read_private(path)?;
-        let bad = |what: &str| {
-            IdentityError(format!(
-                "{}: {what}; make a new one with `rcmd keygen --output FILE`",
-                path.display()
-            ))
+        let bad = |missing| IdentityError::Incomplete {
+            path: path.to_path_buf(),
+            missing,
         };
         let cert = CertificateDer::from_pem_slice(&pem).map_err(|_| bad("no certificate"))?;
         let key = PrivateKeyDer::from_pem_slice(&pem).map_err(|_| bad("no private key"))?;
@@ -142,20 +216,22 @@ impl Identity {
             return Identity::load(path).map(|id| (id, false));
         }
         let id = Identity::generate(name)?;
-        let cannot =
-            |e: &dyn fmt::Display| IdentityError(format!("cannot write {}: {e}", path.display()));
+        let cannot = |source| IdentityError::Write {
+            path: path.to_path_buf(),
+            source,
+        };
         let dir = path.parent().unwrap_or(Path::new("."));
         // NamedTempFile opens with O_EXCL and mode 0600.
-        let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| cannot(&e))?;
+        let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(cannot)?;
         tmp.write_all(id.to_pem().as_bytes())
             .and_then(|()| tmp.as_file().sync_all())
-            .map_err(|e| cannot(&e))?;
+            .map_err(cannot)?;
         match tmp.persist_noclobber(path) {
             Ok(_) => Ok((id, true)),
             Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => {
                 Identity::load(path).map(|id| (id, false))
             }
-            Err(e) => Err(cannot(&e.error)),
+            Err(e) => Err(cannot(e.error)),
         }
     }
 
@@ -181,31 +257,34 @@ impl Identity {
 /// # Errors
 /// If it cannot be read or holds no certificate.
 pub fn fingerprint_file(path: &Path) -> Result<Fingerprint, IdentityError> {
-    let pem = std::fs::read(path)
-        .map_err(|e| IdentityError(format!("cannot read {}: {e}", path.display())))?;
-    let cert = CertificateDer::from_pem_slice(&pem)
-        .map_err(|_| IdentityError(format!("{}: no certificate in it", path.display())))?;
+    let pem = std::fs::read(path).map_err(|source| IdentityError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let cert = CertificateDer::from_pem_slice(&pem).map_err(|_| IdentityError::NoCertificate {
+        path: path.to_path_buf(),
+    })?;
     Ok(Fingerprint::of(&cert))
 }
 
 /// The bytes of a file only its owner may read or write.
 fn read_private(path: &Path) -> Result<Vec<u8>, IdentityError> {
-    let cannot = |e: std::io::Error| IdentityError(format!("cannot read {}: {e}", path.display()));
+    let cannot = |source| IdentityError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
     let meta = std::fs::metadata(path).map_err(cannot)?;
     if !crate::config::owned_by_us(&meta) {
-        return Err(IdentityError(format!(
-            "{} belongs to another user, who holds this key too; use a file of your own",
-            path.display()
-        )));
+        return Err(IdentityError::OtherOwner {
+            path: path.to_path_buf(),
+        });
     }
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
-        return Err(IdentityError(format!(
-            "{} is accessible to other users (mode {mode:04o}), who could take this key; \
-             run: chmod 600 {}",
-            path.display(),
-            shell_words::quote(&path.to_string_lossy())
-        )));
+        return Err(IdentityError::Exposed {
+            path: path.to_path_buf(),
+            mode,
+        });
     }
     std::fs::read(path).map_err(cannot)
 }

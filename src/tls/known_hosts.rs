@@ -40,42 +40,41 @@ impl KnownHosts {
     pub fn load(path: &Path) -> Result<KnownHosts, IdentityError> {
         if path.exists() {
             crate::config::check_trust_file(path, "known_hosts", false)
-                .map_err(|e| IdentityError(e.0))?;
+                .map_err(IdentityError::Untrusted)?;
         }
         let text = match std::fs::read_to_string(path) {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-            Err(e) => {
-                return Err(IdentityError(format!(
-                    "cannot read {}: {e}",
-                    path.display()
-                )))
+            Err(source) => {
+                return Err(IdentityError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })
             }
         };
         let mut entries = Vec::new();
         for (i, line) in text.lines().enumerate() {
             let line_no = i + 1;
+            let bad = |why: String| IdentityError::Line {
+                path: path.to_path_buf(),
+                line: line_no,
+                why,
+            };
             let line = line.trim();
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
             let mut words = line.split_whitespace();
             let (Some(host), Some(fp)) = (words.next(), words.next()) else {
-                return Err(IdentityError(format!(
-                    "{} line {line_no}: expected HOST:PORT SHA256:...",
-                    path.display()
-                )));
+                return Err(bad("expected HOST:PORT SHA256:...".into()));
             };
             if !has_port(host) {
-                return Err(IdentityError(format!(
-                    "{} line {line_no}: {host:?} has no :PORT; entries are HOST:PORT \
-                     (the port 9000 unless another was used), as rcmd writes them",
-                    path.display()
+                return Err(bad(format!(
+                    "{host:?} has no :PORT; entries are HOST:PORT (the port 9000 unless \
+                     another was used), as rcmd writes them"
                 )));
             }
-            let fingerprint = fp
-                .parse()
-                .map_err(|e| IdentityError(format!("{} line {line_no}: {e}", path.display())))?;
+            let fingerprint = fp.parse().map_err(bad)?;
             entries.push(Entry {
                 line: line_no,
                 host: host.to_string(),
@@ -99,10 +98,11 @@ impl KnownHosts {
     /// # Errors
     /// If the file cannot be read or written.
     pub fn remove(&mut self, host: &str) -> Result<usize, IdentityError> {
-        let cannot = |e: &dyn std::fmt::Display| {
-            IdentityError(format!("cannot write {}: {e}", self.path.display()))
+        let cannot = |source| IdentityError::Write {
+            path: self.path.clone(),
+            source,
         };
-        let text = std::fs::read_to_string(&self.path).map_err(|e| cannot(&e))?;
+        let text = std::fs::read_to_string(&self.path).map_err(cannot)?;
         let mut kept = String::new();
         let mut removed = 0;
         for line in text.lines() {
@@ -115,9 +115,9 @@ impl KnownHosts {
         }
         if removed > 0 {
             let dir = self.path.parent().unwrap_or(Path::new("."));
-            let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| cannot(&e))?;
-            tmp.write_all(kept.as_bytes()).map_err(|e| cannot(&e))?;
-            tmp.persist(&self.path).map_err(|e| cannot(&e.error))?;
+            let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(cannot)?;
+            tmp.write_all(kept.as_bytes()).map_err(cannot)?;
+            tmp.persist(&self.path).map_err(|e| cannot(e.error))?;
             *self = KnownHosts::load(&self.path)?;
         }
         Ok(removed)
@@ -133,8 +133,10 @@ impl KnownHosts {
     /// # Errors
     /// If the file cannot be written.
     pub fn add(&mut self, host: &str, fingerprint: Fingerprint) -> Result<(), IdentityError> {
-        let cannot =
-            |e: std::io::Error| IdentityError(format!("cannot write {}: {e}", self.path.display()));
+        let cannot = |source| IdentityError::Write {
+            path: self.path.clone(),
+            source,
+        };
         let mut file = std::fs::OpenOptions::new()
             .append(true)
             .create(true)
@@ -198,7 +200,7 @@ mod tests {
         let a = Fingerprint::of(b"a");
         for host in ["127.0.0.1", "[::1]", "host:", "host:x"] {
             std::fs::write(&path, format!("# mine\n{host} {a}\n")).unwrap();
-            let err = KnownHosts::load(&path).unwrap_err().0;
+            let err = KnownHosts::load(&path).unwrap_err().to_string();
             assert!(
                 err.contains("line 2") && err.contains("no :PORT"),
                 "{host}: {err}"

@@ -15,10 +15,12 @@ pub mod known_hosts;
 pub mod prompt;
 
 use std::fmt;
+use std::io;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
@@ -112,10 +114,6 @@ fn provider() -> Arc<CryptoProvider> {
 /// TLS 1.3 only: nothing older is needed, as both ends are rcmd (or Python 3.7+).
 const VERSIONS: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13];
 
-fn tls_error(e: rustls::Error) -> IdentityError {
-    IdentityError(format!("cannot set up TLS: {e}"))
-}
-
 // ------------------------------------------------------------------------------- server
 
 /// What the server needs for TLS: its identity, and the client keys that authenticate
@@ -170,10 +168,10 @@ impl ServerTls {
         });
         let config = rustls::ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(VERSIONS)
-            .map_err(tls_error)?
+            .map_err(IdentityError::Tls)?
             .with_client_cert_verifier(verifier)
             .with_single_cert(vec![identity.cert.clone()], identity.key.clone_key())
-            .map_err(tls_error)?;
+            .map_err(IdentityError::Tls)?;
         Ok(ServerTls {
             acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
             fingerprint: identity.fingerprint(),
@@ -288,33 +286,142 @@ pub struct ClientTls {
 }
 
 /// Why the client would not talk to a server.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TrustError(pub String);
+#[derive(Debug)]
+pub enum TrustError {
+    /// `known_hosts` could not be read, trusted or added to.
+    KnownHosts(IdentityError),
+    /// rustls refused the client's configuration.
+    Tls(rustls::Error),
+    /// No TLS answer within `--connect-timeout`.
+    Timeout { host: String, limit: Duration },
+    /// The TLS handshake itself failed: the peer may speak no TLS at all.
+    Handshake { host: String, source: io::Error },
+    /// The server's identity is not the one expected: `seen` instead.
+    Changed {
+        host: String,
+        seen: Fingerprint,
+        expected: Box<Expected>,
+    },
+    /// The server completed the handshake without a certificate.
+    NoCertificate { host: String },
+    /// A person was asked about a new server and said no.
+    NotAccepted { host: String },
+    /// A server no fingerprint is known for, refused on first use (no `--accept-new`).
+    Unknown {
+        host: String,
+        seen: Fingerprint,
+        known_hosts: PathBuf,
+    },
+    /// The question about a new server could not be asked on the terminal.
+    Terminal(io::Error),
+    /// The person interrupted the question (Ctrl-C, Ctrl-D).
+    Interrupted,
+}
+
+/// The identity a server was expected to show, for [`TrustError::Changed`].
+#[derive(Debug, Clone)]
+pub enum Expected {
+    /// Given with `--fingerprint`.
+    Pin(Fingerprint),
+    /// A line of `known_hosts`.
+    Entry {
+        file: PathBuf,
+        line: usize,
+        fingerprint: Fingerprint,
+    },
+    /// Another (this user's own server's).
+    Other,
+}
 
 impl fmt::Display for TrustError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        match self {
+            TrustError::KnownHosts(e) => e.fmt(f),
+            TrustError::Tls(e) => write!(f, "cannot set up TLS: {e}"),
+            TrustError::Timeout { host, limit } => write!(
+                f,
+                "{host}: no TLS answer within {}s (--connect-timeout)",
+                limit.as_secs_f64()
+            ),
+            TrustError::Handshake { host, source } => write!(
+                f,
+                "TLS handshake with {host} failed: {source} (a server started with \
+                 --plaintext needs --plaintext here too)"
+            ),
+            TrustError::Changed {
+                host,
+                seen,
+                expected,
+            } => {
+                f.write_str("@@@ WARNING: THE SERVER'S IDENTITY IS NOT THE ONE EXPECTED @@@\n")?;
+                write!(f, "the server at {host} presented {seen}, ")?;
+                match &**expected {
+                    Expected::Pin(pin) => write!(f, "not {pin}, given with --fingerprint")?,
+                    Expected::Entry {
+                        file,
+                        line,
+                        fingerprint,
+                    } => write!(f, "but {} line {line} says {fingerprint}", file.display())?,
+                    Expected::Other => f.write_str("which is not the one expected")?,
+                }
+                f.write_str(
+                    ".\nSomeone may be intercepting the connection, or the server's identity \
+                     was replaced. Nothing was sent.",
+                )?;
+                if let Expected::Entry { file, line, .. } = &**expected {
+                    write!(
+                        f,
+                        "\nIf the change is expected, remove line {line} of {} and connect again.",
+                        file.display()
+                    )?;
+                }
+                Ok(())
+            }
+            TrustError::NoCertificate { host } => write!(f, "{host} presented no certificate"),
+            TrustError::NotAccepted { host } => {
+                write!(f, "{host}: identity not accepted; nothing was sent")
+            }
+            TrustError::Unknown {
+                host,
+                seen,
+                known_hosts,
+            } => write!(
+                f,
+                "unknown server identity: {host} presents {seen}, which is not in {}. Check it \
+                 against `rcmd fingerprint` on the server, then connect again with \
+                 --fingerprint {seen}, or with --accept-new to record it",
+                known_hosts.display()
+            ),
+            TrustError::Terminal(e) => write!(f, "cannot ask on the terminal: {e}"),
+            TrustError::Interrupted => {
+                f.write_str("the question was interrupted; nothing was sent")
+            }
+        }
     }
 }
 
-impl std::error::Error for TrustError {}
-
-/// How the refusal of a server no fingerprint is known for begins.
-const UNKNOWN: &str = "unknown server identity";
-/// How a failed handshake's message starts: the peer may not speak TLS at all.
-const FAILED_HANDSHAKE: &str = "TLS handshake with";
+impl std::error::Error for TrustError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            TrustError::KnownHosts(e) => Some(e),
+            TrustError::Tls(e) => Some(e),
+            TrustError::Handshake { source, .. } | TrustError::Terminal(source) => Some(source),
+            _ => None,
+        }
+    }
+}
 
 impl TrustError {
     /// Whether the server was refused only for being unknown (first use without
     /// `--accept-new`), as opposed to a changed identity or a failed handshake.
     pub fn is_unknown_host(&self) -> bool {
-        self.0.starts_with(UNKNOWN)
+        matches!(self, TrustError::Unknown { .. })
     }
 
     /// Whether the TLS handshake itself failed (the peer may speak no TLS at all), as
     /// opposed to a server that completed it with an identity we refuse.
     pub fn is_failed_handshake(&self) -> bool {
-        self.0.starts_with(FAILED_HANDSHAKE)
+        matches!(self, TrustError::Handshake { .. })
     }
 }
 
@@ -350,7 +457,7 @@ impl ClientTls {
     ) -> Result<Connected, TrustError> {
         let host = host.to_string();
         let mut known = match (&self.pin, &self.known_hosts) {
-            (None, Some(path)) => Some(KnownHosts::load(path).map_err(|e| TrustError(e.0))?),
+            (None, Some(path)) => Some(KnownHosts::load(path).map_err(TrustError::KnownHosts)?),
             _ => None,
         };
         let entry = known.as_ref().and_then(|k| k.get(&host)).cloned();
@@ -370,13 +477,13 @@ impl ClientTls {
         });
         let builder = rustls::ClientConfig::builder_with_provider(provider())
             .with_protocol_versions(VERSIONS)
-            .map_err(|e| TrustError(tls_error(e).0))?
+            .map_err(TrustError::Tls)?
             .dangerous()
             .with_custom_certificate_verifier(verifier.clone());
         let mut config = match &self.identity {
             Some(id) => builder
                 .with_client_auth_cert(vec![id.cert.clone()], id.key.clone_key())
-                .map_err(|e| TrustError(tls_error(e).0))?,
+                .map_err(TrustError::Tls)?,
             None => builder.with_no_client_auth(),
         };
         // Certificates carry no names that matter, so there is none to send.
@@ -385,25 +492,26 @@ impl ClientTls {
         let name = ServerName::try_from("rcmd").expect("a valid name");
         // Only the exchange with the server is timed, never a person answering below.
         let handshake = connector.connect(name, stream);
-        let handshake = match timeout {
-            Some(limit) => tokio::time::timeout(limit, handshake).await.map_err(|_| {
-                TrustError(format!(
-                    "{host}: no TLS answer within {}s (--connect-timeout)",
-                    limit.as_secs_f64()
-                ))
-            })?,
-            None => handshake.await,
-        };
+        let handshake =
+            match timeout {
+                Some(limit) => tokio::time::timeout(limit, handshake).await.map_err(|_| {
+                    TrustError::Timeout {
+                        host: host.clone(),
+                        limit,
+                    }
+                })?,
+                None => handshake.await,
+            };
         let tls = match handshake {
             Ok(tls) => tls,
             Err(e) => {
                 let refused = *verifier.refused.lock().expect("not poisoned");
                 return Err(match refused {
                     Some(seen) => changed(&host, seen, self.pin, entry.as_ref(), known.as_ref()),
-                    None => TrustError(format!(
-                        "{FAILED_HANDSHAKE} {host} failed: {e} (a server started with \
-                         --plaintext needs --plaintext here too)"
-                    )),
+                    None => TrustError::Handshake {
+                        host: host.clone(),
+                        source: e,
+                    },
                 });
             }
         };
@@ -413,7 +521,7 @@ impl ClientTls {
             .peer_certificates()
             .and_then(|c| c.first())
             .map(|c| Fingerprint::of(c))
-            .ok_or_else(|| TrustError(format!("{host} presented no certificate")))?;
+            .ok_or_else(|| TrustError::NoCertificate { host: host.clone() })?;
         let tls = CleanEof(tls);
         if accept.contains(&seen) {
             // Whether the server proved to be this user's own: only that one may be sent
@@ -433,24 +541,21 @@ impl ClientTls {
                 // our hello meanwhile.
                 drop(tls);
                 if !prompt::ask(&host, seen).await? {
-                    return Err(TrustError(format!(
-                        "{host}: identity not accepted; nothing was sent"
-                    )));
+                    return Err(TrustError::NotAccepted { host });
                 }
-                known.add(&host, seen).map_err(|e| TrustError(e.0))?;
+                known.add(&host, seen).map_err(TrustError::KnownHosts)?;
                 eprintln!("rcmd: added {host} ({seen}) to {}", known.path.display());
                 return Ok(Connected::Recorded);
             }
             NewHost::Refuse => {
-                return Err(TrustError(format!(
-                    "{UNKNOWN}: {host} presents {seen}, which is not in {}. Check it \
-                     against `rcmd fingerprint` on the server, then connect again with \
-                     --fingerprint {seen}, or with --accept-new to record it",
-                    known.path.display()
-                )))
+                return Err(TrustError::Unknown {
+                    host,
+                    seen,
+                    known_hosts: known.path.clone(),
+                })
             }
         }
-        known.add(&host, seen).map_err(|e| TrustError(e.0))?;
+        known.add(&host, seen).map_err(TrustError::KnownHosts)?;
         eprintln!("rcmd: added {host} ({seen}) to {}", known.path.display());
         Ok(Connected::Ready {
             stream: Box::new(tls),
@@ -459,7 +564,7 @@ impl ClientTls {
     }
 }
 
-/// The loud message for a server whose identity is not the one expected.
+/// The refusal of a server whose identity is not the one expected.
 fn changed(
     host: &str,
     seen: Fingerprint,
@@ -467,29 +572,20 @@ fn changed(
     entry: Option<&known_hosts::Entry>,
     known: Option<&KnownHosts>,
 ) -> TrustError {
-    let banner = "@@@ WARNING: THE SERVER'S IDENTITY IS NOT THE ONE EXPECTED @@@\n";
-    let said = match (pin, entry, known) {
-        (Some(pin), _, _) => format!("not {pin}, given with --fingerprint"),
-        (None, Some(entry), Some(known)) => format!(
-            "but {} line {} says {}",
-            known.path.display(),
-            entry.line,
-            entry.fingerprint
-        ),
-        _ => "which is not the one expected".into(),
+    let expected = match (pin, entry, known) {
+        (Some(pin), _, _) => Expected::Pin(pin),
+        (None, Some(entry), Some(known)) => Expected::Entry {
+            file: known.path.clone(),
+            line: entry.line,
+            fingerprint: entry.fingerprint,
+        },
+        _ => Expected::Other,
     };
-    let mut msg = format!(
-        "{banner}the server at {host} presented {seen}, {said}.\nSomeone may be \
-         intercepting the connection, or the server's identity was replaced. Nothing was sent."
-    );
-    if let (None, Some(entry), Some(known)) = (pin, entry, known) {
-        msg.push_str(&format!(
-            "\nIf the change is expected, remove line {} of {} and connect again.",
-            entry.line,
-            known.path.display()
-        ));
+    TrustError::Changed {
+        host: host.to_string(),
+        seen,
+        expected: Box::new(expected),
     }
-    TrustError(msg)
 }
 
 /// Accepts the server's certificate when its fingerprint is one of `accept`; any other is

@@ -49,7 +49,7 @@ fn question(host: &str, seen: Fingerprint) -> String {
 /// # Errors
 /// When there is no terminal, or the person aborts.
 pub async fn ask(host: &str, seen: Fingerprint) -> Result<bool, TrustError> {
-    let cannot = |e: std::io::Error| TrustError(format!("cannot ask on the terminal: {e}"));
+    let cannot = TrustError::Terminal;
     let tty = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -83,7 +83,7 @@ pub async fn ask(host: &str, seen: Fingerprint) -> Result<bool, TrustError> {
         }
     });
     tokio::select! {
-        answer = asking => answer.map_err(|e| TrustError(format!("cannot ask on the terminal: {e}")))?,
+        answer = asking => answer.map_err(|e| TrustError::Terminal(e.into()))?,
         _ = interrupt.recv() => {
             // The reading thread stays blocked until the process ends; the terminal is put
             // back here, since it cannot.
@@ -98,7 +98,7 @@ pub async fn ask(host: &str, seen: Fingerprint) -> Result<bool, TrustError> {
 }
 
 fn aborted() -> TrustError {
-    TrustError("the question was interrupted; nothing was sent".into())
+    TrustError::Interrupted
 }
 
 /// The terminal in cooked mode for as long as this lives, then back as it was.

@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use rcmd::status::Status;
 use rcmd::wire::header::HeaderFormat;
 use rcmd::wire::message::{ClientCodec, ClientMessage, Hello, ServerMessage};
+use rcmd::Status;
 use tokio::net::TcpStream;
 use tokio::sync::Barrier;
 use tokio_util::codec::Framed;

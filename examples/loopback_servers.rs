@@ -31,7 +31,7 @@ async fn main() {
     }
     assert_eq!(listeners.len(), count, "not enough free loopback addresses");
     let names: Vec<&str> = listeners.iter().map(|(a, _)| a.as_str()).collect();
-    println!("{port} {}", rcmd::fanout::compact(&names));
+    println!("{port} {}", rcmd::test_support::compact(&names));
     let mut config = ServerConfig::new(Protocol::Framed);
     config.limits = Limits {
         max_conns: 4096,

@@ -166,7 +166,8 @@ impl ConfigDir {
         Ok(ConfigDir { path })
     }
 
-    /// A directory at `path` (for tests and callers that already know it).
+    /// A directory at `path`.
+    #[cfg(test)]
     pub fn at(path: impl Into<PathBuf>) -> ConfigDir {
         ConfigDir { path: path.into() }
     }

@@ -19,8 +19,10 @@
 //! status printable text deadline   small shared pieces
 //! ```
 //!
-//! The types a program embedding rcmd needs are re-exported here: [`serve`] with
-//! [`ServerConfig`] to run a server, [`ClientConfig`] with [`client::run`] to talk to one.
+//! Modules are private but for the library's interface: [`serve`] with [`ServerConfig`]
+//! to run a server, [`ClientConfig`] with [`client::run`] to talk to one, the protocol's
+//! frames and messages in [`wire`], and [`cli`] for the binary. The few other types a
+//! caller needs ([`Token`], [`Spawner`], [`Identity`], ...) are re-exported here.
 
 // Every unsafe block says why it is sound.
 #![deny(clippy::undocumented_unsafe_blocks)]
@@ -31,25 +33,38 @@ compile_error!(
      and sizes pipes and terminals with Linux fcntl and ioctl calls"
 );
 
-pub mod auth;
+mod auth;
 pub mod cli;
 pub mod client;
-pub mod config;
-pub mod copy;
+mod config;
+mod copy;
 mod deadline;
-pub mod demo;
-pub mod exec;
-pub mod fanout;
-pub mod printable;
+mod demo;
+mod exec;
+mod fanout;
+mod printable;
 pub mod server;
-pub mod settings;
-pub mod splice;
-pub mod status;
+mod settings;
+mod splice;
+mod status;
 mod systemd;
 mod text;
-pub mod tls;
+mod tls;
 pub mod wire;
 
+pub use auth::Token;
 pub use client::{ClientConfig, ClientError};
+pub use exec::{ExecMode, Spawner, WindowSize};
 pub use server::{serve, ServerConfig};
+pub use status::Status;
+pub use tls::{Identity, ServerTls};
 pub use wire::{Protocol, Wire};
+
+/// Internals the integration tests check against; not part of the library's interface.
+#[doc(hidden)]
+pub mod test_support {
+    pub use crate::copy::paths::umask;
+    pub use crate::exec::pty;
+    pub use crate::fanout::compact;
+    pub use crate::printable::py_bytes;
+}

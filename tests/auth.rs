@@ -376,8 +376,8 @@ async fn fifty_wrong_guesses_are_slowed_and_logged_as_a_few_counts() {
     // each guess is a failed authentication, not a refused connection.
     const GUESSERS: usize = 7;
     let real = rcmd::server::Backoff::default();
-    let mut config = rcmd::server::ServerConfig::new(rcmd::wire::Protocol::Framed);
-    config.token = Some(rcmd::auth::Token::new(b"the token").unwrap());
+    let mut config = rcmd::ServerConfig::new(rcmd::wire::Protocol::Framed);
+    config.token = Some(rcmd::Token::new(b"the token").unwrap());
     config.limits.backoff = rcmd::server::Backoff {
         first_delay: real.first_delay / FASTER,
         max_delay: real.max_delay / FASTER,
@@ -536,8 +536,8 @@ fn python_for_anyone() -> &'static str {
 /// clients from 127.0.0.1 are served at least 19 times in 20.
 async fn lock_out_attempt(attackers: &[std::net::IpAddr], each: usize) {
     use tokio::io::AsyncReadExt;
-    let mut config = rcmd::server::ServerConfig::new(rcmd::wire::Protocol::Framed);
-    config.token = Some(rcmd::auth::Token::new(b"the token").unwrap());
+    let mut config = rcmd::ServerConfig::new(rcmd::wire::Protocol::Framed);
+    config.token = Some(rcmd::Token::new(b"the token").unwrap());
     // 127.x addresses stand in for remote ones here: count them by address, not (as the
     // server does for peers on this machine) by the local user that owns them.
     config.limits.local_peers_by_user = false;

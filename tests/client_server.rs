@@ -5,7 +5,7 @@ mod common;
 use std::process::Stdio;
 
 use common::{framed, rcmd, rcmd_command, run, start_server, RcmdHome};
-use rcmd::exec::ExecMode;
+use rcmd::ExecMode;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

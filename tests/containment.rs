@@ -58,7 +58,7 @@ fn supervised() -> ServerConfig {
 /// v2 hierarchy is writable.
 fn supervisor_only() -> ServerConfig {
     let mut config = supervised();
-    config.supervisor = Some(rcmd::exec::Spawner::supervisor_only(common::rcmd_bin()));
+    config.supervisor = Some(rcmd::Spawner::supervisor_only(common::rcmd_bin()));
     config
 }
 
@@ -701,7 +701,7 @@ async fn a_fork_and_exit_chain_never_fills_the_process_table_with_a_cgroup() {
 /// `a_timeout_ends_the_reply_even_when_the_kill_cannot_reach_everything`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_a_cgroup_stopping_the_helper_and_killing_the_supervisor_leaves_nothing() {
-    let spawner = rcmd::exec::Spawner::new(common::rcmd_bin());
+    let spawner = rcmd::Spawner::new(common::rcmd_bin());
     let Some(dir) = spawner.cgroup_dir().map(std::path::Path::to_path_buf) else {
         eprintln!(
             "skipped: no writable cgroup v2 hierarchy here ({})",

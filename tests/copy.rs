@@ -166,7 +166,7 @@ async fn without_p_modes_follow_the_umask_and_top_level_links_are_followed() {
         .expect_code(0);
     let got = std::fs::symlink_metadata(remote.path().join("l")).unwrap();
     assert!(got.is_file(), "a named link is followed, as scp does");
-    let umask = rcmd::copy::paths::umask();
+    let umask = rcmd::test_support::umask();
     assert_eq!(got.mode() & 0o777, 0o777 & !umask);
 }
 

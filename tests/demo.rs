@@ -514,7 +514,7 @@ async fn byte_previews_are_pythons_repr() {
     let want: Vec<String> = py.stdout_str().lines().map(str::to_string).collect();
     let got: Vec<String> = inputs
         .iter()
-        .map(|b| rcmd::printable::py_bytes(b, usize::MAX))
+        .map(|b| rcmd::test_support::py_bytes(b, usize::MAX))
         .collect();
     assert_eq!(got, want);
     // And the demo prints its previews that way (a ' in ls's message: double quotes).

@@ -7,9 +7,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
 use common::{rcmd, start_servers_on_one_port, Run};
-use rcmd::exec::ExecMode;
 use rcmd::server::ServerConfig;
 use rcmd::wire::Protocol;
+use rcmd::ExecMode;
 
 const HOSTS: usize = 50;
 
@@ -34,7 +34,7 @@ fn odd_one_direct(addr: Ipv4Addr) -> ServerConfig {
 
 /// `127.0.0.[2-51]` for those addresses (the compactor itself is unit-tested).
 fn compact(addrs: &[Ipv4Addr]) -> String {
-    rcmd::fanout::compact(&names(addrs))
+    rcmd::test_support::compact(&names(addrs))
 }
 
 /// `127.0.0.[2-51]:PORT`, or whatever range the servers got.
@@ -580,13 +580,13 @@ const SEQ_MILLION: usize = 6_888_896;
 async fn tls_fanout_delivers_every_byte_of_every_host() {
     // The end of a reply used to stay in the server's TLS buffer when the socket was full
     // at its last write, until the client gave up: about one run in five lost a host.
-    let identity = rcmd::tls::Identity::generate("rcmd test").unwrap();
-    let tls = std::sync::Arc::new(rcmd::tls::ServerTls::new(&identity, Vec::new(), false).unwrap());
+    let identity = rcmd::Identity::generate("rcmd test").unwrap();
+    let tls = std::sync::Arc::new(rcmd::ServerTls::new(&identity, Vec::new(), false).unwrap());
     let token = "fan-out-over-tls-test-token";
     let (port, addrs) = common::start_servers_with_send_buffer(5, Some(8192), |_| {
         let mut config = ServerConfig::new(Protocol::Framed);
         config.tls = Some(std::sync::Arc::clone(&tls));
-        config.token = Some(rcmd::auth::Token::new(token.as_bytes()).unwrap());
+        config.token = Some(rcmd::Token::new(token.as_bytes()).unwrap());
         config
     })
     .await;

@@ -6,9 +6,9 @@ mod common;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use rcmd::status::Status;
 use rcmd::wire::message::{ClientMessage, Hello, ServerCodec, ServerMessage};
 use rcmd::wire::{Protocol, Wire};
+use rcmd::Status;
 use tokio::net::TcpListener;
 use tokio_util::codec::{FramedRead, FramedWrite};
 

@@ -12,8 +12,8 @@ use common::{
     eventually, framed, hello, pids_running, rcmd, rcmd_bin, start_server, still_serves,
     unique_marker, wait_until, RcmdHome,
 };
-use rcmd::auth::Token;
 use rcmd::server::{serve, ServerConfig};
+use rcmd::Token;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 

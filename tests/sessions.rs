@@ -8,7 +8,8 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::process::Stdio;
 
 use common::{framed, rcmd, rcmd_bin, rcmd_command, start_server, unique_marker, wait_until};
-use rcmd::exec::{pty, WindowSize};
+use rcmd::test_support::pty;
+use rcmd::WindowSize;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

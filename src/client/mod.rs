@@ -5,9 +5,9 @@
 //! the connection or the protocol is a [`ClientError`], which the binary reports as 255.
 
 mod framed;
-pub mod input;
+mod input;
 mod spliced;
-pub mod terminal;
+pub(crate) mod terminal;
 mod tutorial;
 
 use std::fmt;

@@ -98,16 +98,6 @@ pub trait Watch {
     fn failed(&mut self, path: &[u8], message: &str);
 }
 
-/// A watcher that only remembers failures: for a server's log and for tests.
-#[derive(Debug, Default)]
-pub struct Failures(pub Vec<(Vec<u8>, String)>);
-
-impl Watch for Failures {
-    fn failed(&mut self, path: &[u8], message: &str) {
-        self.0.push((path.to_vec(), message.to_string()));
-    }
-}
-
 /// `a/b` from the path so far and one more name.
 pub(crate) fn join(base: &[u8], name: &[u8]) -> Vec<u8> {
     let mut p = base.to_vec();

@@ -23,7 +23,7 @@ pub enum Item {
         entry: Entry,
     },
     /// A directory to enter, or a link to make.
-    Other { shown: Vec<u8>, entry: Entry },
+    Other { entry: Entry },
     /// Leave the directory entered last.
     Up,
 }
@@ -89,7 +89,7 @@ impl Plan {
                 Ok(target) => {
                     let target = Bytes::copy_from_slice(target.as_os_str().as_bytes());
                     let entry = entry(Kind::Link, name, meta, target);
-                    self.items.push(Item::Other { shown, entry });
+                    self.items.push(Item::Other { entry });
                 }
                 Err(e) => self.fail(shown, crate::text::io_reason(&e)),
             }
@@ -103,10 +103,7 @@ impl Plan {
             };
             children.sort_by_key(|c| c.file_name());
             let entry = entry(Kind::Dir, name, meta, Bytes::new());
-            self.items.push(Item::Other {
-                shown: shown.clone(),
-                entry,
-            });
+            self.items.push(Item::Other { entry });
             for child in children {
                 let cname = child.file_name();
                 let cshown = super::join(&shown, cname.as_bytes());

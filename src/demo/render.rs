@@ -23,6 +23,7 @@ impl Style {
     }
 
     /// No escape codes at all.
+    #[cfg(test)]
     pub fn plain() -> Style {
         Style { color: false }
     }

@@ -140,15 +140,6 @@ impl Trace {
         self.segments.iter().map(|s| s.len).sum()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Reads made for command `i`, those that returned nothing included.
-    pub fn reads_for(&self, i: usize) -> usize {
-        self.reads.iter().filter(|r| r.for_command == i).count()
-    }
-
     /// The owners of bytes `start..start + len`, as (owner, bytes) runs.
     pub fn owners(&self, start: usize, len: usize) -> Vec<(Option<usize>, usize)> {
         let mut runs: Vec<(Option<usize>, usize)> = Vec::new();

@@ -96,7 +96,7 @@ impl Summary {
     }
 
     /// The `--json` object, keys in the order people read them.
-    pub fn to_json(&self) -> String {
+    pub fn to_json(self) -> String {
         let parts: Vec<String> = Stage::ALL
             .iter()
             .map(|s| {

@@ -45,7 +45,7 @@ impl Summary {
     }
 
     /// The `--json` object.
-    pub fn to_json(&self) -> String {
+    pub fn to_json(self) -> String {
         format!(
             "{{\"udp\": {{\"commands\": {}, \"wrong\": {}, \"lost_bytes\": {}}}}}",
             self.commands, self.wrong, self.lost_bytes

@@ -131,10 +131,11 @@ impl<'a> Request<'a> {
 pub type SpawnFailure = Status;
 
 /// Starts `line` according to `mode`, with stdin from `/dev/null` and no supervisor: the
-/// simple case, for the demo and for tests.
+/// simple case, for tests.
 ///
 /// # Errors
 /// As [`Launcher::spawn`].
+#[cfg(test)]
 pub fn spawn(
     line: &[u8],
     mode: ExecMode,

@@ -55,6 +55,7 @@ impl Kept {
     }
 
     /// Bytes kept in all.
+    #[cfg(test)]
     pub fn len(&self) -> u64 {
         self.len
     }
@@ -64,6 +65,7 @@ impl Kept {
     }
 
     /// Bytes held in memory (the rest is on disk).
+    #[cfg(test)]
     pub fn in_memory(&self) -> usize {
         self.mem.len()
     }

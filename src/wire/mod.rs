@@ -3,10 +3,10 @@
 pub mod frame;
 pub mod header;
 pub mod message;
-pub mod sniff;
-pub mod trace;
+pub(crate) mod sniff;
+pub(crate) mod trace;
 pub mod transfer;
-pub mod tutorial;
+pub(crate) mod tutorial;
 
 use frame::DEFAULT_MAX_FRAME;
 use header::HeaderFormat;

@@ -7,7 +7,7 @@ use std::fmt;
 
 use crate::wire::header::HeaderFormat;
 use crate::wire::message::{Tag, MAGIC};
-use crate::wire::tutorial::{message_reply, JsonHeader, MAX_DIGITS};
+use crate::wire::tutorial::{JsonHeader, MAX_DIGITS};
 use crate::wire::{Protocol, Wire};
 
 // ---------------------------------------------------------------- requests (server side)
@@ -115,11 +115,6 @@ pub fn foreign_message(wire: &Wire, foreign: Foreign) -> Option<String> {
             "rcmd: this server speaks {name}; the client sent a framed hello: use --protocol {name}\n"
         )
     })
-}
-
-/// [`foreign_message`] as a whole reply in `wire`'s mode.
-pub fn foreign_reply(wire: &Wire, foreign: Foreign) -> Option<Vec<u8>> {
-    foreign_message(wire, foreign).map(|msg| message_reply(wire, &msg, 255))
 }
 
 // ---------------------------------------------------------------- replies (client side)
@@ -343,6 +338,7 @@ pub fn stall_message(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::tutorial::message_reply;
 
     fn wire(protocol: Protocol, header: &str) -> Wire {
         Wire {
@@ -390,10 +386,11 @@ mod tests {
     #[test]
     fn only_a_framed_hello_gets_an_answer() {
         let w = wire(Protocol::Classic, "i");
-        let reply = foreign_reply(&w, Foreign::FramedHello).unwrap();
+        let message = foreign_message(&w, Foreign::FramedHello).unwrap();
+        let reply = message_reply(&w, &message, 255);
         let text = String::from_utf8_lossy(&reply[4..]);
         assert!(text.contains("speaks classic") && text.contains("--protocol classic"));
-        assert_eq!(foreign_reply(&w, Foreign::Http), None);
+        assert_eq!(foreign_message(&w, Foreign::Http), None);
     }
 
     fn framed_error(msg: &str) -> Vec<u8> {

@@ -26,7 +26,7 @@ pub async fn start_server(mut config: ServerConfig) -> SocketAddr {
     sandbox_home();
     config
         .supervisor
-        .get_or_insert_with(|| rcmd::exec::Spawner::new(rcmd_bin()));
+        .get_or_insert_with(|| rcmd::Spawner::new(rcmd_bin()));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(serve(listener, config, std::future::pending()));

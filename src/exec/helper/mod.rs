@@ -225,8 +225,7 @@ impl Serial {
         }
         let request = encode(plan);
         let len = u32::try_from(request.len()).map_err(|_| io::ErrorKind::InvalidInput)?;
-        let raw = fds.map(|fd| fd.as_raw_fd());
-        send_with_fds(&self.sock, &len.to_le_bytes(), &raw)?;
+        send_with_fds(&self.sock, &len.to_le_bytes(), &fds)?;
         (&self.sock).write_all(&request)?;
         Ok(Started {
             pid: self.pid,
@@ -293,8 +292,7 @@ impl Helper {
     /// (replace it); the inner one is the request's (fork failed).
     fn ask(&mut self, request: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<io::Result<Started>> {
         let len = u32::try_from(request.len()).map_err(|_| io::ErrorKind::InvalidInput)?;
-        let raw: Vec<RawFd> = fds.iter().map(AsRawFd::as_raw_fd).collect();
-        send_with_fds(&self.sock, &len.to_le_bytes(), &raw)?;
+        send_with_fds(&self.sock, &len.to_le_bytes(), fds)?;
         self.sock.write_all(request)?;
         let mut answer = [0u8; 8];
         let got = recv_with_fds(self.sock.as_fd(), &mut answer, 1)?;

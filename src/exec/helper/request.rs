@@ -2,11 +2,18 @@
 //! `SCM_RIGHTS` over a Unix socket.
 
 use std::ffi::{OsStr, OsString};
-use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::io::{self, IoSlice, IoSliceMut, Read, Write};
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
+
+use rustix::io::Errno;
+use rustix::net::{
+    recvmsg, sendmsg, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags,
+    SendAncillaryBuffer, SendAncillaryMessage, SendFlags,
+};
 
 use super::{MAX_REQUEST, PASSED};
 use crate::exec::supervisor::Plan;
@@ -42,8 +49,8 @@ impl Request {
     /// Passes the request on, descriptors and all.
     pub(super) fn send(&self, sock: &UnixStream) -> io::Result<()> {
         let len = (self.body.len() as u32).to_le_bytes();
-        let raw: Vec<RawFd> = self.fds.iter().map(AsRawFd::as_raw_fd).collect();
-        send_with_fds(sock, &len, &raw)?;
+        let fds: Vec<BorrowedFd<'_>> = self.fds.iter().map(AsFd::as_fd).collect();
+        send_with_fds(sock, &len, &fds)?;
         let mut w = sock;
         w.write_all(&self.body)
     }
@@ -62,95 +69,74 @@ pub(super) struct Received {
     pub fds: Vec<OwnedFd>,
 }
 
-/// Room for the control message carrying up to [`PASSED`] descriptors.
-const CMSG_ROOM: usize = 64;
+/// The most descriptors one message may carry: room for [`PASSED`] and more, so a
+/// message with too many is read whole and refused, not cut short.
+const MAX_FDS: usize = 12;
 
-pub(super) fn send_with_fds(sock: &UnixStream, data: &[u8], fds: &[RawFd]) -> io::Result<()> {
-    let mut iov = libc::iovec {
-        iov_base: data.as_ptr() as *mut libc::c_void,
-        iov_len: data.len(),
-    };
-    let mut cmsg = [0u64; CMSG_ROOM / 8];
-    // SAFETY: msghdr points at locals that outlive the call; the control message is
-    // built with the CMSG macros inside a buffer large enough for PASSED descriptors.
-    unsafe {
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        if !fds.is_empty() {
-            let size = std::mem::size_of_val(fds) as u32;
-            msg.msg_control = cmsg.as_mut_ptr().cast();
-            msg.msg_controllen = libc::CMSG_SPACE(size) as usize;
-            let c = libc::CMSG_FIRSTHDR(&msg);
-            (*c).cmsg_level = libc::SOL_SOCKET;
-            (*c).cmsg_type = libc::SCM_RIGHTS;
-            (*c).cmsg_len = libc::CMSG_LEN(size) as usize;
-            std::ptr::copy_nonoverlapping(fds.as_ptr(), libc::CMSG_DATA(c).cast(), fds.len());
-        }
-        loop {
-            let n = libc::sendmsg(sock.as_raw_fd(), &msg, libc::MSG_NOSIGNAL);
-            if n >= 0 {
+/// Sends `data` with `fds` attached to its first byte, then the rest of `data` (if the
+/// first `sendmsg` took only part of it) as plain bytes.
+pub(super) fn send_with_fds(
+    sock: &UnixStream,
+    data: &[u8],
+    fds: &[BorrowedFd<'_>],
+) -> io::Result<()> {
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    if !fds.is_empty() && !control.push(SendAncillaryMessage::ScmRights(fds)) {
+        return Err(io::ErrorKind::InvalidInput.into());
+    }
+    loop {
+        match sendmsg(sock, &[IoSlice::new(data)], &mut control, SendFlags::NOSIGNAL) {
+            Ok(n) => {
                 // The descriptors went with the first byte; the rest is plain data.
                 let mut rest = sock;
-                return rest.write_all(&data[n as usize..]);
+                return rest.write_all(&data[n..]);
             }
-            let e = io::Error::last_os_error();
-            if e.kind() != io::ErrorKind::Interrupted {
-                return Err(e);
-            }
+            Err(Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
         }
     }
 }
 
+/// Receives into `buf` with the descriptors that came along (close-on-exec); more than
+/// `max_fds` of them, or a control message cut short, is an error.
 pub(super) fn recv_with_fds(
     sock: BorrowedFd<'_>,
     buf: &mut [u8],
     max_fds: usize,
 ) -> io::Result<Received> {
-    let mut iov = libc::iovec {
-        iov_base: buf.as_mut_ptr().cast(),
-        iov_len: buf.len(),
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let got = loop {
+        match recvmsg(
+            sock,
+            &mut [IoSliceMut::new(buf)],
+            &mut control,
+            RecvFlags::CMSG_CLOEXEC,
+        ) {
+            Ok(got) => break got,
+            Err(Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
     };
-    let mut cmsg = [0u64; CMSG_ROOM / 8];
-    // SAFETY: as in send_with_fds; every descriptor the kernel installed is taken into an
-    // OwnedFd, so none leaks even when more came than we wanted.
-    unsafe {
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = cmsg.as_mut_ptr().cast();
-        msg.msg_controllen = std::mem::size_of_val(&cmsg);
-        let n = loop {
-            let n = libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC);
-            if n >= 0 {
-                break n as usize;
-            }
-            let e = io::Error::last_os_error();
-            if e.kind() != io::ErrorKind::Interrupted {
-                return Err(e);
-            }
-        };
-        let mut fds = Vec::new();
-        let mut c = libc::CMSG_FIRSTHDR(&msg);
-        while !c.is_null() {
-            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
-                let data = libc::CMSG_DATA(c).cast::<RawFd>();
-                let count = ((*c).cmsg_len as usize - libc::CMSG_LEN(0) as usize)
-                    / std::mem::size_of::<RawFd>();
-                for i in 0..count {
-                    fds.push(OwnedFd::from_raw_fd(std::ptr::read_unaligned(data.add(i))));
-                }
-            }
-            c = libc::CMSG_NXTHDR(&msg, c);
+    // Every descriptor the kernel installed becomes an OwnedFd, so none leaks even when
+    // more came than we wanted.
+    let mut fds = Vec::new();
+    for message in control.drain() {
+        if let RecvAncillaryMessage::ScmRights(passed) = message {
+            fds.extend(passed);
         }
-        if msg.msg_flags & libc::MSG_CTRUNC != 0 || fds.len() > max_fds {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "unexpected descriptors on the helper's socket",
-            ));
-        }
-        Ok(Received { bytes: n, fds })
     }
+    if got.flags.contains(ReturnFlags::CTRUNC) || fds.len() > max_fds {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "unexpected descriptors on the helper's socket",
+        ));
+    }
+    Ok(Received {
+        bytes: got.bytes,
+        fds,
+    })
 }
 
 /// The plan as bytes: flags, then length-prefixed strings (program, directory, each

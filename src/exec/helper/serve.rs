@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
@@ -269,7 +269,7 @@ fn serve_one(
         Ok(s) => (answer(s.pid, None), s.pidfd),
         Err(e) => (answer(-1, e.raw_os_error()), None),
     };
-    let pass: Vec<RawFd> = pidfd.iter().map(AsRawFd::as_raw_fd).collect();
+    let pass: Vec<BorrowedFd<'_>> = pidfd.iter().map(AsFd::as_fd).collect();
     send_with_fds(sock, &answer, &pass)?;
     // The next command's supervisor, forked while this one starts.
     *spare = family.fork_spare();

@@ -2,10 +2,14 @@
 //! it, and read and write its master side without blocking the runtime.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
+use rustix::fs::{fcntl_getfl, fcntl_setfl, Mode, OFlags};
+use rustix::io::Errno;
+use rustix::pty::{grantpt, openpt, ptsname, unlockpt, OpenptFlags};
+use rustix::termios::{tcsetwinsize, Winsize};
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
@@ -28,51 +32,35 @@ pub struct Master {
 /// # Errors
 /// If the system has no pseudo-terminal to give.
 pub fn open(size: WindowSize) -> io::Result<(Master, OwnedFd)> {
-    // SAFETY: the usual posix_openpt sequence; every descriptor returned is checked and
-    // owned exactly once.
-    unsafe {
-        let master = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC);
-        if master < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let master = OwnedFd::from_raw_fd(master);
-        if libc::grantpt(master.as_raw_fd()) != 0 || libc::unlockpt(master.as_raw_fd()) != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let mut name = [0 as libc::c_char; 128];
-        if libc::ptsname_r(master.as_raw_fd(), name.as_mut_ptr(), name.len()) != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let slave = libc::open(
-            name.as_ptr(),
-            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
-        );
-        if slave < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let slave = OwnedFd::from_raw_fd(slave);
-        set_size(master.as_raw_fd(), size)?;
-        let flags = libc::fcntl(master.as_raw_fd(), libc::F_GETFL);
-        libc::fcntl(master.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK);
-        // An OwnedFd stays open, on the same description, for as long as the AsyncFd owns it.
-        let fd = AsyncFd::register_with_interest(master, Interest::READABLE | Interest::WRITABLE)
-            .map_err(|e| e.into_parts().1)?;
-        Ok((Master { fd: Arc::new(fd) }, slave))
+    let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC)?;
+    grantpt(&master)?;
+    unlockpt(&master)?;
+    let name = ptsname(&master, Vec::new())?;
+    let slave = rustix::fs::open(
+        name.as_c_str(),
+        OFlags::RDWR | OFlags::NOCTTY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    set_size(master.as_fd(), size)?;
+    let flags = fcntl_getfl(&master)?;
+    fcntl_setfl(&master, flags | OFlags::NONBLOCK)?;
+    // SAFETY: an OwnedFd stays open, on the same description, for as long as the AsyncFd
+    // owns it.
+    let fd = unsafe {
+        AsyncFd::register_with_interest(master, Interest::READABLE | Interest::WRITABLE)
     }
+    .map_err(|e| e.into_parts().1)?;
+    Ok((Master { fd: Arc::new(fd) }, slave))
 }
 
-fn set_size(fd: RawFd, size: WindowSize) -> io::Result<()> {
-    let ws = libc::winsize {
+fn set_size(fd: BorrowedFd<'_>, size: WindowSize) -> io::Result<()> {
+    let ws = Winsize {
         ws_row: size.rows,
         ws_col: size.cols,
         ws_xpixel: 0,
         ws_ypixel: 0,
     };
-    // SAFETY: TIOCSWINSZ reads a winsize from the pointer given.
-    if unsafe { libc::ioctl(fd, libc::TIOCSWINSZ, &ws) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    Ok(tcsetwinsize(fd, ws)?)
 }
 
 impl Master {
@@ -81,7 +69,7 @@ impl Master {
     /// # Errors
     /// If the terminal is gone.
     pub fn resize(&self, size: WindowSize) -> io::Result<()> {
-        set_size(self.fd.get_ref().as_raw_fd(), size)
+        set_size(self.fd.get_ref().as_fd(), size)
     }
 
     /// Reads what the command wrote, or `None` once every copy of the slave is closed
@@ -95,14 +83,9 @@ impl Master {
             let mut guard = self.fd.readable().await?;
             let spare = buf.spare_capacity_mut();
             let result = guard.try_io(|fd| {
-                // SAFETY: reading into the buffer's spare capacity, at most its length.
-                let n =
-                    unsafe { libc::read(fd.as_raw_fd(), spare.as_mut_ptr().cast(), spare.len()) };
-                if n < 0 {
-                    Err(io::Error::last_os_error())
-                } else {
-                    Ok(n as usize)
-                }
+                rustix::io::read(fd.get_ref(), &mut *spare)
+                    .map(|(filled, _)| filled.len())
+                    .map_err(io::Error::from)
             });
             match result {
                 Ok(Ok(0)) => return Ok(None),
@@ -111,7 +94,7 @@ impl Master {
                     unsafe { buf.set_len(buf.len() + n) };
                     return Ok(Some(buf.split().freeze()));
                 }
-                Ok(Err(e)) if e.raw_os_error() == Some(libc::EIO) => return Ok(None),
+                Ok(Err(e)) if e.raw_os_error() == Some(Errno::IO.raw_os_error()) => return Ok(None),
                 Ok(Err(e)) => return Err(e),
                 Err(_would_block) => continue,
             }
@@ -126,15 +109,8 @@ impl Master {
     pub async fn write(&self, data: &[u8]) -> io::Result<usize> {
         loop {
             let mut guard = self.fd.writable().await?;
-            let result = guard.try_io(|fd| {
-                // SAFETY: writing from a valid slice, at most its length.
-                let n = unsafe { libc::write(fd.as_raw_fd(), data.as_ptr().cast(), data.len()) };
-                if n < 0 {
-                    Err(io::Error::last_os_error())
-                } else {
-                    Ok(n as usize)
-                }
-            });
+            let result =
+                guard.try_io(|fd| rustix::io::write(fd.get_ref(), data).map_err(io::Error::from));
             match result {
                 Ok(r) => return r,
                 Err(_would_block) => continue,

@@ -23,9 +23,13 @@
 
 use std::ffi::{CString, OsStr, OsString};
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, IntoRawFd, RawFd};
 
 use nix::sys::signal::{SigSet, Signal};
+use rustix::event::{poll, PollFd, PollFlags};
+use rustix::fs::{Mode, OFlags};
+use rustix::io::{fcntl_setfd, FdFlags};
+use rustix::process::{wait, WaitOptions};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
@@ -68,13 +72,16 @@ pub struct Plan {
 /// unless detaching, everything it started) is gone; a command that could not start is
 /// reported on stderr and ends with the shell's code for that.
 pub fn run(plan: &Plan) -> Ended {
-    // SAFETY: plain system calls on this process's own state; no memory is shared.
-    unsafe {
-        libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+    // SAFETY: the helper put the control pipe at CONTROL_FD before calling us, and nothing
+    // in this process closes it while the supervisor lives.
+    let control = unsafe { BorrowedFd::borrow_raw(CONTROL_FD) };
+    let set_up = || -> io::Result<SignalFd> {
+        rustix::process::set_child_subreaper(Some(rustix::process::getpid()))?;
         // The command must not inherit the control pipe.
-        libc::fcntl(CONTROL_FD, libc::F_SETFD, libc::FD_CLOEXEC);
-    }
-    let signals = match SignalFd::new(&WATCHED) {
+        fcntl_setfd(control, FdFlags::CLOEXEC)?;
+        SignalFd::new(&WATCHED)
+    };
+    let signals = match set_up() {
         Ok(s) => s,
         Err(e) => return Ended::clean(report_failure(&plan.program, &e)),
     };
@@ -114,14 +121,16 @@ pub fn run(plan: &Plan) -> Ended {
     };
     // Our copies of the command's stdin, stdout and stderr would keep its pipes open after
     // the command is gone: the server sees the end of output only when all copies close.
-    release_stdio();
+    if let Err(e) = release_stdio() {
+        eprintln!("rcmd: cannot let go of the command's output: {e}");
+    }
     let mut sup = Supervisor {
         child: pid,
         status: None,
         clean: true,
         cgroup,
     };
-    sup.watch(&signals, plan.detach)
+    sup.watch(control, &signals, plan.detach)
 }
 
 /// Starts the command in a session of its own with the terminal on its stdin as its
@@ -215,7 +224,7 @@ struct Supervisor<'a> {
 impl Supervisor<'_> {
     /// Waits for the command, obeying the control pipe and termination signals meanwhile;
     /// returns its wait status once it ended and (unless detaching) its descendants are gone.
-    fn watch(&mut self, signals: &SignalFd, detach: bool) -> Ended {
+    fn watch(&mut self, control: BorrowedFd<'_>, signals: &SignalFd, detach: bool) -> Ended {
         let mut control_open = true;
         loop {
             if let Some(status) = self.status {
@@ -228,22 +237,17 @@ impl Supervisor<'_> {
                 };
             }
             let mut fds = [
-                libc::pollfd {
-                    fd: if control_open { CONTROL_FD } else { -1 },
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
-                libc::pollfd {
-                    fd: signals.as_raw_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
+                PollFd::new(signals, PollFlags::IN),
+                PollFd::new(&control, PollFlags::IN),
             ];
-            // SAFETY: `fds` is a valid array of two pollfd.
-            if unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) } < 0 {
+            // A closed control pipe is no longer watched.
+            let watched = if control_open { 2 } else { 1 };
+            if poll(&mut fds[..watched], None).is_err() {
                 continue; // EINTR
             }
-            if fds[1].revents != 0 {
+            let signalled = !fds[0].revents().is_empty();
+            let commanded = control_open && !fds[1].revents().is_empty();
+            if signalled {
                 for sig in signals.drain() {
                     if sig != libc::SIGCHLD {
                         // Someone asked the supervisor itself to stop: take the tree down.
@@ -252,16 +256,15 @@ impl Supervisor<'_> {
                 }
                 self.reap();
             }
-            if fds[0].revents != 0 {
+            if commanded {
                 let mut buf = [0u8; 64];
-                // SAFETY: reading into a local buffer of the given length.
-                let n = unsafe { libc::read(CONTROL_FD, buf.as_mut_ptr().cast(), buf.len()) };
-                if n <= 0 {
+                let n = rustix::io::read(control, &mut buf).unwrap_or(0);
+                if n == 0 {
                     // The server let go of the command, or died: nothing may outlive that.
                     control_open = false;
                     self.kill_descendants();
                 } else {
-                    for &b in &buf[..n as usize] {
+                    for &b in &buf[..n] {
                         if b == KILL {
                             self.kill_descendants();
                         } else {
@@ -275,26 +278,25 @@ impl Supervisor<'_> {
 
     /// Sends `sig` to the command's process group (its session's group with a terminal).
     fn forward(&self, sig: libc::c_int) {
+        // The group leader is our unreaped child, so its id cannot have been reused.
+        let (Some(group), Some(sig)) = (
+            Pid::from_raw(self.child),
+            rustix::process::Signal::from_named_raw(sig),
+        ) else {
+            return;
+        };
         if self.status.is_none() {
-            // SAFETY: killpg has no memory-safety preconditions. The group leader is our
-            // unreaped child, so its id cannot have been reused.
-            unsafe {
-                libc::killpg(self.child, sig);
-            }
+            // An error means the group has no member left: nothing to deliver to.
+            let _gone = rustix::process::kill_process_group(group, sig);
         }
     }
 
     /// Reaps every child that has ended, noting the command's own status.
     fn reap(&mut self) {
-        loop {
-            let mut status = 0;
-            // SAFETY: waitpid writes the status into a local.
-            let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
-            if pid <= 0 {
-                return;
-            }
-            if pid == self.child {
-                self.status = Some(status);
+        // No child left (ECHILD) ends the round as no child ended does.
+        while let Ok(Some((pid, status))) = wait(WaitOptions::NOHANG) {
+            if pid.as_raw_nonzero().get() == self.child {
+                self.status = Some(status.as_raw());
             }
         }
     }
@@ -339,19 +341,19 @@ fn report_failure(program: &OsString, e: &io::Error) -> libc::c_int {
 }
 
 /// Points stdin, stdout and stderr at /dev/null.
-pub(super) fn release_stdio() {
-    // SAFETY: opening /dev/null and duplicating it over our own descriptors 0-2.
-    unsafe {
-        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
-        if null >= 0 {
-            for fd in 0..3 {
-                libc::dup2(null, fd);
-            }
-            if null > 2 {
-                libc::close(null);
-            }
-        }
+///
+/// # Errors
+/// If /dev/null cannot be opened or put in their places.
+pub(super) fn release_stdio() -> io::Result<()> {
+    let null = rustix::fs::open(c"/dev/null", OFlags::RDWR, Mode::empty())?;
+    rustix::stdio::dup2_stdin(&null)?;
+    rustix::stdio::dup2_stdout(&null)?;
+    rustix::stdio::dup2_stderr(&null)?;
+    if null.as_raw_fd() <= 2 {
+        // It landed on one of 0-2 itself (that one was closed): it stays there.
+        let _kept = null.into_raw_fd();
     }
+    Ok(())
 }
 
 /// The signals the supervisor waits for, blocked and read from a descriptor instead of
@@ -389,8 +391,8 @@ impl SignalFd {
     }
 }
 
-impl AsRawFd for SignalFd {
-    fn as_raw_fd(&self) -> RawFd {
-        self.0.as_fd().as_raw_fd()
+impl AsFd for SignalFd {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.0.as_fd()
     }
 }

@@ -78,8 +78,8 @@ fn serve_connection() -> bool {
         // here, so the server sees them end, and its stdio (if it never started) goes.
         // /dev/null takes their places, so the next request's descriptors arrive above
         // them, not where they must go.
-        supervisor::release_stdio();
-        if dup_to(0, supervisor::CONTROL_FD)
+        if supervisor::release_stdio()
+            .and_then(|()| dup_to(0, supervisor::CONTROL_FD))
             .and_then(|()| dup_to(0, STATUS_FD))
             .is_err()
         {

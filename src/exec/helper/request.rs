@@ -86,7 +86,12 @@ pub(super) fn send_with_fds(
         return Err(io::ErrorKind::InvalidInput.into());
     }
     loop {
-        match sendmsg(sock, &[IoSlice::new(data)], &mut control, SendFlags::NOSIGNAL) {
+        match sendmsg(
+            sock,
+            &[IoSlice::new(data)],
+            &mut control,
+            SendFlags::NOSIGNAL,
+        ) {
             Ok(n) => {
                 // The descriptors went with the first byte; the rest is plain data.
                 let mut rest = sock;

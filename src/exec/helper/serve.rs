@@ -3,9 +3,13 @@
 
 use std::collections::HashSet;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
+
+use rustix::event::{poll, PollFd, PollFlags, Timespec};
+use rustix::io::{fcntl_setfd, Errno, FdFlags};
+use rustix::process::{wait, DumpableBehavior, WaitOptions};
 
 use super::child::become_supervisor;
 use super::request::{decode, malformed, send_with_fds, Request};
@@ -17,58 +21,35 @@ use crate::exec::{supervisor, tree};
 pub fn serve() -> i32 {
     // SAFETY: taking ownership of the descriptor the server gave us on fd 3.
     let sock = unsafe { OwnedFd::from_raw_fd(REQUEST_FD) };
-    // SAFETY: closing descriptors nobody else in this process uses yet. Whatever the
-    // server let slip without close-on-exec (a terminal a test opened, say) would be held
-    // open for as long as we live, and handed to every supervisor we fork.
-    unsafe {
-        libc::close_range(REQUEST_FD as u32 + 1, u32::MAX, 0);
-        libc::fcntl(sock.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC);
-    }
-    let children = match supervisor::SignalFd::new(&[nix::sys::signal::Signal::SIGCHLD]) {
-        Ok(s) => s,
+    let children = match set_up(&sock) {
+        Ok(children) => children,
         Err(e) => {
             eprintln!("rcmd supervise: {e}");
             return 1;
         }
     };
-    // SAFETY: flags on this process, inherited by every supervisor we fork.
-    unsafe {
-        // Orphans of a supervisor that was killed (a command can SIGKILL its own) come to
-        // us instead of to init, and die here: see `Family::reap`.
-        libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
-        // Not dumpable: a command (the same user) cannot open our descriptors or read our
-        // memory and environment through /proc, so it cannot reopen its supervisor's status
-        // pipe to forge or hold back the status the server reports. A command gets its own
-        // dumpable state back when it is exec'd.
-        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
-        // `ps` and `top` show the process name, which would be "exe" (/proc/self/exe).
-        libc::prctl(libc::PR_SET_NAME, c"rcmd".as_ptr());
-    }
     let mut sock = UnixStream::from(sock);
     let mut family = Family::default();
     let mut spare = family.fork_spare();
     loop {
         let mut fds = [
-            libc::pollfd {
-                fd: sock.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: children.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
+            PollFd::new(&sock, PollFlags::IN),
+            PollFd::new(&children, PollFlags::IN),
         ];
-        // SAFETY: `fds` is a valid array of two pollfd.
-        if unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) } < 0 {
-            continue; // EINTR
+        match poll(&mut fds, None) {
+            Ok(_) => {}
+            Err(Errno::INTR) => continue,
+            Err(e) => {
+                eprintln!("rcmd supervise: {}", io::Error::from(e));
+                return 1;
+            }
         }
-        if fds[1].revents != 0 {
+        let (requested, ended) = (!fds[0].revents().is_empty(), !fds[1].revents().is_empty());
+        if ended {
             children.drain();
             family.reap();
         }
-        if fds[0].revents != 0 {
+        if requested {
             match serve_one(&mut sock, &mut spare, &mut family) {
                 Ok(true) => {}
                 // The server closed its end: it is gone, and so are we.
@@ -80,6 +61,31 @@ pub fn serve() -> i32 {
             }
         }
     }
+}
+
+/// Puts the helper's descriptors and process attributes in order, before any supervisor
+/// is forked (each inherits them); returns the signalfd that reports ended children.
+fn set_up(sock: &OwnedFd) -> io::Result<supervisor::SignalFd> {
+    // SAFETY: close_range only closes descriptors, and nothing in this process uses those
+    // above the request socket yet. Whatever the server let slip without close-on-exec (a
+    // terminal a test opened, say) would be held open for as long as we live, and handed
+    // to every supervisor we fork.
+    if unsafe { libc::close_range(REQUEST_FD as u32 + 1, u32::MAX, 0) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    fcntl_setfd(sock, FdFlags::CLOEXEC)?;
+    let children = supervisor::SignalFd::new(&[nix::sys::signal::Signal::SIGCHLD])?;
+    // Orphans of a supervisor that was killed (a command can SIGKILL its own) come to us
+    // instead of to init, and die here: see `Family::reap`.
+    rustix::process::set_child_subreaper(Some(rustix::process::getpid()))?;
+    // Not dumpable: a command (the same user) cannot open our descriptors or read our
+    // memory and environment through /proc, so it cannot reopen its supervisor's status
+    // pipe to forge or hold back the status the server reports. A command gets its own
+    // dumpable state back when it is exec'd.
+    rustix::process::set_dumpable_behavior(DumpableBehavior::NotDumpable)?;
+    // `ps` and `top` show the process name, which would be "exe" (/proc/self/exe).
+    rustix::thread::set_name(c"rcmd")?;
+    Ok(children)
 }
 
 /// The helper's children: the supervisors it forked, and whatever else became its child.
@@ -126,16 +132,12 @@ impl Family {
     /// Reaps what has ended; says whether a supervisor ended other than normally.
     fn reap_ended(&mut self) -> bool {
         let mut abnormal = false;
-        loop {
-            let mut status = 0;
-            // SAFETY: waitpid writes the status into a local.
-            let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
-            if pid <= 0 {
-                return abnormal;
-            }
-            let normal = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
-            abnormal |= self.forked.remove(&pid) && !normal;
+        // No child left (ECHILD) ends the round as no child ended does.
+        while let Ok(Some((pid, status))) = wait(WaitOptions::NOHANG) {
+            let normal = status.exit_status() == Some(0);
+            abnormal |= self.forked.remove(&pid.as_raw_nonzero().get()) && !normal;
         }
+        abnormal
     }
 }
 
@@ -155,14 +157,9 @@ struct Spare {
 impl Spare {
     /// Waits (at most [`SPARE_PATIENCE`]) for the spare to say it took its request.
     fn taken(&self) -> io::Result<()> {
-        let mut fd = libc::pollfd {
-            fd: self.sock.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        let ms = SPARE_PATIENCE.as_millis() as libc::c_int;
-        // SAFETY: one pollfd, ours.
-        if unsafe { libc::poll(&mut fd, 1, ms) } <= 0 {
+        let mut fd = [PollFd::new(&self.sock, PollFlags::IN)];
+        let patience = Timespec::try_from(SPARE_PATIENCE).expect("a few seconds fit");
+        if poll(&mut fd, Some(&patience))? == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::TimedOut,
                 "the spare supervisor did not answer",

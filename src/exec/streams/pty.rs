@@ -46,10 +46,9 @@ pub fn open(size: WindowSize) -> io::Result<(Master, OwnedFd)> {
     fcntl_setfl(&master, flags | OFlags::NONBLOCK)?;
     // SAFETY: an OwnedFd stays open, on the same description, for as long as the AsyncFd
     // owns it.
-    let fd = unsafe {
-        AsyncFd::register_with_interest(master, Interest::READABLE | Interest::WRITABLE)
-    }
-    .map_err(|e| e.into_parts().1)?;
+    let fd =
+        unsafe { AsyncFd::register_with_interest(master, Interest::READABLE | Interest::WRITABLE) }
+            .map_err(|e| e.into_parts().1)?;
     Ok((Master { fd: Arc::new(fd) }, slave))
 }
 
@@ -94,7 +93,9 @@ impl Master {
                     unsafe { buf.set_len(buf.len() + n) };
                     return Ok(Some(buf.split().freeze()));
                 }
-                Ok(Err(e)) if e.raw_os_error() == Some(Errno::IO.raw_os_error()) => return Ok(None),
+                Ok(Err(e)) if e.raw_os_error() == Some(Errno::IO.raw_os_error()) => {
+                    return Ok(None)
+                }
                 Ok(Err(e)) => return Err(e),
                 Err(_would_block) => continue,
             }

@@ -262,28 +262,11 @@ fn internal(e: io::Error) -> Status {
 
 /// The user's login shell, from the password database, else `$SHELL`, else `/bin/sh`.
 fn login_shell() -> OsString {
-    // SAFETY: getpwuid_r writes into the buffers given; the shell pointer points into buf.
-    unsafe {
-        let mut pw: libc::passwd = std::mem::zeroed();
-        let mut buf = vec![0 as libc::c_char; 4096];
-        let mut result = std::ptr::null_mut();
-        if libc::getpwuid_r(
-            libc::getuid(),
-            &mut pw,
-            buf.as_mut_ptr(),
-            buf.len(),
-            &mut result,
-        ) == 0
-            && !result.is_null()
-            && !pw.pw_shell.is_null()
-        {
-            let shell = std::ffi::CStr::from_ptr(pw.pw_shell).to_bytes();
-            if !shell.is_empty() {
-                return OsStr::from_bytes(shell).to_os_string();
-            }
-        }
+    let me = nix::unistd::User::from_uid(nix::unistd::getuid());
+    match me {
+        Ok(Some(user)) if !user.shell.as_os_str().is_empty() => user.shell.into_os_string(),
+        _ => std::env::var_os("SHELL").unwrap_or_else(|| "/bin/sh".into()),
     }
-    std::env::var_os("SHELL").unwrap_or_else(|| "/bin/sh".into())
 }
 
 pub(super) fn failed(code: i32, message: impl Into<String>) -> Status {

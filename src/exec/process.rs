@@ -2,9 +2,10 @@
 //! signals, its timeout, how it ended, and the kill of everything it started.
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::time::Duration;
 
+use rustix::process::{Pid, Signal};
 use tokio::io::AsyncReadExt;
 use tokio::net::unix::pipe as unix_pipe;
 use tokio::process::Child;
@@ -33,23 +34,20 @@ impl Control {
     fn send(&mut self, sig: u8) {
         match self {
             Control::Supervisor(fd) => {
-                // SAFETY: writing one byte from a local to a descriptor we own. The pipe is
-                // non-blocking; it could only be full if the supervisor stopped reading, and
-                // then it is gone and closing our end will finish the job.
-                unsafe {
-                    libc::write(fd.as_raw_fd(), (&sig as *const u8).cast(), 1);
-                }
+                // The pipe is non-blocking; it could only be full if the supervisor stopped
+                // reading, and then it is gone and closing our end will finish the job.
+                let _unsent = rustix::io::write(&*fd, &[sig]);
             }
             Control::Group(Some(pgid)) => {
                 let sig = if sig == supervisor::KILL {
-                    libc::SIGKILL
+                    Some(Signal::KILL)
                 } else {
-                    libc::c_int::from(sig)
+                    Signal::from_named_raw(i32::from(sig))
                 };
-                // SAFETY: killpg has no memory-safety preconditions; the leader is not
-                // reaped yet, so the group id cannot have been reused.
-                unsafe {
-                    libc::killpg(*pgid, sig);
+                // The leader is not reaped yet, so the group id cannot have been reused.
+                if let (Some(group), Some(sig)) = (Pid::from_raw(*pgid), sig) {
+                    // An error means the group has no member left: nothing to deliver to.
+                    let _gone = rustix::process::kill_process_group(group, sig);
                 }
             }
             Control::Group(None) => {}

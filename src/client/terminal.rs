@@ -3,8 +3,10 @@
 
 use std::sync::Mutex;
 
+use rustix::termios::{tcgetattr, tcgetwinsize, tcsetattr, OptionalActions, Termios};
+
 /// The settings to restore, kept where a panic hook can find them too.
-static SAVED: Mutex<Option<libc::termios>> = Mutex::new(None);
+static SAVED: Mutex<Option<Termios>> = Mutex::new(None);
 
 /// Raw mode on standard input until dropped (or until [`restore`] is called).
 pub struct RawMode(());
@@ -14,20 +16,12 @@ impl RawMode {
     /// typed, Ctrl-C included, and nothing is echoed locally. `None` when stdin is not a
     /// terminal.
     pub fn enter() -> Option<RawMode> {
-        // SAFETY: tcgetattr/tcsetattr read and write a termios we own.
-        unsafe {
-            let mut t: libc::termios = std::mem::zeroed();
-            if libc::tcgetattr(0, &mut t) != 0 {
-                return None;
-            }
-            *SAVED.lock().unwrap_or_else(|e| e.into_inner()) = Some(t);
-            install_panic_hook();
-            let mut raw = t;
-            libc::cfmakeraw(&mut raw);
-            if libc::tcsetattr(0, libc::TCSADRAIN, &raw) != 0 {
-                return None;
-            }
-        }
+        let saved = tcgetattr(std::io::stdin()).ok()?;
+        let mut raw = saved.clone();
+        *SAVED.lock().unwrap_or_else(|e| e.into_inner()) = Some(saved);
+        install_panic_hook();
+        raw.make_raw();
+        tcsetattr(std::io::stdin(), OptionalActions::Drain, &raw).ok()?;
         Some(RawMode(()))
     }
 }
@@ -42,10 +36,8 @@ impl Drop for RawMode {
 pub fn restore() {
     let saved = SAVED.lock().unwrap_or_else(|e| e.into_inner()).take();
     if let Some(t) = saved {
-        // SAFETY: writing back the settings read earlier.
-        unsafe {
-            libc::tcsetattr(0, libc::TCSADRAIN, &t);
-        }
+        // On the way out: a terminal that is gone needs no restoring.
+        let _gone = tcsetattr(std::io::stdin(), OptionalActions::Drain, &t);
     }
 }
 
@@ -62,14 +54,12 @@ fn install_panic_hook() {
 
 /// The size of the terminal on stdout (or stdin), as rows and columns.
 pub fn window_size() -> Option<(u16, u16)> {
-    for fd in [1, 0, 2] {
-        // SAFETY: TIOCGWINSZ writes a winsize into the local given.
-        unsafe {
-            let mut ws: libc::winsize = std::mem::zeroed();
-            if libc::ioctl(fd, libc::TIOCGWINSZ, &mut ws) == 0 && ws.ws_row > 0 {
-                return Some((ws.ws_row, ws.ws_col));
-            }
-        }
-    }
-    None
+    use std::os::fd::AsFd;
+    let (out, input, err) = (std::io::stdout(), std::io::stdin(), std::io::stderr());
+    let size = [out.as_fd(), input.as_fd(), err.as_fd()]
+        .into_iter()
+        .filter_map(|fd| tcgetwinsize(fd).ok())
+        .find(|ws| ws.ws_row > 0)
+        .map(|ws| (ws.ws_row, ws.ws_col));
+    size
 }

@@ -4,7 +4,10 @@
 //! until the answer is `yes`, `no` or the fingerprint itself.
 
 use std::io::{BufRead, BufReader, Write};
-use std::os::fd::AsRawFd;
+
+use rustix::termios::{
+    tcgetattr, tcsetattr, InputModes, LocalModes, OptionalActions, OutputModes, Termios,
+};
 
 use super::{Fingerprint, TrustError};
 
@@ -60,8 +63,8 @@ pub async fn ask(host: &str, seen: Fingerprint) -> Result<bool, TrustError> {
     let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
         .map_err(cannot)?;
     let cooked = Cooked::enter(&tty);
-    let restore = cooked.saved;
-    let tty_fd = tty.as_raw_fd();
+    // For putting the terminal back here when the reading thread cannot.
+    let restore = cooked.saved.clone().zip(tty.try_clone().ok());
     let question = question(host, seen);
     let asking = tokio::task::spawn_blocking(move || {
         let _cooked = cooked;
@@ -87,8 +90,8 @@ pub async fn ask(host: &str, seen: Fingerprint) -> Result<bool, TrustError> {
         _ = interrupt.recv() => {
             // The reading thread stays blocked until the process ends; the terminal is put
             // back here, since it cannot.
-            if let Some(saved) = restore {
-                set(tty_fd, &saved);
+            if let Some((saved, tty)) = &restore {
+                set(tty, saved);
             }
             let _ = std::fs::OpenOptions::new().write(true).open("/dev/tty")
                 .and_then(|mut t| t.write_all(b"\n"));
@@ -103,43 +106,45 @@ fn aborted() -> TrustError {
 
 /// The terminal in cooked mode for as long as this lives, then back as it was.
 struct Cooked {
-    fd: i32,
-    saved: Option<libc::termios>,
+    /// The terminal (a duplicate of the caller's descriptor) and its settings before.
+    tty: Option<std::fs::File>,
+    saved: Option<Termios>,
 }
 
 impl Cooked {
     fn enter(tty: &std::fs::File) -> Cooked {
-        let fd = tty.as_raw_fd();
-        // SAFETY: tcgetattr writes a termios we own.
-        let saved = unsafe {
-            let mut t: libc::termios = std::mem::zeroed();
-            (libc::tcgetattr(fd, &mut t) == 0).then_some(t)
-        };
-        if let Some(mut t) = saved {
+        let saved = tcgetattr(tty).ok();
+        if let Some(mut t) = saved.clone() {
             // Line editing and echo, Enter ends the line, Ctrl-C is a signal: what a person
             // answering a question expects, even when a terminal session left it raw.
-            t.c_lflag |= libc::ICANON | libc::ECHO | libc::ECHOE | libc::ECHOK | libc::ISIG;
-            t.c_iflag |= libc::ICRNL;
-            t.c_oflag |= libc::OPOST | libc::ONLCR;
-            set(fd, &t);
+            t.local_modes |= LocalModes::ICANON
+                | LocalModes::ECHO
+                | LocalModes::ECHOE
+                | LocalModes::ECHOK
+                | LocalModes::ISIG;
+            t.input_modes |= InputModes::ICRNL;
+            t.output_modes |= OutputModes::OPOST | OutputModes::ONLCR;
+            set(tty, &t);
         }
-        Cooked { fd, saved }
+        Cooked {
+            tty: tty.try_clone().ok(),
+            saved,
+        }
     }
 }
 
 impl Drop for Cooked {
     fn drop(&mut self) {
-        if let Some(saved) = &self.saved {
-            set(self.fd, saved);
+        if let (Some(tty), Some(saved)) = (&self.tty, &self.saved) {
+            set(tty, saved);
         }
     }
 }
 
-fn set(fd: i32, t: &libc::termios) {
-    // SAFETY: writes settings read from the same terminal, or a copy of them.
-    unsafe {
-        libc::tcsetattr(fd, libc::TCSADRAIN, t);
-    }
+/// Applies `t` to the terminal once what was written has gone out. Best effort: a
+/// terminal that refuses is one that is gone, and the question fails on it anyway.
+fn set(tty: &std::fs::File, t: &Termios) {
+    let _gone = tcsetattr(tty, OptionalActions::Drain, t);
 }
 
 #[cfg(test)]

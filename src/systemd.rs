@@ -8,9 +8,11 @@
 
 use std::fmt;
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::{BorrowedFd, FromRawFd, OwnedFd};
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
+
+use rustix::net::{sockopt, AddressFamily, SocketType};
 
 /// The first descriptor systemd passes (`SD_LISTEN_FDS_START`).
 const LISTEN_FDS_START: i32 = 3;
@@ -95,20 +97,23 @@ pub fn take_listener() -> Result<Option<std::net::TcpListener>, ActivationError>
         return Err(ActivationError::NotOpen { fd });
     }
     let problem = |what| ActivationError::Unsuitable { what, source: None };
-    let not_socket = |e| ActivationError::Unsuitable {
+    let not_socket = |e: rustix::io::Errno| ActivationError::Unsuitable {
         what: "not a socket",
-        source: Some(e),
+        source: Some(e.into()),
     };
-    let accepting = socket_option(fd, libc::SO_ACCEPTCONN).map_err(not_socket)?;
-    let kind = socket_option(fd, libc::SO_TYPE).map_err(not_socket)?;
-    let domain = socket_option(fd, libc::SO_DOMAIN).map_err(not_socket)?;
-    if kind != libc::SOCK_STREAM {
+    // SAFETY: the descriptor is open (checked above), and nothing closes it while it is
+    // borrowed here.
+    let socket = unsafe { BorrowedFd::borrow_raw(fd) };
+    let accepting = sockopt::socket_acceptconn(socket).map_err(not_socket)?;
+    let kind = sockopt::socket_type(socket).map_err(not_socket)?;
+    let domain = sockopt::socket_domain(socket).map_err(not_socket)?;
+    if kind != SocketType::STREAM {
         return Err(problem("not a stream socket"));
     }
-    if domain != libc::AF_INET && domain != libc::AF_INET6 {
+    if domain != AddressFamily::INET && domain != AddressFamily::INET6 {
         return Err(problem("not an IPv4 or IPv6 socket"));
     }
-    if accepting == 0 {
+    if !accepting {
         return Err(problem("not listening"));
     }
     // SAFETY: the descriptor is open (checked above), systemd passed it to this process
@@ -120,26 +125,6 @@ pub fn take_listener() -> Result<Option<std::net::TcpListener>, ActivationError>
         .set_nonblocking(true)
         .map_err(ActivationError::Adopt)?;
     Ok(Some(listener))
-}
-
-/// An integer socket option of `fd`.
-fn socket_option(fd: i32, option: i32) -> io::Result<i32> {
-    let mut value: libc::c_int = 0;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: value and len point to a c_int and its size, as getsockopt requires.
-    let r = unsafe {
-        libc::getsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            option,
-            (&mut value as *mut libc::c_int).cast(),
-            &mut len,
-        )
-    };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(value)
 }
 
 /// Where to tell systemd about this service's state (`Type=notify`).

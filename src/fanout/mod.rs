@@ -17,6 +17,6 @@ pub mod output;
 pub mod report;
 mod runner;
 
-pub use hosts::compact;
+pub use hosts::{compact, Target};
 pub use outcome::Outcome;
-pub use runner::{run, run_job, Job, Mode, Options};
+pub use runner::{run, run_job, Clients, Job, Mode, Options};

@@ -308,6 +308,9 @@ pub(super) fn run(args: ServerArgs) -> Result<i32, Failure> {
             .supervisor
             .as_ref()
             .map_or_else(|| "its process group".to_string(), |s| s.containment());
+        // Handlers in place before anyone is told the server is up: a SIGTERM sent the
+        // moment it says so must stop it gracefully, not kill it.
+        let shutdown = shutdown_signal();
         eprintln!(
             "rcmd server listening on {local}\n{}\n{}",
             crate::text::wrap(&settings, crate::text::COLUMNS, "  ", 2),
@@ -322,7 +325,7 @@ pub(super) fn run(args: ServerArgs) -> Result<i32, Failure> {
         // the service only now.
         notify(&notifier, &format!("READY=1\nSTATUS=listening on {local}"));
         let stopping = async {
-            shutdown_signal().await;
+            shutdown.await;
             notify(&notifier, "STOPPING=1");
         };
         server::serve(listener, config, stopping).await;
@@ -344,19 +347,22 @@ fn notify(notifier: &Option<crate::systemd::Notifier>, state: &str) {
 }
 
 /// Completes on SIGINT, SIGTERM, SIGHUP (the terminal the server runs in was closed) or
-/// SIGQUIT: each is a graceful stop, so no command is left behind by any of them.
-async fn shutdown_signal() {
+/// SIGQUIT: each is a graceful stop, so no command is left behind by any of them. The
+/// handlers are installed when this is called, not when the future is first polled.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
     let install = |kind| signal(kind).expect("installing a signal handler");
     let mut term = install(SignalKind::terminate());
     let mut hup = install(SignalKind::hangup());
     let mut quit = install(SignalKind::quit());
     let mut int = install(SignalKind::interrupt());
-    tokio::select! {
-        _ = int.recv() => {}
-        _ = term.recv() => {}
-        _ = hup.recv() => {}
-        _ = quit.recv() => {}
+    async move {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+            _ = hup.recv() => {}
+            _ = quit.recv() => {}
+        }
     }
 }
 

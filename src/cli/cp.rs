@@ -234,6 +234,11 @@ pub(super) fn run(args: CpArgs) -> Result<i32, Failure> {
                 .map(|d| d.path().join("hosts")),
         };
         let targets = hosts::targets(list, args.exclude.as_deref(), &lookup).map_err(usage)?;
+        // Every host passes the checks one does (--plaintext beyond loopback), before any
+        // is connected to.
+        for target in &targets {
+            args.tls.check_plaintext(&target.addr()).map_err(usage)?;
+        }
         let options = Options {
             fanout: args.fanout as usize,
             fail_fast: false,

@@ -172,14 +172,14 @@ async fn authorized_keys_others_may_write_or_own_are_refused() {
     chmod(&keys, 0o666);
     refused_saying(
         &serve(&keys).await,
-        1,
+        255,
         &format!("chmod go-w {}", keys.display()),
     );
     chmod(&keys, 0o644);
     if std::os::unix::fs::chown(&keys, Some(65534), None).is_ok() {
         refused_saying(
             &serve(&keys).await,
-            1,
+            255,
             "belongs to another user (uid 65534)",
         );
     }

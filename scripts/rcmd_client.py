@@ -119,16 +119,31 @@ def read_private(path, what):
         return f.read()
 
 
-def token(own_server):
+def same_user_token():
+    """This user's own token (the file `token` in rcmd's configuration directory), or None."""
+    directory = trusted_config_dir()
+    if directory is None:
+        return None
+    own = read_private(os.path.join(directory, 'token'), 'token file')
+    return None if own is None else own.rstrip(b'\r\n')
+
+
+def token(own_server, plaintext):
     """The token to present: RCMD_TOKEN, else (only to this user's own server, proved by
     its TLS identity) the same-user file, else none. The same-user token never goes in the
-    clear or to another server: another local user could be the one listening."""
-    if os.environ.get('RCMD_TOKEN'):
-        return os.environ['RCMD_TOKEN'].encode()
-    directory = trusted_config_dir()
-    if not own_server or directory is None:
+    clear, even as RCMD_TOKEN, or to another server: another local user could be the one
+    listening."""
+    given = os.environ.get('RCMD_TOKEN', '').encode()
+    if given:
+        if plaintext and given == same_user_token():
+            sys.exit("refusing to send this user's own token (the same-user token file in "
+                     "rcmd's configuration directory) with --plaintext: nothing proves who "
+                     "listens on that port, and whoever does would read the token. Leave out "
+                     "--plaintext, or give a --plaintext server a token of its own")
+        return given
+    if not own_server:
         return b''
-    return (read_private(os.path.join(directory, 'token'), 'token file') or b'').rstrip(b'\r\n')
+    return same_user_token() or b''
 
 
 def fingerprint(der):
@@ -270,7 +285,8 @@ def main():
     with socket.create_connection((args.host, args.port)) as raw:
         sock, own = (raw, False) if args.plaintext else tls_connect(raw, args.fingerprint)
         conn = Framed(sock, args.header)
-        conn.send(b'H' + b'rcmd' + struct.pack('!BI', VERSION, MAX_FRAME) + token(own))
+        conn.send(b'H' + b'rcmd' + struct.pack('!BI', VERSION, MAX_FRAME)
+                  + token(own, args.plaintext))
         hello = conn.recv()
         if hello[:1] == b'!':
             sys.exit(f'server: {printable(hello[1:])}')

@@ -4,6 +4,8 @@
 
 mod common;
 
+use std::os::unix::fs::PermissionsExt;
+
 use common::RcmdHome;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -74,4 +76,36 @@ async fn keygen_copy_id_then_no_token_and_removing_the_key_refuses_again() {
         )
         .await;
     r.expect_code(0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_held_back_is_explained_on_lines_of_its_own() {
+    let server_machine = RcmdHome::new();
+    let server = server_machine.server(&[]).await;
+    let addr = server.addr.to_string();
+    // The laptop has a same-user token of its own (its own server ran there once).
+    let laptop = RcmdHome::new();
+    std::fs::create_dir(laptop.path()).unwrap();
+    std::fs::set_permissions(laptop.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::write(laptop.token_file(), format!("{}\n", "ab".repeat(32))).unwrap();
+    std::fs::set_permissions(laptop.token_file(), std::fs::Permissions::from_mode(0o600)).unwrap();
+    let r = laptop
+        .rcmd(&["client", "--accept-new", &addr, "--", "echo in"], b"")
+        .await;
+    r.expect_code(255);
+    let err = r.stderr_str();
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with("rcmd: server: authentication failed")),
+        "{r}"
+    );
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with("rcmd: this user's own token was held back on purpose")),
+        "{r}"
+    );
+    assert!(
+        !err.contains("\\n") && !err.contains("\\'"),
+        "escaped advice: {r}"
+    );
 }

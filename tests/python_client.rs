@@ -128,3 +128,47 @@ async fn python_client_refuses_plaintext_beyond_loopback() {
     assert!(!r.stderr_str().contains("refusing --plaintext"), "{r}");
     assert!(r.stderr_str().contains("unreachable"), "{r}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_client_never_sends_the_same_user_token_in_the_clear() {
+    // Whoever listens on a loopback port first (another local user) would read it, as
+    // `rcmd client --plaintext` refuses to let happen, however the token is given.
+    let home = RcmdHome::new();
+    let _server = home.server(&[]).await; // makes the same-user token
+    let own = std::fs::read_to_string(home.token_file()).unwrap();
+    let impostor = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = impostor.local_addr().unwrap().port();
+    let (heard, seen) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::Read;
+        let (mut conn, _) = impostor.accept().unwrap();
+        let mut hello = [0u8; 74];
+        let n = conn.read(&mut hello).unwrap_or(0);
+        let _ = heard.send(hello[..n].to_vec());
+    });
+    let script = common::peer("scripts/rcmd_client.py");
+    let port = port.to_string();
+    let r = common::run_env(
+        "python3",
+        &[&script, "127.0.0.1", &port, "true", "--plaintext"],
+        b"",
+        &[
+            ("RCMD_HOME", home.path().to_str().unwrap()),
+            ("RCMD_TOKEN", own.trim()),
+        ],
+    )
+    .await;
+    assert_ne!(r.code, Some(0), "{r}");
+    assert!(
+        r.stderr_str()
+            .contains("refusing to send this user's own token"),
+        "{r}"
+    );
+    if let Ok(bytes) = seen.try_recv() {
+        let sent = String::from_utf8_lossy(&bytes);
+        assert!(
+            !sent.contains(own.trim()),
+            "the token reached the listener: {r}"
+        );
+    }
+}

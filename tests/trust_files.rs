@@ -54,6 +54,46 @@ async fn fan_out_refuses_plaintext_beyond_loopback_before_connecting() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cp_to_many_hosts_refuses_plaintext_beyond_loopback_before_connecting() {
+    // As for `rcmd client -H`: an upload or a download to many hosts carries the token too.
+    if std::process::Command::new("unshare")
+        .args(["-n", "true"])
+        .status()
+        .map_or(true, |s| !s.success())
+    {
+        eprintln!("skipped: `unshare -n` is not allowed here");
+        return;
+    }
+    let home = RcmdHome::new();
+    let files = tempfile::tempdir().unwrap();
+    let src = files.path().join("f");
+    std::fs::write(&src, b"x").unwrap();
+    let dst = files.path().join("got");
+    for paths in [[src.to_str().unwrap(), ":f"], [":f", dst.to_str().unwrap()]] {
+        let mut args = vec![
+            "-n",
+            common::rcmd_bin(),
+            "cp",
+            "--plaintext",
+            "--token",
+            "t",
+            "-H",
+            "127.0.0.1:9,192.0.2.10:9000",
+        ];
+        args.extend(paths);
+        let r = common::run_env(
+            "unshare",
+            &args,
+            b"",
+            &[("RCMD_HOME", home.path().to_str().unwrap())],
+        )
+        .await;
+        refused_saying(&r, 255, "refusing --plaintext to 192.0.2.10:9000");
+        assert!(!r.stderr_str().contains("unreachable"), "{r}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_user_token_is_not_sent_in_the_clear_even_when_given() {
     let home = RcmdHome::new();
     let server = home.server(&["--plaintext"]).await; // makes the same-user token

@@ -151,6 +151,12 @@ pub enum ClientError {
     HandshakeTimeout(Duration),
     /// The TLS handshake failed, or the server is not the one we trust.
     Trust(crate::tls::TrustError),
+    /// The server at `host` refused us for want of a token, after this user's own was
+    /// held back on purpose (the server is not this user's own).
+    TokenHeldBack {
+        refusal: String,
+        host: String,
+    },
 }
 
 impl fmt::Display for ClientError {
@@ -201,6 +207,13 @@ impl fmt::Display for ClientError {
                 after.as_secs_f64()
             ),
             ClientError::Trust(e) => write!(f, "{e}"),
+            // The server's words escaped, as always; our own advice on a line of its own.
+            ClientError::TokenHeldBack { refusal, host } => write!(
+                f,
+                "server: {}\n{}",
+                crate::printable::printable(refusal.as_bytes()),
+                held_back_advice(host)
+            ),
         }
     }
 }
@@ -466,8 +479,13 @@ pub async fn run_connection<O: Write, E: Write>(
             framed::run(traced(stream, config), None, config, input, out)
                 .await
                 .map_err(|e| match e {
-                    ClientError::Server(m) if held_back && m.starts_with(AUTH_FAILED) => {
-                        ClientError::Server(format!("{m}\n{}", held_back_advice(&connection.host)))
+                    ClientError::Server(refusal)
+                        if held_back && refusal.starts_with(AUTH_FAILED) =>
+                    {
+                        ClientError::TokenHeldBack {
+                            refusal,
+                            host: connection.host.clone(),
+                        }
                     }
                     e => e,
                 })

@@ -12,8 +12,14 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 
 /// Starts the tutorial's Python server in `mode`; returns it and its address.
 async fn python_server(mode: &str, fmt: &str) -> (tokio::process::Child, String) {
+    python_server_with(&[mode, fmt]).await
+}
+
+/// [`python_server`] with all its arguments: MODE [FMT [WORD]].
+async fn python_server_with(args: &[&str]) -> (tokio::process::Child, String) {
     let mut child = tokio::process::Command::new("python3")
-        .args([&peer("tests/peers/tutorial_server.py"), mode, fmt])
+        .arg(peer("tests/peers/tutorial_server.py"))
+        .args(args)
         .stdout(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
@@ -260,8 +266,6 @@ async fn tutorial_length_ack_client_talks_to_rcmd_server() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rcmd_length_ack_client_talks_to_tutorial_server() {
     let (_server, addr) = python_server("length-ack", "i").await;
-    // No command with empty output: the tutorial's server then reads our `ready` and the
-    // next command as one (its own sticky-packet bug) and waits forever.
     let r = rcmd(
         &["client", &addr, "--protocol", "length-ack"],
         b"echo hello\nseq 1 2000\nls /nonexistent-rcmd-test\necho last\n",
@@ -297,6 +301,45 @@ seq 1 3
             .contains("client send  10 bytes, no header  b'recv_ready'"),
         "{r}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rcmd_length_ack_client_survives_empty_replies_from_tutorial_server() {
+    // After `true` the tutorial's server waits in recv(1024) for our answer and sends
+    // nothing after it: had the answer and `echo hi` arrived together, it would take both
+    // for the answer and wait forever for a command. The race went the wrong way in most
+    // runs, so run it many times.
+    for round in 0..20 {
+        let (_server, addr) = python_server("length-ack", "i").await;
+        let r = rcmd(
+            &["client", &addr, "--protocol", "length-ack"],
+            b"true\ntrue\necho hi\n",
+        )
+        .await;
+        r.expect_code(0);
+        assert_eq!(r.stdout_str(), "hi\n", "round {round}\n{r}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rcmd_length_ack_client_answers_the_word_the_server_expects() {
+    // A copy of the tutorial that checks `if data == b'ok'`.
+    let (_server, addr) = python_server_with(&["length-ack-strict", "i", "ok"]).await;
+    let r = rcmd(
+        &["client", &addr, "--protocol", "length-ack", "--ack", "ok", "--trace"],
+        b"echo hello\nseq 1 3\n",
+    )
+    .await;
+    r.expect_code(0);
+    assert_eq!(r.stdout_str(), "hello\n1\n2\n3\n", "{r}");
+    assert!(
+        r.stderr_str().contains("client send  2 bytes, no header  b'ok'"),
+        "{r}"
+    );
+    // Where there is no answer to give, the word is refused rather than ignored.
+    let r = rcmd(&["client", &addr, "--protocol", "classic", "--ack", "ok"], b"").await;
+    r.expect_code(255);
+    assert!(r.stderr_str().contains("--ack"), "{r}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

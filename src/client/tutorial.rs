@@ -14,7 +14,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::{ClientConfig, ClientError, Input, Output};
 use crate::wire::sniff::{self, PROBE};
-use crate::wire::tutorial::{check_command_len, parse_length, JsonHeader, ACK, MAX_DIGITS};
+use crate::wire::tutorial::{check_command_len, parse_length, JsonHeader, MAX_DIGITS};
 use crate::wire::Protocol;
 
 const COPY_CHUNK: usize = 64 * 1024;
@@ -26,15 +26,25 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite + Unpin, O: Write, E: Write>(
     out: &mut Output<O, E>,
 ) -> Result<i32, ClientError> {
     let mut last = 0;
+    // Set after an empty length-ack reply: the next command waits until then.
+    let mut hold_until = None;
     input.ready();
     while let Some(line) = input.next().await {
         // The server would read only --recv-size bytes and run them: a different command.
         check_command_len(line.len(), config.wire.recv_size).map_err(ClientError::Usage)?;
+        if let Some(at) = hold_until.take() {
+            tokio::time::sleep_until(at).await;
+        }
         stream.write_all(&line).await?;
         last = match config.wire.protocol {
             Protocol::Naive => naive_reply(&mut stream, config, out).await?,
             Protocol::JsonHeader => json_reply(&mut stream, config, out).await?,
-            Protocol::LengthAck => length_ack_reply(&mut stream, config, out).await?,
+            Protocol::LengthAck => {
+                if length_ack_reply(&mut stream, config, out).await? == 0 {
+                    hold_until = Some(tokio::time::Instant::now() + config.ack_settle);
+                }
+                0
+            }
             _ => classic_reply(&mut stream, config, out).await?,
         };
         input.replied();
@@ -194,11 +204,17 @@ async fn classic_reply<S: AsyncRead + AsyncWrite + Unpin, O: Write, E: Write>(
     Ok(0)
 }
 
+/// Reads one length-ack reply and returns its length.
+///
+/// After an empty reply nothing comes back to show that the server has read our answer,
+/// and a server that reads the answer and the next command in one `recv` (the tutorial's)
+/// takes the command for part of the answer and waits forever for another. So the caller
+/// holds the next command for [`ClientConfig::ack_settle`] after an empty reply.
 async fn length_ack_reply<S: AsyncRead + AsyncWrite + Unpin, O: Write, E: Write>(
     stream: &mut S,
     config: &ClientConfig,
     out: &mut Output<O, E>,
-) -> Result<i32, ClientError> {
+) -> Result<u64, ClientError> {
     // The tutorial: `length = int(recv(1024))`, `send(b'recv_ready')`, then recv until length.
     // The server waits for our answer, so the first read holds the digits and nothing else
     // (a refusal, sent in one go, has its message right after them).
@@ -230,7 +246,7 @@ async fn length_ack_reply<S: AsyncRead + AsyncWrite + Unpin, O: Write, E: Write>
         .len()
         .min(usize::try_from(len).unwrap_or(usize::MAX))];
     if already.is_empty() {
-        stream.write_all(ACK).await?;
+        stream.write_all(&config.ack).await?;
     } else {
         out.out(already)?;
     }
@@ -240,7 +256,7 @@ async fn length_ack_reply<S: AsyncRead + AsyncWrite + Unpin, O: Write, E: Write>
         out.out(b)
     })
     .await?;
-    Ok(0)
+    Ok(len)
 }
 
 /// How long a length-ack client gathers a reply that is not a length, to judge it.

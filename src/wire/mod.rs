@@ -37,6 +37,11 @@ impl Protocol {
         }
     }
 
+    /// Whether the server sends the length and then waits for the client's answer.
+    pub fn waits_for_ack(self) -> bool {
+        matches!(self, Protocol::LengthAck)
+    }
+
     /// The name used on the command line.
     pub fn name(self) -> &'static str {
         match self {

@@ -357,6 +357,16 @@ async fn rcmd_length_ack_client_and_server_agree() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn length_ack_server_sends_the_output_in_one_write() {
+    // A learner's client that takes the output with one recv(n): stderr and stdout sent
+    // in two writes gave it a short read now and then, and its next length read hit output.
+    let addr = start_server(config(Protocol::LengthAck, "i")).await;
+    let script = "echo out; echo err >&2\n".repeat(60);
+    let (_, replies) = python_client("length-ack-once", addr, "i", &script).await;
+    assert_eq!(replies, vec![b"err\nout\n".to_vec(); 60]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn length_ack_server_sends_the_output_only_once_answered() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let addr = start_server(config(Protocol::LengthAck, "i")).await;

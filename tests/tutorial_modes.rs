@@ -343,6 +343,61 @@ async fn rcmd_length_ack_client_answers_the_word_the_server_expects() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rcmd_struct_ack_client_talks_to_tutorial_server() {
+    for fmt in ["i", "!I"] {
+        let (_server, addr) = python_server_with(&["struct-ack", fmt, "recv_ready"]).await;
+        let r = rcmd(
+            &["client", &addr, "--protocol", "struct-ack", "--header", fmt],
+            b"echo out; echo err >&2\ntrue\nseq 1 2000\ntrue\necho last\n",
+        )
+        .await;
+        r.expect_code(0);
+        let mut expected = b"err\nout\n".to_vec();
+        expected.extend(seq_output(2000));
+        expected.extend(b"last\n");
+        assert_eq!(r.stdout, expected, "{r}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tutorial_struct_ack_client_talks_to_rcmd_server() {
+    for fmt in ["i", ">H"] {
+        let addr = start_server(config(Protocol::StructAck, fmt)).await;
+        let (_, replies) = python_client(
+            "struct-ack",
+            addr,
+            fmt,
+            "echo hello; echo oops >&2\nseq 1 2000\ntrue\necho after\n",
+        )
+        .await;
+        assert_eq!(
+            replies,
+            vec![
+                b"oops\nhello\n".to_vec(),
+                seq_output(2000),
+                Vec::new(),
+                b"after\n".to_vec()
+            ]
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn struct_ack_server_sends_the_output_only_once_answered() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = start_server(config(Protocol::StructAck, "!I")).await;
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    conn.write_all(b"echo hello").await.unwrap();
+    let mut head = [0u8; 4];
+    conn.read_exact(&mut head).await.unwrap();
+    assert_eq!(head, [0, 0, 0, 6]);
+    conn.write_all(b"recv_ready").await.unwrap();
+    let mut body = [0u8; 6];
+    conn.read_exact(&mut body).await.unwrap();
+    assert_eq!(&body, b"hello\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rcmd_length_ack_client_and_server_agree() {
     let addr = start_server(config(Protocol::LengthAck, "i"))
         .await

@@ -356,7 +356,7 @@ async fn spool_reply(
     match reply_head(&wire, stdout.len(), stderr.len(), status.exit_code()) {
         Ok(head) => {
             wr.write_all(&head).await?;
-            if wire.protocol == Protocol::LengthAck {
+            if wire.protocol.waits_for_ack() {
                 match await_ack(rd, config, stop).await? {
                     Some(next) => *carried = next,
                     None => return Ok(None),

@@ -8,6 +8,8 @@ Usage: tutorial_server.py MODE [FMT [WORD]]
                     the same, but the output is sent only if the answer is exactly
                     b'recv_ready' (or WORD), as the tutorial's own copy checks
         classic  struct.pack(FMT, total) then the output (the fix)
+        struct-ack  struct.pack(FMT, total), wait for b'recv_ready' (or WORD), then
+                    the output, as learners' code mixing the two fixes does
         json     struct.pack(FMT, len(header)), a JSON header, then the output
   FMT   struct format of the length header, default 'i'
 
@@ -55,6 +57,11 @@ while True:
         if data == word:
             conn.sendall(stderr)
             conn.sendall(stdout)
+    elif mode == 'struct-ack':
+        conn.send(struct.pack(fmt, len(stdout) + len(stderr)))
+        data = conn.recv(1024)
+        if data == word:
+            conn.sendall(stderr + stdout)
     elif mode == 'classic':
         conn.sendall(struct.pack(fmt, len(stdout) + len(stderr)))
         conn.sendall(stdout)

@@ -326,18 +326,31 @@ async fn rcmd_length_ack_client_answers_the_word_the_server_expects() {
     // A copy of the tutorial that checks `if data == b'ok'`.
     let (_server, addr) = python_server_with(&["length-ack-strict", "i", "ok"]).await;
     let r = rcmd(
-        &["client", &addr, "--protocol", "length-ack", "--ack", "ok", "--trace"],
+        &[
+            "client",
+            &addr,
+            "--protocol",
+            "length-ack",
+            "--ack",
+            "ok",
+            "--trace",
+        ],
         b"echo hello\nseq 1 3\n",
     )
     .await;
     r.expect_code(0);
     assert_eq!(r.stdout_str(), "hello\n1\n2\n3\n", "{r}");
     assert!(
-        r.stderr_str().contains("client send  2 bytes, no header  b'ok'"),
+        r.stderr_str()
+            .contains("client send  2 bytes, no header  b'ok'"),
         "{r}"
     );
     // Where there is no answer to give, the word is refused rather than ignored.
-    let r = rcmd(&["client", &addr, "--protocol", "classic", "--ack", "ok"], b"").await;
+    let r = rcmd(
+        &["client", &addr, "--protocol", "classic", "--ack", "ok"],
+        b"",
+    )
+    .await;
     r.expect_code(255);
     assert!(r.stderr_str().contains("--ack"), "{r}");
 }

@@ -183,7 +183,9 @@ pub(super) fn run(mut args: ClientArgs) -> Result<i32, Failure> {
         // Only a single host's output goes straight to our stdout.
         splice_stdout: args.fanout.hosts.is_none() && !args.no_splice,
         trace: args.trace,
-        ack: args.ack.map_or(crate::wire::tutorial::ACK.to_vec(), String::into_bytes),
+        ack: args
+            .ack
+            .map_or(crate::wire::tutorial::ACK.to_vec(), String::into_bytes),
         ..ClientConfig::new(wire.protocol)
     };
     if let Some(list) = &args.fanout.hosts {

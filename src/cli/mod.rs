@@ -10,6 +10,7 @@ mod fanout;
 mod keys;
 mod known_hosts;
 mod man;
+mod routes;
 mod server;
 mod supervise;
 mod tls;
@@ -67,7 +68,7 @@ enum Command {
 }
 
 /// The wire settings; both ends must use the same ones.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 struct WireArgs {
     /// Wire mode; see PROTOCOL.md for each byte.
     #[arg(long, value_enum, default_value_t = Protocol::Framed)]

@@ -3,7 +3,10 @@
 //! For each case and stage a timeline drawn in inline SVG: the server's bytes on one lane,
 //! the client's recv calls on the other, each byte coloured by the command it belongs
 //! to, every header highlighted and decoded beside its bytes, and what each recv returned
-//! shown below it, in Python's bytes notation. No scripts and nothing fetched: the page
+//! shown below it, in Python's bytes notation (a run of one byte as Python repeats it),
+//! and under each timeline the verdict on each command's reply. Where requests were
+//! pipelined, a timeline before it draws them the other way round: the client's sends on
+//! top, the server's recv calls below (`data-row="requests"`). No scripts and nothing fetched: the page
 //! opens from disk anywhere. Every drawn read is a `rect.read` with `data-read`, and each
 //! timeline says how many it holds in `data-reads`; every header is a `rect.head` with
 //! `data-head`, decoded by the `text.decode` with the same `data-for`, so a test can

@@ -34,7 +34,8 @@ use crate::wire::{Protocol, Wire, DEFAULT_RECV_SIZE};
 pub enum Case {
     /// Receiver side: a reply longer than the read buffer bleeds into the next
     Recv,
-    /// Sender side: replies that arrive before a read come out as one blob
+    /// Sender side: replies that arrive before a read come out as one blob, and
+    /// pipelined requests reach the server as one command line
     Send,
     /// One reply spread over several reads (拆包): where the learner's loop stops
     Split,

@@ -200,3 +200,30 @@ async fn rcmd_cp_reaches_aliases_alone_and_in_a_list() {
     }
     assert!(!m.client.path().join("known_hosts").exists(), "{r}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_wire_options_come_from_the_file_under_the_command_line() {
+    let server_home = RcmdHome::new();
+    let server = server_home
+        .server(&["--protocol", "classic", "--header", "<H"])
+        .await;
+    let client = client_with(&format!(
+        "Host lesson\n    HostName 127.0.0.1\n    Port {}\n    Protocol classic\n    \
+         Header <H\n",
+        server.addr.port()
+    ));
+    let r = client
+        .rcmd(&["client", "lesson", "--", "echo classic"], b"")
+        .await;
+    r.expect_code(0);
+    assert_eq!(r.stdout_str(), "classic\n", "{r}");
+    // The command line wins over the file: with --naive the reply is not read as classic.
+    let r = client
+        .rcmd(&["client", "--naive", "lesson", "--", "echo classic"], b"")
+        .await;
+    r.expect_code(255);
+    assert!(
+        r.stderr_str().contains("the server speaks `classic`"),
+        "{r}"
+    );
+}

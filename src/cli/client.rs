@@ -301,15 +301,15 @@ fn apply_settings(args: &mut ClientArgs, addr: &str) -> Result<String, Failure> 
 }
 
 /// The settings file's `Fingerprint`, `TokenFile`, `IdentityFile`, `ConnectTimeout`,
-/// `SendEnv`, `SetEnv` and `Header` for one host, where the command line gave none.
+/// `SendEnv`, `SetEnv` and wire options for one host, where the command line gave none.
 fn apply_host_settings(args: &mut ClientArgs, s: HostSettings) {
+    args.wire.default_to(&s);
     args.tls.default_fingerprint(s.fingerprint);
     args.tls.default_key(s.identity_file);
     if std::env::var_os("RCMD_TOKEN").is_none() {
         args.token.default_file(s.token_file);
     }
     args.fanout.connect_timeout = args.fanout.connect_timeout.or(s.connect_timeout);
-    args.wire.header = args.wire.header.or(s.header);
     for pattern in &s.send_env {
         for (name, _) in std::env::vars_os() {
             let name = name.to_string_lossy();

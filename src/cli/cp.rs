@@ -194,7 +194,7 @@ fn address(host: &str, port: Option<u16>, settings: &HostSettings) -> String {
 }
 
 /// The settings file's `Fingerprint`, `TokenFile`, `IdentityFile`, `ConnectTimeout` and
-/// `Header` for one host, where the command line gave none (as for `rcmd client`).
+/// wire options for one host, where the command line gave none (as for `rcmd client`).
 fn apply_host_settings(args: &mut CpArgs, s: &HostSettings) {
     args.tls.default_fingerprint(s.fingerprint);
     args.tls.default_key(s.identity_file.clone());
@@ -202,7 +202,7 @@ fn apply_host_settings(args: &mut CpArgs, s: &HostSettings) {
         args.token.default_file(s.token_file.clone());
     }
     args.connect_timeout = args.connect_timeout.or(s.connect_timeout);
-    args.wire.header = args.wire.header.or(s.header);
+    args.wire.default_to(s);
 }
 
 /// How to reach a server, from the command line (with the host's settings applied).

@@ -48,9 +48,64 @@ pub fn py_bytes(bytes: &[u8], max: usize) -> String {
     format!("b{quote}{body}{quote}{ellipsis}")
 }
 
+/// Shortest run of one byte that [`py_preview`] writes as a repetition.
+const RUN: usize = 4;
+
+/// [`py_bytes`] for a short preview, with runs of one byte written as Python repeats
+/// them (`b' ' * 1023 + b'x\n'`), so a reply of spaces does not show as a `b'` and a `'`
+/// far apart. About `max` characters between quotes in all; a longer preview ends with `…`.
+pub fn py_preview(bytes: &[u8], max: usize) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut room = max;
+    let mut rest = bytes;
+    let mut cut = false;
+    while !rest.is_empty() {
+        let run = rest.iter().take_while(|&&b| b == rest[0]).count();
+        let (part, used, took) = if run >= RUN {
+            let one = py_bytes(&rest[..1], 4);
+            (format!("{one} * {run}"), one.len() - 3, run)
+        } else {
+            // Up to the next run worth repeating.
+            let plain = (0..rest.len())
+                .find(|&k| rest[k..].iter().take_while(|&&b| b == rest[k]).count() >= RUN)
+                .unwrap_or(rest.len());
+            let part = py_bytes(&rest[..plain], room);
+            let used = part.trim_end_matches('…').len().saturating_sub(3);
+            if part.ends_with('…') {
+                parts.push(part);
+                return parts.join(" + ");
+            }
+            (part, used, plain)
+        };
+        if used > room && !parts.is_empty() {
+            cut = true;
+            break;
+        }
+        room = room.saturating_sub(used);
+        parts.push(part);
+        rest = &rest[took..];
+    }
+    let joined = parts.join(" + ");
+    if cut {
+        format!("{joined} + …")
+    } else {
+        joined
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{printable, py_bytes};
+    use super::{printable, py_bytes, py_preview};
+
+    #[test]
+    fn previews_write_runs_as_python_repeats_them() {
+        let spaces = [vec![b' '; 1023], b"x\n".to_vec()].concat();
+        assert_eq!(py_preview(&spaces, 16), "b' ' * 1023 + b'x\\n'");
+        assert_eq!(py_preview(b"hello\n", 16), "b'hello\\n'");
+        assert_eq!(py_preview(b"abcabcabcabcabcabcabc", 8), "b'abcabcab'…");
+        // Each part is what Python evaluates back to the bytes.
+        assert_eq!(py_preview(b"ab    cd", 16), "b'ab' + b' ' * 4 + b'cd'");
+    }
 
     #[test]
     fn py_bytes_is_pythons_repr() {

@@ -31,9 +31,12 @@ async fn sticky_summary_is_the_same_on_every_run() {
         );
         assert!(naive["misattributed_bytes"].as_u64().unwrap() > 0, "{v}");
         for stage in ["length_ack", "classic", "framed"] {
-            assert_eq!(v[stage]["wrong"], 0, "{v}");
+            // The tutorial's fixes go wrong only where requests stuck together.
+            assert_eq!(v[stage]["wrong"], v[stage]["wrong_pipelined"], "{v}");
             assert_eq!(v[stage]["misattributed_bytes"], 0, "{v}");
         }
+        assert_eq!(v["framed"]["wrong"], 0, "{v}");
+        assert_eq!(v["classic"]["wrong_pipelined"], 3, "{v}");
         match &first {
             None => first = Some(v),
             Some(f) => assert_eq!(&v, f, "the demo must not depend on timing"),
@@ -62,8 +65,42 @@ async fn sender_side_case_merges_replies_into_one_read() {
     r.expect_code(0);
     let out = r.stdout_str();
     assert!(out.contains("waits: nothing queued, nothing coming"), "{r}");
-    assert!(out.contains("framed      3 of 3 correct"), "{r}");
+    assert!(out.contains("framed      6 of 6 correct"), "{r}");
     assert!(out.contains("all 3 replies in 1 read of up to 1024"), "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_requests_stick_together_on_the_servers_side_but_frames_survive() {
+    let r = rcmd(&["demo", "sticky", "--case", "send"], b"").await;
+    r.expect_code(0);
+    let out = r.stdout_str();
+    let pipelined = out
+        .find("requests that arrive before the server reads")
+        .expect("the pipelined half");
+    let half = &out[pipelined..];
+    // Every tutorial stage gets the same pipelined sends, and the server's one recv
+    // reads them as one command line.
+    let server_read = "server recv(1024) → 38 bytes: 10 of #1, 3 of #2, 25 of #3";
+    assert_eq!(half.matches(server_read).count(), 3, "{r}");
+    assert_eq!(
+        half.matches("ran it; this is that command's output")
+            .count(),
+        3,
+        "{r}"
+    );
+    assert!(
+        half.contains("b'hellopwdls /nonexistent-rcmd-demo\\n'"),
+        "{r}"
+    );
+    // rcmd's framing keeps them apart.
+    assert!(
+        half.contains("the server decodes 3 'R' frames from it: one command each"),
+        "{r}"
+    );
+    for stage in ["length-ack", "classic"] {
+        let line = format!("{stage:<11} 3 of 6 wrong: pipelined requests ran as one command");
+        assert!(out.contains(&line), "{line:?}\n{r}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -213,10 +250,15 @@ async fn the_text_teaches_before_it_is_needed() {
     let out = r.stdout_str();
     let legend = out.find("recv(N)").expect("legend");
     assert!(
-        legend < out.find("━━ 1 of 3").unwrap(),
+        legend < out.find("━━ 1 of 4").unwrap(),
         "legend first\n{out}"
     );
     assert!(out.contains("b'' only when the"), "Python's words\n{out}");
+    // Every part of a bar, its unread tail included.
+    assert!(
+        out.contains("after the last | were sent but never read"),
+        "{out}"
+    );
     // The tag byte explained where the length is shown.
     assert!(
         out.contains("3894 = 1 tag byte 'O' (stdout) + 3893 bytes"),
@@ -377,7 +419,7 @@ async fn step_shows_each_read_right_after_its_enter() {
     assert!(status.success(), "{rest:#?}");
     assert!(
         rest.iter()
-            .any(|l| l.starts_with("framed      3 of 3 correct")),
+            .any(|l| l.starts_with("framed      6 of 6 correct")),
         "{rest:#?}"
     );
 }
@@ -389,8 +431,11 @@ async fn step_without_input_runs_everything() {
     r.expect_code(0);
     assert_eq!(r.stderr_str().matches("press Enter").count(), 1, "{r}");
     assert!(r.stderr_str().contains("running the rest"), "{r}");
-    // naive 3 reads, length-ack 3 × 2, classic 3 × 2, framed 1: each shown.
-    assert_eq!(r.stdout_str().matches('▸').count(), 16, "{r}");
+    // One at a time: naive 3 reads, length-ack 3 × 2, classic 3 × 2, framed 1. Pipelined:
+    // naive 2, length-ack and classic 3 each (the last waits), framed 1. Each shown.
+    assert_eq!(r.stdout_str().matches('▸').count(), 16 + 9, "{r}");
+    // And every send: 3 commands per stage and case, and length-ack's 3 + 1 answers.
+    assert_eq!(r.stdout_str().matches('◂').count(), 2 * 4 * 3 + 4, "{r}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -404,10 +449,13 @@ async fn step_shows_the_ack_and_says_framed_reads_vary() {
     let ack = at("  ◂ length-ack #1: send(b'recv_ready')");
     let body = at("  ▸ length-ack #1: recv(6) → 6 bytes b'hello\\n'\n");
     assert!(length < ack && ack < body, "{r}");
-    assert_eq!(out.matches("◂ length-ack").count(), 3, "{r}");
-    // framed: said once where its reads start, since their sizes depend on timing.
+    assert_eq!(out.matches("send(b'recv_ready'): now").count(), 4, "{r}");
+    // The commands' sends are shown too, each before the reads of its reply.
+    let send = at("  ◂ naive #1: send(b'echo hello')\n");
+    assert!(send < at("  ▸ naive #1"), "{r}");
+    // framed: said where its reads start, since their sizes depend on timing.
     let varies = "reads vary between runs";
-    assert_eq!(out.matches(varies).count(), 1, "{r}");
+    assert_eq!(out.matches(varies).count(), 2, "{r}");
     assert!(
         at("framed     ") < at(varies) && at(varies) < at("  ▸ framed #1"),
         "{r}"
@@ -547,5 +595,14 @@ async fn bad_numbers_are_explained_in_words_not_rust_ranges() {
         let err = r.stderr_str();
         assert!(err.contains(said), "{r}");
         assert!(!err.contains("..") && !err.contains("invalid digit"), "{r}");
+        // --help states the same range before anyone runs into it.
+        let help = common::rcmd(&[args[0], args[1], "--help"], b"").await;
+        let range = said.split(" must be ").nth(1).unwrap();
+        let flat = help
+            .stdout_str()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert!(flat.contains(range), "{range:?} not in\n{help}");
     }
 }

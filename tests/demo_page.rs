@@ -94,7 +94,8 @@ fn every_header_decoded(html: &str) {
     }
 }
 
-/// The `data-reads` of each timeline and the reads drawn in it, by (case, stage).
+/// The `data-reads` of each timeline and the reads drawn in it, by (case, stage), with
+/// the row (`replies`, or `requests` for the server's reads) in the stage's name.
 fn timelines(dom: &str) -> Vec<(String, String, usize, usize)> {
     dom.split("<svg")
         .skip(1)
@@ -105,9 +106,13 @@ fn timelines(dom: &str) -> Vec<(String, String, usize, usize)> {
                 body[at..at + body[at..].find('"').unwrap()].to_string()
             };
             let drawn = body.matches("class=\"read").count();
+            let stage = match attr("data-row").as_str() {
+                "replies" => attr("data-stage"),
+                row => format!("{} {row}", attr("data-stage")),
+            };
             (
                 attr("data-case"),
-                attr("data-stage"),
+                stage,
                 attr("data-reads").parse().unwrap(),
                 drawn,
             )
@@ -166,8 +171,9 @@ async fn page_renders_in_chromium_with_every_read_drawn() {
     let drawn = timelines(&dom);
     assert_eq!(
         drawn.len(),
-        3 * 4,
-        "a timeline per case and stage: {drawn:?}"
+        4 * 4 + 4,
+        "a timeline per case and stage, and the server's reads of pipelined requests: \
+         {drawn:?}"
     );
     for (case, stage, said, seen) in &drawn {
         assert_eq!(said, seen, "{case}/{stage}: reads said and drawn");
@@ -187,8 +193,31 @@ async fn page_renders_in_chromium_with_every_read_drawn() {
     assert_eq!(reads("split", "naive"), 5);
     // classic: recv(4) then ceil(n / 1024) reads, per command.
     assert_eq!(reads("recv", "classic"), 5 + 2 + 2 + 2);
-    // framed, pipelined: the three replies are in one read.
+    // framed, read at the end: the three replies are in one read.
     assert_eq!(reads("send", "framed"), 1);
+    // Pipelined: each server's one recv reads all three requests. Without request
+    // framing the client's first read is the one reply, the next waits; framed reads all
+    // three replies at once.
+    for stage in ["naive", "length-ack", "classic", "framed"] {
+        assert_eq!(reads("send-pipelined", &format!("{stage} requests")), 1);
+    }
+    assert_eq!(reads("send-pipelined", "naive"), 2);
+    assert_eq!(reads("send-pipelined", "classic"), 3);
+    assert_eq!(reads("send-pipelined", "framed"), 1);
+    // A verdict under every timeline, per command.
+    // Per case, its commands times four stages: 4, 3, 3 and 2 commands.
+    assert_eq!(
+        html.matches("<li class=").count(),
+        4 * (4 + 3 + 3 + 2),
+        "{html}"
+    );
+    assert!(html.contains("WRONG: stopped early"), "{html}");
+    // Chinese terms carry English beside them.
+    assert!(
+        html.contains("粘包</span> zhānbāo, \"sticky packets\""),
+        "{html}"
+    );
+    assert!(html.contains("拆包</span> (split packets)"), "{html}");
 }
 
 #[tokio::test]
@@ -208,9 +237,14 @@ async fn page_shows_bytes_as_python_does() {
         "int(b'2048') = 2048",
         // What the second command's first recv returned.
         "b'1\\n2\\n3\\n4\\n5\\n6'…",
+        // The first command's spaces, as Python repeats them.
+        ">b' ' * 1024<",
+        ">b' ' * 1022 + b'x\\n'<",
     ] {
         assert!(html.contains(python), "{python} in\n{html}");
     }
+    // Never a quote far from its b'.
+    assert!(!html.contains("b'    "), "{html}");
     assert!(!html.contains("\\u{"), "no Rust escapes");
 }
 
@@ -238,7 +272,7 @@ async fn writing_the_page_is_said() {
     let page = dir.path().join("page.html");
     let r = rcmd(&["demo", "sticky", "--html", page.to_str().unwrap()], b"").await;
     r.expect_code(0);
-    let said = format!("wrote {} (3 cases, open it in a browser)\n", page.display());
+    let said = format!("wrote {} (4 cases, open it in a browser)\n", page.display());
     assert!(r.stderr_str().ends_with(&said), "{r}");
     let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
     assert_eq!(names.len(), 1, "the page and nothing else: {names:?}");

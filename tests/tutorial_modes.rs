@@ -12,8 +12,14 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 
 /// Starts the tutorial's Python server in `mode`; returns it and its address.
 async fn python_server(mode: &str, fmt: &str) -> (tokio::process::Child, String) {
+    python_server_with(&[mode, fmt]).await
+}
+
+/// [`python_server`] with all its arguments: MODE [FMT [WORD]].
+async fn python_server_with(args: &[&str]) -> (tokio::process::Child, String) {
     let mut child = tokio::process::Command::new("python3")
-        .args([&peer("tests/peers/tutorial_server.py"), mode, fmt])
+        .arg(peer("tests/peers/tutorial_server.py"))
+        .args(args)
         .stdout(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
@@ -260,8 +266,6 @@ async fn tutorial_length_ack_client_talks_to_rcmd_server() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rcmd_length_ack_client_talks_to_tutorial_server() {
     let (_server, addr) = python_server("length-ack", "i").await;
-    // No command with empty output: the tutorial's server then reads our `ready` and the
-    // next command as one (its own sticky-packet bug) and waits forever.
     let r = rcmd(
         &["client", &addr, "--protocol", "length-ack"],
         b"echo hello\nseq 1 2000\nls /nonexistent-rcmd-test\necho last\n",
@@ -300,6 +304,113 @@ seq 1 3
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rcmd_length_ack_client_survives_empty_replies_from_tutorial_server() {
+    // After `true` the tutorial's server waits in recv(1024) for our answer and sends
+    // nothing after it: had the answer and `echo hi` arrived together, it would take both
+    // for the answer and wait forever for a command. The race went the wrong way in most
+    // runs, so run it many times.
+    for round in 0..20 {
+        let (_server, addr) = python_server("length-ack", "i").await;
+        let r = rcmd(
+            &["client", &addr, "--protocol", "length-ack"],
+            b"true\ntrue\necho hi\n",
+        )
+        .await;
+        r.expect_code(0);
+        assert_eq!(r.stdout_str(), "hi\n", "round {round}\n{r}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rcmd_length_ack_client_answers_the_word_the_server_expects() {
+    // A copy of the tutorial that checks `if data == b'ok'`.
+    let (_server, addr) = python_server_with(&["length-ack-strict", "i", "ok"]).await;
+    let r = rcmd(
+        &[
+            "client",
+            &addr,
+            "--protocol",
+            "length-ack",
+            "--ack",
+            "ok",
+            "--trace",
+        ],
+        b"echo hello\nseq 1 3\n",
+    )
+    .await;
+    r.expect_code(0);
+    assert_eq!(r.stdout_str(), "hello\n1\n2\n3\n", "{r}");
+    assert!(
+        r.stderr_str()
+            .contains("client send  2 bytes, no header  b'ok'"),
+        "{r}"
+    );
+    // Where there is no answer to give, the word is refused rather than ignored.
+    let r = rcmd(
+        &["client", &addr, "--protocol", "classic", "--ack", "ok"],
+        b"",
+    )
+    .await;
+    r.expect_code(255);
+    assert!(r.stderr_str().contains("--ack"), "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rcmd_struct_ack_client_talks_to_tutorial_server() {
+    for fmt in ["i", "!I"] {
+        let (_server, addr) = python_server_with(&["struct-ack", fmt, "recv_ready"]).await;
+        let r = rcmd(
+            &["client", &addr, "--protocol", "struct-ack", "--header", fmt],
+            b"echo out; echo err >&2\ntrue\nseq 1 2000\ntrue\necho last\n",
+        )
+        .await;
+        r.expect_code(0);
+        let mut expected = b"err\nout\n".to_vec();
+        expected.extend(seq_output(2000));
+        expected.extend(b"last\n");
+        assert_eq!(r.stdout, expected, "{r}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tutorial_struct_ack_client_talks_to_rcmd_server() {
+    for fmt in ["i", ">H"] {
+        let addr = start_server(config(Protocol::StructAck, fmt)).await;
+        let (_, replies) = python_client(
+            "struct-ack",
+            addr,
+            fmt,
+            "echo hello; echo oops >&2\nseq 1 2000\ntrue\necho after\n",
+        )
+        .await;
+        assert_eq!(
+            replies,
+            vec![
+                b"oops\nhello\n".to_vec(),
+                seq_output(2000),
+                Vec::new(),
+                b"after\n".to_vec()
+            ]
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn struct_ack_server_sends_the_output_only_once_answered() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = start_server(config(Protocol::StructAck, "!I")).await;
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    conn.write_all(b"echo hello").await.unwrap();
+    let mut head = [0u8; 4];
+    conn.read_exact(&mut head).await.unwrap();
+    assert_eq!(head, [0, 0, 0, 6]);
+    conn.write_all(b"recv_ready").await.unwrap();
+    let mut body = [0u8; 6];
+    conn.read_exact(&mut body).await.unwrap();
+    assert_eq!(&body, b"hello\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rcmd_length_ack_client_and_server_agree() {
     let addr = start_server(config(Protocol::LengthAck, "i"))
         .await
@@ -311,6 +422,16 @@ async fn rcmd_length_ack_client_and_server_agree() {
     .await;
     r.expect_code(0);
     assert_eq!(r.stdout_str(), "1\n2\n3\nx\n", "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn length_ack_server_sends_the_output_in_one_write() {
+    // A learner's client that takes the output with one recv(n): stderr and stdout sent
+    // in two writes gave it a short read now and then, and its next length read hit output.
+    let addr = start_server(config(Protocol::LengthAck, "i")).await;
+    let script = "echo out; echo err >&2\n".repeat(60);
+    let (_, replies) = python_client("length-ack-once", addr, "i", &script).await;
+    assert_eq!(replies, vec![b"err\nout\n".to_vec(); 60]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

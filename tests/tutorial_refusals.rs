@@ -20,9 +20,10 @@ use rcmd::wire::Protocol;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-const TUTORIAL_MODES: [Protocol; 4] = [
+const TUTORIAL_MODES: [Protocol; 5] = [
     Protocol::LengthAck,
     Protocol::Classic,
+    Protocol::StructAck,
     Protocol::JsonHeader,
     Protocol::Naive,
 ];
@@ -31,16 +32,19 @@ fn config(protocol: Protocol) -> ServerConfig {
     ServerConfig::new(protocol)
 }
 
-/// [`send_raw`], answering length-ack's length as its client would.
+/// [`send_raw`], answering length-ack's (or struct-ack's) length as its client would.
 async fn send_raw_answering(addr: SocketAddr, bytes: &[u8], protocol: Protocol) -> Vec<u8> {
-    if protocol != Protocol::LengthAck {
+    if !protocol.waits_for_ack() {
         return send_raw(addr, bytes).await;
     }
     let mut s = TcpStream::connect(addr).await.unwrap();
     s.write_all(bytes).await.unwrap();
     let mut digits = [0u8; 32];
     let n = s.read(&mut digits).await.unwrap();
-    assert!(n > 0 && digits[0].is_ascii_digit(), "{digits:?}");
+    assert!(
+        n > 0 && (protocol == Protocol::StructAck || digits[0].is_ascii_digit()),
+        "{digits:?}"
+    );
     s.write_all(b"recv_ready").await.unwrap();
     let mut reply = digits[..n].to_vec();
     let _ = tokio::time::timeout(common::PROCESS_DEADLINE, s.read_to_end(&mut reply))
@@ -273,7 +277,12 @@ fn long_touch(dir: &Path) -> (Vec<u8>, std::path::PathBuf) {
 async fn server_refuses_a_command_longer_than_recv_size() {
     let dir = tempfile::tempdir().unwrap();
     let (line, cut) = long_touch(dir.path());
-    for protocol in [Protocol::LengthAck, Protocol::Classic, Protocol::JsonHeader] {
+    for protocol in [
+        Protocol::LengthAck,
+        Protocol::Classic,
+        Protocol::StructAck,
+        Protocol::JsonHeader,
+    ] {
         let addr = start_server(config(protocol)).await;
         let reply = send_raw_answering(addr, &line, protocol).await;
         assert!(

@@ -38,6 +38,12 @@ pub(super) struct ClientArgs {
     #[arg(long)]
     trace: bool,
 
+    /// What to answer to each length in --protocol length-ack: the word the server
+    /// checks for (`if data == b'recv_ready'`), when a copy of the tutorial uses another
+    /// [default: recv_ready]
+    #[arg(long, value_name = "WORD", value_parser = ack_word)]
+    ack: Option<String>,
+
     /// Give the command an empty stdin instead of forwarding ours (as ssh -n)
     #[arg(short = 'n')]
     no_stdin: bool,
@@ -78,6 +84,16 @@ pub(super) struct ClientArgs {
         allow_hyphen_values = true
     )]
     command: Vec<String>,
+}
+
+/// An acknowledgement word: not empty (an empty send reaches no one, and the server would
+/// wait forever) and short enough for the server's one read.
+fn ack_word(word: &str) -> Result<String, String> {
+    match word.len() {
+        0 => Err("the word cannot be empty: the server waits for at least one byte".into()),
+        1..=64 => Ok(word.to_string()),
+        n => Err(format!("{n} bytes; at most 64")),
+    }
 }
 
 pub(super) fn run(mut args: ClientArgs) -> Result<i32, Failure> {
@@ -185,6 +201,13 @@ fn client_config(args: &ClientArgs, want_tty: bool) -> Result<ClientConfig, Fail
             wire.protocol.name()
         )));
     }
+    if args.ack.is_some() && !wire.protocol.waits_for_ack() {
+        return Err(Failure::new(format!(
+            "--ack is the answer to a length in --protocol length-ack or struct-ack; the {} \
+             mode has none",
+            wire.protocol.name()
+        )));
+    }
     let (token, same_user_token) = args
         .token
         .for_client(std::env::var("RCMD_TOKEN").ok(), wire.protocol)
@@ -241,6 +264,10 @@ fn client_config(args: &ClientArgs, want_tty: bool) -> Result<ClientConfig, Fail
         // Only a single host's output goes straight to our stdout.
         splice_stdout: args.fanout.hosts.is_none() && !args.no_splice,
         trace: args.trace,
+        ack: args
+            .ack
+            .clone()
+            .map_or(crate::wire::tutorial::ACK.to_vec(), String::into_bytes),
         ..ClientConfig::new(wire.protocol)
     };
     Ok(config)

@@ -49,7 +49,7 @@ enum Demo {
 
 #[derive(Debug, Args)]
 struct RttArgs {
-    /// Milliseconds the proxy holds data in each direction
+    /// Milliseconds the proxy holds data in each direction, a whole number from 1 to 2000
     #[arg(long, value_name = "MS", default_value_t = 25,
           value_parser = Whole { min: 1, max: 2000 })]
     delay: u64,
@@ -65,7 +65,8 @@ struct StickyArgs {
     #[arg(long, value_name = "FMT", default_value = "!I")]
     header: HeaderFormat,
 
-    /// Bytes one recv() may return, like the tutorial's recv(1024)
+    /// Bytes one recv() may return, like the tutorial's recv(1024): a whole number from 16
+    /// to 65535
     #[arg(long, value_name = "N", default_value_t = DEFAULT_RECV_SIZE,
           value_parser = Whole { min: 16, max: 65535 }.map(|v| v as usize))]
     recv_size: usize,
@@ -90,7 +91,7 @@ struct StickyArgs {
 #[derive(Debug, Args)]
 struct UdpArgs {
     /// Bytes one recvfrom() may return, like the tutorial's UDP recvfrom(1024); the rest
-    /// of a longer datagram is lost
+    /// of a longer datagram is lost; a whole number from 16 to 65535
     #[arg(long, value_name = "N", default_value_t = DEFAULT_RECV_SIZE,
           value_parser = Whole { min: 16, max: 65535 }.map(|v| v as usize))]
     recv_size: usize,

@@ -79,8 +79,8 @@ pub(super) struct ServerArgs {
     #[arg(long, value_name = "BYTES", default_value_t = Limits::default().max_spool)]
     max_spool: u64,
 
-    /// Which stream a reply sends first in length-ack, classic and json-header, for the
-    /// copies of the tutorial that differ (default: stderr-first)
+    /// Which stream a reply sends first in length-ack, classic, struct-ack and json-header,
+    /// for the copies of the tutorial that differ (default: stderr-first)
     #[arg(long, value_enum, value_name = "ORDER")]
     order: Option<Order>,
 
@@ -147,7 +147,7 @@ pub(super) fn run(args: ServerArgs) -> Result<i32, Failure> {
         if matches!(wire.protocol, Protocol::Framed | Protocol::Naive) {
             // A usage error, as clap's own are: 255, not a server that failed to start.
             return Err(Failure::new(format!(
-                "--order applies to length-ack, classic and json-header; {} sends each \
+                "--order applies to length-ack, classic, struct-ack and json-header; {} sends each \
                      stream as it comes",
                 wire.protocol.name()
             )));

@@ -95,6 +95,10 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite, O: Write, E: Write>(
     let mut stdin_open = stdin.is_some();
     let mut grace: Option<Instant> = None;
     let mut last_interrupt: Option<Instant> = None;
+    // At a prompt, a command that outlives its Ctrl-C is killed (once) and the session
+    // goes on; elsewhere the client hangs up, and the server kills it.
+    let prompt = input.is_prompt();
+    let mut killed = false;
     // A frame that has started arriving and stops: how much of it we had, and since when.
     let mut partial = (0usize, Instant::now());
     while input_open || pending > 0 {
@@ -157,6 +161,7 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite, O: Write, E: Write>(
                     // A Ctrl-C for this command says nothing about the next one.
                     grace = None;
                     last_interrupt = None;
+                    killed = false;
                     input.replied();
                 }
                 Some(Ok(ServerMessage::Credit(n))) => credit += n as usize,
@@ -191,6 +196,12 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite, O: Write, E: Write>(
                 if sig == libc::SIGINT
                     && last_interrupt.is_some_and(|t| now.duration_since(t) < DOUBLE_INTERRUPT)
                 {
+                    if prompt && !killed {
+                        // At the prompt a second Ctrl-C stops this command, not the session.
+                        killed = true;
+                        grace = Some(kill_current(&mut writer, out, now).await?);
+                        continue;
+                    }
                     // The terminal echoed ^C; the shell's prompt belongs on a new line.
                     out.err(b"\n")?;
                     return Ok(128 + sig);
@@ -215,6 +226,12 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite, O: Write, E: Write>(
                 }
             }
             _ = crate::deadline::until(grace) => {
+                if prompt && !killed {
+                    // A person at the prompt gets the prompt back, as from a shell.
+                    killed = true;
+                    grace = Some(kill_current(&mut writer, out, Instant::now()).await?);
+                    continue;
+                }
                 // The command did not end on the signal: hang up, and the server kills it.
                 out.err(b"rcmd: the command did not end after the signal; disconnecting\n")?;
                 return Ok(last);
@@ -222,6 +239,22 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite, O: Write, E: Write>(
         }
     }
     Ok(last)
+}
+
+/// Kills the running command (SIGKILL, which it cannot ignore) and says so; returns how
+/// long its end is waited for before hanging up.
+async fn kill_current<W, O: std::io::Write, E: std::io::Write>(
+    writer: &mut FramedWrite<W, ClientCodec>,
+    out: &mut Output<O, E>,
+    now: Instant,
+) -> Result<Instant, ClientError>
+where
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    out.err(b"\nrcmd: the command did not end on Ctrl-C; killing it (SIGKILL)\n")?;
+    let name = signal_name(libc::SIGKILL).expect("KILL is one rcmd forwards");
+    writer.send(ClientMessage::Signal(name.into())).await?;
+    Ok(now + SIGNAL_GRACE)
 }
 
 /// Completes the handshake on `stream` and hands the connection over, for messages

@@ -106,6 +106,11 @@ impl Input {
         self.one_shot
     }
 
+    /// Whether a person types the lines at a prompt (and is back at it after each reply).
+    pub fn is_prompt(&self) -> bool {
+        self.replied.is_some()
+    }
+
     /// The stdin to forward, if any, as chunks in order; the channel ends with it.
     /// Reading starts here.
     pub fn take_stdin(&mut self) -> Option<mpsc::Receiver<Bytes>> {

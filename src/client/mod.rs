@@ -29,6 +29,12 @@ pub const NAIVE_WAIT: Duration = Duration::from_secs(1);
 /// and explains (those servers send a reply in one go, so a pause means a mismatch).
 pub const STALL_WAIT: Duration = Duration::from_secs(5);
 
+/// How long a length-ack client waits, after answering an empty reply, before sending its
+/// next command. The server has been waiting in `recv` since it sent the length, so it
+/// reads the answer as soon as it arrives; this only has to cover its being scheduled.
+/// A person typing at the prompt takes longer anyway, so only piped commands wait.
+pub const ACK_SETTLE: Duration = Duration::from_millis(200);
+
 /// How the client talks to the server.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
@@ -55,6 +61,12 @@ pub struct ClientConfig {
     /// stdout (fd 1), when it is a pipe or a file and the wire is in the clear. Only for
     /// an [`Output`] that writes to fd 1 itself.
     pub splice_stdout: bool,
+    /// What the length-ack client answers to each length (`--ack`): the tutorial's
+    /// `recv_ready` unless the server checks for another word.
+    pub ack: Vec<u8>,
+    /// How long a length-ack client holds its next command after an empty reply, so the
+    /// server reads the answer and the command in two reads (see PROTOCOL.md).
+    pub ack_settle: Duration,
 }
 
 impl ClientConfig {
@@ -71,6 +83,8 @@ impl ClientConfig {
             trace: false,
             tls: None,
             splice_stdout: false,
+            ack: crate::wire::tutorial::ACK.to_vec(),
+            ack_settle: ACK_SETTLE,
         }
     }
 }

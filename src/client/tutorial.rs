@@ -14,7 +14,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::{ClientConfig, ClientError, Input, Output};
 use crate::wire::sniff::{self, PROBE};
-use crate::wire::tutorial::{check_command_len, parse_length, JsonHeader, ACK, MAX_DIGITS};
+use crate::wire::tutorial::{check_command_len, parse_length, JsonHeader, MAX_DIGITS};
 use crate::wire::Protocol;
 
 const COPY_CHUNK: usize = 64 * 1024;
@@ -26,15 +26,25 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite + Unpin, O: Write, E: Write>(
     out: &mut Output<O, E>,
 ) -> Result<i32, ClientError> {
     let mut last = 0;
+    // Set after an empty length-ack reply: the next command waits until then.
+    let mut hold_until = None;
     input.ready();
     while let Some(line) = input.next().await {
         // The server would read only --recv-size bytes and run them: a different command.
         check_command_len(line.len(), config.wire.recv_size).map_err(ClientError::Usage)?;
+        if let Some(at) = hold_until.take() {
+            tokio::time::sleep_until(at).await;
+        }
         stream.write_all(&line).await?;
         last = match config.wire.protocol {
             Protocol::Naive => naive_reply(&mut stream, config, out).await?,
             Protocol::JsonHeader => json_reply(&mut stream, config, out).await?,
-            Protocol::LengthAck => length_ack_reply(&mut stream, config, out).await?,
+            Protocol::LengthAck | Protocol::StructAck => {
+                if ack_reply(&mut stream, config, out).await? == 0 {
+                    hold_until = Some(tokio::time::Instant::now() + config.ack_settle);
+                }
+                0
+            }
             _ => classic_reply(&mut stream, config, out).await?,
         };
         input.replied();
@@ -194,21 +204,32 @@ async fn classic_reply<S: AsyncRead + AsyncWrite + Unpin, O: Write, E: Write>(
     Ok(0)
 }
 
-async fn length_ack_reply<S: AsyncRead + AsyncWrite + Unpin, O: Write, E: Write>(
+/// Reads one length-ack or struct-ack reply and returns its length.
+///
+/// After an empty reply nothing comes back to show that the server has read our answer,
+/// and a server that reads the answer and the next command in one `recv` (the tutorial's)
+/// takes the command for part of the answer and waits forever for another. So the caller
+/// holds the next command for [`ClientConfig::ack_settle`] after an empty reply.
+async fn ack_reply<S: AsyncRead + AsyncWrite + Unpin, O: Write, E: Write>(
     stream: &mut S,
     config: &ClientConfig,
     out: &mut Output<O, E>,
-) -> Result<i32, ClientError> {
+) -> Result<u64, ClientError> {
     // The tutorial: `length = int(recv(1024))`, `send(b'recv_ready')`, then recv until length.
-    // The server waits for our answer, so the first read holds the digits and nothing else
-    // (a refusal, sent in one go, has its message right after them).
+    // The server waits for our answer, so the first read holds the length and nothing else
+    // (a refusal, sent in one go, has its message right after it).
     let mut first = [0u8; MAX_DIGITS + PROBE];
     let n = stream.read(&mut first).await?;
     if n == 0 {
         return Err(ClientError::Closed { unanswered: 1 });
     }
     let mut n = n;
-    let (len, digits) = match parse_length(&first[..n]) {
+    let head = if config.wire.protocol == Protocol::StructAck {
+        struct_head(stream, config, &mut first, &mut n).await?
+    } else {
+        parse_length(&first[..n])
+    };
+    let (len, digits) = match head {
         Ok(parsed) => parsed,
         Err(e) => {
             // Not our mode: gather the rest of what came (briefly) to say which it is.
@@ -230,7 +251,13 @@ async fn length_ack_reply<S: AsyncRead + AsyncWrite + Unpin, O: Write, E: Write>
         .len()
         .min(usize::try_from(len).unwrap_or(usize::MAX))];
     if already.is_empty() {
-        stream.write_all(ACK).await?;
+        stream.write_all(&config.ack).await?;
+    } else if let Some(e) = (config.wire.protocol == Protocol::StructAck)
+        .then(|| other_mode_error(first, config))
+        .flatten()
+    {
+        // A json-header server's reply, say, starts as ours does but does not wait.
+        return Err(e);
     } else {
         out.out(already)?;
     }
@@ -240,21 +267,49 @@ async fn length_ack_reply<S: AsyncRead + AsyncWrite + Unpin, O: Write, E: Write>
         out.out(b)
     })
     .await?;
-    Ok(0)
+    Ok(len)
+}
+
+/// Reads struct-ack's `pack(FMT, n)`, which may come in pieces, into `first[..*n]`: the
+/// length and the header's size, or why it is not one.
+async fn struct_head<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    config: &ClientConfig,
+    first: &mut [u8],
+    n: &mut usize,
+) -> Result<Result<(u64, usize), String>, ClientError> {
+    let fmt = config.wire.header;
+    let size = fmt.size();
+    while *n < size {
+        match tokio::time::timeout(config.stall_timeout, stream.read(&mut first[*n..size])).await {
+            Err(_) => return Err(stalled(config, *n, None)),
+            Ok(Ok(0)) => return Err(ClientError::Closed { unanswered: 1 }),
+            Ok(got) => *n += got?,
+        }
+    }
+    Ok(fmt
+        .unpack_len(&first[..size])
+        .map(|len| (len, size))
+        .map_err(|e| e.to_string()))
 }
 
 /// How long a length-ack client gathers a reply that is not a length, to judge it.
 const JUDGE_WAIT: Duration = Duration::from_millis(250);
 
-/// The error for a length-ack reply that is another mode's: TLS, framed, json-header,
-/// classic, or text with no length at all (naive).
+/// The error for a length-ack or struct-ack reply that is another mode's: TLS, framed,
+/// json-header, classic (to length-ack), or text with no length at all (naive).
 fn other_mode_error(first: &[u8], config: &ClientConfig) -> Option<ClientError> {
     if sniff::is_tls_reply(first) {
         return Some(ClientError::Usage(sniff::TLS_SERVER_MESSAGE.into()));
     }
+    let ours = config.wire.protocol;
     let theirs = sniff::identify_reply(first, config.wire.header)
-        .filter(|p| *p != Protocol::LengthAck)
-        .or_else(|| sniff::is_text(first).then_some(Protocol::Naive))?;
+        // A struct-ack reply that came whole without our answer (a refusal, or a
+        // classic server) reads as classic, and prints right.
+        .filter(|p| *p != ours && !(ours == Protocol::StructAck && *p == Protocol::Classic))
+        .or_else(|| {
+            (ours == Protocol::LengthAck && sniff::is_text(first)).then_some(Protocol::Naive)
+        })?;
     Some(ClientError::Usage(sniff::wrong_mode_message(theirs)))
 }
 

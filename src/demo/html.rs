@@ -3,7 +3,10 @@
 //! For each case and stage a timeline drawn in inline SVG: the server's bytes on one lane,
 //! the client's recv calls on the other, each byte coloured by the command it belongs
 //! to, every header highlighted and decoded beside its bytes, and what each recv returned
-//! shown below it, in Python's bytes notation. No scripts and nothing fetched: the page
+//! shown below it, in Python's bytes notation (a run of one byte as Python repeats it),
+//! and under each timeline the verdict on each command's reply. Where requests were
+//! pipelined, a timeline before it draws them the other way round: the client's sends on
+//! top, the server's recv calls below (`data-row="requests"`). No scripts and nothing fetched: the page
 //! opens from disk anywhere. Every drawn read is a `rect.read` with `data-read`, and each
 //! timeline says how many it holds in `data-reads`; every header is a `rect.head` with
 //! `data-head`, decoded by the `text.decode` with the same `data-for`, so a test can
@@ -27,9 +30,9 @@ use bytes::BytesMut;
 use tokio_util::codec::Encoder;
 
 use super::stages::{self, Kind, Recv, Stage, Trace};
-use super::sticky::Lesson;
+use super::sticky::{self, Lesson};
 use super::Reference;
-use crate::printable::py_bytes;
+use crate::printable::{py_bytes, py_preview};
 use crate::wire::frame::DEFAULT_MAX_FRAME;
 use crate::wire::header::HeaderFormat;
 use crate::wire::message::{ServerCodec, ServerMessage};
@@ -125,6 +128,7 @@ fn codec_error(e: impl std::fmt::Display) -> io::Error {
 fn drawing(
     t: &Trace,
     refs: &[Reference],
+    merged: Option<&Reference>,
     header: HeaderFormat,
     recv_size: usize,
 ) -> io::Result<Drawing> {
@@ -134,7 +138,11 @@ fn drawing(
     let mut pieces = Vec::new();
     for s in &t.segments {
         let Some(i) = s.owner else { continue };
-        let r = &refs[i];
+        // Requests that stuck together got one reply: the output of all of them as one.
+        let r = match merged {
+            Some(m) if !t.requests.is_empty() => m,
+            _ => &refs[i],
+        };
         let body = match t.stage {
             Stage::Naive => r.raw(),
             _ => stages::spooled(r),
@@ -189,6 +197,28 @@ fn drawing(
         reads: t.reads.clone(),
         normalised: false,
     })
+}
+
+/// The client's requests as the server's recv calls met them (the pipelined case).
+fn request_drawing(t: &Trace) -> Drawing {
+    let pieces = t
+        .requests
+        .iter()
+        .map(|s| Piece {
+            owner: s.owner,
+            part: match &s.kind {
+                Kind::Header(text) => Part::Head(text.clone()),
+                Kind::Tag(_) | Kind::Status(_) => Part::Tag,
+                Kind::Output => Part::Output,
+            },
+            bytes: s.bytes.clone(),
+        })
+        .collect();
+    Drawing {
+        pieces,
+        reads: t.server_reads.clone(),
+        normalised: false,
+    }
 }
 
 /// The framed stage, normalised: per command its stdout as one frame, its stderr as one,
@@ -382,7 +412,14 @@ pub fn page(lesson: &Lesson) -> io::Result<String> {
     h.push_str(
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <title>rcmd demo sticky: the bytes on the wire</title>\n<style>\
-         body{font:14px/1.4 system-ui,sans-serif;margin:16px;color:#222;max-width:1000px}\
+         body{font:14px/1.4 system-ui,sans-serif,'Noto Sans CJK SC','Noto Sans SC',\
+         'Source Han Sans SC','PingFang SC','Microsoft YaHei','WenQuanYi Micro Hei';\
+         margin:16px;color:#222;max-width:1000px}\
+         .zh{font-family:'Noto Sans CJK SC','Noto Sans SC','Source Han Sans SC',\
+         'PingFang SC','Hiragino Sans GB','Microsoft YaHei','WenQuanYi Micro Hei',\
+         'Droid Sans Fallback',sans-serif}\
+         ul.verdicts{margin:2px 0 10px;padding-left:18px;font-size:13px}\
+         li.ok{color:#2e7d32}li.wrong{color:#c62828}\
          h1{font-size:20px;margin:0 0 4px}h2{font-size:16px;margin:18px 0 2px}\
          h3{font-size:13px;margin:8px 0 0;font-weight:600}p{margin:2px 0 6px}\
          code{background:#f2f2f2;padding:0 3px}\
@@ -396,21 +433,27 @@ pub fn page(lesson: &Lesson) -> io::Result<String> {
     );
     let _ = write!(
         h,
-        "<h1>The sticky-packet bug (粘包), byte by byte</h1>\n<p>Each timeline: the \
+        "<h1>The sticky-packet bug (<span class=\"zh\" lang=\"zh-Hans\">粘包</span> \
+         zhānbāo, \"sticky packets\"), byte by byte</h1>\n<p>Each timeline: the \
          server's <code>send()</code> bytes on the top lane, the client's \
          <code>recv({})</code> calls below, on the same byte axis. Colour says which \
          command a byte belongs to; outlined grey blocks are headers, decoded above \
          them as Python's <code>struct.unpack</code> reads them. Below each recv, the \
-         first bytes it returned, as Python prints them. A red mark is a recv that \
-         waits forever.</p>\n<p>The page is the same on every run. The framed stage is \
+         first bytes it returned, as Python prints them (a run of one byte as Python \
+         repeats it: <code>b' ' * 1023</code>). A red mark is a recv that waits \
+         forever. Under each timeline, the verdict on each command's reply. Where the \
+         client sends its requests without waiting, a timeline above shows them the \
+         other way round: the client's <code>send()</code> bytes, and the server's \
+         <code>recv(1024)</code> calls over them.</p>\n<p>The page is the same on every run. The framed stage is \
          drawn <em>normalised</em>: rcmd's server sends a frame for each piece of output \
          it reads from a command, and how the output is cut into pieces depends on \
          scheduling; the page draws each command's stdout as one frame, then its stderr \
          as one, and the recv calls over those bytes.</p>\n",
         lesson.recv_size
     );
-    for (case, title, refs, traces) in &lesson.cases {
-        let _ = write!(h, "<h2>{}</h2>\n<p class=\"legend\">", esc(title));
+    for run in &lesson.cases {
+        let (case, refs) = (run.key, &run.refs);
+        let _ = write!(h, "<h2>{}</h2>\n<p class=\"legend\">", heading(run.title));
         for (i, r) in refs.iter().enumerate() {
             let _ = write!(
                 h,
@@ -421,13 +464,77 @@ pub fn page(lesson: &Lesson) -> io::Result<String> {
             );
         }
         h.push_str("</p>\n");
-        for t in traces {
-            let d = drawing(t, refs, lesson.header, lesson.recv_size)?;
-            timeline(&mut h, case, t, &d);
+        for t in &run.traces {
+            if !t.requests.is_empty() {
+                let lanes = Lanes {
+                    title: format!("{}, the server's side", t.stage.name()),
+                    top: "client send",
+                    bottom: "server recv",
+                    row: "requests",
+                };
+                timeline(&mut h, case, t, &request_drawing(t), &lanes);
+            }
+            let d = drawing(
+                t,
+                refs,
+                run.merged.as_ref(),
+                lesson.header,
+                lesson.recv_size,
+            )?;
+            let lanes = Lanes {
+                title: t.stage.name().to_string(),
+                top: "server send",
+                bottom: "client recv",
+                row: "replies",
+            };
+            timeline(&mut h, case, t, &d, &lanes);
+            h.push_str("<ul class=\"verdicts\">");
+            for (i, r) in refs.iter().enumerate() {
+                let v = sticky::verdict(t, i, r, lesson.recv_size);
+                let _ = write!(
+                    h,
+                    "<li class=\"{}\">#{} {}</li>",
+                    if v.wrong { "wrong" } else { "ok" },
+                    i + 1,
+                    esc(&v.text)
+                );
+            }
+            h.push_str("</ul>\n");
         }
     }
     h.push_str("</body></html>\n");
     Ok(h)
+}
+
+/// Chinese terms in a title marked as such (for their fonts), with English beside them
+/// already in the title.
+fn heading(title: &str) -> String {
+    let mut out = String::new();
+    let mut zh = String::new();
+    for c in esc(title).chars() {
+        if ('\u{4e00}'..='\u{9fff}').contains(&c) {
+            zh.push(c);
+            continue;
+        }
+        if !zh.is_empty() {
+            let _ = write!(out, "<span class=\"zh\" lang=\"zh-Hans\">{zh}</span>");
+            zh.clear();
+        }
+        out.push(c);
+    }
+    if !zh.is_empty() {
+        let _ = write!(out, "<span class=\"zh\" lang=\"zh-Hans\">{zh}</span>");
+    }
+    out
+}
+
+/// What a timeline's two lanes are, and its heading.
+struct Lanes {
+    title: String,
+    top: &'static str,
+    bottom: &'static str,
+    /// `data-row`: `replies`, or `requests` for the server's reads of them.
+    row: &'static str,
 }
 
 /// Labels placed in rows beside a lane, row 0 nearest it.
@@ -517,7 +624,7 @@ struct Label {
     attrs: String,
 }
 
-fn timeline(h: &mut String, case: &str, t: &Trace, d: &Drawing) {
+fn timeline(h: &mut String, case: &str, t: &Trace, d: &Drawing, lanes: &Lanes) {
     let total = d.len().max(1) as f64;
     let x = |at: usize| LEFT + BAND * at as f64 / total;
     let wrong = t.replies.iter().any(|r| r.waits || r.stopped_early)
@@ -551,7 +658,7 @@ fn timeline(h: &mut String, case: &str, t: &Trace, d: &Drawing) {
             text: if r.len == 0 {
                 "waits".to_string()
             } else {
-                py_bytes(&d.bytes(r.start, r.len), PREVIEW)
+                py_preview(&d.bytes(r.start, r.len), PREVIEW)
             },
             at: (x(r.start) + x(r.start + r.len)) / 2.0,
             x: 0.0,
@@ -579,20 +686,27 @@ fn timeline(h: &mut String, case: &str, t: &Trace, d: &Drawing) {
         h,
         "<h3>{}{}{}</h3>\n<svg width=\"{WIDTH}\" height=\"{height}\" \
          viewBox=\"0 0 {WIDTH} {height}\" data-case=\"{case}\" data-stage=\"{}\" \
-         data-reads=\"{}\">\n\
-         <text class=\"lane\" x=\"4\" y=\"{:.1}\">server send</text>\
-         <text class=\"lane\" x=\"4\" y=\"{:.1}\">client recv</text>\n",
-        t.stage.name(),
+         data-row=\"{}\" data-reads=\"{}\">\n\
+         <text class=\"lane\" x=\"4\" y=\"{:.1}\">{}</text>\
+         <text class=\"lane\" x=\"4\" y=\"{:.1}\">{}</text>\n",
+        esc(&lanes.title),
         if d.normalised {
             " (normalised: one frame per stream)"
         } else {
             ""
         },
-        if wrong { ": wrong replies" } else { "" },
+        match (wrong, lanes.row) {
+            (false, _) => "",
+            (true, "requests") => ": requests stuck together",
+            (true, _) => ": wrong replies",
+        },
         t.stage.name(),
+        lanes.row,
         d.reads.len(),
         server + 13.0,
+        lanes.top,
         client + 13.0,
+        lanes.bottom,
     );
     for l in &heads {
         let y = server - 4.0 - ROW * l.row as f64;
@@ -616,7 +730,7 @@ fn timeline(h: &mut String, case: &str, t: &Trace, d: &Drawing) {
         let (x0, x1) = (x(at), x(at + p.bytes.len()));
         let w = (x1 - x0).max(1.5);
         let n = p.bytes.len();
-        let bytes = py_bytes(&p.bytes, TOOLTIP_PREVIEW);
+        let bytes = py_preview(&p.bytes, TOOLTIP_PREVIEW);
         let _ = match &p.part {
             Part::Output => write!(
                 h,
@@ -684,7 +798,7 @@ fn timeline(h: &mut String, case: &str, t: &Trace, d: &Drawing) {
             k + 1,
             r.for_command + 1,
             r.len,
-            esc(&py_bytes(&d.bytes(r.start, r.len), TOOLTIP_PREVIEW))
+            esc(&py_preview(&d.bytes(r.start, r.len), TOOLTIP_PREVIEW))
         );
     }
     h.push('\n');

@@ -4,17 +4,19 @@
 //! every read the demo waits (on socket readiness) until exactly the bytes it means the
 //! read to see have arrived, so every run draws the same reads. What comes out is a
 //! [`Trace`]: the server's bytes as segments of one stream, and the client's recv calls
-//! as ranges of it. The text and the HTML page are both drawn from it.
+//! as ranges of it; when the requests stick together, also the client's sends as one
+//! stream and the server's recv calls over them. The text and the HTML page are both
+//! drawn from it.
 
 use std::io;
-use std::net::SocketAddr;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::codec::{Decoder, Encoder};
 
 use super::{wait_queued, Reference};
+use crate::server::{serve, ServerConfig};
 use crate::wire::frame::{FrameCodec, DEFAULT_MAX_FRAME};
 use crate::wire::header::HeaderFormat;
 use crate::wire::message::{ClientCodec, ClientMessage, Hello, Tag};
@@ -61,6 +63,9 @@ pub enum Plan {
     AfterEachReply,
     /// Send every command (each after the last one's reply arrived), then read.
     AfterAllReplies,
+    /// Send every command before the server reads any, then read: a client that does not
+    /// wait, meeting a server busy elsewhere (or Nagle's algorithm holding the sends).
+    Pipelined,
     /// The learner's loop: `recv(N)` until a read comes back short.
     UntilShort,
 }
@@ -86,6 +91,14 @@ pub struct Segment {
     pub len: usize,
 }
 
+/// Bytes the client sent, all for one command (`None`: the handshake).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sent {
+    pub owner: Option<usize>,
+    pub kind: Kind,
+    pub bytes: Vec<u8>,
+}
+
 /// One recv call: where in the stream it started, how many bytes it returned (0: it
 /// would wait, nothing more is coming), and which command's reply it was read for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,6 +117,11 @@ pub struct Reply {
     pub stopped_early: bool,
     /// The client's loop called recv again with nothing more coming: it waits forever.
     pub waits: bool,
+    /// The server read this request together with the next ones and ran them as one
+    /// command, whose output this is.
+    pub merged: bool,
+    /// The server ran this request as part of an earlier one's: no reply of its own comes.
+    pub swallowed: bool,
 }
 
 /// One stage's run of one case.
@@ -115,6 +133,11 @@ pub struct Trace {
     pub replies: Vec<Reply>,
     /// The client answered each length (length-ack): one more trip across the network.
     pub acks: usize,
+    /// What the client sent, in order, when the server read it after it all arrived
+    /// ([`Plan::Pipelined`]); empty otherwise.
+    pub requests: Vec<Sent>,
+    /// The server's recv calls over [`Trace::requests`], as ranges of that stream.
+    pub server_reads: Vec<Recv>,
 }
 
 impl Trace {
@@ -127,12 +150,31 @@ impl Trace {
                 Reply {
                     got: Vec::new(),
                     stopped_early: false,
-                    waits: false
+                    waits: false,
+                    merged: false,
+                    swallowed: false,
                 };
                 n
             ],
             acks: 0,
+            requests: Vec::new(),
+            server_reads: Vec::new(),
         }
+    }
+
+    /// The requests as a trace of their own (segments only), for drawing them as a bar.
+    pub fn request_stream(&self) -> Trace {
+        let mut t = Trace::new(self.stage, 0);
+        t.segments = self
+            .requests
+            .iter()
+            .map(|s| Segment {
+                owner: s.owner,
+                kind: s.kind.clone(),
+                len: s.bytes.len(),
+            })
+            .collect();
+        t
     }
 
     /// Bytes in the server's stream.
@@ -187,6 +229,18 @@ pub trait Observer {
     /// # Errors
     /// An I/O error, which ends the demo.
     fn answered(&mut self, stage: Stage, i: usize, bytes: &[u8]) -> io::Result<()>;
+    /// After the client sent command `i`'s request, `bytes` as they went on the wire.
+    ///
+    /// # Errors
+    /// An I/O error, which ends the demo.
+    fn sent(&mut self, stage: Stage, i: usize, bytes: &[u8]) -> io::Result<()>;
+}
+
+/// A stage's server before it reads anything: its socket listens (the kernel completes
+/// connections and queues what they send), and it starts when told.
+pub struct Server {
+    pub listener: TcpListener,
+    pub config: ServerConfig,
 }
 
 /// Where a stage reports its reads.
@@ -200,6 +254,8 @@ struct Client<'a> {
     /// Bytes read so far (the position in the server's stream).
     at: usize,
     step: Step<'a>,
+    /// The server, until it is started.
+    server: Option<Server>,
 }
 
 impl Client<'_> {
@@ -228,6 +284,39 @@ impl Client<'_> {
         self.conn.write_all(bytes).await
     }
 
+    /// Sends command `i`'s request and shows it.
+    async fn request(&mut self, i: usize, bytes: &[u8]) -> io::Result<()> {
+        self.send(bytes).await?;
+        self.step.sent(self.trace.stage, i, bytes)
+    }
+
+    /// Lets the server start reading. In the pipelined plan that is once everything sent
+    /// has reached its socket, so its first recv meets all of it.
+    async fn start_server(&mut self) -> io::Result<()> {
+        if let Some(server) = self.server.take() {
+            sent_all(&self.conn).await?;
+            tokio::spawn(serve(
+                server.listener,
+                server.config,
+                std::future::pending(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Records the pipelined requests as one stream and the server's one recv over it
+    /// (its buffer holds them all: the demo's requests are short).
+    fn record_requests(&mut self, requests: Vec<Sent>) {
+        let len = requests.iter().map(|s| s.bytes.len()).sum();
+        self.trace.requests = requests;
+        self.trace.server_reads = vec![Recv {
+            start: 0,
+            len,
+            asked: crate::wire::DEFAULT_RECV_SIZE,
+            for_command: 0,
+        }];
+    }
+
     /// Sends an answer the server waits for before command `i`'s output.
     async fn answer(&mut self, i: usize, bytes: &[u8]) -> io::Result<()> {
         self.send(bytes).await?;
@@ -235,20 +324,29 @@ impl Client<'_> {
     }
 }
 
-/// Runs `refs` through one stage's server at `addr`, reading as `plan` says.
+/// The commands of a case: each as run alone, and (for [`Plan::Pipelined`]) all of them
+/// as one line, which is what a server without request framing runs when they arrive
+/// together.
+pub struct Commands<'a> {
+    pub refs: &'a [Reference],
+    pub merged: Option<&'a Reference>,
+}
+
+/// Runs `cmds` through one stage's `server`, reading as `plan` says.
 ///
 /// # Errors
 /// An I/O error, or a server that sent other bytes than the commands' own output.
 pub async fn run(
     stage: Stage,
-    addr: SocketAddr,
-    refs: &[Reference],
+    server: Server,
+    cmds: &Commands<'_>,
     plan: Plan,
     recv_size: usize,
     header: HeaderFormat,
     step: Step<'_>,
 ) -> io::Result<Trace> {
-    let conn = TcpStream::connect(addr).await?;
+    let refs = cmds.refs;
+    let conn = TcpStream::connect(server.listener.local_addr()?).await?;
     conn.set_nodelay(true)?;
     let mut c = Client {
         conn,
@@ -256,14 +354,133 @@ pub async fn run(
         trace: Trace::new(stage, refs.len()),
         at: 0,
         step,
+        server: Some(server),
     };
-    match stage {
-        Stage::Naive => naive(&mut c, refs, plan).await?,
-        Stage::LengthAck => length_ack(&mut c, refs, plan).await?,
-        Stage::Classic => classic(&mut c, refs, HeaderFormat::NATIVE_INT).await?,
-        Stage::Framed => framed(&mut c, refs, plan, header).await?,
+    if plan != Plan::Pipelined {
+        c.start_server().await?;
+    }
+    match (stage, plan, cmds.merged) {
+        (Stage::Framed, _, _) => framed(&mut c, refs, plan, header).await?,
+        (_, Plan::Pipelined, Some(merged)) => pipelined(&mut c, refs, merged).await?,
+        (Stage::Naive, _, _) => naive(&mut c, refs, plan).await?,
+        (Stage::LengthAck, _, _) => length_ack(&mut c, refs).await?,
+        (Stage::Classic, _, _) => classic(&mut c, refs, plan, HeaderFormat::NATIVE_INT).await?,
     }
     Ok(c.trace)
+}
+
+/// Waits until everything written on `conn` has reached the peer's socket (nothing left
+/// unacknowledged in our send queue, `SIOCOUTQ`).
+async fn sent_all(conn: &TcpStream) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let wait = async {
+        loop {
+            let mut n: libc::c_int = 0;
+            // SAFETY: SIOCOUTQ writes one c_int through the pointer, valid and aligned.
+            let rc = unsafe { libc::ioctl(conn.as_raw_fd(), libc::TIOCOUTQ, &mut n) };
+            if rc < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if n == 0 {
+                return Ok(());
+            }
+            // The kernel signals no event for an acknowledgement: look again shortly.
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+    };
+    tokio::time::timeout(super::ARRIVAL_GUARD, wait)
+        .await
+        .unwrap_or_else(|_| Err(io::Error::other("the demo server never took the requests")))
+}
+
+/// The tutorial stages with pipelined requests: the server's one recv returns them all,
+/// it runs them as one command line, and its one reply goes to the first command.
+async fn pipelined(c: &mut Client<'_>, refs: &[Reference], merged: &Reference) -> io::Result<()> {
+    let stage = c.trace.stage;
+    let mut requests = Vec::new();
+    for (i, r) in refs.iter().enumerate() {
+        c.request(i, r.command.as_bytes()).await?;
+        requests.push(Sent {
+            owner: Some(i),
+            kind: Kind::Output,
+            bytes: r.command.as_bytes().to_vec(),
+        });
+    }
+    c.record_requests(requests);
+    c.start_server().await?;
+    let body = spooled(merged);
+    let head = match stage {
+        Stage::Naive => Vec::new(),
+        Stage::LengthAck => body.len().to_string().into_bytes(),
+        _ => HeaderFormat::NATIVE_INT
+            .pack(body.len() as i128)
+            .map_err(|e| io::Error::other(format!("classic header: {e}")))?,
+    };
+    let body = if stage == Stage::Naive {
+        merged.raw()
+    } else {
+        body
+    };
+    let decoded = match stage {
+        Stage::LengthAck => format!("b'{}': the length as text", body.len()),
+        _ => format!("{}: struct.unpack('i') = {}", hex(&head), body.len()),
+    };
+    c.trace.push(0, Kind::Header(decoded), head.len());
+    c.trace.push(0, Kind::Output, body.len());
+    let n = c.recv_size;
+    if stage == Stage::Naive {
+        // One recv per command, as the naive client reads, until one waits.
+        let mut read = Vec::new();
+        for i in 0..refs.len() {
+            let got = c.recv(i, n, body.len() - c.at).await?;
+            let done = got.is_empty();
+            read.extend_from_slice(&got);
+            let reply = &mut c.trace.replies[i];
+            reply.merged = i == 0;
+            reply.swallowed = i > 0;
+            reply.waits = done;
+            reply.got = got;
+            if done {
+                break;
+            }
+        }
+        for reply in &mut c.trace.replies[1..] {
+            reply.swallowed = true;
+        }
+        return if read == body {
+            Ok(())
+        } else {
+            Err(mismatch(stage))
+        };
+    }
+    match stage {
+        Stage::LengthAck => {
+            if c.recv(0, n, head.len()).await? != head {
+                return Err(mismatch(stage));
+            }
+            c.answer(0, crate::wire::tutorial::ACK).await?;
+            c.trace.acks += 1;
+        }
+        _ => {
+            if c.recv(0, head.len(), head.len()).await? != head {
+                return Err(mismatch(stage));
+            }
+        }
+    }
+    let got = read_body(c, 0, body.len()).await?;
+    if got != body {
+        return Err(mismatch(stage));
+    }
+    c.trace.replies[0].got = got;
+    c.trace.replies[0].merged = true;
+    // The next command's reply never comes: its recv waits forever. The demo stops there.
+    let ask = if stage == Stage::Classic { 4 } else { n };
+    c.recv(1.min(refs.len() - 1), ask, 0).await?;
+    for reply in &mut c.trace.replies[1..] {
+        reply.swallowed = true;
+        reply.waits = true;
+    }
+    Ok(())
 }
 
 /// The bytes an unframed server sends for a command, in the order rcmd's server sends
@@ -298,14 +515,14 @@ async fn naive(c: &mut Client<'_>, refs: &[Reference], plan: Plan) -> io::Result
     match plan {
         Plan::AfterEachReply => {
             for i in 0..refs.len() {
-                c.send(refs[i].command.as_bytes()).await?;
+                c.request(i, refs[i].command.as_bytes()).await?;
                 let got = c.recv(i, n, ends[i].max(c.at) - c.at).await?;
                 c.trace.replies[i].got = got;
             }
         }
-        Plan::AfterAllReplies => {
+        Plan::AfterAllReplies | Plan::Pipelined => {
             for (i, r) in refs.iter().enumerate() {
-                c.send(r.command.as_bytes()).await?;
+                c.request(i, r.command.as_bytes()).await?;
                 wait_queued(&c.conn, ends[i] - c.at).await?;
             }
             for i in 0..refs.len() {
@@ -320,7 +537,7 @@ async fn naive(c: &mut Client<'_>, refs: &[Reference], plan: Plan) -> io::Result
             //         chunk = s.recv(1024); data += chunk
             //         if len(chunk) < 1024: break
             for (i, r) in refs.iter().enumerate() {
-                c.send(r.command.as_bytes()).await?;
+                c.request(i, r.command.as_bytes()).await?;
                 // Read what has arrived when the first piece is in: for a command that
                 // pauses, that is the output before the pause.
                 let arrived = first_burst(r);
@@ -387,8 +604,9 @@ async fn read_body(c: &mut Client<'_>, i: usize, len: usize) -> io::Result<Vec<u
     Ok(got)
 }
 
-async fn length_ack(c: &mut Client<'_>, refs: &[Reference], _plan: Plan) -> io::Result<()> {
-    // Whatever the plan, nothing can be sent ahead: each reply waits for our answer.
+async fn length_ack(c: &mut Client<'_>, refs: &[Reference]) -> io::Result<()> {
+    // One at a time: a reply's output waits for our answer, so the client reads each
+    // reply before it sends the next command.
     for (i, r) in refs.iter().enumerate() {
         let body = spooled(r);
         let digits = body.len().to_string();
@@ -398,7 +616,7 @@ async fn length_ack(c: &mut Client<'_>, refs: &[Reference], _plan: Plan) -> io::
             digits.len(),
         );
         c.trace.push(i, Kind::Output, body.len());
-        c.send(r.command.as_bytes()).await?;
+        c.request(i, r.command.as_bytes()).await?;
         let head = c.recv(i, c.recv_size, digits.len()).await?;
         if head != digits.as_bytes() {
             return Err(mismatch(Stage::LengthAck));
@@ -414,8 +632,14 @@ async fn length_ack(c: &mut Client<'_>, refs: &[Reference], _plan: Plan) -> io::
     Ok(())
 }
 
-async fn classic(c: &mut Client<'_>, refs: &[Reference], header: HeaderFormat) -> io::Result<()> {
+async fn classic(
+    c: &mut Client<'_>,
+    refs: &[Reference],
+    plan: Plan,
+    header: HeaderFormat,
+) -> io::Result<()> {
     let size = header.size();
+    let mut heads = Vec::new();
     for (i, r) in refs.iter().enumerate() {
         let body = spooled(r);
         let head = header
@@ -431,9 +655,31 @@ async fn classic(c: &mut Client<'_>, refs: &[Reference], header: HeaderFormat) -
             size,
         );
         c.trace.push(i, Kind::Output, body.len());
-        c.send(r.command.as_bytes()).await?;
+        heads.push(head);
+    }
+    // Sent one at a time, each once the last reply has arrived; read at the end.
+    let ahead = plan == Plan::AfterAllReplies;
+    if ahead {
+        for (i, r) in refs.iter().enumerate() {
+            c.request(i, r.command.as_bytes()).await?;
+            let end: usize = c
+                .trace
+                .segments
+                .iter()
+                .take(2 * (i + 1))
+                .map(|s| s.len)
+                .sum();
+            wait_queued(&c.conn, end).await?;
+        }
+    }
+    for (i, r) in refs.iter().enumerate() {
+        let body = spooled(r);
+        let head = &heads[i];
+        if !ahead {
+            c.request(i, r.command.as_bytes()).await?;
+        }
         let got_head = c.recv(i, size, size).await?;
-        if got_head != head {
+        if got_head != *head {
             return Err(mismatch(Stage::Classic));
         }
         let got = read_body(c, i, body.len()).await?;
@@ -527,11 +773,6 @@ async fn framed(
         )
         .map_err(|e| io::Error::other(e.to_string()))?;
     c.send(&hello).await?;
-    // The server's hello: read whole, not drawn.
-    let frames = wait_hello(&c.conn, header).await?;
-    let mut skip = vec![0u8; frames];
-    c.conn.read_exact(&mut skip).await?;
-
     let run = |cmd: &str| -> io::Result<Vec<u8>> {
         let mut b = BytesMut::new();
         ClientCodec::new(header, DEFAULT_MAX_FRAME)
@@ -539,15 +780,60 @@ async fn framed(
             .map_err(|e| io::Error::other(e.to_string()))?;
         Ok(b.to_vec())
     };
-    let batches: Vec<Vec<usize>> = if plan == Plan::AfterAllReplies {
-        // Pipelined: every request before any reply is read; framing keeps them apart.
-        vec![(0..refs.len()).collect()]
-    } else {
-        (0..refs.len()).map(|i| vec![i]).collect()
+    if plan == Plan::Pipelined {
+        // Every request before the server reads: its frames keep them apart.
+        let mut requests = vec![Sent {
+            owner: None,
+            kind: Kind::Tag("'H' hello".into()),
+            bytes: hello.to_vec(),
+        }];
+        for (i, r) in refs.iter().enumerate() {
+            let bytes = run(&r.command)?;
+            c.request(i, &bytes).await?;
+            let (head, rest) = bytes.split_at(header.size());
+            let decoded = format!(
+                "{}: struct.unpack('{header}') = {} = 1 tag byte + {}",
+                hex(head),
+                rest.len(),
+                rest.len() - 1
+            );
+            requests.push(Sent {
+                owner: Some(i),
+                kind: Kind::Header(decoded),
+                bytes: head.to_vec(),
+            });
+            requests.push(Sent {
+                owner: Some(i),
+                kind: Kind::Tag("'R' run".into()),
+                bytes: rest[..1].to_vec(),
+            });
+            requests.push(Sent {
+                owner: Some(i),
+                kind: Kind::Output,
+                bytes: rest[1..].to_vec(),
+            });
+        }
+        c.record_requests(requests);
+        c.start_server().await?;
+    }
+    // The server's hello: read whole, not drawn.
+    let frames = wait_hello(&c.conn, header).await?;
+    let mut skip = vec![0u8; frames];
+    c.conn.read_exact(&mut skip).await?;
+
+    let batches: Vec<Vec<usize>> = match plan {
+        Plan::AfterAllReplies | Plan::Pipelined => vec![(0..refs.len()).collect()],
+        _ => (0..refs.len()).map(|i| vec![i]).collect(),
     };
     for batch in batches {
-        for &i in &batch {
-            c.send(&run(&refs[i].command)?).await?;
+        if plan != Plan::Pipelined {
+            for &i in &batch {
+                c.request(i, &run(&refs[i].command)?).await?;
+                if plan == Plan::AfterAllReplies {
+                    // The next command goes once this reply has arrived.
+                    wait_framed(&c.conn, header, i + 1).await?;
+                }
+            }
         }
         let frames = wait_framed(&c.conn, header, batch.len()).await?;
         let mut owner = batch.iter().copied();

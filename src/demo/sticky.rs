@@ -5,8 +5,10 @@
 //! ```text
 //! recv   receiver side: a reply longer than recv(N) leaves bytes behind; the next
 //!        command's "reply" starts with them.
-//! send   sender side: replies that reach the reader before it reads come out of one
-//!        read as one blob (Nagle's algorithm and a slow reader both cause this).
+//! send   sender side, both ways round: replies that reach the reader before it reads
+//!        come out of one read as one blob; requests sent without waiting reach the
+//!        server together, and its one recv runs them as one command line. Every stage
+//!        gets the same sends: one at a time, then pipelined.
 //! split  拆包: the loop a learner writes, recv(N) until a short read, stops early
 //!        on a reply that pauses and waits forever on one that fills its last read.
 //! ```
@@ -16,15 +18,14 @@
 //! `stages.rs`; this file chooses the cases and writes the text.
 
 use std::io::{self, IsTerminal, Write};
-use std::net::SocketAddr;
 
 use tokio::net::TcpListener;
 
 use super::render::Style;
-use super::stages::{self, Kind, Plan, Stage, Trace};
+use super::stages::{self, Commands, Kind, Plan, Stage, Trace};
 use super::{reference, Reference};
 use crate::printable::py_bytes;
-use crate::server::{serve, ServerConfig};
+use crate::server::ServerConfig;
 use crate::wire::header::HeaderFormat;
 use crate::wire::{Protocol, Wire, DEFAULT_RECV_SIZE};
 
@@ -33,7 +34,8 @@ use crate::wire::{Protocol, Wire, DEFAULT_RECV_SIZE};
 pub enum Case {
     /// Receiver side: a reply longer than the read buffer bleeds into the next
     Recv,
-    /// Sender side: replies that arrive before a read come out as one blob
+    /// Sender side: replies that arrive before a read come out as one blob, and
+    /// pipelined requests reach the server as one command line
     Send,
     /// One reply spread over several reads (拆包): where the learner's loop stops
     Split,
@@ -69,6 +71,9 @@ pub struct Tally {
     pub commands: usize,
     pub wrong: usize,
     pub misattributed_bytes: usize,
+    /// Of the wrong ones, those where the mode has no defence: requests that reached a
+    /// server without request framing together.
+    pub merged: usize,
 }
 
 /// The demo's result, per stage in [`Stage::ALL`] order.
@@ -87,12 +92,15 @@ impl Summary {
     }
 
     /// The bug reproduced without framing (or a bigger buffer hid it, and the demo said
-    /// so) and every framed stage was right.
+    /// so), the tutorial's fixes went wrong only on requests that stuck together (their
+    /// requests have no header), and rcmd's framing was right throughout.
     pub fn as_expected(&self) -> bool {
         (self.of(Stage::Naive).wrong > 0 || self.hidden)
-            && Stage::ALL[1..]
-                .iter()
-                .all(|s| self.of(*s).wrong == 0 && self.of(*s).misattributed_bytes == 0)
+            && Stage::ALL[1..].iter().all(|s| {
+                let t = self.of(*s);
+                t.wrong == t.merged && t.misattributed_bytes == 0
+            })
+            && self.of(Stage::Framed).wrong == 0
     }
 
     /// The `--json` object, keys in the order people read them.
@@ -102,10 +110,12 @@ impl Summary {
             .map(|s| {
                 let t = self.of(*s);
                 format!(
-                    "\"{}\": {{\"commands\": {}, \"wrong\": {}, \"misattributed_bytes\": {}}}",
+                    "\"{}\": {{\"commands\": {}, \"wrong\": {}, \"wrong_pipelined\": {}, \
+                     \"misattributed_bytes\": {}}}",
                     s.key(),
                     t.commands,
                     t.wrong,
+                    t.merged,
                     t.misattributed_bytes
                 )
             })
@@ -129,6 +139,13 @@ impl Summary {
                     )
                 } else if t.wrong == 0 {
                     format!("{:<11} {} of {} correct", s.name(), t.commands, t.commands)
+                } else if t.wrong == t.merged {
+                    format!(
+                        "{:<11} {} of {} wrong: pipelined requests ran as one command",
+                        s.name(),
+                        t.wrong,
+                        t.commands
+                    )
                 } else {
                     format!(
                         "{:<11} {} of {} wrong, {} bytes taken for the wrong command",
@@ -145,6 +162,8 @@ impl Summary {
 
 struct Scenario {
     case: Case,
+    /// Names the run on the page (`data-case`).
+    key: &'static str,
     title: &'static str,
     why: &'static str,
     commands: &'static [&'static str],
@@ -169,6 +188,7 @@ const EXACT: &str = "EXACT";
 const SCENARIOS: &[Scenario] = &[
     Scenario {
         case: Case::Recv,
+        key: "recv",
         title: "receiver side: a reply longer than the read buffer",
         why: "The client takes one recv(N) as the reply. A reply longer than N leaves \
               the rest queued, and the next recv returns it as the next command's reply.",
@@ -177,16 +197,32 @@ const SCENARIOS: &[Scenario] = &[
     },
     Scenario {
         case: Case::Send,
+        key: "send",
         title: "sender side: replies that arrive before the reader reads",
-        why: "The client sends its commands before reading (Nagle's algorithm has the \
-              same effect on the sender): three replies are queued when it reads, and \
-              one recv returns them all as one blob.",
+        why: "Every stage sends one command at a time, each once the last reply has \
+              arrived, and reads only at the end (Nagle's algorithm has the same effect \
+              on the sender): three replies are queued when it reads, and without a \
+              header one recv returns them all as one blob. length-ack cannot wait: \
+              its output comes only once answered, so it reads each reply in turn.",
         commands: &["echo hello", "pwd", MISSING],
         plan: Plan::AfterAllReplies,
     },
     Scenario {
+        case: Case::Send,
+        key: "send-pipelined",
+        title: "sender side: requests that arrive before the server reads",
+        why: "The same commands, sent by a client that does not wait, to a server that \
+              reads once all three have arrived (busy with another client, or Nagle's \
+              algorithm holding the sends). The tutorial frames only its replies: the \
+              server's one recv returns the three requests as one command line, and \
+              runs that. rcmd frames requests too.",
+        commands: &["echo hello", "pwd", MISSING],
+        plan: Plan::Pipelined,
+    },
+    Scenario {
         case: Case::Split,
-        title: "拆包: one reply over several reads; when is it complete?",
+        key: "split",
+        title: "拆包 (split packets): when is a reply spread over reads complete?",
         why: "The loop a learner writes: recv(N) until a read returns fewer than N \
               bytes. A reply that fills its last read exactly (#1) leaves \
               the loop waiting for bytes that never come; a reply that pauses can end \
@@ -205,13 +241,25 @@ pub const MAX_COLUMNS: usize = crate::text::COLUMNS;
 pub struct Lesson {
     pub recv_size: usize,
     pub header: HeaderFormat,
-    pub cases: Vec<(&'static str, &'static str, Vec<Reference>, Vec<Trace>)>,
+    pub cases: Vec<CaseRun>,
 }
 
-/// Starts the four stages' servers in-process, on loopback.
-async fn servers(opts: &Options) -> io::Result<Vec<SocketAddr>> {
-    let mut addrs = Vec::new();
-    for stage in Stage::ALL {
+/// One case as run through every stage.
+pub struct CaseRun {
+    pub key: &'static str,
+    pub title: &'static str,
+    /// Its commands, each as run alone.
+    pub refs: Vec<Reference>,
+    /// All its commands as one line, as a server without request framing ran them when
+    /// they arrived together (the pipelined case).
+    pub merged: Option<Reference>,
+    pub traces: Vec<Trace>,
+}
+
+/// A stage's server, in-process on loopback, listening but not yet reading: each run
+/// starts its own, so the pipelined case can have it read only once the requests are in.
+async fn server(opts: &Options, stage: Stage) -> io::Result<stages::Server> {
+    {
         let protocol = match stage {
             Stage::Naive => Protocol::Naive,
             Stage::LengthAck => Protocol::LengthAck,
@@ -219,7 +267,6 @@ async fn servers(opts: &Options) -> io::Result<Vec<SocketAddr>> {
             Stage::Framed => Protocol::Framed,
         };
         let listener = TcpListener::bind("127.0.0.1:0").await?;
-        addrs.push(listener.local_addr()?);
         let mut config = ServerConfig::new(protocol);
         config.workdir = Some(super::WORKDIR.into());
         config.wire = Wire {
@@ -232,9 +279,8 @@ async fn servers(opts: &Options) -> io::Result<Vec<SocketAddr>> {
             // the tutorial's recv(1024) does (a smaller one would cut the commands).
             ..config.wire
         };
-        tokio::spawn(serve(listener, config, std::future::pending()));
+        Ok(stages::Server { listener, config })
     }
-    Ok(addrs)
 }
 
 /// Runs the demo, printing to `out` unless `quiet`; returns the summary and what it saw.
@@ -247,7 +293,6 @@ pub async fn run(
     out: &mut dyn Write,
     quiet: bool,
 ) -> io::Result<(Summary, Lesson)> {
-    let addrs = servers(opts).await?;
     let mut sink = io::sink();
     let out: &mut dyn Write = if quiet { &mut sink } else { out };
     let mut stepper = Stepper {
@@ -278,6 +323,14 @@ pub async fn run(
             })
             .collect();
         let refs = references(&commands).await?;
+        let merged = match scenario.plan {
+            Plan::Pipelined => Some(reference(&commands.concat()).await?),
+            _ => None,
+        };
+        let cmds = Commands {
+            refs: &refs,
+            merged: merged.as_ref(),
+        };
         let head = format!("━━ {} of {}: {} ━━", n + 1, chosen.len(), scenario.title);
         writeln!(out, "{}", style.bold(&head))?;
         writeln!(out, "{}", wrap(scenario.why, MAX_COLUMNS - 2))?;
@@ -297,7 +350,7 @@ pub async fn run(
         }
         writeln!(out)?;
         let mut traces = Vec::new();
-        for (stage, addr) in Stage::ALL.iter().zip(&addrs) {
+        for stage in &Stage::ALL {
             // Before the stage runs, so --step shows each read under its stage.
             writeln!(
                 out,
@@ -312,8 +365,8 @@ pub async fn run(
             }
             let trace = stages::run(
                 *stage,
-                *addr,
-                &refs,
+                server(opts, *stage).await?,
+                &cmds,
                 scenario.plan,
                 opts.recv_size,
                 opts.header,
@@ -328,6 +381,7 @@ pub async fn run(
             t.commands += tally.commands;
             t.wrong += tally.wrong;
             t.misattributed_bytes += tally.misattributed_bytes;
+            t.merged += tally.merged;
             traces.push(trace);
         }
         let naive_right = traces[0]
@@ -342,9 +396,13 @@ pub async fn run(
             summary.hidden = true;
         }
         writeln!(out)?;
-        lesson
-            .cases
-            .push((scenario.case.name(), scenario.title, refs, traces));
+        lesson.cases.push(CaseRun {
+            key: scenario.key,
+            title: scenario.title,
+            refs,
+            merged,
+            traces,
+        });
     }
     for line in summary.lines() {
         let line = if line.contains("wrong") {
@@ -410,6 +468,16 @@ impl stages::Observer for Shown<'_> {
         self.out.flush()
     }
 
+    fn sent(&mut self, stage: Stage, i: usize, bytes: &[u8]) -> io::Result<()> {
+        if !self.stepper.on {
+            return Ok(());
+        }
+        let head = format!("  ◂ {} #{}: send(", stage.name(), i + 1);
+        let room = MAX_COLUMNS.saturating_sub(head.chars().count() + 6);
+        writeln!(self.out, "{head}{})", py_bytes(bytes, room))?;
+        self.out.flush()
+    }
+
     fn answered(&mut self, stage: Stage, i: usize, bytes: &[u8]) -> io::Result<()> {
         if !self.stepper.on {
             return Ok(());
@@ -437,7 +505,10 @@ exactly the bytes it expects have arrived, so reads never depend on timing):
             server has closed the connection; while the connection is open and
             nothing is queued, it waits
   |111|22|  the bytes the server sent, in order, scaled to {BAR_WIDTH} columns;
-            each digit is a byte of that command's reply; | ends a recv
+            each digit is a byte of that command's reply; | ends a recv;
+            digits after the last | were sent but never read (drawn dim)
+  server    where requests stick together, the same bar for the other
+            direction: the client's requests, and the server's recv calls
   stages    naive       no header: the tutorial before its fix
             length-ack  the length as text, wait for the client's b'recv_ready',
                         then the output (the tutorial's first fix)
@@ -475,11 +546,157 @@ fn how(stage: Stage, n: usize, plan: Plan, header: HeaderFormat) -> String {
         Stage::Naive => format!("one recv({n}) is taken as the whole reply"),
         Stage::LengthAck => format!("n = int(recv({n})); send(b'recv_ready'); recv until n"),
         Stage::Classic => "n = struct.unpack('i', recv(4)); recv until n".to_string(),
-        Stage::Framed if plan == Plan::AfterAllReplies => {
+        Stage::Framed if plan == Plan::Pipelined => {
             format!("all commands sent at once; frames '{header}' decoded")
+        }
+        Stage::Framed if plan == Plan::AfterAllReplies => {
+            format!("read at the end; frames '{header}' decoded")
         }
         Stage::Framed => format!("recv({n}) into a buffer; frames '{header}' decoded"),
     }
+}
+
+/// What one command's reply came to on a stage, in words: right or wrong, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    pub wrong: bool,
+    pub text: String,
+    /// Bytes read for this command that belong to another (naive).
+    pub misattributed: usize,
+}
+
+/// The verdict on command `i`'s reply in `trace` (`r` is the command run alone, `n` the
+/// client's recv size).
+pub fn verdict(trace: &Trace, i: usize, r: &Reference, n: usize) -> Verdict {
+    let reply = &trace.replies[i];
+    let expected = match trace.stage {
+        Stage::Naive => r.raw(),
+        _ => [&r.stderr[..], &r.stdout[..]].concat(),
+    };
+    let reads: Vec<_> = trace.reads.iter().filter(|x| x.for_command == i).collect();
+    let mis: usize = reads
+        .iter()
+        .flat_map(|x| trace.owners(x.start, x.len))
+        .filter(|(o, _)| *o != Some(i))
+        .map(|(_, l)| l)
+        .sum();
+    let wrong = reply.got != expected || reply.waits;
+    let text = if reply.merged {
+        format!(
+            "WRONG: the server's one recv read all {} requests as one command line and \
+             ran it; this is that command's output",
+            trace.replies.len()
+        )
+    } else if reply.swallowed && !reply.got.is_empty() {
+        format!(
+            "WRONG: the server ran #{} as part of #1: this read returned more of that \
+             output, and no reply of its own comes",
+            i + 1
+        )
+    } else if reply.swallowed {
+        format!(
+            "WRONG: no reply of its own comes: the server ran #{} as part of #1; the \
+             client waits forever",
+            i + 1
+        )
+    } else if !wrong {
+        let data_reads = reads.len().saturating_sub(1);
+        match trace.stage {
+            Stage::Naive => "ok: the whole reply, nothing else".to_string(),
+            Stage::LengthAck => format!(
+                "ok: {} bytes in {} after the length; b'recv_ready' sent",
+                expected.len(),
+                count(data_reads, "read")
+            ),
+            Stage::Classic => format!(
+                "ok: {} bytes in {} after the 4-byte header",
+                expected.len(),
+                count(data_reads, "read")
+            ),
+            // How many reads depends on how many frames: not a fixed number.
+            Stage::Framed => format!("ok: {} bytes, as the command printed alone", expected.len()),
+        }
+    } else if trace.stage != Stage::Naive {
+        "WRONG: differs from the command's own output".to_string()
+    } else if reply.waits {
+        format!(
+            "WRONG: all {} bytes came, but the last read was full, so the loop calls \
+             recv({n}) again and waits forever (the demo gives up on it there and goes \
+             on with the next command)",
+            expected.len()
+        )
+    } else if reply.stopped_early {
+        format!(
+            "WRONG: stopped early: a short read ended the loop with {} of {} bytes; the \
+             rest was still on its way",
+            reply.got.len(),
+            expected.len()
+        )
+    } else if reply.got.is_empty() {
+        "WRONG: the reply was in an earlier read; this recv waits forever".to_string()
+    } else if mis > 0 {
+        format!(
+            "WRONG: {mis} of {} bytes belong to other commands",
+            reply.got.len()
+        )
+    } else {
+        format!(
+            "WRONG: {} of {} bytes; the rest is still queued",
+            reply.got.len(),
+            expected.len()
+        )
+    };
+    Verdict {
+        wrong,
+        text,
+        misattributed: if trace.stage == Stage::Naive { mis } else { 0 },
+    }
+}
+
+/// The server's side of a pipelined run: its recv calls over the requests, and what it
+/// made of them.
+fn render_requests(trace: &Trace, style: Style, out: &mut dyn Write) -> io::Result<()> {
+    let requests = trace.request_stream();
+    for rd in &trace.server_reads {
+        let whose: Vec<String> = requests
+            .owners(rd.start, rd.len)
+            .iter()
+            .map(|(o, l)| match o {
+                Some(o) => format!("{l} of #{}", o + 1),
+                None => format!("{l} hello"),
+            })
+            .collect();
+        // The tutorial's server makes one recv(1024); rcmd's reads into a buffer.
+        let call = match trace.stage {
+            Stage::Framed => "server reads".to_string(),
+            _ => format!("server recv({})", rd.asked),
+        };
+        writeln!(out, "  {call} → {} bytes: {}", rd.len, whose.join(", "))?;
+    }
+    let spans: Vec<(usize, usize)> = trace
+        .server_reads
+        .iter()
+        .map(|r| (r.start, r.len))
+        .collect();
+    writeln!(out, "  {}", style.bar(&requests, &spans, BAR_WIDTH))?;
+    let text = if trace.stage == Stage::Framed {
+        format!(
+            "the server decodes {} 'R' frames from it: one command each",
+            trace.replies.len()
+        )
+    } else {
+        let line: Vec<u8> = trace
+            .requests
+            .iter()
+            .flat_map(|s| s.bytes.clone())
+            .collect();
+        format!(
+            "no header on requests: the server runs {} as one command",
+            py_bytes(&line, 40)
+        )
+    };
+    writeln!(out, "{}", wrap_styled(&style.dim(&text), 2))?;
+    writeln!(out, "  client:")
 }
 
 fn render_stage(
@@ -495,26 +712,22 @@ fn render_stage(
         commands: refs.len(),
         ..Tally::default()
     };
+    if !trace.requests.is_empty() {
+        render_requests(trace, style, out)?;
+    }
     for (i, r) in refs.iter().enumerate() {
         let reply = &trace.replies[i];
-        let expected = match trace.stage {
-            Stage::Naive => r.raw(),
-            _ => [&r.stderr[..], &r.stdout[..]].concat(),
-        };
+        let v = verdict(trace, i, r, n);
+        tally.wrong += usize::from(v.wrong);
+        tally.merged += usize::from(v.wrong && (reply.merged || reply.swallowed));
+        tally.misattributed_bytes += v.misattributed;
         let reads: Vec<_> = trace.reads.iter().filter(|x| x.for_command == i).collect();
-        let owners: Vec<(Option<usize>, usize)> = reads
-            .iter()
-            .flat_map(|x| trace.owners(x.start, x.len))
-            .collect();
-        let mis: usize = owners
-            .iter()
-            .filter(|(o, _)| *o != Some(i))
-            .map(|(_, l)| l)
-            .sum();
-        let wrong = reply.got != expected || reply.waits;
-        tally.wrong += usize::from(wrong);
-        tally.misattributed_bytes += if trace.stage == Stage::Naive { mis } else { 0 };
         let m = style.marker(i);
+        let text = if v.wrong {
+            style.bad(&v.text)
+        } else {
+            style.good(&v.text)
+        };
         match trace.stage {
             Stage::Naive => {
                 for (k, rd) in reads.iter().enumerate() {
@@ -531,37 +744,10 @@ fn render_stage(
                     let lead = if k == 0 { m.clone() } else { "  ".into() };
                     writeln!(out, "  {lead} recv({n}) → {got}")?;
                 }
-                let verdict = if !wrong {
-                    style.good("ok: the whole reply, nothing else")
-                } else if reply.waits {
-                    style.bad(&format!(
-                        "WRONG: all {} bytes came, but the last read was full, so \
-                         the loop calls recv again and waits forever (the demo gives \
-                         up on it there and goes on with the next command)",
-                        expected.len()
-                    ))
-                } else if reply.stopped_early {
-                    style.bad(&format!(
-                        "WRONG: stopped early: a short read ended the loop with {} of \
-                         {} bytes; the rest was still on its way",
-                        reply.got.len(),
-                        expected.len()
-                    ))
-                } else if reply.got.is_empty() {
-                    style.bad("WRONG: the reply was in an earlier read; this recv waits forever")
-                } else if mis > 0 {
-                    style.bad(&format!(
-                        "WRONG: {mis} of {} bytes belong to other commands",
-                        reply.got.len()
-                    ))
-                } else {
-                    style.bad(&format!(
-                        "WRONG: {} of {} bytes; the rest is still queued",
-                        reply.got.len(),
-                        expected.len()
-                    ))
-                };
-                writeln!(out, "{}", wrap_styled(&verdict, 6))?;
+                if reads.is_empty() {
+                    writeln!(out, "  {m}")?;
+                }
+                writeln!(out, "{}", wrap_styled(&text, 6))?;
                 if !reply.got.is_empty() {
                     writeln!(out, "      {}", style.dim(&py_bytes(&reply.got, 58)))?;
                 }
@@ -572,31 +758,14 @@ fn render_stage(
                     let lead = if k == 0 { m.clone() } else { "  ".into() };
                     writeln!(out, "  {lead} {h}")?;
                 }
-                // The first read of a reply is its length: counted apart from the data.
-                let data_reads = reads.len().saturating_sub(1);
-                let verdict = if wrong {
-                    style.bad("WRONG: differs from the command's own output")
-                } else {
-                    style.good(&match trace.stage {
-                        Stage::LengthAck => format!(
-                            "ok: {} bytes in {} after the length; b'recv_ready' sent",
-                            expected.len(),
-                            count(data_reads, "read")
-                        ),
-                        Stage::Classic => format!(
-                            "ok: {} bytes in {} after the 4-byte header",
-                            expected.len(),
-                            count(data_reads, "read")
-                        ),
-                        // How many reads depends on how many frames: not a fixed number.
-                        _ => format!("ok: {} bytes, as the command printed alone", expected.len()),
-                    })
-                };
-                writeln!(out, "      {verdict}")?;
+                if heads.is_empty() {
+                    writeln!(out, "  {m}")?;
+                }
+                writeln!(out, "{}", wrap_styled(&text, 6))?;
             }
         }
     }
-    if trace.stage == Stage::Framed && plan == Plan::AfterAllReplies {
+    if trace.stage == Stage::Framed && matches!(plan, Plan::AfterAllReplies | Plan::Pipelined) {
         writeln!(
             out,
             "  all {} replies in {} of up to {n}: the frames keep them apart",

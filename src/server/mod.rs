@@ -357,9 +357,11 @@ async fn handle(stream: TcpStream, peer: SocketAddr, config: &ServerConfig, stop
                 serve_framed(stream, splice, peer, config, stop).await
             }
         },
-        Protocol::LengthAck | Protocol::Classic | Protocol::JsonHeader | Protocol::Naive => {
-            tutorial::serve(stream, peer, config, stop).await
-        }
+        Protocol::LengthAck
+        | Protocol::Classic
+        | Protocol::StructAck
+        | Protocol::JsonHeader
+        | Protocol::Naive => tutorial::serve(stream, peer, config, stop).await,
     };
     // One line per connection, when it ends.
     let secs = format!("{:.3}", opened.elapsed().as_secs_f64());

@@ -35,6 +35,11 @@ impl Spool {
         }
     }
 
+    /// Everything collected, when it all stayed in memory.
+    pub fn in_memory(&self) -> Option<&[u8]> {
+        self.file.is_none().then_some(&self.mem[..])
+    }
+
     /// Total bytes collected.
     pub fn len(&self) -> u64 {
         self.len

@@ -356,7 +356,7 @@ async fn spool_reply(
     match reply_head(&wire, stdout.len(), stderr.len(), status.exit_code()) {
         Ok(head) => {
             wr.write_all(&head).await?;
-            if wire.protocol == Protocol::LengthAck {
+            if wire.protocol.waits_for_ack() {
                 match await_ack(rd, config, stop).await? {
                     Some(next) => *carried = next,
                     None => return Ok(None),
@@ -366,7 +366,12 @@ async fn spool_reply(
                 Order::StderrFirst => (stderr, stdout),
                 Order::StdoutFirst => (stdout, stderr),
             };
-            if config.trace {
+            // In one write when both are in memory: a learner's client that takes one
+            // recv(n) for the whole output then gets it all, as it would from a server
+            // that sends `stderr + stdout` (the tutorial's `sendall(res)`).
+            if let (Some(a), Some(b)) = (first.in_memory(), second.in_memory()) {
+                wr.write_all(&[a, b].concat()).await?;
+            } else if config.trace {
                 first.write_to(wr).await?;
                 second.write_to(wr).await?;
             } else {

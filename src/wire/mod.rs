@@ -21,6 +21,9 @@ pub enum Protocol {
     LengthAck,
     /// The tutorial's fix: `struct.pack(FMT, n)` then stderr and stdout (n bytes in all).
     Classic,
+    /// A variant in learners' code: `struct.pack(FMT, n)`, wait for the client's answer,
+    /// then stderr and stdout.
+    StructAck,
     /// The tutorial's final version: packed length of a JSON header, the header, the output.
     JsonHeader,
     /// No header at all, as before the tutorial's fix: the sticky-packet bug, kept on purpose.
@@ -37,12 +40,18 @@ impl Protocol {
         }
     }
 
+    /// Whether the server sends the length and then waits for the client's answer.
+    pub fn waits_for_ack(self) -> bool {
+        matches!(self, Protocol::LengthAck | Protocol::StructAck)
+    }
+
     /// The name used on the command line.
     pub fn name(self) -> &'static str {
         match self {
             Protocol::Framed => "framed",
             Protocol::LengthAck => "length-ack",
             Protocol::Classic => "classic",
+            Protocol::StructAck => "struct-ack",
             Protocol::JsonHeader => "json-header",
             Protocol::Naive => "naive",
         }

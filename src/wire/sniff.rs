@@ -315,8 +315,8 @@ pub fn stall_message(
         None => format!("{got} {}", bytes(got as u64)),
     };
     let cause = match wire.protocol {
-        // No header here: the server holds the output until it accepts the answer.
-        Protocol::LengthAck => format!(
+        // The server holds the output until it accepts the answer.
+        Protocol::LengthAck | Protocol::StructAck => format!(
             "A length-ack server sends the output only once it accepts this client's answer \
              to the length ({}); a server waiting for another word, or one in another \
              --protocol, stops here",

@@ -82,7 +82,7 @@ impl Lane {
         let h = wire.header;
         let reply = match wire.protocol {
             Protocol::Framed => Shape::Tagged(h),
-            Protocol::Classic => Shape::Counted(h),
+            Protocol::Classic | Protocol::StructAck => Shape::Counted(h),
             Protocol::JsonHeader => Shape::Json(h),
             Protocol::LengthAck => Shape::Digits,
             Protocol::Naive => Shape::Raw,

@@ -5,6 +5,7 @@
 //! ```text
 //! length-ack   str(n) as ASCII digits; wait for any answer (b'recv_ready'); stderr ‖ stdout
 //! classic      pack(FMT, n) ‖ stderr ‖ stdout                      n = len(stderr)+len(stdout)
+//! struct-ack   pack(FMT, n); wait for any answer (b'recv_ready'); stderr ‖ stdout
 //! json-header  pack(FMT, len(h)) ‖ h ‖ stderr ‖ stdout            h = {"total_size": n, ...}
 //! naive        stdout and stderr as the command produces them, nothing else
 //! ```
@@ -87,7 +88,7 @@ impl JsonHeader {
 /// classic also cannot describe more than its header holds.
 pub fn spool_limit(wire: &Wire, max_spool: u64) -> u64 {
     match wire.protocol {
-        Protocol::Classic => max_spool.min(wire.header.max_len() as u64),
+        Protocol::Classic | Protocol::StructAck => max_spool.min(wire.header.max_len() as u64),
         _ => max_spool,
     }
 }
@@ -116,7 +117,8 @@ fn too_large_message(header: HeaderFormat, len: u64) -> String {
 
 /// Everything a reply sends before the output (stderr and stdout, in `wire.order`):
 /// `pack(FMT, n)` in classic, `pack(FMT, len(h)) ‖ h` in json-header, `str(n)` in
-/// length-ack (the server then waits for the client's answer), nothing in naive.
+/// length-ack and `pack(FMT, n)` in struct-ack (the server then waits for the client's
+/// answer), nothing in naive.
 ///
 /// # Errors
 /// The explanation to send instead (see [`message_reply`]) when the header cannot
@@ -169,8 +171,19 @@ pub fn message_reply(wire: &Wire, msg: &str, exit_code: i32) -> Vec<u8> {
 
 /// [`message_reply`] as the head (sent before length-ack's wait for an answer) and the rest.
 pub fn message_parts(wire: &Wire, msg: &str, exit_code: i32) -> (Vec<u8>, Vec<u8>) {
-    if wire.protocol == Protocol::LengthAck {
-        return (msg.len().to_string().into_bytes(), msg.as_bytes().to_vec());
+    match wire.protocol {
+        Protocol::LengthAck => {
+            return (msg.len().to_string().into_bytes(), msg.as_bytes().to_vec());
+        }
+        Protocol::StructAck => {
+            let body = &msg.as_bytes()[..msg.len().min(wire.header.max_len())];
+            let mut head = Vec::new();
+            wire.header
+                .pack_into(body.len() as i128, &mut head)
+                .expect("length cut to the header's maximum");
+            return (head, body.to_vec());
+        }
+        _ => {}
     }
     (message_reply_inner(wire, msg, exit_code), Vec::new())
 }
@@ -191,7 +204,7 @@ fn message_reply_inner(wire: &Wire, msg: &str, exit_code: i32) -> Vec<u8> {
             }
         }
         Protocol::Naive | Protocol::LengthAck => out.extend_from_slice(msg.as_bytes()),
-        Protocol::Classic | Protocol::Framed => {
+        Protocol::Classic | Protocol::StructAck | Protocol::Framed => {
             header
                 .pack_into(body.len() as i128, &mut out)
                 .expect("length cut to the header's maximum");

@@ -1,7 +1,10 @@
 """The tutorial's remote command client, in each of its four versions.
 
 Usage: tutorial_client.py MODE PORT [FMT] < commands
-  MODE naive | length-ack | classic | json, as in tutorial_server.py.
+  MODE naive | length-ack | classic | json, as in tutorial_server.py, or
+       struct-ack: struct.pack(FMT, n), answer b'recv_ready', then n bytes;
+       length-ack-once: length-ack, taking the output with one recv(length) as the
+       shortest copies of the tutorial do
 
 Sends each non-empty line of stdin as a command to 127.0.0.1:PORT and prints each reply
 on one line as hex, so a test can compare replies byte for byte.
@@ -50,6 +53,14 @@ for line in sys.stdin:
         length = int(phone.recv(1024).decode('utf-8'))
         phone.send(b'recv_ready')
         reply = recv_body(phone, length)
+    elif mode == 'length-ack-once':
+        length = int(phone.recv(1024).decode('utf-8'))
+        phone.send(b'recv_ready')
+        reply = phone.recv(length) if length else b''
+    elif mode == 'struct-ack':
+        total_size = struct.unpack(fmt, recv_exact(phone, struct.calcsize(fmt)))[0]
+        phone.send(b'recv_ready')
+        reply = recv_body(phone, total_size)
     elif mode == 'classic':
         total_size = struct.unpack(fmt, recv_exact(phone, struct.calcsize(fmt)))[0]
         reply = recv_body(phone, total_size)

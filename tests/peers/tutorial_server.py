@@ -1,13 +1,15 @@
 """The tutorial's remote command server, in each of its four versions.
 
-Usage: tutorial_server.py MODE [FMT]
+Usage: tutorial_server.py MODE [FMT [WORD]]
   MODE  naive       reply with the raw output, no header (before the fix)
         length-ack  the length as text, wait for the client's answer (any bytes),
                     then the output (the first fix, which the tutorial calls clumsy)
         length-ack-strict
                     the same, but the output is sent only if the answer is exactly
-                    b'recv_ready', as the tutorial's own copy checks
+                    b'recv_ready' (or WORD), as the tutorial's own copy checks
         classic  struct.pack(FMT, total) then the output (the fix)
+        struct-ack  struct.pack(FMT, total), wait for b'recv_ready' (or WORD), then
+                    the output, as learners' code mixing the two fixes does
         json     struct.pack(FMT, len(header)), a JSON header, then the output
   FMT   struct format of the length header, default 'i'
 
@@ -23,6 +25,7 @@ import sys
 
 mode = sys.argv[1]
 fmt = sys.argv[2] if len(sys.argv) > 2 else 'i'
+word = sys.argv[3].encode('utf-8') if len(sys.argv) > 3 else b'recv_ready'
 
 server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
 server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -51,9 +54,14 @@ while True:
     elif mode == 'length-ack-strict':
         conn.send(str(len(stdout) + len(stderr)).encode('utf-8'))
         data = conn.recv(1024)
-        if data == b'recv_ready':
+        if data == word:
             conn.sendall(stderr)
             conn.sendall(stdout)
+    elif mode == 'struct-ack':
+        conn.send(struct.pack(fmt, len(stdout) + len(stderr)))
+        data = conn.recv(1024)
+        if data == word:
+            conn.sendall(stderr + stdout)
     elif mode == 'classic':
         conn.sendall(struct.pack(fmt, len(stdout) + len(stderr)))
         conn.sendall(stdout)

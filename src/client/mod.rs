@@ -7,6 +7,7 @@
 mod framed;
 pub mod input;
 mod spliced;
+mod spliced_stdin;
 pub mod terminal;
 mod tutorial;
 
@@ -55,6 +56,9 @@ pub struct ClientConfig {
     /// stdout (fd 1), when it is a pipe or a file and the wire is in the clear. Only for
     /// an [`Output`] that writes to fd 1 itself.
     pub splice_stdout: bool,
+    /// A one-shot command's stdin may be spliced from this process's stdin (fd 0) into
+    /// the socket, when it is a pipe and the wire is in the clear.
+    pub splice_stdin: bool,
 }
 
 impl ClientConfig {
@@ -71,6 +75,7 @@ impl ClientConfig {
             trace: false,
             tls: None,
             splice_stdout: false,
+            splice_stdin: false,
         }
     }
 }
@@ -463,7 +468,7 @@ pub async fn run_connection<O: Write, E: Write>(
                 _ => config,
             };
             let held_back = config.token.is_none() && config.same_user_token.is_some();
-            framed::run(traced(stream, config), None, config, input, out)
+            framed::run(traced(stream, config), None, None, config, input, out)
                 .await
                 .map_err(|e| match e {
                     ClientError::Server(m) if held_back && m.starts_with(AUTH_FAILED) => {
@@ -477,7 +482,19 @@ pub async fn run_connection<O: Write, E: Write>(
             let splice = (config.splice_stdout && !config.trace)
                 .then(|| spliced::SpliceIn::new(&stream))
                 .flatten();
-            framed::run(traced(stream, config), splice, config, input, out).await
+            let splice_stdin = (config.splice_stdin && !config.trace)
+                .then(|| input.take_stdin_pipe())
+                .flatten()
+                .and_then(|pipe| spliced_stdin::SpliceOut::new(&stream, pipe));
+            framed::run(
+                traced(stream, config),
+                splice,
+                splice_stdin,
+                config,
+                input,
+                out,
+            )
+            .await
         }
         Transport::Plain(stream) => tutorial::run(traced(stream, config), config, input, out).await,
     }
@@ -597,6 +614,9 @@ pub struct FramedConnection {
     pub codec: ClientCodec,
     /// The protocol version both ends speak.
     pub version: u8,
+    /// A second handle on the socket, when the wire is in the clear (and not traced):
+    /// file data can be sent into it from the file.
+    pub raw: Option<crate::splice::Socket>,
 }
 
 /// [`open`]'s connection to `addr`, taken through the framed handshake.
@@ -655,8 +675,13 @@ async fn handshake(
             framed::open(Box::new(traced), &config).await
         }
         Transport::Plain(stream) => {
+            let raw = (!config.trace)
+                .then(|| crate::splice::Socket::new(&stream, tokio::io::Interest::WRITABLE).ok())
+                .flatten();
             let traced = crate::wire::trace::Traced::new(stream, wire, "client", config.trace);
-            framed::open(Box::new(traced), config).await
+            let mut connection = framed::open(Box::new(traced), config).await?;
+            connection.raw = raw;
+            Ok(connection)
         }
     }
 }

@@ -726,3 +726,40 @@ async fn a_file_that_shrinks_while_it_is_sent_is_refused_not_written() {
     }
     tls.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_a_terminal_the_total_stays_once_the_bars_are_done() {
+    // As scp leaves each file's last line: after the bars, what moved and how fast.
+    let local = tempfile::tempdir().unwrap();
+    let remote = tempfile::tempdir().unwrap();
+    std::fs::write(local.path().join("one"), vec![7u8; 300_000]).unwrap();
+    std::fs::write(local.path().join("two"), b"2").unwrap();
+    let addr = server_in(remote.path()).await;
+    let line = format!(
+        "{bin} cp --plaintext -P {port} one two 127.0.0.1:",
+        bin = common::rcmd_bin(),
+        port = addr.port()
+    );
+    let src = local.path().to_path_buf();
+    let screen = tokio::task::spawn_blocking(move || {
+        let tmux = common::tmux::Tmux::start(|dir| {
+            format!(
+                "cd {src}\nexport HOME={dir} RCMD_HOME={dir}/rcmd\n{line}\n\
+                 echo \"exit=$?\" > {dir}/code\nsleep 60\n",
+                src = src.display(),
+                dir = dir.display(),
+            )
+        })?;
+        let code = tmux.wait_for_file(&tmux.dir().join("code"));
+        assert_eq!(code.trim(), "exit=0", "{}", tmux.screen());
+        Some(tmux.screen())
+    })
+    .await
+    .unwrap();
+    let Some(screen) = screen else { return };
+    assert!(
+        screen.contains("total: 2 files") && screen.contains("292.97 KiB/292.97 KiB in "),
+        "{screen}"
+    );
+    assert_eq!(std::fs::read(remote.path().join("two")).unwrap(), b"2");
+}

@@ -193,6 +193,26 @@ impl Socket {
             }
         }
     }
+
+    /// Sends at most `len` bytes of `file` from `*offset` into the socket, once it has
+    /// room; says how many moved. Cancel safe.
+    ///
+    /// # Errors
+    /// As [`sendfile`].
+    pub async fn send_file(
+        &self,
+        file: BorrowedFd<'_>,
+        offset: &mut i64,
+        len: usize,
+    ) -> io::Result<usize> {
+        loop {
+            let mut ready = self.fd.writable().await?;
+            match ready.try_io(|fd| sendfile(file, offset, fd.get_ref().as_fd(), len)) {
+                Ok(r) => return r,
+                Err(_would_block) => continue,
+            }
+        }
+    }
 }
 
 /// A pipe of our own, both ends non-blocking: the stop between two descriptors that

@@ -617,3 +617,149 @@ async fn a_sender_that_falls_silent_is_given_up_and_its_file_removed() {
     })
     .await;
 }
+
+/// A proxy to `to` that passes the client's bytes until `hold_at` have gone, then holds
+/// the rest until `release` fires; `held` fires when it starts holding.
+async fn holding_proxy(
+    to: std::net::SocketAddr,
+    hold_at: u64,
+) -> (
+    u16,
+    tokio::sync::oneshot::Receiver<()>,
+    tokio::sync::oneshot::Sender<()>,
+) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (held_tx, held) = tokio::sync::oneshot::channel();
+    let (release, release_rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let (client, _) = listener.accept().await.unwrap();
+        let server = TcpStream::connect(to).await.unwrap();
+        let (mut cr, mut cw) = client.into_split();
+        let (mut sr, mut sw) = server.into_split();
+        tokio::spawn(async move {
+            let _ = tokio::io::copy(&mut sr, &mut cw).await;
+            let _ = cw.shutdown().await;
+        });
+        let mut passed = 0u64;
+        let mut buf = vec![0u8; 64 * 1024];
+        let (mut held_tx, mut release_rx) = (Some(held_tx), Some(release_rx));
+        loop {
+            if passed >= hold_at {
+                if let (Some(tx), Some(rx)) = (held_tx.take(), release_rx.take()) {
+                    let _ = tx.send(());
+                    let _ = rx.await;
+                }
+            }
+            let room = if held_tx.is_some() {
+                ((hold_at - passed) as usize).min(buf.len())
+            } else {
+                buf.len()
+            };
+            let n = match cr.read(&mut buf[..room]).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            if sw.write_all(&buf[..n]).await.is_err() {
+                break;
+            }
+            passed += n as u64;
+        }
+        let _ = sw.shutdown().await;
+    });
+    (port, held, release)
+}
+
+#[tokio::test]
+async fn a_file_that_shrinks_while_it_is_sent_is_refused_not_written() {
+    // Sent from the file by the kernel in the clear, and read into memory under TLS: the
+    // file loses its second half while the connection holds the sender back, and the
+    // receiver must drop it, leaving nothing at the target and no temporary file.
+    let home = RcmdHome::new();
+    let remote = tempfile::tempdir().unwrap();
+    let tls = home
+        .server(&["--workdir", remote.path().to_str().unwrap()])
+        .await;
+    let plain = server_in(remote.path()).await;
+    let local = tempfile::tempdir().unwrap();
+    const SIZE: usize = 64 << 20;
+    for (over_tls, to) in [(false, plain), (true, tls.addr)] {
+        let src = local.path().join("shrinking");
+        let data: Vec<u8> = (0..SIZE as u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&src, &data).unwrap();
+        let (port, held, release) = holding_proxy(to, 2 << 20).await;
+        let port = port.to_string();
+        let mut args = vec!["cp", "-P", &port];
+        if !over_tls {
+            args.push("--plaintext");
+        }
+        let srcs = src.to_str().unwrap().to_string();
+        args.extend([srcs.as_str(), "127.0.0.1:shrunk"]);
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let copying = {
+            let home_path = home.path().to_path_buf();
+            tokio::spawn(async move {
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                let home = home_path.to_str().unwrap();
+                common::run_env(common::rcmd_bin(), &args, b"", &[("RCMD_HOME", home)]).await
+            })
+        };
+        held.await.unwrap();
+        // The sender is at most a few MiB in (what the sockets hold): cut to half.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&src)
+            .unwrap()
+            .set_len(SIZE as u64 / 2 + 12_345)
+            .unwrap();
+        release.send(()).unwrap();
+        let run = copying.await.unwrap();
+        assert_eq!(run.code, Some(1), "over TLS: {over_tls}\n{run}");
+        assert!(
+            run.stderr_str().contains("shrank"),
+            "over TLS: {over_tls}\n{run}"
+        );
+        wait_until("the temporary file is removed", || {
+            std::fs::read_dir(remote.path()).unwrap().count() == 0
+        })
+        .await;
+    }
+    tls.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_a_terminal_the_total_stays_once_the_bars_are_done() {
+    // As scp leaves each file's last line: after the bars, what moved and how fast.
+    let local = tempfile::tempdir().unwrap();
+    let remote = tempfile::tempdir().unwrap();
+    std::fs::write(local.path().join("one"), vec![7u8; 300_000]).unwrap();
+    std::fs::write(local.path().join("two"), b"2").unwrap();
+    let addr = server_in(remote.path()).await;
+    let line = format!(
+        "{bin} cp --plaintext -P {port} one two 127.0.0.1:",
+        bin = common::rcmd_bin(),
+        port = addr.port()
+    );
+    let src = local.path().to_path_buf();
+    let screen = tokio::task::spawn_blocking(move || {
+        let tmux = common::tmux::Tmux::start(|dir| {
+            format!(
+                "cd {src}\nexport HOME={dir} RCMD_HOME={dir}/rcmd\n{line}\n\
+                 echo \"exit=$?\" > {dir}/code\nsleep 60\n",
+                src = src.display(),
+                dir = dir.display(),
+            )
+        })?;
+        let code = tmux.wait_for_file(&tmux.dir().join("code"));
+        assert_eq!(code.trim(), "exit=0", "{}", tmux.screen());
+        Some(tmux.screen())
+    })
+    .await
+    .unwrap();
+    let Some(screen) = screen else { return };
+    assert!(
+        screen.contains("total: 2 files") && screen.contains("292.97 KiB/292.97 KiB in "),
+        "{screen}"
+    );
+    assert_eq!(std::fs::read(remote.path().join("two")).unwrap(), b"2");
+}

@@ -29,6 +29,84 @@ async fn stdin_reaches_the_command_and_ends() {
     assert_eq!(r.stdout_str().trim(), "0", "{r}");
 }
 
+/// Feeds `total` bytes of a pattern into `pipe` in uneven pieces with pauses between some
+/// of them, so frames of every size (and empty pipes) occur; returns what it fed.
+async fn feed_unevenly(mut pipe: tokio::process::ChildStdin, total: usize) -> Vec<u8> {
+    let data: Vec<u8> = (0..total as u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 11) as u8)
+        .collect();
+    let mut at = 0;
+    let mut step = 1usize;
+    while at < data.len() {
+        let n = step.min(data.len() - at);
+        pipe.write_all(&data[at..at + n]).await.unwrap();
+        at += n;
+        step = (step * 7 + 13) % (3 << 20) + 1;
+        if step % 5 == 0 {
+            tokio::task::yield_now().await;
+        }
+    }
+    data
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stdin_from_a_pipe_is_spliced_byte_for_byte_past_many_credit_windows() {
+    // In the clear, a piped stdin goes from its pipe into the socket inside the kernel;
+    // --no-splice copies it through memory. Both must give the same bytes, past the
+    // server's 8 MiB window several times, in pieces of every size.
+    let addr = start_server(framed()).await.to_string();
+    const TOTAL: usize = 40 << 20;
+    for extra in [None, Some("--no-splice")] {
+        let mut args = vec!["client", &addr, "--plaintext"];
+        args.extend(extra);
+        args.extend(["--", "sha256sum"]);
+        let mut client = rcmd_command()
+            .args(&args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let feeder = tokio::spawn(feed_unevenly(client.stdin.take().unwrap(), TOTAL));
+        let out = client.wait_with_output().await.unwrap();
+        let data = feeder.await.unwrap();
+        assert_eq!(out.status.code(), Some(0), "{extra:?}");
+        let local = std::process::Command::new("sha256sum")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut pipe = local.stdin.as_ref().unwrap();
+        std::io::Write::write_all(&mut pipe, &data).unwrap();
+        let mut local = local;
+        drop(local.stdin.take());
+        let expected = local.wait_with_output().unwrap().stdout;
+        assert_eq!(out.stdout, expected, "{extra:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_that_stops_reading_spliced_stdin_still_ends() {
+    // `head -c 5` reads five bytes and exits; the rest of a large piped stdin must not
+    // hold the client, spliced or not.
+    let addr = start_server(framed()).await.to_string();
+    let mut client = rcmd_command()
+        .args(["client", &addr, "--plaintext", "--", "head -c 5"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut pipe = client.stdin.take().unwrap();
+    // Keeps writing until the client goes (its end of the pipe closes).
+    let feeder = tokio::spawn(async move {
+        let block = vec![b'x'; 1 << 20];
+        while pipe.write_all(&block).await.is_ok() {}
+    });
+    let out = client.wait_with_output().await.unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(out.stdout, b"xxxxx");
+    feeder.await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tar_stream_unpacks_remotely() {
     let addr = start_server(framed()).await.to_string();

@@ -68,8 +68,8 @@ pub(super) struct ClientArgs {
     #[arg(long, value_name = "DIR")]
     cwd: Option<String>,
 
-    /// Copy output through memory instead of splicing it from the socket to stdout (when
-    /// stdout is a pipe or a file, and the wire is in the clear)
+    /// Copy output and input through memory instead of splicing them between the socket
+    /// and stdout or stdin (when those are pipes or files, and the wire is in the clear)
     #[arg(long)]
     no_splice: bool,
 
@@ -263,6 +263,7 @@ fn client_config(args: &ClientArgs, want_tty: bool) -> Result<ClientConfig, Fail
         session,
         // Only a single host's output goes straight to our stdout.
         splice_stdout: args.fanout.hosts.is_none() && !args.no_splice,
+        splice_stdin: args.fanout.hosts.is_none() && !args.no_splice,
         trace: args.trace,
         ack: args
             .ack

@@ -35,10 +35,12 @@ type Reader<S> = FramedRead<ReadHalf<S>, ClientCodec>;
 type Writer<S> = FramedWrite<WriteHalf<S>, ClientCodec>;
 
 /// Runs the session on `stream`. With `splice`, large stdout payloads go from the socket
-/// to stdout inside the kernel.
+/// to stdout inside the kernel; with `splice_stdin`, stdin goes from its pipe into the
+/// socket so (and `input` has no stdin of its own).
 pub(super) async fn run<S: AsyncRead + AsyncWrite, O: Write, E: Write>(
     stream: S,
     mut splice: Option<super::spliced::SpliceIn>,
+    splice_stdin: Option<super::spliced_stdin::SpliceOut>,
     config: &ClientConfig,
     input: &mut Input,
     out: &mut Output<O, E>,
@@ -76,7 +78,9 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite, O: Write, E: Write>(
             out.err(b"rcmd: warning: the server speaks protocol version 1: no terminal\n")?;
         }
     }
-    let mut stdin = input.take_stdin().filter(|_| version >= 2 && one_shot);
+    let forwards = version >= 2 && one_shot;
+    let splice_stdin = splice_stdin.filter(|_| forwards);
+    let mut stdin = input.take_stdin().filter(|_| forwards);
     let mut signals = if version >= 2 && session.forward_signals {
         Some(Signals::new()?)
     } else {
@@ -92,7 +96,7 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite, O: Write, E: Write>(
     // not yet sent for lack of room.
     let mut credit = 0usize;
     let mut held: Option<Bytes> = None;
-    let mut stdin_open = stdin.is_some();
+    let mut stdin_open = stdin.is_some() || splice_stdin.is_some();
     let mut grace: Option<Instant> = None;
     let mut last_interrupt: Option<Instant> = None;
     // At a prompt, a command that outlives its Ctrl-C is killed (once) and the session
@@ -136,7 +140,21 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite, O: Write, E: Write>(
                 }
                 None => input_open = false,
             },
-            chunk = next_stdin(&mut stdin, &mut held, credit, max_body), if can_send_stdin => {
+            waiting = stdin_waiting(&splice_stdin, credit), if can_send_stdin => {
+                let splicer = splice_stdin.as_ref().expect("waiting only with a splicer");
+                match waiting? {
+                    0 => {
+                        stdin_open = false;
+                        writer.send(ClientMessage::StdinEof).await?;
+                    }
+                    waiting => {
+                        let n = waiting.min(credit).min(max_body);
+                        credit -= n;
+                        send_spliced_stdin(&mut writer, splicer, n).await?;
+                    }
+                }
+            }
+            chunk = next_stdin(&mut stdin, &mut held, credit, max_body), if can_send_stdin && splice_stdin.is_none() => {
                 match chunk {
                     Some(data) => {
                         credit -= data.len();
@@ -285,6 +303,7 @@ pub(super) async fn open(
         writer: writer.into_inner(),
         codec,
         version,
+        raw: None,
     })
 }
 
@@ -413,6 +432,36 @@ async fn send_stdin<S: AsyncWrite>(writer: &mut Writer<S>, data: Bytes) -> Resul
     // wait for it while we wait for the server.
     socket.flush().await?;
     Ok(())
+}
+
+/// Sends `len` bytes of stdin that wait in its pipe: the head from here, the bytes
+/// spliced behind it.
+async fn send_spliced_stdin<S: AsyncWrite>(
+    writer: &mut Writer<S>,
+    splicer: &super::spliced_stdin::SpliceOut,
+    len: usize,
+) -> Result<(), ClientError> {
+    use tokio::io::AsyncWriteExt;
+    debug_assert!(writer.write_buffer().is_empty(), "every send is flushed");
+    let mut head = bytes::BytesMut::with_capacity(9);
+    writer.encoder().encode_stdin_head(len, &mut head)?;
+    let socket = writer.get_mut();
+    socket.write_all(&head).await?;
+    socket.flush().await?;
+    splicer.send(len).await?;
+    Ok(())
+}
+
+/// How many bytes wait in the spliced stdin once some do (`0`: its end), when the server
+/// has granted room; pending without a splicer or room.
+async fn stdin_waiting(
+    splicer: &Option<super::spliced_stdin::SpliceOut>,
+    credit: usize,
+) -> std::io::Result<usize> {
+    match splicer {
+        Some(s) if credit > 0 => s.waiting().await,
+        _ => std::future::pending().await,
+    }
 }
 
 /// How long the client waits for the rest of an answer that is not a hello, to judge it.

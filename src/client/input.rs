@@ -5,6 +5,7 @@
 //! keep moving meanwhile (a piped client sends the next lines while replies stream back).
 
 use std::io::{BufRead, IsTerminal, Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::mpsc as std_mpsc;
 
 use bytes::Bytes;
@@ -23,6 +24,8 @@ pub struct Input {
     replied: Option<std_mpsc::Sender<()>>,
     one_shot: bool,
     stdin: Option<Stdin>,
+    /// The stdin to forward is this process's own ([`Input::with_stdin`]).
+    own_stdin: bool,
 }
 
 /// The stdin to forward: not read before the session asks for it, so nothing typed
@@ -39,6 +42,7 @@ impl Input {
             replied: None,
             one_shot: true,
             stdin: None,
+            own_stdin: false,
         }
     }
 
@@ -50,7 +54,9 @@ impl Input {
         unsafe {
             libc::fcntl(0, libc::F_SETPIPE_SZ, STDIN_CHUNK as libc::c_int * 4);
         }
-        self.with_stdin_from(std::io::stdin())
+        let mut input = self.with_stdin_from(std::io::stdin());
+        input.own_stdin = true;
+        input
     }
 
     /// Forwards `source` to the one-shot command, read on its own thread once the
@@ -93,6 +99,7 @@ impl Input {
             replied: interactive.then_some(replied_tx),
             one_shot: false,
             stdin: None,
+            own_stdin: false,
         }
     }
 
@@ -117,6 +124,17 @@ impl Input {
         self.stdin.take().map(|start| start())
     }
 
+    /// Instead of [`take_stdin`](Self::take_stdin): our own stdin itself, when it is
+    /// the stdin to forward and a pipe (which can be spliced); it is then never read here.
+    pub fn take_stdin_pipe(&mut self) -> Option<OwnedFd> {
+        if !self.own_stdin || self.stdin.is_none() {
+            return None;
+        }
+        let pipe = stdin_pipe()?;
+        self.stdin = None;
+        Some(pipe)
+    }
+
     /// Tells the input that the session is set up (its signal handling installed), so a
     /// terminal may show its first prompt.
     pub fn ready(&self) {
@@ -129,6 +147,14 @@ impl Input {
             let _ = tx.send(());
         }
     }
+}
+
+/// A duplicate of our stdin if it is a pipe.
+fn stdin_pipe() -> Option<OwnedFd> {
+    let stdin = std::io::stdin().as_fd().try_clone_to_owned().ok()?;
+    let stat = rustix::fs::fstat(&stdin).ok()?;
+    (rustix::fs::FileType::from_raw_mode(stat.st_mode) == rustix::fs::FileType::Fifo)
+        .then_some(stdin)
 }
 
 fn piped_lines(tx: &mpsc::Sender<Vec<u8>>) {

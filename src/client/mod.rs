@@ -7,6 +7,7 @@
 mod framed;
 mod input;
 mod spliced;
+mod spliced_stdin;
 pub(crate) mod terminal;
 mod tutorial;
 
@@ -67,6 +68,9 @@ pub struct ClientConfig {
     /// How long a length-ack client holds its next command after an empty reply, so the
     /// server reads the answer and the command in two reads (see PROTOCOL.md).
     pub ack_settle: Duration,
+    /// A one-shot command's stdin may be spliced from this process's stdin (fd 0) into
+    /// the socket, when it is a pipe and the wire is in the clear.
+    pub splice_stdin: bool,
 }
 
 impl ClientConfig {
@@ -85,6 +89,7 @@ impl ClientConfig {
             splice_stdout: false,
             ack: crate::wire::tutorial::ACK.to_vec(),
             ack_settle: ACK_SETTLE,
+            splice_stdin: false,
         }
     }
 }
@@ -490,7 +495,7 @@ pub async fn run_connection<O: Write, E: Write>(
                 _ => config,
             };
             let held_back = config.token.is_none() && config.same_user_token.is_some();
-            framed::run(traced(stream, config), None, config, input, out)
+            framed::run(traced(stream, config), None, None, config, input, out)
                 .await
                 .map_err(|e| match e {
                     ClientError::Server(refusal)
@@ -509,7 +514,19 @@ pub async fn run_connection<O: Write, E: Write>(
             let splice = (config.splice_stdout && !config.trace)
                 .then(|| spliced::SpliceIn::new(&stream))
                 .flatten();
-            framed::run(traced(stream, config), splice, config, input, out).await
+            let splice_stdin = (config.splice_stdin && !config.trace)
+                .then(|| input.take_stdin_pipe())
+                .flatten()
+                .and_then(|pipe| spliced_stdin::SpliceOut::new(&stream, pipe));
+            framed::run(
+                traced(stream, config),
+                splice,
+                splice_stdin,
+                config,
+                input,
+                out,
+            )
+            .await
         }
         Transport::Plain(stream) => tutorial::run(traced(stream, config), config, input, out).await,
     }
@@ -629,6 +646,9 @@ pub struct FramedConnection {
     pub codec: ClientCodec,
     /// The protocol version both ends speak.
     pub version: u8,
+    /// A second handle on the socket, when the wire is in the clear (and not traced):
+    /// file data can be sent into it from the file.
+    pub raw: Option<crate::splice::Socket>,
 }
 
 /// [`open`]'s connection to `addr`, taken through the framed handshake.
@@ -687,8 +707,13 @@ async fn handshake(
             framed::open(Box::new(traced), &config).await
         }
         Transport::Plain(stream) => {
+            let raw = (!config.trace)
+                .then(|| crate::splice::Socket::new(&stream, tokio::io::Interest::WRITABLE).ok())
+                .flatten();
             let traced = crate::wire::trace::Traced::new(stream, wire, "client", config.trace);
-            framed::open(Box::new(traced), config).await
+            let mut connection = framed::open(Box::new(traced), config).await?;
+            connection.raw = raw;
+            Ok(connection)
         }
     }
 }

@@ -46,7 +46,7 @@ pub async fn run_on(
         return Err(CopyError::OldPeer(conn.version));
     }
     let mut inbound = Inbound::new(conn.reader);
-    let mut outbound = Outbound::new(conn.writer, conn.codec);
+    let mut outbound = Outbound::new(conn.writer, conn.codec).with_sendfile(conn.raw);
     let flags = request.flags;
     let summary = match &request.direction {
         Direction::Upload { sources, dest } => {

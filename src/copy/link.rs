@@ -4,7 +4,8 @@
 //!
 //! Small messages are gathered and written together (a tree of small files costs a few
 //! writes, not four per file); a large payload goes out in one vectored write with its
-//! head, straight from the buffer the file was read into.
+//! head, straight from the buffer the file was read into; and when the wire is in the
+//! clear, straight from the file into the socket with `sendfile(2)`.
 
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::StreamExt;
@@ -12,6 +13,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio_util::codec::{Encoder, FramedRead};
 
 use super::CopyError;
+use crate::splice::Socket;
 use crate::wire::message::{ClientMessage, Message, MessageCodec, ServerMessage};
 use crate::wire::transfer::Transfer;
 
@@ -101,6 +103,9 @@ pub struct Outbound<W, In, Out> {
     socket: W,
     codec: MessageCodec<In, Out>,
     gathered: BytesMut,
+    /// The same socket again, when the wire is in the clear: file data goes into it from
+    /// the file, with `sendfile`.
+    raw: Option<Socket>,
 }
 
 impl<W: AsyncWrite + Unpin, In, Out: Carrier> Outbound<W, In, Out> {
@@ -110,7 +115,83 @@ impl<W: AsyncWrite + Unpin, In, Out: Carrier> Outbound<W, In, Out> {
             socket,
             codec,
             gathered: BytesMut::new(),
+            raw: None,
         }
+    }
+
+    /// File data goes from the file into `raw` (a second handle on the socket written,
+    /// in the clear) where the kernel allows.
+    pub fn with_sendfile(mut self, raw: Option<Socket>) -> Self {
+        self.raw = raw;
+        self
+    }
+
+    /// Whether [`file_data`](Self::file_data) may be used.
+    pub fn can_send_file(&self) -> bool {
+        self.raw.is_some()
+    }
+
+    /// A data message of `len` bytes of `file` from `offset`, sent from the file into the
+    /// socket by the kernel (copied through memory where it refuses). `Ok(false)`: the
+    /// file ended first or could not be read; the message is completed with zeros, and
+    /// the caller must abandon the file.
+    ///
+    /// # Errors
+    /// As [`queue`](Self::queue).
+    pub async fn file_data(
+        &mut self,
+        file: &std::fs::File,
+        offset: u64,
+        len: usize,
+    ) -> Result<bool, CopyError> {
+        use std::os::fd::AsFd;
+        use std::os::unix::fs::FileExt;
+        let raw = self
+            .raw
+            .as_ref()
+            .expect("only with a socket to send files into");
+        self.codec.encode_copy_data_head(len, &mut self.gathered)?;
+        let mut head = self.gathered.split().freeze();
+        self.socket.write_all_buf(&mut head).await?;
+        self.socket.flush().await?;
+        let mut at = i64::try_from(offset).map_err(std::io::Error::other)?;
+        let mut left = len;
+        let mut copying: Option<Vec<u8>> = None;
+        while left > 0 {
+            let moved = match &mut copying {
+                None => match raw.send_file(file.as_fd(), &mut at, left).await {
+                    Ok(n) => n,
+                    Err(e) if crate::splice::is_refusal(&e) => {
+                        copying = Some(vec![0u8; left.min(1 << 20)]);
+                        continue;
+                    }
+                    Err(e) => return Err(e.into()),
+                },
+                Some(buf) => {
+                    let want = left.min(buf.len());
+                    match file.read_at(&mut buf[..want], at as u64) {
+                        Ok(n) => {
+                            self.socket.write_all(&buf[..n]).await?;
+                            at += n as i64;
+                            n
+                        }
+                        Err(_) => 0,
+                    }
+                }
+            };
+            if moved == 0 {
+                // The frame's length is said: it is filled, and the file dropped.
+                let zeros = vec![0u8; left.min(1 << 20)];
+                while left > 0 {
+                    let n = left.min(zeros.len());
+                    self.socket.write_all(&zeros[..n]).await?;
+                    left -= n;
+                }
+                return Ok(false);
+            }
+            left -= moved;
+        }
+        Ok(true)
     }
 
     /// Largest data payload one message may carry.
@@ -176,5 +257,52 @@ impl<W: AsyncWrite + Unpin, In, Out: Carrier> Outbound<W, In, Out> {
         self.flush().await?;
         self.socket.shutdown().await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::message::{ClientCodec, ServerCodec};
+    use crate::wire::{Protocol, Wire};
+
+    #[tokio::test]
+    async fn a_file_shorter_than_its_data_message_is_padded_and_reported() {
+        // The head says how long the message is before the file is read: when the file
+        // ends first, the message is completed with zeros, so the next one still starts
+        // where the receiver expects it, and the sender learns to drop the file.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (a, b) = tokio::join!(tokio::net::TcpStream::connect(addr), listener.accept());
+        let (a, (b, _)) = (a.unwrap(), b.unwrap());
+        let wire = Wire::new(Protocol::Framed);
+        let raw = Socket::new(&a, tokio::io::Interest::WRITABLE).unwrap();
+        let (_, writer) = tokio::io::split(a);
+        let mut out = Outbound::new(writer, ClientCodec::new(wire.header, wire.max_frame))
+            .with_sendfile(Some(raw));
+        assert!(out.can_send_file());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("short");
+        std::fs::write(&path, b"twelve bytes").unwrap();
+        let file = std::fs::File::open(&path).unwrap();
+        let reading = tokio::spawn(async move {
+            let (reader, _) = tokio::io::split(b);
+            let mut frames = FramedRead::new(reader, ServerCodec::new(wire.header, wire.max_frame));
+            let mut got = Vec::new();
+            for _ in 0..2 {
+                got.push(frames.next().await.unwrap().unwrap());
+            }
+            got
+        });
+        assert!(!out.file_data(&file, 2, 300_000).await.unwrap());
+        assert!(out.file_data(&file, 0, 12).await.unwrap());
+        let got = reading.await.unwrap();
+        let mut padded = b"elve bytes".to_vec();
+        padded.resize(300_000, 0);
+        assert_eq!(got[0], ClientMessage::Copy(Transfer::Data(padded.into())));
+        assert_eq!(
+            got[1],
+            ClientMessage::Copy(Transfer::Data(Bytes::from_static(b"twelve bytes")))
+        );
     }
 }

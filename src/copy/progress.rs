@@ -76,7 +76,9 @@ impl Default for Bars {
 impl Watch for Bars {
     fn total(&mut self, files: u64, bytes: u64) {
         self.total.set_length(bytes);
-        self.total.set_message(format!("total: {files} files"));
+        let plural = if files == 1 { "" } else { "s" };
+        self.total
+            .set_message(format!("total: {files} file{plural}"));
     }
 
     fn file(&mut self, path: &[u8], size: u64, done: u64) {
@@ -121,6 +123,13 @@ impl Drop for Bars {
         if let Some(bar) = self.file.take() {
             bar.finish_and_clear();
         }
-        self.total.finish_and_clear();
+        // The total stays, as scp leaves each file's last line: what moved, how fast.
+        self.total.set_style(
+            ProgressStyle::with_template(
+                "{msg:30!} {bytes:>10}/{total_bytes:10} in {elapsed}, {binary_bytes_per_sec}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        self.total.abandon();
     }
 }

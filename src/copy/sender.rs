@@ -21,6 +21,13 @@ use crate::wire::transfer::{Answer, Entry, Transfer};
 /// Most bytes read from a file at once (and sent in one message).
 const CHUNK: usize = 1 << 20;
 
+/// Data runs at least this long go from the file into the socket with `sendfile`, in the
+/// clear; shorter ones are gathered with the messages around them.
+const SENDFILE_MIN: usize = 64 * 1024;
+
+/// Why a file is abandoned when it ends before the size it was offered with.
+const SHRANK: &str = "the file shrank while it was being sent";
+
 /// Zeros, to hash a hole as the bytes it stands for.
 static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
 
@@ -213,6 +220,8 @@ async fn stream<W: AsyncWrite + Unpin, In, Out: Carrier>(
     let mut pos = start;
     // Where the data run that `pos` is in ends (the next hole).
     let mut data_end = start;
+    // What is read to be hashed, when the kernel sends the bytes.
+    let mut hashed: Option<Vec<u8>> = None;
     while pos < size {
         if pos >= data_end {
             let data_at = match rustix::fs::seek(file.as_fd(), SeekFrom::Data(pos)) {
@@ -234,10 +243,27 @@ async fn stream<W: AsyncWrite + Unpin, In, Out: Carrier>(
             };
         }
         let want = (data_end - pos).min(chunk as u64) as usize;
+        if want >= SENDFILE_MIN && out.can_send_file() {
+            // Read here only to hash: the kernel sends the bytes from the page cache. If
+            // they change in between, the receiver's hash differs and it drops the file.
+            let buf = hashed.get_or_insert_with(|| vec![0u8; chunk]);
+            let n = match file.read_at(&mut buf[..want], pos) {
+                Ok(0) => return Ok(Err(SHRANK.into())),
+                Ok(n) => n,
+                Err(e) => return Ok(Err(crate::text::io_reason(&e))),
+            };
+            ctx.update(&buf[..n]);
+            if !out.file_data(file, pos, n).await? {
+                return Ok(Err(SHRANK.into()));
+            }
+            watch.lock().expect("no panics").advance(n as u64);
+            pos += n as u64;
+            continue;
+        }
         // Zeroed by the allocator (calloc), not byte by byte.
         let mut buf = BytesMut::zeroed(want);
         let n = match file.read_at(&mut buf, pos) {
-            Ok(0) => return Ok(Err("the file shrank while it was being sent".into())),
+            Ok(0) => return Ok(Err(SHRANK.into())),
             Ok(n) => n,
             Err(e) => return Ok(Err(crate::text::io_reason(&e))),
         };

@@ -30,15 +30,14 @@ impl Watch for Log {
 /// Serves the copy `request` on the connection.
 pub(super) async fn serve<S: AsyncRead + AsyncWrite>(
     reader: FramedRead<ReadHalf<S>, ServerCodec>,
-    socket: WriteHalf<S>,
-    codec: ServerCodec,
+    (socket, codec, raw): (WriteHalf<S>, ServerCodec, Option<crate::splice::Socket>),
     request: Transfer,
     peer: SocketAddr,
     config: &ServerConfig,
     stop: &Shutdown,
 ) -> Result<(), ConnError> {
     let inbound = Inbound::new(reader);
-    let mut outbound = Outbound::new(socket, codec);
+    let mut outbound = Outbound::new(socket, codec).with_sendfile(raw);
     let base = config.workdir.clone();
     let mut log = Log(peer);
     let copy = async {

@@ -46,6 +46,8 @@ const MAX_ENV_BYTES: usize = 128 << 10;
 const LAST_WORDS: Duration = Duration::from_millis(500);
 
 type Reader<S> = FramedRead<ReadHalf<S>, ServerCodec>;
+/// What a copy takes over: the writing half, the encoder, and the socket to send files into.
+type Handed<S> = (WriteHalf<S>, ServerCodec, Option<crate::splice::Socket>);
 
 /// The writing half of a connection: messages are encoded into the outbox and written
 /// from the loop.
@@ -115,12 +117,14 @@ impl<S: AsyncWrite> Writer<S> {
         .await;
     }
 
-    /// Writes everything queued and hands over the socket and the encoder, for a copy.
-    async fn into_parts(mut self) -> std::io::Result<(WriteHalf<S>, ServerCodec)> {
+    /// Writes everything queued and hands over the socket, the encoder and the second
+    /// handle on the socket (in the clear), for a copy.
+    async fn into_parts(mut self) -> std::io::Result<Handed<S>> {
         while !self.outbox.is_empty() {
             self.outbox.write_some(&mut self.socket).await?;
         }
-        Ok((self.socket, self.codec))
+        let raw = self.outbox.take_socket();
+        Ok((self.socket, self.codec, raw))
     }
 
     /// Tells the peer why the connection ends, as far as it is listening, and ends our
@@ -230,8 +234,8 @@ pub(super) async fn serve<S: AsyncRead + AsyncWrite>(
         Err(e) => Err(linger(&mut reader, e).await),
         Ok(None) => Ok(()),
         Ok(Some((request, writer))) => {
-            let (socket, codec) = writer.into_parts().await?;
-            super::copy::serve(reader, socket, codec, request, peer, config, stop).await
+            let handed = writer.into_parts().await?;
+            super::copy::serve(reader, handed, request, peer, config, stop).await
         }
     }
 }

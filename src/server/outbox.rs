@@ -148,6 +148,12 @@ impl Outbox {
         }
     }
 
+    /// The socket pieces are spliced into, for a copy to send files into; the outbox
+    /// copies from then on.
+    pub(super) fn take_socket(&mut self) -> Option<Socket> {
+        self.splice.take().map(|s| s.socket)
+    }
+
     /// Whether pieces left in a pipe can be taken ([`push_pipe`](Self::push_pipe)).
     pub(super) fn can_splice(&self) -> bool {
         self.splice.is_some()

@@ -13,7 +13,10 @@
 //!     IdentityFile ~/.config/rcmd/work.pem
 //!     SendEnv LANG LC_*
 //!     SetEnv TZ=UTC
-//!     Header <I
+//!     Header <I               # the wire options, as --header, --protocol,
+//!     Protocol framed         # --max-frame and --recv-size
+//!     MaxFrame 1048576
+//!     RecvSize 1024
 //! ```
 //!
 //! Keywords are case-insensitive and take `Key value` or `Key=value`. For each setting
@@ -26,7 +29,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::tls::Fingerprint;
+use clap::ValueEnum;
+
 use crate::wire::header::HeaderFormat;
+use crate::wire::Protocol;
 
 /// The settings that apply to one host.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -42,6 +48,9 @@ pub struct HostSettings {
     /// `NAME=VALUE` to set, as ssh's SetEnv.
     pub set_env: Vec<String>,
     pub header: Option<HeaderFormat>,
+    pub protocol: Option<Protocol>,
+    pub max_frame: Option<usize>,
+    pub recv_size: Option<usize>,
 }
 
 /// A settings file as read: each `Host` block's patterns and its lines.
@@ -79,6 +88,9 @@ const KEYWORDS: &[&str] = &[
     "sendenv",
     "setenv",
     "header",
+    "protocol",
+    "maxframe",
+    "recvsize",
 ];
 
 impl Settings {
@@ -138,7 +150,8 @@ impl Settings {
             if !KEYWORDS.contains(&key.as_str()) {
                 return Err(bad(format!(
                     "unknown setting {key:?}; known: Host, HostName, Port, Fingerprint, \
-                     TokenFile, IdentityFile, ConnectTimeout, SendEnv, SetEnv, Header"
+                     TokenFile, IdentityFile, ConnectTimeout, SendEnv, SetEnv, Header, \
+                     Protocol, MaxFrame, RecvSize"
                 )));
             }
             // Checked now, for whichever host it will apply to.
@@ -234,9 +247,31 @@ fn apply(s: &mut HostSettings, key: &str, value: &str) -> Result<(), String> {
                     .map_err(|e| format!("Header {value:?}: {e}"))?,
             )
         }
+        "protocol" => {
+            s.protocol = Some(
+                <Protocol as clap::ValueEnum>::from_str(value, true).map_err(|_| {
+                    let names: Vec<&str> = Protocol::value_variants()
+                        .iter()
+                        .map(|p| p.name())
+                        .collect();
+                    format!("Protocol {value:?} is not one of {}", names.join(", "))
+                })?,
+            )
+        }
+        "maxframe" => s.max_frame = Some(whole(value, "MaxFrame", 1024)?),
+        "recvsize" => s.recv_size = Some(whole(value, "RecvSize", 1)?),
         _ => return Err(format!("unknown setting {key:?}")),
     }
     Ok(())
+}
+
+/// `value` as a number of bytes from `min` to 2³²−1, as the command line takes it.
+fn whole(value: &str, key: &str, min: usize) -> Result<usize, String> {
+    value
+        .parse::<usize>()
+        .ok()
+        .filter(|v| (min..=u32::MAX as usize).contains(v))
+        .ok_or_else(|| format!("{key} {value:?} is not a number from {min} to {}", u32::MAX))
 }
 
 /// `~/x` under `$HOME`, as ssh expands it.
@@ -315,6 +350,19 @@ mod tests {
     }
 
     #[test]
+    fn wire_options_are_settings_too() {
+        let s = parse(
+            "Host old\n  Protocol Classic\n  Header <H\n  RecvSize 64\nHost *\n  MaxFrame 4096\n",
+        )
+        .unwrap();
+        let old = s.for_host("old");
+        assert_eq!(old.protocol, Some(Protocol::Classic));
+        assert_eq!(old.header, Some("<H".parse().unwrap()));
+        assert_eq!((old.recv_size, old.max_frame), (Some(64), Some(4096)));
+        assert_eq!(s.for_host("new").protocol, None);
+    }
+
+    #[test]
     fn a_bad_line_is_an_error_naming_file_and_line() {
         for (text, says) in [
             (
@@ -325,6 +373,15 @@ mod tests {
             ("\n\nFingerprint SHA256:x\n", "/cfg line 3"),
             ("Host\n", "/cfg line 1: \"host\" needs a value"),
             ("SetEnv X\n", "/cfg line 1: SetEnv"),
+            (
+                "Protocol udp\n",
+                "/cfg line 1: Protocol \"udp\" is not one of framed",
+            ),
+            (
+                "MaxFrame 1023\n",
+                "/cfg line 1: MaxFrame \"1023\" is not a number from 1024",
+            ),
+            ("RecvSize 0\n", "/cfg line 1: RecvSize"),
         ] {
             let err = parse(text).unwrap_err().0;
             assert!(err.contains(says), "{text:?}: {err}");

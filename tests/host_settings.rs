@@ -87,3 +87,143 @@ async fn a_bad_line_is_an_error_naming_file_and_line() {
         "{r}"
     );
 }
+
+/// Two machines, each a server with a home (token, identity) of its own on its own port,
+/// and a client whose settings file names them `left` and `right`, each with its own
+/// address, port, fingerprint and token file.
+struct TwoAliases {
+    client: RcmdHome,
+    _servers: Vec<(RcmdHome, common::ServerProcess)>,
+    _tokens: tempfile::TempDir,
+}
+
+async fn two_aliases() -> TwoAliases {
+    let tokens = tempfile::tempdir().unwrap();
+    let mut config = String::new();
+    let mut servers = Vec::new();
+    for (name, ip) in [("left", "127.0.0.2"), ("right", "127.0.0.3")] {
+        let home = RcmdHome::new();
+        let listen = format!("{ip}:0");
+        let server = home.server(&["--listen", &listen]).await;
+        let fp = home.rcmd(&["fingerprint"], b"").await.stdout_str();
+        let token_file = tokens.path().join(name);
+        std::fs::copy(home.token_file(), &token_file).unwrap();
+        std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        config.push_str(&format!(
+            "Host {name}\n    HostName {ip}\n    Port {}\n    Fingerprint {}\n    \
+             TokenFile {}\n",
+            server.addr.port(),
+            fp.trim(),
+            token_file.display()
+        ));
+        servers.push((home, server));
+    }
+    TwoAliases {
+        client: client_with(&config),
+        _servers: servers,
+        _tokens: tokens,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_list_of_aliases_reaches_each_with_its_own_settings() {
+    let m = two_aliases().await;
+    // Neither server shares a port, an identity or a token with the other: only the file's
+    // settings for each alias get the command through.
+    let r = m
+        .client
+        .rcmd(&["client", "-H", "left,right", "--", "echo up"], b"")
+        .await;
+    r.expect_code(0);
+    let mut lines: Vec<&str> = r
+        .stdout
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| std::str::from_utf8(l).unwrap())
+        .collect();
+    lines.sort();
+    assert_eq!(lines, ["left: up", "right: up"], "{r}");
+    assert!(!m.client.path().join("known_hosts").exists(), "{r}");
+    // -p overrides the file's ports, as for one host: nothing listens on port 1.
+    let r = m
+        .client
+        .rcmd(&["client", "-p", "1", "-H", "left", "--", "true"], b"")
+        .await;
+    r.expect_code(255);
+    assert!(r.stderr_str().contains("left"), "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rcmd_cp_reaches_aliases_alone_and_in_a_list() {
+    let m = two_aliases().await;
+    let work = tempfile::tempdir().unwrap();
+    let file = work.path().join("note");
+    std::fs::write(&file, b"copied by alias\n").unwrap();
+    let dest = work.path().join("dest");
+    std::fs::create_dir(&dest).unwrap();
+    let f = file.to_str().unwrap();
+    let one = format!("left:{}/one", dest.display());
+    m.client
+        .rcmd(&["cp", "-q", f, &one], b"")
+        .await
+        .expect_code(0);
+    assert_eq!(
+        std::fs::read(dest.join("one")).unwrap(),
+        b"copied by alias\n"
+    );
+    let many = format!(":{}/many", dest.display());
+    let r = m
+        .client
+        .rcmd(&["cp", "-q", "-H", "left,right", f, &many], b"")
+        .await;
+    r.expect_code(0);
+    assert_eq!(
+        std::fs::read(dest.join("many")).unwrap(),
+        b"copied by alias\n"
+    );
+    let back = work.path().join("back");
+    let src = format!(":{}/one", dest.display());
+    let r = m
+        .client
+        .rcmd(
+            &["cp", "-q", "-H", "left,right", &src, back.to_str().unwrap()],
+            b"",
+        )
+        .await;
+    r.expect_code(0);
+    for name in ["left", "right"] {
+        assert_eq!(
+            std::fs::read(back.join(name).join("one")).unwrap(),
+            b"copied by alias\n",
+            "{r}"
+        );
+    }
+    assert!(!m.client.path().join("known_hosts").exists(), "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_wire_options_come_from_the_file_under_the_command_line() {
+    let server_home = RcmdHome::new();
+    let server = server_home
+        .server(&["--protocol", "classic", "--header", "<H"])
+        .await;
+    let client = client_with(&format!(
+        "Host lesson\n    HostName 127.0.0.1\n    Port {}\n    Protocol classic\n    \
+         Header <H\n",
+        server.addr.port()
+    ));
+    let r = client
+        .rcmd(&["client", "lesson", "--", "echo classic"], b"")
+        .await;
+    r.expect_code(0);
+    assert_eq!(r.stdout_str(), "classic\n", "{r}");
+    // The command line wins over the file: with --naive the reply is not read as classic.
+    let r = client
+        .rcmd(&["client", "--naive", "lesson", "--", "echo classic"], b"")
+        .await;
+    r.expect_code(255);
+    assert!(
+        r.stderr_str().contains("the server speaks `classic`"),
+        "{r}"
+    );
+}

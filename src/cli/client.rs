@@ -10,9 +10,10 @@ use super::tls::ClientTlsArgs;
 use super::token::TokenArgs;
 use super::{init_logging, Failure, WireArgs};
 use crate::client::{self, terminal, ClientConfig, Input, Output, Session, Tty};
+use crate::settings::HostSettings;
 use crate::wire::Protocol;
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub(super) struct ClientArgs {
     /// Server address: HOST or HOST:PORT (port 9000 unless given), where HOST is a name,
     /// an IPv4 address or [IPv6]
@@ -90,79 +91,16 @@ pub(super) fn run(mut args: ClientArgs) -> Result<i32, Failure> {
         Some(addr) => Some(apply_settings(&mut args, &addr)?),
         None => None,
     };
-    let wire = args.wire.wire();
-    if args.token.given() && wire.protocol != Protocol::Framed {
-        return Err(Failure::new(format!(
-            "the {} mode has no way to carry a token",
-            wire.protocol.name()
-        )));
-    }
-    let (token, same_user_token) = args
-        .token
-        .for_client(std::env::var("RCMD_TOKEN").ok(), wire.protocol)
-        .map_err(Failure::new)?;
     let at_terminal = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
     // No command at a terminal: a remote login shell, as `ssh host` opens; -T asks for
     // the line-by-line prompt instead.
     let login_shell = command.is_empty() && at_terminal && !args.no_tty;
     let want_tty = args.tty || login_shell;
-    if (want_tty || !args.env.is_empty() || args.cwd.is_some()) && wire.protocol != Protocol::Framed
-    {
-        return Err(Failure::new(format!(
-            "-t, -e and --cwd need --protocol framed; the {} mode only carries command lines",
-            wire.protocol.name()
-        )));
-    }
-    let session = Session {
-        env: args
-            .env
-            .iter()
-            .filter_map(|spec| env_pair(spec).transpose())
-            .collect::<Result<_, _>>()?,
-        cwd: args.cwd.map(String::into_bytes),
-        tty: want_tty.then(|| {
-            let (rows, cols) = terminal::window_size().unwrap_or((24, 80));
-            Tty {
-                rows,
-                cols,
-                term: std::env::var("TERM")
-                    .unwrap_or_else(|_| "dumb".into())
-                    .into_bytes(),
-            }
-        }),
-        forward_signals: true,
-    };
     if let Some(addr) = &addr {
         args.tls.check_plaintext(addr).map_err(Failure::new)?;
     }
-    if args.tls.plaintext() && token.as_ref().is_some_and(TokenArgs::is_same_user) {
-        return Err(Failure::new(SAME_USER_IN_THE_CLEAR));
-    }
-    // Many hosts at once cannot each ask on the one terminal.
-    let tls = args
-        .tls
-        .setup(wire.protocol, args.fanout.hosts.is_none())
-        .map_err(Failure::new)?;
-    let config = ClientConfig {
-        wire,
-        token,
-        same_user_token,
-        tls,
-        // With many hosts one silent host must not hold up the rest: 10 s by default. One
-        // host gets as long as a person waits for ssh's banner.
-        connect_timeout: Some(args.fanout.connect_timeout.unwrap_or(
-            if args.fanout.hosts.is_some() {
-                fanout::FANOUT_CONNECT_TIMEOUT
-            } else {
-                client::DEFAULT_CONNECT_TIMEOUT
-            },
-        )),
-        session,
-        // Only a single host's output goes straight to our stdout.
-        splice_stdout: args.fanout.hosts.is_none() && !args.no_splice,
-        trace: args.trace,
-        ..ClientConfig::new(wire.protocol)
-    };
+    let config = client_config(&args, want_tty)?;
+    let wire = config.wire;
     if let Some(list) = &args.fanout.hosts {
         if args.tty {
             return Err(Failure::new(
@@ -170,7 +108,21 @@ pub(super) fn run(mut args: ClientArgs) -> Result<i32, Failure> {
             ));
         }
         let check = |addr: &str| args.tls.check_plaintext(addr);
-        return fanout::run(&args.fanout, list, &command_line(&command), &config, &check);
+        // A host the settings file gives its own Fingerprint, TokenFile, ... is reached
+        // with those, under the command line's, as `rcmd client ALIAS` would be.
+        let configure = |own: &HostSettings| {
+            let mut args = args.clone();
+            apply_host_settings(&mut args, own.clone());
+            client_config(&args, false)
+        };
+        return fanout::run(
+            &args.fanout,
+            list,
+            &command_line(&command),
+            config,
+            &configure,
+            &check,
+        );
     }
     let addr = addr.expect("clap requires HOST:PORT without -H");
     let input = if login_shell {
@@ -223,6 +175,77 @@ pub(super) fn run(mut args: ClientArgs) -> Result<i32, Failure> {
     }
 }
 
+/// How to reach a server, from the command line (with the settings file's values for the
+/// host applied to `args` already); `want_tty` asks for a terminal there.
+fn client_config(args: &ClientArgs, want_tty: bool) -> Result<ClientConfig, Failure> {
+    let wire = args.wire.wire();
+    if args.token.given() && wire.protocol != Protocol::Framed {
+        return Err(Failure::new(format!(
+            "the {} mode has no way to carry a token",
+            wire.protocol.name()
+        )));
+    }
+    let (token, same_user_token) = args
+        .token
+        .for_client(std::env::var("RCMD_TOKEN").ok(), wire.protocol)
+        .map_err(Failure::new)?;
+    if (want_tty || !args.env.is_empty() || args.cwd.is_some()) && wire.protocol != Protocol::Framed
+    {
+        return Err(Failure::new(format!(
+            "-t, -e and --cwd need --protocol framed; the {} mode only carries command lines",
+            wire.protocol.name()
+        )));
+    }
+    let session = Session {
+        env: args
+            .env
+            .iter()
+            .filter_map(|spec| env_pair(spec).transpose())
+            .collect::<Result<_, _>>()?,
+        cwd: args.cwd.clone().map(String::into_bytes),
+        tty: want_tty.then(|| {
+            let (rows, cols) = terminal::window_size().unwrap_or((24, 80));
+            Tty {
+                rows,
+                cols,
+                term: std::env::var("TERM")
+                    .unwrap_or_else(|_| "dumb".into())
+                    .into_bytes(),
+            }
+        }),
+        forward_signals: true,
+    };
+    if args.tls.plaintext() && token.as_ref().is_some_and(TokenArgs::is_same_user) {
+        return Err(Failure::new(SAME_USER_IN_THE_CLEAR));
+    }
+    // Many hosts at once cannot each ask on the one terminal.
+    let tls = args
+        .tls
+        .setup(wire.protocol, args.fanout.hosts.is_none())
+        .map_err(Failure::new)?;
+    let config = ClientConfig {
+        wire,
+        token,
+        same_user_token,
+        tls,
+        // With many hosts one silent host must not hold up the rest: 10 s by default. One
+        // host gets as long as a person waits for ssh's banner.
+        connect_timeout: Some(args.fanout.connect_timeout.unwrap_or(
+            if args.fanout.hosts.is_some() {
+                fanout::FANOUT_CONNECT_TIMEOUT
+            } else {
+                client::DEFAULT_CONNECT_TIMEOUT
+            },
+        )),
+        session,
+        // Only a single host's output goes straight to our stdout.
+        splice_stdout: args.fanout.hosts.is_none() && !args.no_splice,
+        trace: args.trace,
+        ..ClientConfig::new(wire.protocol)
+    };
+    Ok(config)
+}
+
 /// Why this user's own token is never sent with --plaintext, even when given explicitly.
 const SAME_USER_IN_THE_CLEAR: &str = "refusing to send this user's own token (the same-user \
      token file in rcmd's configuration directory) with --plaintext: nothing proves who \
@@ -234,35 +257,32 @@ const SAME_USER_IN_THE_CLEAR: &str = "refusing to send this user's own token (th
 
 /// The one host's address as rcmd connects to it, with the settings file's values for it
 /// filled in where the command line gave none: `HostName` and `Port` (after `:PORT` and
-/// `-p`), `Fingerprint`, `TokenFile`, `IdentityFile`, `ConnectTimeout`, `SendEnv`,
-/// `SetEnv` and `Header`.
+/// `-p`), and the rest as [`apply_host_settings`] says.
 fn apply_settings(args: &mut ClientArgs, addr: &str) -> Result<String, Failure> {
-    let fail = |e: &dyn std::fmt::Display| Failure::new(e);
     let addr = login_user(addr)?;
     let (alias, port) = split_port(addr);
-    // The directory is checked before its settings file is read: another user's directory
-    // is refused for what it is, not for a file in it this user cannot read.
-    let settings = match crate::config::ConfigDir::locate() {
-        Ok(dir) if dir.existing().map_err(|e| fail(&e))? => {
-            crate::settings::Settings::load(&dir.settings_file()).map_err(|e| fail(&e))?
-        }
-        _ => Default::default(),
-    };
-    let s = settings.for_host(&alias);
-    let host = s.host_name.clone().unwrap_or(alias);
+    let mut s = super::routes::settings()?.for_host(&alias);
+    let host = s.host_name.take().unwrap_or(alias);
     let port = port.or(args.fanout.port).or(s.port);
     let addr = match port {
         Some(port) if host.contains(':') && !host.starts_with('[') => format!("[{host}]:{port}"),
         Some(port) => format!("{host}:{port}"),
         None => host,
     };
+    apply_host_settings(args, s);
+    Ok(addr)
+}
+
+/// The settings file's `Fingerprint`, `TokenFile`, `IdentityFile`, `ConnectTimeout`,
+/// `SendEnv`, `SetEnv` and wire options for one host, where the command line gave none.
+fn apply_host_settings(args: &mut ClientArgs, s: HostSettings) {
+    args.wire.default_to(&s);
     args.tls.default_fingerprint(s.fingerprint);
     args.tls.default_key(s.identity_file);
     if std::env::var_os("RCMD_TOKEN").is_none() {
         args.token.default_file(s.token_file);
     }
     args.fanout.connect_timeout = args.fanout.connect_timeout.or(s.connect_timeout);
-    args.wire.header = args.wire.header.or(s.header);
     for pattern in &s.send_env {
         for (name, _) in std::env::vars_os() {
             let name = name.to_string_lossy();
@@ -272,7 +292,6 @@ fn apply_settings(args: &mut ClientArgs, addr: &str) -> Result<String, Failure> 
         }
     }
     args.env.extend(s.set_env);
-    Ok(addr)
 }
 
 /// `host` and its port, if `addr` names one (`host:port`, `[v6]:port`).

@@ -19,12 +19,13 @@ use crate::client::{ClientConfig, ClientError, Output};
 use crate::copy::client::{Direction, Request};
 use crate::copy::{progress, CopyError, Flags, Watch};
 use crate::fanout::output::HostWriter;
-use crate::fanout::{self, hosts, Mode, Options};
+use crate::fanout::{self, hosts, Mode, Options, Target};
+use crate::settings::HostSettings;
 
 /// Exit code when some files failed and the rest were copied, as scp.
 const SOME_FILES_FAILED: i32 = 1;
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub(super) struct CpArgs {
     /// Copy directories and what is in them; symbolic links inside them are copied as
     /// links (as rsync -l), where scp follows them
@@ -181,16 +182,51 @@ fn direction(paths: &[OsString], many: bool) -> Result<(Option<String>, Directio
     ))
 }
 
-/// `host` with the port from -P (or the default).
-fn address(host: &str, port: Option<u16>) -> String {
-    match port {
+/// `host` (an alias the settings file may give a `HostName`) with the port from -P, or
+/// the settings file's, or the default.
+fn address(host: &str, port: Option<u16>, settings: &HostSettings) -> String {
+    let host = settings.host_name.as_deref().unwrap_or(host);
+    match port.or(settings.port) {
         Some(p) if host.contains(':') && !host.starts_with('[') => format!("[{host}]:{p}"),
         Some(p) => format!("{host}:{p}"),
         None => crate::wire::with_default_port(host),
     }
 }
 
-pub(super) fn run(args: CpArgs) -> Result<i32, Failure> {
+/// The settings file's `Fingerprint`, `TokenFile`, `IdentityFile`, `ConnectTimeout` and
+/// wire options for one host, where the command line gave none (as for `rcmd client`).
+fn apply_host_settings(args: &mut CpArgs, s: &HostSettings) {
+    args.tls.default_fingerprint(s.fingerprint);
+    args.tls.default_key(s.identity_file.clone());
+    if std::env::var_os("RCMD_TOKEN").is_none() {
+        args.token.default_file(s.token_file.clone());
+    }
+    args.connect_timeout = args.connect_timeout.or(s.connect_timeout);
+    args.wire.default_to(s);
+}
+
+/// How to reach a server, from the command line (with the host's settings applied).
+fn client_config(args: &CpArgs) -> Result<ClientConfig, Failure> {
+    let many = args.hosts.is_some();
+    let wire = args.wire.wire();
+    let (token, same_user_token) = args
+        .token
+        .for_client(std::env::var("RCMD_TOKEN").ok(), wire.protocol)
+        .map_err(usage)?;
+    let tls = args.tls.setup(wire.protocol, !many).map_err(usage)?;
+    Ok(ClientConfig {
+        wire,
+        token,
+        same_user_token,
+        tls,
+        connect_timeout: args
+            .connect_timeout
+            .or(many.then_some(FANOUT_CONNECT_TIMEOUT)),
+        ..ClientConfig::new(wire.protocol)
+    })
+}
+
+pub(super) fn run(mut args: CpArgs) -> Result<i32, Failure> {
     init_logging("rcmd=warn");
     let many = args.hosts.is_some();
     let (host, direction) = direction(&args.paths, many)?;
@@ -201,43 +237,40 @@ pub(super) fn run(args: CpArgs) -> Result<i32, Failure> {
         partial: args.partial,
     };
     let request = Request { flags, direction };
-    let wire = args.wire.wire();
-    let (token, same_user_token) = args
-        .token
-        .for_client(std::env::var("RCMD_TOKEN").ok(), wire.protocol)
-        .map_err(usage)?;
-    let addr = host.map(|h| address(&h, args.port));
-    if let Some(addr) = &addr {
-        args.tls.check_plaintext(addr).map_err(usage)?;
-    }
-    let tls = args.tls.setup(wire.protocol, !many).map_err(usage)?;
-    let config = ClientConfig {
-        wire,
-        token,
-        same_user_token,
-        tls,
-        connect_timeout: args
-            .connect_timeout
-            .or(many.then_some(FANOUT_CONNECT_TIMEOUT)),
-        ..ClientConfig::new(wire.protocol)
+    let addr = match host {
+        Some(h) => {
+            let alias = h.trim_start_matches('[').trim_end_matches(']');
+            let own = super::routes::settings()?.for_host(alias);
+            apply_host_settings(&mut args, &own);
+            let addr = address(&h, args.port, &own);
+            args.tls.check_plaintext(&addr).map_err(usage)?;
+            Some(addr)
+        }
+        None => None,
     };
+    let config = client_config(&args)?;
     let bars = !args.quiet && std::io::stderr().is_terminal();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(usage)?;
     if let Some(list) = &args.hosts {
-        let lookup = hosts::Lookup {
-            default_port: args.port.unwrap_or(crate::wire::DEFAULT_PORT),
-            groups: crate::config::ConfigDir::locate()
-                .ok()
-                .map(|d| d.path().join("hosts")),
-        };
+        let lookup = super::routes::lookup(args.port)?;
         let targets = hosts::targets(list, args.exclude.as_deref(), &lookup).map_err(usage)?;
+        for target in &targets {
+            args.tls.check_plaintext(&target.addr()).map_err(usage)?;
+        }
+        let configure = |own: &HostSettings| {
+            let mut args = args.clone();
+            apply_host_settings(&mut args, own);
+            client_config(&args)
+        };
+        let connect_timeout = config.connect_timeout;
+        let clients = super::routes::clients(&targets, &lookup.settings, config, &configure)?;
         let options = Options {
             fanout: args.fanout as usize,
             fail_fast: false,
-            connect_timeout: config.connect_timeout.unwrap_or(FANOUT_CONNECT_TIMEOUT),
+            connect_timeout: connect_timeout.unwrap_or(FANOUT_CONNECT_TIMEOUT),
             timeout: None,
             mode: Mode::Stream,
             prefix: true,
@@ -246,7 +279,7 @@ pub(super) fn run(args: CpArgs) -> Result<i32, Failure> {
         };
         let job = CopyJob {
             request: &request,
-            client: &config,
+            clients: &clients,
         };
         let results = runtime
             .block_on(fanout::run_job(&targets, &job, &options))
@@ -279,7 +312,7 @@ pub(super) fn run(args: CpArgs) -> Result<i32, Failure> {
 /// A copy on each host of a fan-out; downloads go to a directory per host.
 struct CopyJob<'a> {
     request: &'a Request,
-    client: &'a ClientConfig,
+    clients: &'a fanout::Clients,
 }
 
 /// Failures, through the fan-out's writer (prefixed by host, kept apart from others).
@@ -298,9 +331,13 @@ impl Watch for HostWatch<'_> {
 }
 
 impl fanout::Job for CopyJob<'_> {
+    fn client(&self, target: &Target) -> &ClientConfig {
+        self.clients.get(target)
+    }
+
     async fn run_on(
         &self,
-        host: &str,
+        target: &Target,
         name: &str,
         stream: TcpStream,
         out: &mut Output<HostWriter, HostWriter>,
@@ -322,7 +359,10 @@ impl fanout::Job for CopyJob<'_> {
             *dest = PathBuf::from(with_slash);
         }
         let mut watch = HostWatch(&mut out.stderr);
-        match crate::copy::client::run_on(host, stream, self.client, &request, &mut watch).await {
+        let client = self.client(target);
+        match crate::copy::client::run_on(&target.addr(), stream, client, &request, &mut watch)
+            .await
+        {
             Ok(s) if s.failed > 0 => Ok(SOME_FILES_FAILED),
             Ok(_) => Ok(0),
             Err(CopyError::Connect(e)) => Err(e),
@@ -343,7 +383,15 @@ mod tests {
         assert_eq!(r("[::1]:a b"), Some(("[::1]".into(), b"a b".to_vec())));
         assert_eq!(r("./a:b"), None);
         assert_eq!(r("plain"), None);
-        assert_eq!(address("[::1]", Some(7)), "[::1]:7");
-        assert_eq!(address("h", None), "h:9000");
+        let none = HostSettings::default();
+        assert_eq!(address("[::1]", Some(7), &none), "[::1]:7");
+        assert_eq!(address("h", None, &none), "h:9000");
+        let web = HostSettings {
+            host_name: Some("127.0.0.5".into()),
+            port: Some(7001),
+            ..HostSettings::default()
+        };
+        assert_eq!(address("web", None, &web), "127.0.0.5:7001");
+        assert_eq!(address("web", Some(22), &web), "127.0.0.5:22", "-P wins");
     }
 }

@@ -13,6 +13,7 @@ use super::seconds;
 use super::Failure;
 use crate::client::ClientConfig;
 use crate::fanout::{self, hosts, Mode, Options, Outcome};
+use crate::settings::HostSettings;
 
 /// How long each host's connection may take unless --connect-timeout says otherwise.
 pub(super) const FANOUT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -20,7 +21,7 @@ pub(super) const FANOUT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Where these options show in `--help`.
 const HEADING: &str = "Many hosts (rcmd client -H LIST [OPTIONS] -- CMD)";
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub(super) struct FanoutArgs {
     /// Run on every host in LIST at once, instead of HOST:PORT. LIST is comma-separated:
     /// web[1-3], node[01-10,15] and 127.0.0.[2-51] are ranges; ^FILE reads hosts from FILE;
@@ -170,7 +171,8 @@ pub(super) fn run(
     args: &FanoutArgs,
     list: &str,
     command: &str,
-    config: &ClientConfig,
+    config: ClientConfig,
+    configure: &dyn Fn(&HostSettings) -> Result<ClientConfig, Failure>,
     check_target: &dyn Fn(&str) -> Result<(), String>,
 ) -> Result<i32, Failure> {
     let fail = |e: &dyn std::fmt::Display| Failure::new(e);
@@ -179,14 +181,9 @@ pub(super) fn run(
             &"with -H, give the command after --: many hosts cannot share standard input",
         ));
     }
-    let lookup = hosts::Lookup {
-        default_port: args.port.unwrap_or(crate::wire::DEFAULT_PORT),
-        // TODO(merge): take the directory from crate::config once it lands.
-        groups: crate::config::ConfigDir::locate()
-            .ok()
-            .map(|d| d.path().join("hosts")),
-    };
+    let lookup = super::routes::lookup(args.port)?;
     let targets = hosts::targets(list, args.exclude.as_deref(), &lookup).map_err(|e| fail(&e))?;
+    let clients = super::routes::clients(&targets, &lookup.settings, config, configure)?;
     // Every host passes the checks a single one does (--plaintext beyond loopback), before
     // any is connected to.
     for target in &targets {
@@ -219,16 +216,18 @@ pub(super) fn run(
         .enable_all()
         .build()
         .map_err(|e| fail(&e))?;
-    let results =
-        match runtime.block_on(fanout::run(&targets, command.as_bytes(), config, &options)) {
-            Ok(results) => results,
-            // Our output was closed (`| head`): every host was stopped; end quietly, as the
-            // single-host client does and as a command killed by SIGPIPE.
-            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
-                return Ok(super::SIGPIPE_STATUS)
-            }
-            Err(e) => return Err(fail(&e)),
-        };
+    let results = match runtime.block_on(fanout::run(
+        &targets,
+        command.as_bytes(),
+        &clients,
+        &options,
+    )) {
+        Ok(results) => results,
+        // Our output was closed (`| head`): every host was stopped; end quietly, as the
+        // single-host client does and as a command killed by SIGPIPE.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(super::SIGPIPE_STATUS),
+        Err(e) => return Err(fail(&e)),
+    };
     for line in fanout::report::summary(&results) {
         eprintln!("rcmd: {line}");
     }

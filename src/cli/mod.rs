@@ -10,6 +10,7 @@ mod fanout;
 mod keys;
 mod known_hosts;
 mod man;
+mod routes;
 mod server;
 mod supervise;
 mod tls;
@@ -66,12 +67,14 @@ enum Command {
     Supervise(supervise::SuperviseArgs),
 }
 
-/// The wire settings; both ends must use the same ones.
-#[derive(Debug, Args)]
+/// The wire settings; both ends must use the same ones. Those the command line leaves
+/// out may come from the client's per-host settings file, so none has a value here
+/// until [`WireArgs::wire`] fills in the defaults.
+#[derive(Debug, Clone, Args)]
 struct WireArgs {
-    /// Wire mode; see PROTOCOL.md for each byte.
-    #[arg(long, value_enum, default_value_t = Protocol::Framed)]
-    protocol: Protocol,
+    /// Wire mode; see PROTOCOL.md for each byte [default: framed]
+    #[arg(long, value_enum)]
+    protocol: Option<Protocol>,
 
     /// Short for --protocol naive: no length header, the sticky-packet bug on purpose.
     #[arg(long, conflicts_with = "protocol")]
@@ -82,15 +85,17 @@ struct WireArgs {
     #[arg(long, value_name = "FMT")]
     header: Option<HeaderFormat>,
 
-    /// Largest frame accepted from the peer, in bytes (framed; the JSON header in json-header)
-    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_FRAME,
+    /// Largest frame accepted from the peer, in bytes (framed; the JSON header in
+    /// json-header), 1024 to 4294967295 [default: 1048576]
+    #[arg(long, value_name = "BYTES",
           value_parser = Whole { min: 1024, max: u32::MAX.into() }.map(|v| v as usize))]
-    max_frame: usize,
+    max_frame: Option<usize>,
 
-    /// Bytes one read may return where the mode has no framing, like the tutorial's recv(1024)
-    #[arg(long, value_name = "N", default_value_t = DEFAULT_RECV_SIZE,
+    /// Bytes one read may return where the mode has no framing, like the tutorial's
+    /// recv(1024); 1 to 4294967295 [default: 1024]
+    #[arg(long, value_name = "N",
           value_parser = Whole { min: 1, max: u32::MAX.into() }.map(|v| v as usize))]
-    recv_size: usize,
+    recv_size: Option<usize>,
 }
 
 impl WireArgs {
@@ -98,15 +103,25 @@ impl WireArgs {
         let protocol = if self.naive {
             Protocol::Naive
         } else {
-            self.protocol
+            self.protocol.unwrap_or(Protocol::Framed)
         };
         Wire {
             protocol,
             header: self.header.unwrap_or(protocol.default_header()),
-            max_frame: self.max_frame,
-            recv_size: self.recv_size,
+            max_frame: self.max_frame.unwrap_or(DEFAULT_MAX_FRAME),
+            recv_size: self.recv_size.unwrap_or(DEFAULT_RECV_SIZE),
             ..Wire::new(protocol)
         }
+    }
+
+    /// A settings file's wire options, where the command line gave none.
+    fn default_to(&mut self, s: &crate::settings::HostSettings) {
+        if !self.naive {
+            self.protocol = self.protocol.or(s.protocol);
+        }
+        self.header = self.header.or(s.header);
+        self.max_frame = self.max_frame.or(s.max_frame);
+        self.recv_size = self.recv_size.or(s.recv_size);
     }
 }
 

@@ -100,7 +100,7 @@ impl ServerTlsArgs {
 }
 
 /// The client's TLS options.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub(super) struct ClientTlsArgs {
     /// Speak the framed protocol without TLS (to a `rcmd server --plaintext`); only to a
     /// loopback address, unless --allow-unauthenticated is also given

@@ -13,7 +13,7 @@ use crate::config::ConfigDir;
 use crate::wire::Protocol;
 
 /// The token options, the same for both ends.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub(super) struct TokenArgs {
     /// Token to authenticate with (framed mode) instead of the same-user token file.
     /// Visible to other users in `ps`: prefer --token-file or RCMD_TOKEN

@@ -14,6 +14,8 @@ use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use crate::settings::Settings;
+
 /// Most hosts one list may name, so a typo such as `node[1-10000000]` fails at once
 /// instead of filling memory.
 pub const MAX_HOSTS: usize = 100_000;
@@ -27,12 +29,25 @@ pub struct Target {
     /// The host as written: a name, an IPv4 address or an IPv6 address (no brackets).
     pub host: String,
     pub port: u16,
+    /// Where the settings file's `HostName` says `host` is, when it says.
+    pub host_name: Option<String>,
 }
 
 impl Target {
-    /// `host:port`, with an IPv6 address in brackets: what `connect` takes.
+    /// A host as written, on `port`, with no settings.
+    pub fn new(host: impl Into<String>, port: u16) -> Target {
+        Target {
+            host: host.into(),
+            port,
+            host_name: None,
+        }
+    }
+
+    /// `host:port` (the `HostName` in place of an alias), with an IPv6 address in
+    /// brackets: what `connect` takes, and what `known_hosts` pins.
     pub fn addr(&self) -> String {
-        format!("{}:{}", bracketed(&self.host), self.port)
+        let host = self.host_name.as_deref().unwrap_or(&self.host);
+        format!("{}:{}", bracketed(host), self.port)
     }
 }
 
@@ -93,12 +108,15 @@ fn syntax(entry: &str, why: impl Into<String>) -> HostsError {
     }
 }
 
-/// Where `@GROUP` is looked up and which port a host without one gets.
-#[derive(Debug, Clone)]
+/// Where `@GROUP` is looked up, and where and on which port each host is.
+#[derive(Debug, Clone, Default)]
 pub struct Lookup {
-    pub default_port: u16,
+    /// The port `-p` gave: for every host whose entry has none, over the settings file's.
+    pub port: Option<u16>,
     /// The hosts file with lines `GROUP: LIST`; `None` when there is no config directory.
     pub groups: Option<PathBuf>,
+    /// The per-host settings file, for `HostName` and `Port` (as `rcmd client ALIAS`).
+    pub settings: Settings,
 }
 
 /// The targets `include` names, less those `exclude` names, in the order first written and
@@ -130,11 +148,20 @@ pub fn targets(
     let mut seen = HashSet::new();
     let mut out = Vec::new();
     for (host, port) in named {
-        let port = port.unwrap_or(lookup.default_port);
+        let settings = lookup.settings.for_host(&host);
+        // As for one host: the entry's own port, then -p, then the settings file's.
+        let port = port
+            .or(lookup.port)
+            .or(settings.port)
+            .unwrap_or(crate::wire::DEFAULT_PORT);
         if any_port.contains(host.as_str()) || exact.contains(&(host.as_str(), port)) {
             continue;
         }
-        let target = Target { host, port };
+        let target = Target {
+            host,
+            port,
+            host_name: settings.host_name,
+        };
         if seen.insert(target.clone()) {
             out.push(target);
         }
@@ -392,7 +419,7 @@ pub fn display_names(targets: &[Target]) -> Vec<String> {
         .iter()
         .map(|t| {
             if count[t.host.as_str()] > 1 {
-                t.addr()
+                format!("{}:{}", bracketed(&t.host), t.port)
             } else {
                 t.host.clone()
             }
@@ -554,10 +581,7 @@ mod tests {
     }
 
     fn lookup() -> Lookup {
-        Lookup {
-            default_port: 9000,
-            groups: None,
-        }
+        Lookup::default()
     }
 
     fn hosts(list: &str, exclude: Option<&str>) -> Vec<String> {
@@ -654,6 +678,33 @@ mod tests {
     }
 
     #[test]
+    fn settings_give_aliases_their_address_and_port_under_the_list_and_p() {
+        let settings = Settings::parse(
+            "Host web\n HostName 127.0.0.5\n Port 7001\nHost db*\n Port 7002\n",
+            Path::new("config"),
+        )
+        .unwrap();
+        let lookup = Lookup {
+            settings,
+            ..Lookup::default()
+        };
+        let got = targets("web,db1,web:22,other", None, &lookup).unwrap();
+        let addrs: Vec<String> = got.iter().map(Target::addr).collect();
+        assert_eq!(
+            addrs,
+            ["127.0.0.5:7001", "db1:7002", "127.0.0.5:22", "other:9000"]
+        );
+        // Shown as written, not as the address it stands for.
+        assert_eq!(display_names(&got), ["web:7001", "db1", "web:22", "other"]);
+        let with_p = Lookup {
+            port: Some(5),
+            ..lookup
+        };
+        let got = targets("web", None, &with_p).unwrap();
+        assert_eq!(got[0].addr(), "127.0.0.5:5", "-p overrides the file's Port");
+    }
+
+    #[test]
     fn repeats_are_dropped_and_exclusions_apply() {
         assert_eq!(hosts("a,b,a,a:9000", None), ["a:9000", "b:9000"]);
         assert_eq!(
@@ -679,8 +730,9 @@ mod tests {
         let groups = dir.path().join("hosts");
         std::fs::write(&groups, "db: db[01-02]:5432\nloop: @loop\n").unwrap();
         let lookup = Lookup {
-            default_port: 1,
+            port: Some(1),
             groups: Some(groups),
+            ..Lookup::default()
         };
         let got: Vec<String> = targets(&format!("^{},x", file.display()), None, &lookup)
             .unwrap()
@@ -695,10 +747,7 @@ mod tests {
         assert!(err("@nope").contains("@nope: not in"), "{}", err("@nope"));
         assert!(err("@loop").contains("nest"), "{}", err("@loop"));
         assert!(err("^/no/such/file").contains("cannot read host file"));
-        let nowhere = Lookup {
-            default_port: 1,
-            groups: None,
-        };
+        let nowhere = Lookup::default();
         assert!(targets("@db", None, &nowhere)
             .unwrap_err()
             .to_string()
@@ -764,10 +813,7 @@ mod tests {
 
     #[test]
     fn display_names_show_ports_only_when_needed() {
-        let t = |h: &str, p| Target {
-            host: h.into(),
-            port: p,
-        };
+        let t = |h: &str, p| Target::new(h, p);
         assert_eq!(
             display_names(&[t("a", 1), t("b", 2), t("a", 3), t("::1", 4)]),
             ["a:1", "b", "a:3", "::1"]

@@ -19,4 +19,4 @@ mod runner;
 
 pub use hosts::{compact, Target};
 pub use outcome::{HostResult, Outcome};
-pub use runner::{run, run_job, Job, Mode, Options};
+pub use runner::{run, run_job, Clients, Job, Mode, Options};

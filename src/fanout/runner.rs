@@ -4,6 +4,7 @@
 //! Every host runs in this one task (a `FuturesUnordered`), so hundreds of them cost one
 //! connection and a few buffers each, and no thread.
 
+use std::collections::HashMap;
 use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -54,13 +55,44 @@ pub struct Options {
     pub stdin: Option<bytes::Bytes>,
 }
 
+/// The client settings for each host: one for all, except the hosts the settings file
+/// gives settings of their own (`Fingerprint`, `TokenFile`, ... under their `Host`).
+#[derive(Debug, Clone)]
+pub struct Clients {
+    all: ClientConfig,
+    own: HashMap<Target, ClientConfig>,
+}
+
+impl Clients {
+    /// The same settings for every host.
+    pub fn one(all: ClientConfig) -> Clients {
+        Clients {
+            all,
+            own: HashMap::new(),
+        }
+    }
+
+    /// `target` connects with `config` instead.
+    pub fn set(&mut self, target: Target, config: ClientConfig) {
+        self.own.insert(target, config);
+    }
+
+    /// What `target` connects with.
+    pub fn get(&self, target: &Target) -> &ClientConfig {
+        self.own.get(target).unwrap_or(&self.all)
+    }
+}
+
 /// What is done on each host once connected: a command, or a copy.
 pub trait Job {
-    /// Runs on the host `host` (its address) shown as `name`, over `stream`, writing
-    /// what it shows to `out`; its exit code, or why rcmd failed there.
+    /// The client settings `target` is reached with.
+    fn client(&self, target: &Target) -> &ClientConfig;
+
+    /// Runs on `target` shown as `name`, over `stream`, writing what it shows to `out`;
+    /// its exit code, or why rcmd failed there.
     fn run_on<'a>(
         &'a self,
-        host: &'a str,
+        target: &'a Target,
         name: &'a str,
         stream: TcpStream,
         out: &'a mut Output<HostWriter, HostWriter>,
@@ -70,14 +102,18 @@ pub trait Job {
 /// A command line, run with the same stdin (or none) on every host.
 struct Command<'a> {
     line: &'a [u8],
-    client: &'a ClientConfig,
+    clients: &'a Clients,
     stdin: Option<&'a bytes::Bytes>,
 }
 
 impl Job for Command<'_> {
+    fn client(&self, target: &Target) -> &ClientConfig {
+        self.clients.get(target)
+    }
+
     async fn run_on(
         &self,
-        host: &str,
+        target: &Target,
         _name: &str,
         stream: TcpStream,
         out: &mut Output<HostWriter, HostWriter>,
@@ -89,7 +125,8 @@ impl Job for Command<'_> {
             }
             None => Input::one(self.line.to_vec()),
         };
-        client::run_on(host, stream, self.client, input, out).await
+        let client = self.client(target);
+        client::run_on(&target.addr(), stream, client, input, out).await
     }
 }
 
@@ -103,12 +140,12 @@ impl Job for Command<'_> {
 pub async fn run(
     targets: &[Target],
     command: &[u8],
-    client: &ClientConfig,
+    clients: &Clients,
     options: &Options,
 ) -> io::Result<Vec<HostResult>> {
     let job = Command {
         line: command,
-        client,
+        clients,
         stdin: options.stdin.as_ref(),
     };
     run_job(targets, &job, options).await
@@ -347,26 +384,22 @@ async fn attempt(
     options: &Options,
     out: &mut Output<HostWriter, HostWriter>,
 ) -> Outcome {
-    let stream = match tokio::time::timeout(
-        options.connect_timeout,
-        client::connect(&target.addr(), None),
-    )
-    .await
-    {
-        Ok(Ok(stream)) => stream,
-        Ok(Err(ClientError::Connect { source, .. })) => {
-            return Outcome::Unreachable(source.to_string())
-        }
-        Ok(Err(e)) => return Outcome::Unreachable(e.to_string()),
-        Err(_) => {
-            return Outcome::Unreachable(format!(
-                "no connection within {} (--connect-timeout)",
-                report::seconds(options.connect_timeout)
-            ))
-        }
-    };
-    let host = target.addr();
-    let session = job.run_on(&host, name, stream, out);
+    let connect_timeout = (job.client(target).connect_timeout).unwrap_or(options.connect_timeout);
+    let stream =
+        match tokio::time::timeout(connect_timeout, client::connect(&target.addr(), None)).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(ClientError::Connect { source, .. })) => {
+                return Outcome::Unreachable(source.to_string())
+            }
+            Ok(Err(e)) => return Outcome::Unreachable(e.to_string()),
+            Err(_) => {
+                return Outcome::Unreachable(format!(
+                    "no connection within {} (--connect-timeout)",
+                    report::seconds(connect_timeout)
+                ))
+            }
+        };
+    let session = job.run_on(target, name, stream, out);
     let result = match options.timeout {
         Some(limit) => match tokio::time::timeout(limit, session).await {
             Ok(result) => result,

@@ -259,6 +259,18 @@ pub async fn run(program: &str, args: &[&str], stdin: &[u8]) -> Run {
 
 /// [`run`] with extra environment variables.
 pub async fn run_env(program: &str, args: &[&str], stdin: &[u8], env: &[(&str, &str)]) -> Run {
+    run_within(PROCESS_DEADLINE, program, args, stdin, env).await
+}
+
+/// [`run_env`] for a program that may take longer than [`PROCESS_DEADLINE`] (a build):
+/// `deadline` only keeps a hung one from hanging the suite.
+pub async fn run_within(
+    deadline: Duration,
+    program: &str,
+    args: &[&str],
+    stdin: &[u8],
+    env: &[(&str, &str)],
+) -> Run {
     let mut cmd = Command::new(program);
     cmd.env("RCMD_HOME", default_home())
         .envs(env.iter().copied())
@@ -276,7 +288,7 @@ pub async fn run_env(program: &str, args: &[&str], stdin: &[u8], env: &[(&str, &
     tokio::spawn(async move {
         let _ = pipe.write_all(&input).await;
     });
-    let out = tokio::time::timeout(PROCESS_DEADLINE, child.wait_with_output())
+    let out = tokio::time::timeout(deadline, child.wait_with_output())
         .await
         .unwrap_or_else(|_| panic!("{command} did not finish"))
         .unwrap();

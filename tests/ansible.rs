@@ -56,9 +56,13 @@ async fn servers() -> (Vec<(RcmdHome, tempfile::TempDir, ServerProcess)>, u16) {
 /// Runs an Ansible command with everything Ansible writes kept in `dir`.
 async fn ansible(venv: &Path, dir: &Path, program: &str, args: &[&str]) -> common::Run {
     let bin = venv.join("bin");
+    // rcmd is found on PATH, as a user's would be (the inventory does not name it), while
+    // the current directory, where a bare `rcmd` would also be looked for, has none.
+    let rcmd_dir = Path::new(common::rcmd_bin()).parent().unwrap();
     let path = format!(
-        "{}:{}",
+        "{}:{}:{}",
         bin.display(),
+        rcmd_dir.display(),
         std::env::var("PATH").unwrap_or_default()
     );
     let d = |sub: &str| dir.join(sub).to_str().unwrap().to_string();
@@ -76,6 +80,7 @@ async fn ansible(venv: &Path, dir: &Path, program: &str, args: &[&str]) -> commo
     let program = bin.join(program);
     let mut cmd = tokio::process::Command::new(&program);
     cmd.envs(env)
+        .current_dir(dir)
         .args(args)
         .stdin(std::process::Stdio::null())
         .kill_on_drop(true);
@@ -132,9 +137,8 @@ async fn playbooks_run_through_rcmd_on_ten_hosts() {
     let sudo = root && Path::new("/usr/bin/sudo").exists();
     inventory += &format!(
         "[big]\n127.0.0.2\n[down]\n127.0.0.12\n[all:vars]\nansible_connection=rcmd.rcmd.rcmd\n\
-         ansible_port={port}\nansible_rcmd_path={rcmd}\nansible_python_interpreter={python}\n\
+         ansible_port={port}\nansible_python_interpreter={python}\n\
          fetched={fetched}\nsudo_available={sudo}\n",
-        rcmd = common::rcmd_bin(),
         python = python.stdout_str().trim(),
         fetched = d.join("fetched").display(),
     );

@@ -95,8 +95,10 @@ options:
     vars:
       - name: ansible_rcmd_connect_timeout
   rcmd_path:
-    description: The rcmd binary on the controller.
-    type: path
+    description:
+      - The rcmd binary on the controller. A bare name is looked up on C(PATH); a path
+        (with a C(/)) is taken as it is, C(~) expanded.
+    type: str
     default: rcmd
     ini:
       - section: rcmd_connection
@@ -150,13 +152,22 @@ class Connection(ConnectionBase):
         # Nothing stays open between commands: each is one `rcmd client`, whose own
         # connection and TLS handshake cost a few milliseconds.
         if not self._connected:
-            binary = self.get_option('rcmd_path')
-            if shutil.which(binary) is None:
-                raise AnsibleError(f'rcmd not found: {binary!r} (set ansible_rcmd_path)')
-            display.vvv(f'RCMD CONNECTION TO {self._address()} WITH {binary}',
+            self._binary = self._find_rcmd()
+            display.vvv(f'RCMD CONNECTION TO {self._address()} WITH {self._binary}',
                         host=self._play_context.remote_addr)
             self._connected = True
         return self
+
+    def _find_rcmd(self):
+        # Not `type: path`, which would make a bare `rcmd` relative to the current
+        # directory instead of looking it up on PATH.
+        name = self.get_option('rcmd_path')
+        if '/' in name:
+            name = os.path.expanduser(name)
+        found = shutil.which(name)
+        if found is None:
+            raise AnsibleError(f'rcmd not found: {name!r} (put it on PATH, or set ansible_rcmd_path)')
+        return found
 
     def _address(self):
         host = self.get_option('host')
@@ -166,7 +177,7 @@ class Connection(ConnectionBase):
 
     def _client(self, *flags):
         """`rcmd client` with this host's settings, up to the command."""
-        argv = [self.get_option('rcmd_path'), 'client', self._address(), '-T',
+        argv = [self._binary, 'client', self._address(), '-T',
                 '--connect-timeout', str(self.get_option('connect_timeout'))]
         if self.get_option('fingerprint'):
             argv += ['--fingerprint', self.get_option('fingerprint')]

@@ -8,7 +8,11 @@
 //! [`is_refusal`] says so and the caller copies through user space instead.
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use rustix::io::Errno;
+use rustix::net::RecvFlags;
+use rustix::pipe::{PipeFlags, SpliceFlags};
 
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
@@ -19,22 +23,9 @@ use tokio::io::Interest;
 /// # Errors
 /// The system call's error.
 pub fn splice(from: BorrowedFd<'_>, to: BorrowedFd<'_>, len: usize) -> io::Result<usize> {
-    // SAFETY: splice only reads and writes descriptors we borrow for the call; null
-    // offsets mean "the descriptor's own position" (pipes and sockets have none).
-    let n = unsafe {
-        libc::splice(
-            from.as_raw_fd(),
-            std::ptr::null_mut(),
-            to.as_raw_fd(),
-            std::ptr::null_mut(),
-            len,
-            libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK,
-        )
-    };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(n as usize)
+    // No offsets: each descriptor's own position (pipes and sockets have none).
+    let flags = SpliceFlags::MOVE | SpliceFlags::NONBLOCK;
+    Ok(rustix::pipe::splice(from, None, to, None, len, flags)?)
 }
 
 /// One `sendfile(2)` of at most `len` bytes of `file` from `*offset` (advanced by what
@@ -44,17 +35,11 @@ pub fn splice(from: BorrowedFd<'_>, to: BorrowedFd<'_>, len: usize) -> io::Resul
 /// The system call's error; `WouldBlock` when `to` is full.
 pub fn sendfile(
     file: BorrowedFd<'_>,
-    offset: &mut i64,
+    offset: &mut u64,
     to: BorrowedFd<'_>,
     len: usize,
 ) -> io::Result<usize> {
-    // SAFETY: sendfile reads `file` from `offset` (which it updates through the pointer,
-    // a local we own) and writes `to`; both descriptors are borrowed for the call.
-    let n = unsafe { libc::sendfile(to.as_raw_fd(), file.as_raw_fd(), offset, len) };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(n as usize)
+    Ok(rustix::fs::sendfile(to, file, Some(offset), len)?)
 }
 
 /// Bytes waiting to be read in the pipe (or socket) `fd` (`FIONREAD`).
@@ -62,19 +47,15 @@ pub fn sendfile(
 /// # Errors
 /// The ioctl's error.
 pub fn waiting(fd: BorrowedFd<'_>) -> io::Result<usize> {
-    let mut n: libc::c_int = 0;
-    // SAFETY: FIONREAD writes one c_int through the pointer, a local.
-    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD, &mut n) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(usize::try_from(n).unwrap_or(0))
+    let n = rustix::io::ioctl_fionread(fd)?;
+    Ok(usize::try_from(n).unwrap_or(usize::MAX))
 }
 
 /// Whether `e` means "this pair of descriptors cannot be spliced": copy instead.
 pub fn is_refusal(e: &io::Error) -> bool {
     matches!(
-        e.raw_os_error(),
-        Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP | libc::EBADF | libc::ESPIPE)
+        Errno::from_io_error(e),
+        Some(Errno::INVAL | Errno::NOSYS | Errno::OPNOTSUPP | Errno::BADF | Errno::SPIPE)
     )
 }
 
@@ -149,19 +130,8 @@ impl Socket {
     /// # Errors
     /// The socket's error.
     pub fn peek_now(&self, buf: &mut [u8]) -> io::Result<usize> {
-        // SAFETY: recv writes at most buf.len() bytes into buf, borrowed mutably.
-        let n = unsafe {
-            libc::recv(
-                self.fd.as_raw_fd(),
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                libc::MSG_PEEK | libc::MSG_DONTWAIT,
-            )
-        };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(n as usize)
+        let (n, _) = rustix::net::recv(&self.fd, buf, RecvFlags::PEEK | RecvFlags::DONTWAIT)?;
+        Ok(n)
     }
 
     /// Reads into `buf` once the socket has something. `Ok(0)`: the peer closed.
@@ -170,22 +140,11 @@ impl Socket {
     /// # Errors
     /// The socket's error.
     pub async fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        self.recv(buf, 0).await
-    }
-
-    async fn recv(&self, buf: &mut [u8], flags: libc::c_int) -> io::Result<usize> {
         loop {
             let mut ready = self.fd.readable().await?;
             let recv = |fd: &AsyncFd<OwnedFd>| {
-                // SAFETY: recv writes at most buf.len() bytes into buf, which we borrow
-                // mutably for the call.
-                let n = unsafe {
-                    libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), flags)
-                };
-                if n < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                Ok(n as usize)
+                let (n, _) = rustix::net::recv(fd, &mut *buf, RecvFlags::empty())?;
+                Ok(n)
             };
             match ready.try_io(recv) {
                 Ok(r) => return r,
@@ -202,7 +161,7 @@ impl Socket {
     pub async fn send_file(
         &self,
         file: BorrowedFd<'_>,
-        offset: &mut i64,
+        offset: &mut u64,
         len: usize,
     ) -> io::Result<usize> {
         loop {
@@ -229,21 +188,10 @@ impl Pipe {
     /// # Errors
     /// Out of descriptors.
     pub fn new(size: usize) -> io::Result<Pipe> {
-        let mut fds: [RawFd; 2] = [0; 2];
-        // SAFETY: pipe2 fills two descriptors, which we then own.
-        unsafe {
-            if libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            let pipe = Pipe {
-                read: OwnedFd::from_raw_fd(fds[0]),
-                write: OwnedFd::from_raw_fd(fds[1]),
-            };
-            let size = libc::c_int::try_from(size).unwrap_or(libc::c_int::MAX);
-            // Failing (over the limit) leaves the default size, which works.
-            libc::fcntl(pipe.write.as_raw_fd(), libc::F_SETPIPE_SZ, size);
-            Ok(pipe)
-        }
+        let (read, write) = rustix::pipe::pipe_with(PipeFlags::CLOEXEC | PipeFlags::NONBLOCK)?;
+        // Refused (over the limit for an unprivileged user): the default size, which works.
+        let _default_size = rustix::pipe::fcntl_setpipe_size(&write, size);
+        Ok(Pipe { read, write })
     }
 }
 

@@ -48,12 +48,10 @@ impl Input {
 
     /// Forwards this process's standard input to the one-shot command, read as it comes.
     pub fn with_stdin(self) -> Input {
-        // SAFETY: F_SETPIPE_SZ only resizes the pipe behind our stdin, if it is one; on
-        // anything else it fails and changes nothing. A larger pipe lets a fast writer
-        // (`tar c . | rcmd …`) hand us bigger pieces, so each costs fewer system calls.
-        unsafe {
-            libc::fcntl(0, libc::F_SETPIPE_SZ, STDIN_CHUNK as libc::c_int * 4);
-        }
+        // A larger pipe lets a fast writer (`tar c . | rcmd …`) hand us bigger pieces, so
+        // each costs fewer system calls. Refused when stdin is not a pipe, or the size is
+        // over an unprivileged user's limit: the pipe stays as it was, which works.
+        let _as_it_was = rustix::pipe::fcntl_setpipe_size(rustix::stdio::stdin(), STDIN_CHUNK * 4);
         let mut input = self.with_stdin_from(std::io::stdin());
         input.own_stdin = true;
         input

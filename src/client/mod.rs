@@ -330,14 +330,9 @@ pub struct RawStdout;
 impl Write for RawStdout {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         loop {
-            // SAFETY: writing from a borrowed buffer of the given length to fd 1.
-            let n = unsafe { libc::write(1, buf.as_ptr().cast(), buf.len()) };
-            if n >= 0 {
-                return Ok(n as usize);
-            }
-            let e = io::Error::last_os_error();
-            if e.kind() != io::ErrorKind::Interrupted {
-                return Err(e);
+            match rustix::io::write(rustix::stdio::stdout(), buf) {
+                Err(rustix::io::Errno::INTR) => continue,
+                r => return Ok(r?),
             }
         }
     }

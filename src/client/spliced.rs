@@ -8,10 +8,12 @@
 //! to it. Writing to stdout waits, as the copy path's `write` does.
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 
 use bytes::Buf;
 use futures_util::StreamExt;
+use rustix::event::{PollFd, PollFlags};
+use rustix::fs::{FileType, OFlags};
 use tokio::io::{AsyncRead, Interest, ReadHalf};
 use tokio::net::TcpStream;
 use tokio_util::codec::FramedRead;
@@ -207,37 +209,24 @@ fn is_large_stdout(
 
 /// A pipe, a regular file, or /dev/null: what splice writes into.
 fn can_splice_into(fd: &OwnedFd) -> bool {
-    // SAFETY: `stat` is plain data, for which all zeroes is a valid value.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: fstat fills the struct we own, through a pointer valid for the call.
-    if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } < 0 {
+    let Ok(st) = rustix::fs::fstat(fd) else {
         return false;
-    }
-    let null = libc::makedev(1, 3);
-    match st.st_mode & libc::S_IFMT {
-        libc::S_IFIFO => true,
+    };
+    match FileType::from_raw_mode(st.st_mode) {
+        FileType::Fifo => true,
         // Not O_APPEND: older kernels refuse to splice into such a file.
-        libc::S_IFREG => {
-            // SAFETY: F_GETFL only reads the descriptor's flags.
-            let flags = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
-            flags >= 0 && flags & libc::O_APPEND == 0
+        FileType::RegularFile => {
+            rustix::fs::fcntl_getfl(fd).is_ok_and(|flags| !flags.contains(OFlags::APPEND))
         }
-        libc::S_IFCHR => st.st_rdev == null,
+        FileType::CharacterDevice => st.st_rdev == rustix::fs::makedev(1, 3),
         _ => false,
     }
 }
 
 /// Waits until `fd` (a non-blocking stdout) can take more, as a blocking write would.
 fn wait_writable(fd: &OwnedFd) -> io::Result<()> {
-    let mut p = libc::pollfd {
-        fd: fd.as_raw_fd(),
-        events: libc::POLLOUT,
-        revents: 0,
-    };
-    // SAFETY: poll reads and writes the one pollfd we own.
-    if unsafe { libc::poll(&mut p, 1, -1) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    let mut p = [PollFd::new(fd, PollFlags::OUT)];
+    rustix::event::poll(&mut p, None)?;
     Ok(())
 }
 

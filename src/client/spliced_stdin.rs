@@ -6,8 +6,9 @@
 //! (`FIONREAD`), within the server's credit and one frame.
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
+use rustix::event::{PollFd, PollFlags, Timespec};
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use tokio::net::TcpStream;
@@ -76,20 +77,15 @@ fn waiting_or_end(pipe: BorrowedFd<'_>) -> io::Result<usize> {
     if n > 0 {
         return Ok(n);
     }
-    let mut p = libc::pollfd {
-        fd: pipe.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: poll reads and writes the one pollfd we own; a zero timeout never waits.
-    if unsafe { libc::poll(&mut p, 1, 0) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    let mut p = [PollFd::from_borrowed_fd(pipe, PollFlags::IN)];
+    // A zero timeout: never waits.
+    rustix::event::poll(&mut p, Some(&Timespec::default()))?;
+    let revents = p[0].revents();
     // Bytes may have arrived between the two calls: only a hangup with none is the end.
-    if p.revents & libc::POLLHUP != 0 && splice::waiting(pipe)? == 0 {
+    if revents.contains(PollFlags::HUP) && splice::waiting(pipe)? == 0 {
         return Ok(0);
     }
-    if p.revents & libc::POLLIN != 0 {
+    if revents.contains(PollFlags::IN) {
         return splice::waiting(pipe);
     }
     Err(io::ErrorKind::WouldBlock.into())

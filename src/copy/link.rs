@@ -154,7 +154,7 @@ impl<W: AsyncWrite + Unpin, In, Out: Carrier> Outbound<W, In, Out> {
         let mut head = self.gathered.split().freeze();
         self.socket.write_all_buf(&mut head).await?;
         self.socket.flush().await?;
-        let mut at = i64::try_from(offset).map_err(std::io::Error::other)?;
+        let mut at = offset;
         let mut left = len;
         let mut copying: Option<Vec<u8>> = None;
         while left > 0 {
@@ -169,10 +169,10 @@ impl<W: AsyncWrite + Unpin, In, Out: Carrier> Outbound<W, In, Out> {
                 },
                 Some(buf) => {
                     let want = left.min(buf.len());
-                    match file.read_at(&mut buf[..want], at as u64) {
+                    match file.read_at(&mut buf[..want], at) {
                         Ok(n) => {
                             self.socket.write_all(&buf[..n]).await?;
-                            at += n as i64;
+                            at += n as u64;
                             n
                         }
                         Err(_) => 0,

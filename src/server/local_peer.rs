@@ -18,12 +18,15 @@
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+use rustix::io::Errno;
+use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketFlags, SocketType};
 
 const NLMSG_HDRLEN: usize = 16;
 const REQ_LEN: usize = 56;
 const MSG_LEN: usize = 72;
 const SOCK_DIAG_BY_FAMILY: u16 = 20;
+const NLM_F_REQUEST: u16 = 1;
 const NLMSG_ERROR: u16 = 2;
 const UID_AT: usize = 64;
 /// States whose `uid` is not the owner's: a socket in TIME_WAIT or a half-open request
@@ -42,36 +45,19 @@ pub(crate) fn owner(peer: SocketAddr, local: SocketAddr) -> io::Result<Option<u3
     let Some(request) = request(peer, local) else {
         return Ok(None);
     };
-    let socket = netlink()?;
-    // SAFETY: sends `request.len()` bytes from a live buffer on a socket we own; an
-    // unconnected netlink socket sends to the kernel.
-    let sent = unsafe {
-        libc::send(
-            socket.as_raw_fd(),
-            request.as_ptr().cast(),
-            request.len(),
-            0,
-        )
-    };
-    if sent < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    let socket = rustix::net::socket_with(
+        AddressFamily::NETLINK,
+        SocketType::DGRAM,
+        SocketFlags::CLOEXEC,
+        Some(rustix::net::netlink::SOCK_DIAG),
+    )?;
+    // An unconnected netlink socket sends to the kernel.
+    rustix::net::send(&socket, &request, SendFlags::empty())?;
     let mut answer = [0u8; 1024];
-    // SAFETY: receives at most `answer.len()` bytes into a live buffer. The kernel answers
-    // an exact lookup while `send` runs, so this never waits (and must not: it runs on the
-    // accept loop).
-    let got = unsafe {
-        libc::recv(
-            socket.as_raw_fd(),
-            answer.as_mut_ptr().cast(),
-            answer.len(),
-            libc::MSG_DONTWAIT,
-        )
-    };
-    if got < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    parse(&answer[..got as usize])
+    // The kernel answers an exact lookup while `send` runs, so this never waits (and must
+    // not: it runs on the accept loop).
+    let (got, _) = rustix::net::recv(&socket, &mut answer, RecvFlags::DONTWAIT)?;
+    parse(&answer[..got])
 }
 
 /// IPv4 written as IPv6 (`::ffff:127.0.0.1`, from a dual-stack listener) as plain IPv4:
@@ -86,37 +72,22 @@ fn canonical(addr: SocketAddr) -> SocketAddr {
     }
 }
 
-fn netlink() -> io::Result<OwnedFd> {
-    // SAFETY: socket(2) with constant arguments; the descriptor is owned at once.
-    let fd = unsafe {
-        libc::socket(
-            libc::AF_NETLINK,
-            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
-            libc::NETLINK_SOCK_DIAG,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: a descriptor socket(2) just returned, owned by nothing else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
 /// The request for the socket whose own address is `peer` and whose remote one is
 /// `local`: the other end of our connection. `None` for mixed address families.
 fn request(peer: SocketAddr, local: SocketAddr) -> Option<Vec<u8>> {
     let family = match (peer.ip(), local.ip()) {
-        (IpAddr::V4(_), IpAddr::V4(_)) => libc::AF_INET,
-        (IpAddr::V6(_), IpAddr::V6(_)) => libc::AF_INET6,
+        (IpAddr::V4(_), IpAddr::V4(_)) => AddressFamily::INET,
+        (IpAddr::V6(_), IpAddr::V6(_)) => AddressFamily::INET6,
         _ => return None,
     };
     let mut b = Vec::with_capacity(NLMSG_HDRLEN + REQ_LEN);
     b.extend_from_slice(&((NLMSG_HDRLEN + REQ_LEN) as u32).to_ne_bytes());
     b.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
-    b.extend_from_slice(&(libc::NLM_F_REQUEST as u16).to_ne_bytes());
+    b.extend_from_slice(&NLM_F_REQUEST.to_ne_bytes());
     b.extend_from_slice(&1u32.to_ne_bytes()); // sequence
     b.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel fills it in
-    b.extend_from_slice(&[family as u8, libc::IPPROTO_TCP as u8, 0, 0]);
+    let tcp = rustix::net::ipproto::TCP.as_raw().get();
+    b.extend_from_slice(&[family.as_raw() as u8, tcp as u8, 0, 0]);
     b.extend_from_slice(&u32::MAX.to_ne_bytes()); // any state
     b.extend_from_slice(&peer.port().to_be_bytes());
     b.extend_from_slice(&local.port().to_be_bytes());
@@ -143,7 +114,7 @@ fn parse(answer: &[u8]) -> io::Result<Option<u32>> {
     match kind {
         Some(NLMSG_ERROR) => {
             let errno = u32_at(NLMSG_HDRLEN).map_or(0, |e| -(e as i32));
-            if errno == libc::ENOENT || errno == 0 {
+            if errno == Errno::NOENT.raw_os_error() || errno == 0 {
                 Ok(None)
             } else {
                 Err(io::Error::from_raw_os_error(errno))
@@ -168,8 +139,7 @@ mod tests {
     use super::*;
 
     fn uid() -> u32 {
-        // SAFETY: getuid(2) cannot fail.
-        unsafe { libc::getuid() }
+        rustix::process::getuid().as_raw()
     }
 
     #[test]
@@ -208,7 +178,8 @@ mod tests {
         assert!(parse(&short).is_err());
         let mut error = vec![0u8; NLMSG_HDRLEN + 4];
         error[4..6].copy_from_slice(&NLMSG_ERROR.to_ne_bytes());
-        error[16..20].copy_from_slice(&(-libc::EPERM).to_ne_bytes());
-        assert_eq!(parse(&error).unwrap_err().raw_os_error(), Some(libc::EPERM));
+        let eperm = Errno::PERM.raw_os_error();
+        error[16..20].copy_from_slice(&(-eperm).to_ne_bytes());
+        assert_eq!(parse(&error).unwrap_err().raw_os_error(), Some(eperm));
     }
 }

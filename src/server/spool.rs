@@ -89,10 +89,10 @@ impl Spool {
             return Ok(());
         };
         file.flush().await?;
-        let mut offset: i64 = 0;
+        let mut offset: u64 = 0;
         let end = self.len - self.mem.len() as u64;
-        while (offset as u64) < end {
-            let left = usize::try_from(end - offset as u64).unwrap_or(usize::MAX);
+        while offset < end {
+            let left = usize::try_from(end - offset).unwrap_or(usize::MAX);
             socket.writable().await?;
             let sent = socket.try_io(Interest::WRITABLE, || {
                 crate::splice::sendfile(file.as_fd(), &mut offset, socket.as_fd(), left)
@@ -103,7 +103,7 @@ impl Spool {
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                 Err(e) if crate::splice::is_refusal(&e) => {
                     // Copy the rest through memory instead.
-                    file.seek(SeekFrom::Start(offset as u64)).await?;
+                    file.seek(SeekFrom::Start(offset)).await?;
                     let mut buf = vec![0u8; 64 * 1024];
                     loop {
                         let n = file.read(&mut buf).await?;

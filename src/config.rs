@@ -328,8 +328,7 @@ fn check_owner_and_mode(
 
 /// Whether a file or directory belongs to the user this process runs as.
 pub fn owned_by_us(meta: &std::fs::Metadata) -> bool {
-    // SAFETY: geteuid has no preconditions.
-    std::os::unix::fs::MetadataExt::uid(meta) == unsafe { libc::geteuid() }
+    std::os::unix::fs::MetadataExt::uid(meta) == rustix::process::geteuid().as_raw()
 }
 
 #[cfg(test)]

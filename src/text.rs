@@ -81,11 +81,11 @@ mod io_reason_tests {
 
     #[test]
     fn os_errors_read_as_words() {
-        let e = std::io::Error::from_raw_os_error(libc::ECONNRESET);
+        let e = std::io::Error::from(rustix::io::Errno::CONNRESET);
         assert_eq!(io_reason(&e), "connection reset by peer");
         let wrapped = std::io::Error::new(
             std::io::ErrorKind::NotFound,
-            std::io::Error::from_raw_os_error(libc::ENOENT),
+            std::io::Error::from(rustix::io::Errno::NOENT),
         );
         assert_eq!(io_reason(&wrapped), "no such file or directory");
     }

@@ -358,19 +358,8 @@ fn login_user(addr: &str) -> Result<&str, Failure> {
 
 /// The name of the user this process runs as.
 fn local_user() -> Option<String> {
-    // SAFETY: getpwuid returns a pointer into static storage or null; the name is copied
-    // out before anything else could call it (the client is single-threaded here).
-    unsafe {
-        let pw = libc::getpwuid(libc::geteuid());
-        if pw.is_null() {
-            return None;
-        }
-        Some(
-            std::ffi::CStr::from_ptr((*pw).pw_name)
-                .to_string_lossy()
-                .into_owned(),
-        )
-    }
+    let user = nix::unistd::User::from_uid(nix::unistd::geteuid()).ok()??;
+    Some(user.name)
 }
 
 /// One variable for the remote command: its name and value.

@@ -179,7 +179,7 @@ pub const FAILED: i32 = 255;
 
 /// How a shell reports a command killed by SIGPIPE: what rcmd exits with when its output
 /// is closed early (`rcmd demo sticky | head`, `rcmd client host -- yes | head`).
-const SIGPIPE_STATUS: i32 = 128 + libc::SIGPIPE;
+const SIGPIPE_STATUS: i32 = 128 + rustix::process::Signal::PIPE.as_raw();
 
 /// rcmd's command line as clap describes it: what `--help`, the manual pages and
 /// completion are all made from.

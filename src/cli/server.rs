@@ -125,11 +125,9 @@ pub(super) fn run(args: ServerArgs) -> Result<i32, Failure> {
     // /proc/PID/environ, readable by every process of the same user: the commands we run
     // among them. Not dumpable, this process's /proc entries (environ, memory, fds) are
     // closed to them; root still sees them.
-    // SAFETY: a flag on this process.
-    unsafe {
-        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
-    }
     let fail = |e: &dyn std::fmt::Display| Failure::new(e);
+    rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
+        .map_err(|e| fail(&format!("cannot keep the token out of /proc: {e}")))?;
     // What systemd passed, taken while there is still one thread (it changes the
     // environment) and before the descriptors are closed to commands.
     let passed = crate::systemd::take_listener().map_err(|e| fail(&e))?;
@@ -379,10 +377,10 @@ fn close_inherited_descriptors() {
         .filter(|fd| *fd > 2)
         .collect();
     for fd in fds {
-        // SAFETY: F_SETFD on a descriptor number; one that closed since (the directory's
-        // own) fails harmlessly.
-        unsafe {
-            libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
-        }
+        // SAFETY: F_SETFD only sets a flag on a descriptor number, and touches no memory.
+        // Raw, not through rustix: a `BorrowedFd` would promise the number open, and one
+        // has closed since it was listed (the directory's own). F_SETFD fails only with
+        // EBADF, for that one, which has nothing to mark.
+        let _closed_since = unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
     }
 }

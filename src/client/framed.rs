@@ -198,7 +198,7 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite, O: Write, E: Write>(
                 None => return Err(ClientError::Closed { unanswered: pending }),
             },
             sig = next_signal(&mut signals) => {
-                if sig == libc::SIGWINCH {
+                if sig == SignalKind::window_change().as_raw_value() {
                     if tty_active {
                         if let Some((rows, cols)) = super::terminal::window_size() {
                             writer.send(ClientMessage::Resize { rows, cols }).await?;
@@ -211,7 +211,7 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite, O: Write, E: Write>(
                     return Ok(128 + sig);
                 }
                 let now = Instant::now();
-                if sig == libc::SIGINT
+                if sig == SignalKind::interrupt().as_raw_value()
                     && last_interrupt.is_some_and(|t| now.duration_since(t) < DOUBLE_INTERRUPT)
                 {
                     if prompt && !killed {
@@ -224,7 +224,7 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite, O: Write, E: Write>(
                     out.err(b"\n")?;
                     return Ok(128 + sig);
                 }
-                if sig == libc::SIGINT {
+                if sig == SignalKind::interrupt().as_raw_value() {
                     last_interrupt = Some(now);
                 }
                 if let Some(name) = signal_name(sig) {
@@ -270,7 +270,8 @@ where
     W: tokio::io::AsyncWrite + Unpin,
 {
     out.err(b"\nrcmd: the command did not end on Ctrl-C; killing it (SIGKILL)\n")?;
-    let name = signal_name(libc::SIGKILL).expect("KILL is one rcmd forwards");
+    let name =
+        signal_name(rustix::process::Signal::KILL.as_raw()).expect("KILL is one rcmd forwards");
     writer.send(ClientMessage::Signal(name.into())).await?;
     Ok(now + SIGNAL_GRACE)
 }
@@ -546,14 +547,14 @@ impl Signals {
     }
 }
 
-async fn next_signal(signals: &mut Option<Signals>) -> libc::c_int {
+async fn next_signal(signals: &mut Option<Signals>) -> i32 {
     let Some(s) = signals else {
         return std::future::pending().await;
     };
     tokio::select! {
-        _ = s.int.recv() => libc::SIGINT,
-        _ = s.term.recv() => libc::SIGTERM,
-        _ = s.hup.recv() => libc::SIGHUP,
-        _ = s.winch.recv() => libc::SIGWINCH,
+        _ = s.int.recv() => SignalKind::interrupt().as_raw_value(),
+        _ = s.term.recv() => SignalKind::terminate().as_raw_value(),
+        _ = s.hup.recv() => SignalKind::hangup().as_raw_value(),
+        _ = s.winch.recv() => SignalKind::window_change().as_raw_value(),
     }
 }

@@ -14,7 +14,7 @@ pub mod sticky;
 pub mod udp;
 
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 use std::time::Duration;
 
 use tokio::io::Interest;
@@ -95,13 +95,7 @@ pub async fn reference(command: &str) -> io::Result<Reference> {
 
 /// Bytes waiting in the socket's receive queue (`FIONREAD`).
 fn queued(stream: &TcpStream) -> io::Result<usize> {
-    let mut n: libc::c_int = 0;
-    // SAFETY: FIONREAD writes one c_int through the pointer, which is valid and aligned.
-    let rc = unsafe { libc::ioctl(stream.as_raw_fd(), libc::FIONREAD, &mut n) };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(n as usize)
+    crate::splice::waiting(stream.as_fd())
 }
 
 /// Waits until at least `want` bytes are queued on `stream`, driven by readiness events.

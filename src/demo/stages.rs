@@ -11,6 +11,8 @@
 use std::io;
 
 use bytes::BytesMut;
+use rustix::io::Errno;
+use rustix::net::RecvFlags;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::codec::{Decoder, Encoder};
@@ -376,7 +378,8 @@ async fn sent_all(conn: &TcpStream) -> io::Result<()> {
     let wait = async {
         loop {
             let mut n: libc::c_int = 0;
-            // SAFETY: SIOCOUTQ writes one c_int through the pointer, valid and aligned.
+            // SAFETY: SIOCOUTQ (TIOCOUTQ's number, for a socket) writes one c_int through
+            // the pointer, valid and aligned. Raw: neither rustix nor nix wraps it.
             let rc = unsafe { libc::ioctl(conn.as_raw_fd(), libc::TIOCOUTQ, &mut n) };
             if rc < 0 {
                 return Err(io::Error::last_os_error());
@@ -701,27 +704,14 @@ pub fn hex(bytes: &[u8]) -> String {
 
 /// Bytes waiting on `conn`, copied without taking them (MSG_PEEK).
 fn peek_all(conn: &TcpStream, max: usize) -> io::Result<Vec<u8>> {
-    use std::os::fd::AsRawFd;
     let mut buf = vec![0u8; max];
-    // SAFETY: buf is valid for max bytes; MSG_PEEK|MSG_DONTWAIT leaves the data queued and
-    // never blocks.
-    let n = unsafe {
-        libc::recv(
-            conn.as_raw_fd(),
-            buf.as_mut_ptr().cast(),
-            max,
-            libc::MSG_PEEK | libc::MSG_DONTWAIT,
-        )
+    // MSG_PEEK leaves the data queued; MSG_DONTWAIT never waits.
+    let n = match rustix::net::recv(conn, &mut buf[..], RecvFlags::PEEK | RecvFlags::DONTWAIT) {
+        Ok((n, _)) => n,
+        Err(Errno::AGAIN) => 0,
+        Err(e) => return Err(e.into()),
     };
-    if n < 0 {
-        let e = io::Error::last_os_error();
-        return if e.kind() == io::ErrorKind::WouldBlock {
-            Ok(Vec::new())
-        } else {
-            Err(e)
-        };
-    }
-    buf.truncate(n as usize);
+    buf.truncate(n);
     Ok(buf)
 }
 

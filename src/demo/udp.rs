@@ -6,8 +6,8 @@
 //! long each datagram really was, so the loss can be counted.
 
 use std::io::{self, Write};
-use std::os::fd::AsRawFd;
 
+use rustix::net::RecvFlags;
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
@@ -164,17 +164,10 @@ async fn recv_truncating(sock: &UdpSocket, buf: &mut [u8]) -> io::Result<usize> 
     let recv = async {
         loop {
             sock.readable().await?;
-            let fd = sock.as_raw_fd();
             match sock.try_io(Interest::READABLE, || {
-                // SAFETY: buf is valid for buf.len() bytes; MSG_TRUNC makes recv return
-                // the datagram's real length while writing at most buf.len().
-                let n =
-                    unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_TRUNC) };
-                if n < 0 {
-                    Err(io::Error::last_os_error())
-                } else {
-                    Ok(n as usize)
-                }
+                // MSG_TRUNC: the datagram's real length, though at most buf.len() is kept.
+                let (_, len) = rustix::net::recv(sock, &mut *buf, RecvFlags::TRUNC)?;
+                Ok(len)
             }) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 other => return other,

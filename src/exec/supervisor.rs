@@ -36,7 +36,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use rustix::process::Pid;
+use rustix::process::{Pid, RawPid};
 
 use super::{cgroup, tree};
 
@@ -135,7 +135,7 @@ pub fn run(plan: &Plan) -> Ended {
 
 /// Starts the command in a session of its own with the terminal on its stdin as its
 /// controlling terminal, and every signal unblocked.
-fn spawn_in_terminal(plan: &Plan) -> io::Result<libc::pid_t> {
+fn spawn_in_terminal(plan: &Plan) -> io::Result<RawPid> {
     let mut cmd = Command::new(&plan.program);
     cmd.args(&plan.args);
     // SAFETY: only async-signal-safe calls between fork and exec.
@@ -147,7 +147,7 @@ fn spawn_in_terminal(plan: &Plan) -> io::Result<libc::pid_t> {
             Ok(())
         });
     }
-    Ok(cmd.spawn()?.id() as libc::pid_t)
+    Ok(cmd.spawn()?.id() as RawPid)
 }
 
 /// Starts `program` (searched in `PATH`) in a process group of its own with
@@ -159,7 +159,7 @@ fn spawn_in_group(
     program: &OsStr,
     args: &[OsString],
     env: &[(OsString, OsString)],
-) -> io::Result<libc::pid_t> {
+) -> io::Result<RawPid> {
     use nix::spawn::{posix_spawnp, PosixSpawnAttr, PosixSpawnFileActions, PosixSpawnFlags};
     let c = |s: Vec<u8>| {
         CString::new(s)
@@ -197,13 +197,13 @@ fn spawn_in_group(
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ended {
     /// The command's raw wait status.
-    pub status: libc::c_int,
+    pub status: i32,
     /// Everything it started is gone: nothing outlived a kill's deadline.
     pub clean: bool,
 }
 
 impl Ended {
-    fn clean(status: libc::c_int) -> Ended {
+    fn clean(status: i32) -> Ended {
         Ended {
             status,
             clean: true,
@@ -212,11 +212,11 @@ impl Ended {
 }
 
 struct Supervisor<'a> {
-    child: libc::pid_t,
+    child: RawPid,
     /// The command's cgroup, which we are not in: killing it ends the command's tree.
     cgroup: Option<&'a std::path::Path>,
     /// The command's wait status, once reaped.
-    status: Option<libc::c_int>,
+    status: Option<i32>,
     /// Every kill so far left nothing behind.
     clean: bool,
 }
@@ -249,7 +249,7 @@ impl Supervisor<'_> {
             let commanded = control_open && !fds[1].revents().is_empty();
             if signalled {
                 for sig in signals.drain() {
-                    if sig != libc::SIGCHLD {
+                    if sig != Signal::SIGCHLD as i32 {
                         // Someone asked the supervisor itself to stop: take the tree down.
                         self.kill_descendants();
                     }
@@ -268,7 +268,7 @@ impl Supervisor<'_> {
                         if b == KILL {
                             self.kill_descendants();
                         } else {
-                            self.forward(libc::c_int::from(b));
+                            self.forward(i32::from(b));
                         }
                     }
                 }
@@ -277,7 +277,7 @@ impl Supervisor<'_> {
     }
 
     /// Sends `sig` to the command's process group (its session's group with a terminal).
-    fn forward(&self, sig: libc::c_int) {
+    fn forward(&self, sig: i32) {
         // The group leader is our unreaped child, so its id cannot have been reused.
         let (Some(group), Some(sig)) = (
             Pid::from_raw(self.child),
@@ -328,7 +328,7 @@ impl Supervisor<'_> {
 }
 
 /// Reports a command that could not be started, in the shell's words and codes.
-fn report_failure(program: &OsString, e: &io::Error) -> libc::c_int {
+fn report_failure(program: &OsString, e: &io::Error) -> i32 {
     let (code, why) = match e.kind() {
         io::ErrorKind::NotFound => (127, "command not found".to_string()),
         io::ErrorKind::PermissionDenied => (126, "permission denied".to_string()),
@@ -382,10 +382,10 @@ impl SignalFd {
     }
 
     /// The signals delivered since the last call.
-    pub(super) fn drain(&self) -> Vec<libc::c_int> {
+    pub(super) fn drain(&self) -> Vec<i32> {
         let mut got = Vec::new();
         while let Ok(Some(info)) = self.0.read_signal() {
-            got.push(info.ssi_signo as libc::c_int);
+            got.push(info.ssi_signo as i32);
         }
         got
     }

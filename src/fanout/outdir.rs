@@ -12,6 +12,8 @@ use std::io::{self, Write};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use rustix::fs::OFlags;
+
 use crate::config::owned_by_us;
 
 /// A checked output directory.
@@ -75,7 +77,7 @@ impl OutputDir {
         let fresh = OpenOptions::new()
             .write(true)
             .create_new(true)
-            .custom_flags(libc::O_NOFOLLOW)
+            .custom_flags(OFlags::NOFOLLOW.bits() as i32)
             .open(&path);
         match fresh {
             Ok(file) => return Ok(file),
@@ -86,7 +88,7 @@ impl OutputDir {
         // from holding us until someone opens its other end. Nothing is truncated yet.
         let existing = OpenOptions::new()
             .write(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .custom_flags((OFlags::NOFOLLOW | OFlags::NONBLOCK).bits() as i32)
             .open(&path);
         let file = match existing {
             Ok(file) => file,
@@ -192,9 +194,9 @@ mod tests {
         let err = dir.create("h.out").unwrap_err().to_string();
         assert!(err.contains("hard links"), "{err}");
         assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep me");
-        let fifo = std::ffi::CString::new(tmp.path().join("out/h.err").to_str().unwrap()).unwrap();
-        // SAFETY: mkfifo reads the NUL-terminated path we own.
-        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        let fifo = tmp.path().join("out/h.err");
+        let (fifo_type, mode) = (rustix::fs::FileType::Fifo, rustix::fs::Mode::from(0o600));
+        rustix::fs::mknodat(rustix::fs::CWD, &fifo, fifo_type, mode, 0).unwrap();
         let err = dir.create("h.err").unwrap_err().to_string();
         assert!(err.contains("FIFO"), "{err}");
     }

@@ -212,7 +212,7 @@ impl Outbox {
             }
             let moved = match &mut self.splice {
                 Some(splicer) => splicer.send(&from, len).await,
-                None => Err(std::io::Error::from_raw_os_error(libc::EINVAL)),
+                None => Err(std::io::Error::from(rustix::io::Errno::INVAL)),
             };
             match moved {
                 Ok(n) => {

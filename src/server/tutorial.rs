@@ -8,7 +8,7 @@
 //! [`crate::wire::sniff`]; this file only reads, runs and writes.
 
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::AsFd;
 
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::tcp::{ReadHalf, WriteHalf};
@@ -100,7 +100,7 @@ async fn run_command(
     // it would run something the client never sent. Naive keeps that bug on purpose.
     if wire.protocol != Protocol::Naive
         && n == wire.recv_size.max(1)
-        && bytes_waiting(rd.as_ref().as_raw_fd())? > 0
+        && crate::splice::waiting(rd.as_ref().as_fd())? > 0
     {
         let msg = too_long_message(wire.recv_size);
         refuse_with(&msg, rd, wr, config, stop).await;
@@ -213,18 +213,6 @@ fn foreign_warning(foreign: Foreign, wire: &Wire) -> String {
              closed"
         ),
     }
-}
-
-/// Bytes the kernel has received on `fd` that we have not read yet (FIONREAD).
-fn bytes_waiting(fd: RawFd) -> std::io::Result<usize> {
-    let mut n: libc::c_int = 0;
-    // SAFETY: FIONREAD writes one c_int through the pointer; `fd` is our connected socket,
-    // open for as long as the connection is served.
-    let r = unsafe { libc::ioctl(fd, libc::FIONREAD, &mut n) };
-    if r < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(usize::try_from(n).unwrap_or(0))
 }
 
 /// Resolves when the peer has closed its side. Data waiting to be read (the next command,

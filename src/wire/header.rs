@@ -287,10 +287,10 @@ impl FromStr for HeaderFormat {
             ('b', _) => 1,
             ('h', _) => 2,
             ('i', _) => 4,
-            ('l', true) => std::mem::size_of::<libc::c_long>(),
+            ('l', true) => std::mem::size_of::<std::ffi::c_long>(),
             ('l', false) => 4,
             ('q', _) => 8,
-            ('n', true) => std::mem::size_of::<libc::ssize_t>(),
+            ('n', true) => std::mem::size_of::<isize>(),
             _ => return Err(bad()),
         };
         let endian = match prefix {

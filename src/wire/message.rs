@@ -26,6 +26,7 @@
 use std::marker::PhantomData;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use rustix::process::Signal;
 use tokio_util::codec::{Decoder, Encoder};
 
 use crate::status::Status;
@@ -724,30 +725,30 @@ impl<In, Out: Message> Encoder<Out> for MessageCodec<In, Out> {
 }
 
 /// Signals a client may ask to deliver, by the names `kill -l` uses.
-const SIGNALS: &[(&str, libc::c_int)] = &[
-    ("HUP", libc::SIGHUP),
-    ("INT", libc::SIGINT),
-    ("QUIT", libc::SIGQUIT),
-    ("KILL", libc::SIGKILL),
-    ("USR1", libc::SIGUSR1),
-    ("USR2", libc::SIGUSR2),
-    ("PIPE", libc::SIGPIPE),
-    ("ALRM", libc::SIGALRM),
-    ("TERM", libc::SIGTERM),
-    ("CONT", libc::SIGCONT),
-    ("STOP", libc::SIGSTOP),
-    ("TSTP", libc::SIGTSTP),
-    ("WINCH", libc::SIGWINCH),
+const SIGNALS: &[(&str, i32)] = &[
+    ("HUP", Signal::HUP.as_raw()),
+    ("INT", Signal::INT.as_raw()),
+    ("QUIT", Signal::QUIT.as_raw()),
+    ("KILL", Signal::KILL.as_raw()),
+    ("USR1", Signal::USR1.as_raw()),
+    ("USR2", Signal::USR2.as_raw()),
+    ("PIPE", Signal::PIPE.as_raw()),
+    ("ALRM", Signal::ALARM.as_raw()),
+    ("TERM", Signal::TERM.as_raw()),
+    ("CONT", Signal::CONT.as_raw()),
+    ("STOP", Signal::STOP.as_raw()),
+    ("TSTP", Signal::TSTP.as_raw()),
+    ("WINCH", Signal::WINCH.as_raw()),
 ];
 
 /// The number of the signal named `name` (`INT`), if it is one a client may send. Names
 /// travel on the wire, not numbers, which differ between systems.
-pub fn signal_number(name: &str) -> Option<libc::c_int> {
+pub fn signal_number(name: &str) -> Option<i32> {
     SIGNALS.iter().find(|(n, _)| *n == name).map(|(_, s)| *s)
 }
 
 /// The name of signal `sig`, if it is one a client may send.
-pub fn signal_name(sig: libc::c_int) -> Option<&'static str> {
+pub fn signal_name(sig: i32) -> Option<&'static str> {
     SIGNALS.iter().find(|(_, s)| *s == sig).map(|(n, _)| *n)
 }
 
@@ -922,8 +923,8 @@ mod tests {
 
     #[test]
     fn signal_names_map_both_ways() {
-        assert_eq!(signal_number("INT"), Some(libc::SIGINT));
-        assert_eq!(signal_name(libc::SIGTERM), Some("TERM"));
+        assert_eq!(signal_number("INT"), Some(Signal::INT.as_raw()));
+        assert_eq!(signal_name(Signal::TERM.as_raw()), Some("TERM"));
         assert_eq!(signal_number("SEGV"), None);
     }
 

@@ -116,7 +116,7 @@ fn serve_connection() -> bool {
 
 /// Tells the server the command's wait status: four bytes on the status pipe. If it
 /// cannot be written, the server is gone, or reads the pipe's end as the command killed.
-fn report(status: libc::c_int) {
+fn report(status: i32) {
     // SAFETY: fd 4 is the status pipe, put in place by `place` and open until we exit.
     let pipe = unsafe { BorrowedFd::borrow_raw(STATUS_FD) };
     let _unreported = rustix::io::write(pipe, &status.to_le_bytes());

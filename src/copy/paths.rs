@@ -160,9 +160,10 @@ impl Dir {
         rustix::fs::renameat(&*self.0, from, &*self.0, to).map_err(io_at)
     }
 
-    /// Removes the file `name`; a missing one is no error.
+    /// Removes the file `name`, as cleaning up: a missing one is no error, and one that
+    /// cannot be removed is left (the transfer's own error, if any, is what is said).
     pub fn remove(&self, name: &OsStr) {
-        let _ = rustix::fs::unlinkat(&*self.0, name, AtFlags::empty());
+        let _left = rustix::fs::unlinkat(&*self.0, name, AtFlags::empty());
     }
 
     /// Makes a symbolic link `name` to `target` here.
@@ -181,9 +182,10 @@ impl Dir {
         set_meta(&*self.0, mode, times)
     }
 
-    /// Sets the times of the link `name` itself (not what it points to).
+    /// Sets the times of the link `name` itself (not what it points to), where the file
+    /// system keeps times for links: where it does not, the link keeps the time it was made.
     pub fn set_link_times(&self, name: &OsStr, atime: i64, mtime: i64) {
-        let _ = rustix::fs::utimensat(
+        let _not_kept = rustix::fs::utimensat(
             &*self.0,
             name,
             &timestamps(atime, mtime),

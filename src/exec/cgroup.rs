@@ -47,7 +47,8 @@ impl Cgroups {
         let dir = parent.join(format!("rcmd-{}-{n}", std::process::id()));
         std::fs::create_dir(&dir)?;
         if !dir.join("cgroup.kill").exists() {
-            let _ = std::fs::remove_dir(&dir);
+            // Left behind, the empty directory is taken by `remove_stale` at a later start.
+            let _stale = std::fs::remove_dir(&dir);
             return Err(not_found("no cgroup.kill (Linux 5.14 or later needed)"));
         }
         Ok(Cgroups(Arc::new(Base {
@@ -81,7 +82,8 @@ impl Drop for Base {
         // Groups whose removal was still pending: killed and waited for here.
         if let Ok(entries) = std::fs::read_dir(&self.dir) {
             for e in entries.flatten().filter(|e| e.path().is_dir()) {
-                let _ = kill(&e.path());
+                // An error: nothing is left in it to kill, or it is gone already.
+                let _gone = kill(&e.path());
                 remove_when_empty(&e.path());
             }
         }
@@ -119,7 +121,8 @@ impl Drop for Group {
         if std::fs::remove_dir(&self.dir).is_ok() {
             return;
         }
-        let _ = kill(&self.dir);
+        // An error: nothing is left in it to kill, or it is gone already.
+        let _gone = kill(&self.dir);
         let dir = std::mem::take(&mut self.dir);
         let base = self._base.clone();
         let remove = move || {
@@ -178,7 +181,10 @@ fn remove_when_empty(dir: &Path) {
     let deadline = Instant::now() + EMPTY_DEADLINE;
     loop {
         match std::fs::remove_dir(dir) {
-            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline => {
+            Err(e)
+                if e.raw_os_error() == Some(rustix::io::Errno::BUSY.raw_os_error())
+                    && Instant::now() < deadline =>
+            {
                 std::thread::sleep(Duration::from_millis(1));
             }
             _ => return,

@@ -5,7 +5,7 @@ use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::Duration;
 
-use rustix::process::{Pid, Signal};
+use rustix::process::{Pid, RawPid, Signal};
 use tokio::io::AsyncReadExt;
 use tokio::net::unix::pipe as unix_pipe;
 use tokio::process::Child;
@@ -63,7 +63,7 @@ pub(super) enum Process {
     /// The command's supervisor: the helper's child, not ours, so it reports the command's
     /// wait status through a pipe, and is signalled through a pidfd.
     Supervised {
-        pid: libc::pid_t,
+        pid: RawPid,
         pidfd: Option<OwnedFd>,
         status: unix_pipe::Receiver,
         /// The supervisor reported the status itself: it is done with the command.
@@ -90,7 +90,7 @@ impl Process {
                 reported,
                 ..
             } => {
-                let killed = ExitStatusExt::from_raw(libc::SIGKILL);
+                let killed = ExitStatusExt::from_raw(Signal::KILL.as_raw());
                 let mut raw = [0u8; 4];
                 // The supervisor's end: a pidfd turns readable when it exits, so nothing
                 // else holding the status pipe open can make us wait beyond that.
@@ -254,7 +254,7 @@ impl Running {
                     _ = crate::deadline::until(overdue) => self.force_kill(),
                     _ = crate::deadline::until(hopeless) => {
                         self.abandoned = true;
-                        break std::os::unix::process::ExitStatusExt::from_raw(libc::SIGKILL);
+                        break std::os::unix::process::ExitStatusExt::from_raw(Signal::KILL.as_raw());
                     }
                 }
             }
@@ -335,7 +335,7 @@ impl Running {
     }
 
     /// Delivers signal `sig` to the command's process group.
-    pub fn signal(&mut self, sig: libc::c_int) {
+    pub fn signal(&mut self, sig: i32) {
         if let (false, Ok(sig)) = (self.done, u8::try_from(sig)) {
             if sig != supervisor::KILL {
                 self.control.send(sig);
@@ -349,7 +349,8 @@ impl Running {
             master: Some(m), ..
         } = &self.output
         {
-            let _ = m.resize(size);
+            // An error: the command has closed its terminal, and has no size to be told.
+            let _closed = m.resize(size);
         }
     }
 
@@ -393,7 +394,7 @@ impl Drop for Running {
 
 /// What the server needs to kill a supervisor's tree and then the supervisor itself.
 struct Killer {
-    pid: libc::pid_t,
+    pid: RawPid,
     pidfd: OwnedFd,
 }
 

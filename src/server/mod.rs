@@ -340,7 +340,8 @@ pub async fn serve(
 
 async fn handle(stream: TcpStream, peer: SocketAddr, config: &ServerConfig, stop: &Shutdown) {
     // Replies are written as whole frames; waiting to coalesce them only adds latency.
-    let _ = stream.set_nodelay(true);
+    // Refused, replies are only later, never wrong: not worth refusing the connection.
+    let _delayed = stream.set_nodelay(true);
     let protocol = config.wire.protocol.name();
     let opened = std::time::Instant::now();
     debug!(%peer, protocol, "connection opened");

@@ -93,7 +93,8 @@ pub async fn ask(host: &str, seen: Fingerprint) -> Result<bool, TrustError> {
             if let Some((saved, tty)) = &restore {
                 set(tty, saved);
             }
-            let _ = std::fs::OpenOptions::new().write(true).open("/dev/tty")
+            // Cosmetic: without a terminal to write to there is no line to end.
+            let _no_tty = std::fs::OpenOptions::new().write(true).open("/dev/tty")
                 .and_then(|mut t| t.write_all(b"\n"));
             Err(aborted())
         }

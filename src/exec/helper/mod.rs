@@ -33,6 +33,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use rustix::process::RawPid;
+
 use super::cgroup::{Cgroups, Group};
 use super::supervisor::Plan;
 use super::tree;
@@ -86,7 +88,7 @@ impl std::fmt::Debug for Spawner {
 /// pipe.
 #[derive(Debug)]
 pub(super) struct Started {
-    pub pid: libc::pid_t,
+    pub pid: RawPid,
     pub pidfd: Option<OwnedFd>,
 }
 
@@ -212,7 +214,7 @@ impl Spawner {
 #[derive(Debug)]
 pub(super) struct Serial {
     sock: UnixStream,
-    pid: libc::pid_t,
+    pid: RawPid,
     pidfd: OwnedFd,
 }
 
@@ -314,7 +316,8 @@ impl Helper {
 impl Drop for Helper {
     fn drop(&mut self) {
         // The supervisors it started carry on without it; it holds nothing else.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        // Errors: it has ended already, or been reaped; nothing is left to do either way.
+        let _ended = self.child.kill();
+        let _reaped = self.child.wait();
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use rustix::event::{poll, PollFd, PollFlags, Timespec};
 use rustix::io::{fcntl_setfd, Errno, FdFlags};
-use rustix::process::{wait, DumpableBehavior, WaitOptions};
+use rustix::process::{wait, DumpableBehavior, RawPid, WaitOptions};
 
 use super::child::become_supervisor;
 use super::request::{decode, malformed, send_with_fds, Request};
@@ -92,7 +92,7 @@ fn set_up(sock: &OwnedFd) -> io::Result<supervisor::SignalFd> {
 #[derive(Default)]
 struct Family {
     /// Supervisors (and the spare) we forked and have not reaped.
-    forked: HashSet<libc::pid_t>,
+    forked: HashSet<RawPid>,
     /// Some request let background processes outlive their command (`--allow-detach`).
     detaching: bool,
 }
@@ -149,7 +149,7 @@ const ORPHAN_DEADLINE: Duration = Duration::from_secs(5);
 /// happens while the previous command runs instead of before the next one. Dropping it
 /// closes `sock`, which ends a spare still waiting.
 struct Spare {
-    pid: libc::pid_t,
+    pid: RawPid,
     pidfd: Option<OwnedFd>,
     sock: UnixStream,
 }
@@ -205,12 +205,17 @@ impl Spare {
 fn wait_for_request(sock: UnixStream) -> ! {
     let raw = std::os::fd::IntoRawFd::into_raw_fd(sock);
     // SAFETY: this new process's own descriptors: ours goes to fd 3 (over the helper's
-    // socket to the server, which is not ours to hold) and everything else is closed.
+    // socket to the server, which is not ours to hold) and everything else is closed. The
+    // helper's `OwnedFd`s copied into this process are never used or dropped again: it
+    // ends in `_exit`. Raw: rustix wraps neither close_range nor a dup2 onto a number.
+    // A spare that cannot put its descriptors in order leaves at once, as `set_up` does.
     unsafe {
         if raw != REQUEST_FD && libc::dup2(raw, REQUEST_FD) < 0 {
             libc::_exit(1);
         }
-        libc::close_range(REQUEST_FD as u32 + 1, u32::MAX, 0);
+        if libc::close_range(REQUEST_FD as u32 + 1, u32::MAX, 0) < 0 {
+            libc::_exit(1);
+        }
     }
     // SAFETY: fd 3 is now ours alone.
     let mut sock = UnixStream::from(unsafe { OwnedFd::from_raw_fd(REQUEST_FD) });
@@ -273,7 +278,7 @@ fn serve_one(
     Ok(true)
 }
 
-fn answer(pid: libc::pid_t, errno: Option<i32>) -> [u8; 8] {
+fn answer(pid: RawPid, errno: Option<i32>) -> [u8; 8] {
     let mut a = [0u8; 8];
     a[..4].copy_from_slice(&pid.to_le_bytes());
     a[4..].copy_from_slice(&errno.unwrap_or(0).to_le_bytes());

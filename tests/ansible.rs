@@ -31,26 +31,29 @@ async fn ansible_venv() -> Option<PathBuf> {
     None
 }
 
-/// Ten servers on 127.0.0.2-11 sharing one port, each with its own RCMD_HOME and HOME.
+/// Ten servers on 127.0.0.2-11 sharing one port, each with its own RCMD_HOME and HOME:
+/// the first picks the port, the other nine start together on it.
 async fn servers() -> (Vec<(RcmdHome, tempfile::TempDir, ServerProcess)>, u16) {
-    let mut all = Vec::new();
-    let mut port = 0;
-    for last in 2..=11 {
-        let rcmd_home = RcmdHome::new();
-        let home = tempfile::tempdir().unwrap();
-        let listen = format!("127.0.0.{last}:{port}");
-        let server = rcmd_home
-            .server_env(
-                // Ansible's async runs its job in the background after the command that
-                // started it ends: rcmd kills such processes unless told to let them live.
-                &["--listen", &listen, "--allow-detach"],
-                &[("HOME", home.path().to_str().unwrap())],
-            )
-            .await;
-        port = server.addr.port();
-        all.push((rcmd_home, home, server));
-    }
-    (all, port)
+    let first = server(2, 0).await;
+    let port = first.2.addr.port();
+    let rest = futures_util::future::join_all((3..=11).map(|last| server(last, port))).await;
+    (std::iter::once(first).chain(rest).collect(), port)
+}
+
+/// A server on 127.0.0.LAST:PORT with a new RCMD_HOME and HOME.
+async fn server(last: u8, port: u16) -> (RcmdHome, tempfile::TempDir, ServerProcess) {
+    let rcmd_home = RcmdHome::new();
+    let home = tempfile::tempdir().unwrap();
+    let listen = format!("127.0.0.{last}:{port}");
+    let server = rcmd_home
+        .server_env(
+            // Ansible's async runs its job in the background after the command that
+            // started it ends: rcmd kills such processes unless told to let them live.
+            &["--listen", &listen, "--allow-detach"],
+            &[("HOME", home.path().to_str().unwrap())],
+        )
+        .await;
+    (rcmd_home, home, server)
 }
 
 /// Runs an Ansible command with everything Ansible writes kept in `dir`.
@@ -104,12 +107,36 @@ async fn playbooks_run_through_rcmd_on_ten_hosts() {
     let Some(venv) = ansible_venv().await else {
         return;
     };
-    let (servers, port) = servers().await;
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     for sub in ["home", "tmp", "fetched"] {
         std::fs::create_dir_all(d.join(sub)).unwrap();
     }
+    std::fs::write(
+        d.join("ansible.cfg"),
+        format!(
+            "[defaults]\ncollections_path = {collections}\ninventory = {inventory}\n\
+             forks = 11\n[connection]\npipelining = True\n",
+            collections = d.join("collections").display(),
+            inventory = d.join("inventory.ini").display(),
+        ),
+    )
+    .unwrap();
+
+    // Installed as a user would, from the repository's path, while the servers start.
+    let collection = common::peer("ansible");
+    let collections = d.join("collections");
+    let install_args = [
+        "collection",
+        "install",
+        "-p",
+        collections.to_str().unwrap(),
+        &collection,
+    ];
+    let install = ansible(&venv, d, "ansible-galaxy", &install_args);
+    let ((servers, port), installed) = tokio::join!(servers(), install);
+    installed.expect_code(0);
+
     // 100 MiB that no two runs share, so a copy that lost or reordered bytes is seen.
     let seed = common::unique_marker();
     let mut piece = Vec::with_capacity(1 << 20);
@@ -120,8 +147,13 @@ async fn playbooks_run_through_rcmd_on_ten_hosts() {
     std::fs::write(d.join("big.bin"), piece.repeat(100)).unwrap();
 
     let mut inventory = String::from("[rcmd]\n");
-    for (home, _, server) in &servers {
-        let fp = home.rcmd(&["fingerprint"], b"").await;
+    let fingerprints = futures_util::future::join_all(
+        servers
+            .iter()
+            .map(|(home, _, _)| home.rcmd(&["fingerprint"], b"")),
+    )
+    .await;
+    for ((home, _, server), fp) in servers.iter().zip(fingerprints) {
         fp.expect_code(0);
         inventory += &format!(
             "{ip} ansible_host={ip} ansible_rcmd_fingerprint={fp} ansible_rcmd_token_file={token}\n",
@@ -146,43 +178,20 @@ async fn playbooks_run_through_rcmd_on_ten_hosts() {
         println!("become is not tried: it needs sudo and root here");
     }
     std::fs::write(d.join("inventory.ini"), inventory).unwrap();
-    std::fs::write(
-        d.join("ansible.cfg"),
-        format!(
-            "[defaults]\ncollections_path = {collections}\ninventory = {inventory}\n\
-             forks = 11\n[connection]\npipelining = True\n",
-            collections = d.join("collections").display(),
-            inventory = d.join("inventory.ini").display(),
-        ),
-    )
-    .unwrap();
 
-    // Installed as a user would, from the repository's path.
-    let collection = common::peer("ansible");
-    let collections = d.join("collections");
-    ansible(
-        &venv,
-        d,
-        "ansible-galaxy",
-        &[
-            "collection",
-            "install",
-            "-p",
-            collections.to_str().unwrap(),
-            &collection,
-        ],
-    )
-    .await
-    .expect_code(0);
-
+    // The ad hoc command and the playbook at once: they share nothing but the servers.
     // Ad hoc, with -vvv: the rcmd command line is shown, with the token file's name only.
-    let r = ansible(
-        &venv,
-        d,
-        "ansible",
-        &["127.0.0.2", "-m", "command", "-a", "echo ad-hoc", "-vvv"],
-    )
-    .await;
+    let playbook = common::peer("tests/ansible/playbook.yml");
+    let playbook_args = [playbook.as_str()];
+    let (r, played) = tokio::join!(
+        ansible(
+            &venv,
+            d,
+            "ansible",
+            &["127.0.0.2", "-m", "command", "-a", "echo ad-hoc", "-vvv"],
+        ),
+        ansible(&venv, d, "ansible-playbook", &playbook_args),
+    );
     r.expect_code(0);
     let out = r.stdout_str();
     assert!(out.contains("ad-hoc"), "{r}");
@@ -193,8 +202,7 @@ async fn playbooks_run_through_rcmd_on_ten_hosts() {
     let token = std::fs::read_to_string(servers[0].0.token_file()).unwrap();
     assert!(!out.contains(token.trim()), "the token was shown: {r}");
 
-    let playbook = common::peer("tests/ansible/playbook.yml");
-    let r = ansible(&venv, d, "ansible-playbook", &[&playbook]).await;
+    let r = played;
     let out = r.stdout_str();
     // Every rcmd host did everything; the one with no server is unreachable, with
     // rcmd's own reason (ansible-playbook then exits 4).

@@ -12,7 +12,9 @@ use common::{
     eventually, framed, hello, pids_running, rcmd, rcmd_bin, start_server, still_serves,
     unique_marker, wait_until, RcmdHome,
 };
+use rcmd::client::{ClientConfig, ClientError, Input, Output};
 use rcmd::server::{serve, ServerConfig};
+use rcmd::wire::Protocol;
 use rcmd::Token;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
@@ -197,13 +199,24 @@ async fn connections_past_max_conns_are_refused_with_a_message() {
         c.read_exact(&mut reply).await.unwrap();
         held.push(c);
     }
-    let r = rcmd(
-        &["client", "--plaintext", &addr.to_string(), "--", "true"],
-        b"",
+    // Asked once: the client's own retries (4.5 to 9 s of back-off) would only be
+    // refused the same way while the slots are held.
+    let mut client = ClientConfig::new(Protocol::Framed);
+    client.busy_retries = 0;
+    let mut out = Output {
+        stdout: Vec::new(),
+        stderr: Vec::new(),
+    };
+    let err = rcmd::client::run(
+        &addr.to_string(),
+        &client,
+        Input::one(b"true".to_vec()),
+        &mut out,
     )
-    .await;
-    r.expect_code(255);
-    assert!(r.stderr_str().contains("server busy"), "{r}");
+    .await
+    .unwrap_err();
+    assert!(matches!(err, ClientError::Busy(_)), "{err:?}");
+    assert!(err.to_string().contains("server busy"), "{err}");
     drop(held);
     // The slots come back once the server sees those connections close.
     let a = addr.to_string();

@@ -591,15 +591,30 @@ async fn the_debian_package_holds_everything_and_runs_from_a_throwaway_root() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
-    // The README's command, into a directory of the test's own. The dev profile the
-    // tests were built with: a release build would take minutes here, and what is checked
-    // (the files, the unit, the scripts, a binary that runs) is the same.
+    // The README's command, into a directory of the test's own, packaging the binary
+    // the tests run (the dev profile, unless they were built otherwise): a release build
+    // would take minutes here, a dev `cargo build` would rebuild it without the tests'
+    // dependency features (tens of seconds), and what is checked (the files, the unit,
+    // the scripts, a binary that runs) is the same.
+    let bin_dir = Path::new(common::rcmd_bin()).parent().unwrap();
+    let profile = match bin_dir.file_name().unwrap().to_str().unwrap() {
+        "debug" => "dev",
+        other => other,
+    };
+    let target = bin_dir.parent().unwrap().to_str().unwrap();
     let r = common::run_within(
         Duration::from_secs(600),
         root.join("scripts/deb").to_str().unwrap(),
-        &["--profile", "dev", "--fast", "-o", out.to_str().unwrap()],
+        &[
+            "--profile",
+            profile,
+            "--no-build",
+            "--fast",
+            "-o",
+            out.to_str().unwrap(),
+        ],
         &[],
-        &[],
+        &[("CARGO_TARGET_DIR", target)],
     )
     .await;
     r.expect_code(0);

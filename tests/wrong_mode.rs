@@ -169,51 +169,64 @@ async fn every_client_names_the_mode_of_every_other_server() {
     for server_args in modes {
         let server = home.server(server_args).await;
         let addr = server.addr.to_string();
-        for client_args in modes.iter().filter(|c| **c != server_args) {
-            let expected = match (server_args, *client_args) {
-                // Both framed: one has TLS and the other not.
-                ([], ["--plaintext"]) => "leave out --plaintext",
-                (["--plaintext"], []) => "add --plaintext",
-                _ => hint(server_args),
-            };
-            // A classic or json-header client reading a naive or length-ack reply waits
-            // for the rest of its header until its stall limit (5 s) runs out, then names
-            // the mode: run in-process, with the limit shortened, the four cases cost a
-            // second instead of twenty. The binary's exit code for this error (255, as for
-            // every client error) is checked by the other cases.
-            if let ([_, server_mode @ ("naive" | "length-ack")], [_, client_mode]) =
-                (server_args, *client_args)
-            {
-                if let Some(protocol) = stalling_client(client_mode) {
-                    if let Err(why) = stalled_reply_is_named(&addr, protocol, expected).await {
-                        wrong.push(format!("server {server_mode}, client {client_mode}: {why}"));
-                    }
-                    continue;
-                }
-            }
-            let mut args = vec!["client", addr.as_str(), "-n"];
-            args.extend_from_slice(client_args);
-            args.extend_from_slice(&["--", "echo hi"]);
-            let r = home.rcmd(&args, b"").await;
-            // Digits alone may be a naive reply: printed, with a warning naming the mode.
-            if let (["--protocol", "length-ack"], ["--protocol", "naive"]) =
-                (server_args, *client_args)
-            {
-                if !r.stderr_str().contains(expected) {
-                    wrong.push(format!("no warning: {r}"));
-                }
-                continue;
-            }
-            // Nothing raw is printed, and the one message names the mode.
-            if r.code != Some(255) || !r.stderr_str().contains(expected) || !r.stdout.is_empty() {
-                wrong.push(format!(
-                    "server {server_args:?}, client {client_args:?}: wanted {expected:?}\n{r}"
-                ));
-            }
-        }
+        // The five clients of one server at once: most of each case is a process
+        // starting, or a client waiting out the silence that tells it the mode.
+        let cases = modes
+            .iter()
+            .filter(|c| **c != server_args)
+            .map(|client_args| wrong_reply(&home, &addr, server_args, client_args));
+        wrong.extend(
+            futures_util::future::join_all(cases)
+                .await
+                .into_iter()
+                .flatten(),
+        );
         server.stop().await;
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+/// What is wrong with how a client run with `client_args` is told of a server run with
+/// `server_args` at `addr`, if anything.
+async fn wrong_reply(
+    home: &common::RcmdHome,
+    addr: &str,
+    server_args: &[&str],
+    client_args: &[&str],
+) -> Option<String> {
+    let expected = match (server_args, client_args) {
+        // Both framed: one has TLS and the other not.
+        ([], ["--plaintext"]) => "leave out --plaintext",
+        (["--plaintext"], []) => "add --plaintext",
+        _ => hint(server_args),
+    };
+    // A classic or json-header client reading a naive or length-ack reply waits for the
+    // rest of its header until its stall limit (5 s) runs out, then names the mode: run
+    // in-process, with the limit shortened, the four cases cost a second instead of
+    // twenty. The binary's exit code for this error (255, as for every client error) is
+    // checked by the other cases.
+    if let ([_, server_mode @ ("naive" | "length-ack")], [_, client_mode]) =
+        (server_args, client_args)
+    {
+        if let Some(protocol) = stalling_client(client_mode) {
+            return stalled_reply_is_named(addr, protocol, expected)
+                .await
+                .err()
+                .map(|why| format!("server {server_mode}, client {client_mode}: {why}"));
+        }
+    }
+    let mut args = vec!["client", addr, "-n"];
+    args.extend_from_slice(client_args);
+    args.extend_from_slice(&["--", "echo hi"]);
+    let r = home.rcmd(&args, b"").await;
+    // Digits alone may be a naive reply: printed, with a warning naming the mode.
+    if let (["--protocol", "length-ack"], ["--protocol", "naive"]) = (server_args, client_args) {
+        return (!r.stderr_str().contains(expected)).then(|| format!("no warning: {r}"));
+    }
+    // Nothing raw is printed, and the one message names the mode.
+    (r.code != Some(255) || !r.stderr_str().contains(expected) || !r.stdout.is_empty()).then(|| {
+        format!("server {server_args:?}, client {client_args:?}: wanted {expected:?}\n{r}")
+    })
 }
 
 /// The client modes whose reply has a header to wait for, which stall on a naive or

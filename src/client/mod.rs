@@ -71,6 +71,8 @@ pub struct ClientConfig {
     /// A one-shot command's stdin may be spliced from this process's stdin (fd 0) into
     /// the socket, when it is a pipe and the wire is in the clear.
     pub splice_stdin: bool,
+    /// How many times a client turned away as busy tries again ([`BUSY_RETRIES`]).
+    pub busy_retries: u32,
 }
 
 impl ClientConfig {
@@ -90,6 +92,7 @@ impl ClientConfig {
             ack: crate::wire::tutorial::ACK.to_vec(),
             ack_settle: ACK_SETTLE,
             splice_stdin: false,
+            busy_retries: BUSY_RETRIES,
         }
     }
 }
@@ -352,7 +355,8 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 ///
 /// # Errors
 /// A [`ClientError`] when connecting, the protocol or the server fails.
-/// A server that is busy (see [`BUSY_RETRIES`]) is asked again a little later.
+/// A server that is busy is asked again a little later, up to
+/// [`ClientConfig::busy_retries`] times.
 pub async fn run<O: Write, E: Write>(
     addr: &str,
     config: &ClientConfig,
@@ -382,7 +386,7 @@ pub async fn run_then<O: Write, E: Write>(
             ready();
         }
         match run_connection(connection, config, &mut input, out).await {
-            Err(ClientError::Busy(_)) if attempt < BUSY_RETRIES => {
+            Err(ClientError::Busy(_)) if attempt < config.busy_retries => {
                 tokio::time::sleep(busy_backoff(attempt, random())).await;
                 attempt += 1;
             }

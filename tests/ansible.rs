@@ -82,7 +82,8 @@ async fn ansible(venv: &Path, dir: &Path, program: &str, args: &[&str]) -> commo
     ];
     let program = bin.join(program);
     let mut cmd = tokio::process::Command::new(&program);
-    cmd.envs(env)
+    common::without_terminal(&mut cmd)
+        .envs(env)
         .current_dir(dir)
         .args(args)
         .stdin(std::process::Stdio::null())

@@ -533,13 +533,22 @@ async fn cp_works_over_tls_with_the_same_user_token() {
 
 #[tokio::test]
 async fn twenty_hosts_take_an_upload_and_give_downloads_into_their_own_dirs() {
-    let dirs: Vec<tempfile::TempDir> = (0..20).map(|_| tempfile::tempdir().unwrap()).collect();
-    let workdirs: Vec<PathBuf> = dirs.iter().map(|d| d.path().to_path_buf()).collect();
+    // A working directory per server, by its address: the addresses may have gaps (other
+    // test runs hold some of 127.0.0.x), so no arithmetic on them picks one.
+    let dirs = std::sync::Mutex::new(std::collections::HashMap::new());
+    let workdir = |ip: std::net::Ipv4Addr| -> PathBuf {
+        let mut dirs = dirs.lock().unwrap();
+        let dir = dirs
+            .entry(ip)
+            .or_insert_with(|| tempfile::tempdir().unwrap());
+        dir.path().to_path_buf()
+    };
     let (port, addrs) = start_servers_on_one_port(20, |ip| ServerConfig {
-        workdir: Some(workdirs[usize::from(ip.octets()[3]) % 20].clone()),
+        workdir: Some(workdir(ip)),
         ..ServerConfig::new(Protocol::Framed)
     })
     .await;
+    let workdirs: Vec<PathBuf> = addrs.iter().map(|ip| workdir(*ip)).collect();
     let list: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
     let list = list.join(",");
     let local = tempfile::tempdir().unwrap();
@@ -584,10 +593,9 @@ async fn twenty_hosts_take_an_upload_and_give_downloads_into_their_own_dirs() {
     down.expect_code(0);
     let dirs_made = std::fs::read_dir(&got).unwrap().count();
     assert_eq!(dirs_made, 20, "{down}");
-    for ip in &addrs {
+    for (ip, from) in addrs.iter().zip(&workdirs) {
         let host_dir = got.join(ip.to_string());
         let content = std::fs::read(host_dir.join("same name")).unwrap();
-        let from = &workdirs[usize::from(ip.octets()[3]) % 20];
         assert_eq!(content, from.to_str().unwrap().as_bytes(), "{}", ip);
     }
 }

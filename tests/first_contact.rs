@@ -1,6 +1,7 @@
 //! The first-contact question, asked of a person at a real terminal (a tmux pane): in
-//! every terminal mode it is read from the terminal, in cooked mode, never from the
-//! standard input the command gets; `y` is asked again; Ctrl-C aborts with 255.
+//! every terminal mode, and with stdin a pipe, it is read from the terminal, in cooked
+//! mode, never from the standard input the command gets; `y` is asked again; `no` and
+//! Ctrl-C abort with 255.
 
 mod common;
 
@@ -37,18 +38,23 @@ impl Machines {
         }
     }
 
-    /// A shell script line running `rcmd client ARGS` as the client machine's user, with
-    /// the server's token given, then recording its exit status in `code`.
+    /// A shell script running `rcmd client ARGS` as the client machine's user, with the
+    /// server's token given, then recording its exit status in `code`.
     fn client(&self, dir: &Path, args: &str) -> String {
+        self.script(dir, &format!("{} client {args}", rcmd_bin()))
+    }
+
+    /// A shell script running `line` (a pipeline ending in `rcmd client`) as the client
+    /// machine's user, then recording its exit status in `code`.
+    fn script(&self, dir: &Path, line: &str) -> String {
         let token = std::fs::read_to_string(self.server_home.token_file()).unwrap();
         format!(
             "cd {dir}\nexport HOME={dir} RCMD_HOME={home} RCMD_TOKEN={token}\n\
-             trap : INT\nstty -g > before\n{bin} client {args}\necho \"exit=$?\" > code\n\
+             trap : INT\nstty -g > before\n{line}\necho \"exit=$?\" > code\n\
              stty -g > after\nsleep 60\n",
             dir = dir.display(),
             home = self.client_home.path().display(),
             token = token.trim(),
-            bin = rcmd_bin(),
         )
     }
 
@@ -96,6 +102,59 @@ async fn one_shot_with_stdin_asks_on_the_terminal_and_forwards_only_what_follows
     assert_eq!(out, "payload\n", "the answer reached the command");
     let known = std::fs::read_to_string(machines.client_home.path().join("known_hosts")).unwrap();
     assert!(known.starts_with(&format!("{addr} SHA256:")), "{known}");
+}
+
+/// Starts `printf PIPED | rcmd client ADDR -- COMMAND > out` in a pane of its own: stdin
+/// a pipe, the person at the pane's terminal (`None` without tmux).
+fn piped_pane(machines: &Machines, piped: &str, command: &str) -> Option<Tmux> {
+    let line = format!(
+        "printf '{piped}' | {bin} client {addr} -- '{command}' > out",
+        bin = rcmd_bin(),
+        addr = machines.addr(),
+    );
+    Tmux::start(|dir| machines.script(dir, &line))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn piped_stdin_still_asks_on_the_terminal_and_forwards_the_pipe_whole() {
+    let machines = Machines::start(&[]).await;
+    let Some(tmux) = piped_pane(&machines, "first\\nsecond\\n", "cat") else {
+        return;
+    };
+    answer_y_then_yes(&tmux, None);
+    assert_eq!(read(&tmux, "code"), "exit=0\n", "{}", tmux.screen());
+    assert_eq!(
+        std::fs::read_to_string(tmux.dir().join("out")).unwrap(),
+        "first\nsecond\n",
+        "the pipe did not reach the command whole, or the answer did"
+    );
+    let known = std::fs::read_to_string(machines.client_home.path().join("known_hosts")).unwrap();
+    assert!(
+        known.starts_with(&format!("{} SHA256:", machines.addr())),
+        "{known}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn piped_stdin_answered_no_at_the_terminal_exits_255_and_runs_nothing() {
+    let machines = Machines::start(&[]).await;
+    // Had the answer been read from the pipe, it would have been this `yes`.
+    let Some(tmux) = piped_pane(&machines, "yes\\n", "cat > ran") else {
+        return;
+    };
+    tmux.wait_for(QUESTION);
+    tmux.type_line("no");
+    assert_eq!(read(&tmux, "code"), "exit=255\n", "{}", tmux.screen());
+    assert!(
+        !machines.home.path().join("ran").exists(),
+        "the command ran"
+    );
+    assert!(!machines.client_home.path().join("known_hosts").exists());
+    assert_eq!(
+        read(&tmux, "before"),
+        read(&tmux, "after"),
+        "terminal not restored"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

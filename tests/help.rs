@@ -127,3 +127,22 @@ async fn every_subcommand_that_fails_exits_255() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_help_says_host_may_be_an_alias_or_user_at_host() {
+    let r = rcmd(&["client", "--help"], b"").await;
+    r.expect_code(0);
+    let page = r.stdout_str();
+    assert!(
+        page.contains("Usage: rcmd client [OPTIONS] [[USER@]HOST[:PORT]]"),
+        "{r}"
+    );
+    let host = option_help(&page, "[[USER@]HOST[:PORT]]");
+    for words in [
+        "or an alias that `Host` lines in the settings file",
+        "USER@HOST is accepted only when USER is the user running this client",
+        "commands run as the user who started `rcmd server` there",
+    ] {
+        assert!(host.contains(words), "{words:?} not in {host}");
+    }
+}

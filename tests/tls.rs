@@ -188,7 +188,8 @@ async fn known_hosts_first_use_needs_accept_new_or_a_terminal() {
     let client = RcmdHome::new();
     let env = [("RCMD_TOKEN", token.as_str())];
     let known = client.path().join("known_hosts");
-    // No terminal (stdin is a pipe): refused, saying how to check and pin it.
+    // No controlling terminal to ask on (the tests' clients run in a session of their
+    // own, as under CI or cron): refused, saying how to check and pin it.
     let r = client
         .rcmd_env(&["client", &addr, "--", "echo ran"], b"", &env)
         .await;

@@ -16,8 +16,12 @@ use crate::wire::Protocol;
 #[derive(Debug, Clone, Args)]
 pub(super) struct ClientArgs {
     /// Server address: HOST or HOST:PORT (port 9000 unless given), where HOST is a name,
-    /// an IPv4 address or [IPv6]
-    #[arg(value_name = "HOST[:PORT]", required_unless_present = "hosts",
+    /// an IPv4 address, [IPv6], or an alias that `Host` lines in the settings file
+    /// (`config` in rcmd's configuration directory, as ssh_config) give a HostName, Port
+    /// and other settings. USER@HOST is accepted only when USER is the user running this
+    /// client, and refused otherwise: rcmd has no login, commands run as the user who
+    /// started `rcmd server` there
+    #[arg(value_name = "[USER@]HOST[:PORT]", required_unless_present = "hosts",
           add = ArgValueCandidates::new(super::completions::host_candidates))]
     addr: Option<String>,
 

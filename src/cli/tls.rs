@@ -2,7 +2,6 @@
 //! server's identity and the client's key in rcmd's configuration directory (or files
 //! given), the client's `known_hosts` there too.
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -149,7 +148,9 @@ impl ClientTlsArgs {
     }
 
     /// TLS for a framed client, unless `--plaintext`. `ask` says whether a new server may
-    /// be asked about on the terminal (one host, stdin a terminal).
+    /// be asked about (one host); it is, on the controlling terminal, when there is one,
+    /// whatever the standard input is: as ssh does, `echo data | rcmd client HOST -- cat`
+    /// asks there and forwards `data` whole.
     pub(super) fn setup(&self, protocol: Protocol, ask: bool) -> Result<Option<ClientTls>, String> {
         if self.plaintext || protocol != Protocol::Framed {
             return Ok(None);
@@ -174,7 +175,7 @@ impl ClientTlsArgs {
         };
         let new_host = if self.accept_new {
             NewHost::Accept
-        } else if ask && std::io::stdin().is_terminal() {
+        } else if ask && crate::tls::prompt::has_terminal() {
             NewHost::Ask
         } else {
             NewHost::Refuse

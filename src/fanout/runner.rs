@@ -20,6 +20,7 @@ use super::outdir::OutputDir;
 use super::output::{HostWriter, LinePrefixer, Shared};
 use super::{collate, report};
 use crate::client::{self, ClientConfig, ClientError, Input, Output};
+use crate::tls::TrustError;
 use tokio::net::TcpStream;
 
 /// Where output goes.
@@ -426,6 +427,47 @@ async fn attempt(
             "no answer within {} (--connect-timeout)",
             report::seconds(limit)
         )),
-        Err(e) => Outcome::Failed(e.to_string()),
+        Err(ClientError::Trust(TrustError::Timeout { limit, .. })) => {
+            Outcome::Unreachable(format!(
+                "no TLS answer within {} (--connect-timeout)",
+                report::seconds(limit)
+            ))
+        }
+        Err(e) => Outcome::Failed(without_address(e.to_string(), &target.addr())),
+    }
+}
+
+/// `why` without a leading `ADDR: `: every report of a host names it already (the summary
+/// line, the JSON object, the `HOST.status` file), and a reason naming it again would
+/// keep hosts that failed alike from grouping in the summary.
+fn without_address(why: String, addr: &str) -> String {
+    match why
+        .strip_prefix(addr)
+        .and_then(|rest| rest.strip_prefix(": "))
+    {
+        Some(rest) => rest.to_string(),
+        None => why,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reason_names_its_host_only_where_it_is_reported() {
+        let addr = "127.0.0.1:9501";
+        assert_eq!(
+            without_address(format!("{addr}: identity not accepted"), addr),
+            "identity not accepted"
+        );
+        // Another host's address, or this one's further on, is part of the reason.
+        for why in [
+            "127.0.0.2:9501: identity not accepted",
+            "127.0.0.1:95011: identity not accepted",
+            "TLS handshake with 127.0.0.1:9501 failed",
+        ] {
+            assert_eq!(without_address(why.to_string(), addr), why);
+        }
     }
 }

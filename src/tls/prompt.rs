@@ -36,6 +36,20 @@ pub fn judge(line: &str, seen: Fingerprint) -> Answer {
     }
 }
 
+/// Whether this process has a controlling terminal to ask on (`/dev/tty` opens), whatever
+/// its standard input is: without one (a daemon, cron, `setsid`, CI) a new server is
+/// refused instead, with the message saying how to pin it.
+pub fn has_terminal() -> bool {
+    open_terminal().is_ok()
+}
+
+fn open_terminal() -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/tty")
+}
+
 /// The question about `host`, which presented `seen`.
 fn question(host: &str, seen: Fingerprint) -> String {
     let host = crate::printable::printable(host.as_bytes());
@@ -53,11 +67,7 @@ fn question(host: &str, seen: Fingerprint) -> String {
 /// When there is no terminal, or the person aborts.
 pub async fn ask(host: &str, seen: Fingerprint) -> Result<bool, TrustError> {
     let cannot = TrustError::Terminal;
-    let tty = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/tty")
-        .map_err(cannot)?;
+    let tty = open_terminal().map_err(cannot)?;
     // Listening for Ctrl-C from before the question shows: its default would kill us with
     // the terminal as we set it.
     let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())

@@ -251,8 +251,9 @@ pub fn peer(name: &str) -> String {
         .into_owned()
 }
 
-/// Runs a program to completion, feeding it `stdin` (or nothing). Any rcmd it starts uses
-/// an empty configuration directory of the tests' own, never the real `~/.config/rcmd`.
+/// Runs a program to completion, feeding it `stdin` (or nothing), with no controlling
+/// terminal ([`without_terminal`]). Any rcmd it starts uses an empty configuration
+/// directory of the tests' own, never the real `~/.config/rcmd`.
 pub async fn run(program: &str, args: &[&str], stdin: &[u8]) -> Run {
     run_env(program, args, stdin, &[]).await
 }
@@ -272,7 +273,8 @@ pub async fn run_within(
     env: &[(&str, &str)],
 ) -> Run {
     let mut cmd = Command::new(program);
-    cmd.env("RCMD_HOME", default_home())
+    without_terminal(&mut cmd)
+        .env("RCMD_HOME", default_home())
         .envs(env.iter().copied())
         .args(args)
         .stdin(Stdio::piped())
@@ -300,16 +302,35 @@ pub async fn run_within(
     }
 }
 
+/// Starts `cmd` in a session of its own, with no controlling terminal, as under CI or
+/// cron: a client meeting a new server then refuses it instead of asking on `/dev/tty`,
+/// so a test behaves the same run from a developer's terminal, and can never wait for an
+/// answer typed there. The tests of the question itself give it a terminal of their own
+/// (a tmux pane).
+pub fn without_terminal(cmd: &mut Command) -> &mut Command {
+    // SAFETY: setsid is async-signal-safe, the only kind of call allowed between fork and
+    // exec; it touches no memory of the parent's.
+    unsafe {
+        cmd.pre_exec(|| {
+            rustix::process::setsid()?;
+            Ok(())
+        })
+    }
+}
+
 /// Runs the built `rcmd` binary.
 pub async fn rcmd(args: &[&str], stdin: &[u8]) -> Run {
     run(rcmd_bin(), args, stdin).await
 }
 
 /// The built `rcmd` binary as a command to spawn, with the tests' empty configuration
-/// directory and killed if the test drops it.
+/// directory, no controlling terminal ([`without_terminal`]), and killed if the test
+/// drops it.
 pub fn rcmd_command() -> Command {
     let mut cmd = Command::new(rcmd_bin());
-    cmd.env("RCMD_HOME", default_home()).kill_on_drop(true);
+    without_terminal(&mut cmd)
+        .env("RCMD_HOME", default_home())
+        .kill_on_drop(true);
     cmd
 }
 

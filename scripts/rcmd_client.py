@@ -5,7 +5,8 @@ Usage: rcmd_client.py HOST PORT COMMAND [--fingerprint SHA256:...] [--header FMT
                      [--plaintext [--allow-unauthenticated]]
 
 Runs COMMAND on the server, copies its stdout and stderr to ours and exits with its
-status, like `rcmd client HOST:PORT -- COMMAND`. The token comes from where rcmd's own
+status, like `rcmd client HOST:PORT -- COMMAND`; a failure of its own (a refusal, a
+server's error, no connection) exits 255, as rcmd and ssh do. The token comes from where rcmd's own
 client finds it: RCMD_TOKEN, else (sent only to this user's own server, over TLS) the
 same-user file `token` in $RCMD_HOME,
 $XDG_CONFIG_HOME/rcmd or ~/.config/rcmd.
@@ -35,6 +36,20 @@ import tempfile
 
 VERSION = 1
 MAX_FRAME = 1 << 20
+OWN_FAILURE = 255  # rcmd's (and ssh's) exit code for a failure that is not the command's
+
+
+def fail(message):
+    """Ends with a message of this client's own and OWN_FAILURE, so a caller can tell it
+    from the remote command's exit status."""
+    sys.stderr.write(f'rcmd_client.py: {message}\n')
+    sys.exit(OWN_FAILURE)
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):
+        self.print_usage(sys.stderr)
+        fail(message)
 
 
 def printable(data):
@@ -88,14 +103,14 @@ def trusted_config_dir():
     except FileNotFoundError:
         return None
     if not stat.S_ISDIR(meta.st_mode):
-        sys.exit(f'{path} is not a directory (rcmd\'s configuration directory; '
+        fail(f'{path} is not a directory (rcmd\'s configuration directory; '
                  f'set RCMD_HOME to use another)')
     if meta.st_uid != os.geteuid():
-        sys.exit(f'{path} belongs to another user (uid {meta.st_uid}), whose token and '
+        fail(f'{path} belongs to another user (uid {meta.st_uid}), whose token and '
                  f'identity rcmd would then trust; use a directory of your own (RCMD_HOME)')
     mode = stat.S_IMODE(meta.st_mode)
     if mode & 0o022:
-        sys.exit(f'{path} can be written by other users (mode {mode:04o}), who could replace '
+        fail(f'{path} can be written by other users (mode {mode:04o}), who could replace '
                  f'the token rcmd trusts; run: chmod 700 {path}')
     return path
 
@@ -110,11 +125,11 @@ def read_private(path, what):
     with f:
         meta = os.fstat(f.fileno())
         if meta.st_uid != os.geteuid():
-            sys.exit(f'{what} {path} belongs to another user (uid {meta.st_uid}); '
+            fail(f'{what} {path} belongs to another user (uid {meta.st_uid}); '
                      f'use a file of your own')
         mode = stat.S_IMODE(meta.st_mode)
         if mode & 0o077:
-            sys.exit(f'{what} {path} is accessible to other users (mode {mode:04o}); '
+            fail(f'{what} {path} is accessible to other users (mode {mode:04o}); '
                      f'run: chmod 600 {path}')
         return f.read()
 
@@ -136,7 +151,7 @@ def token(own_server, plaintext):
     given = os.environ.get('RCMD_TOKEN', '').encode()
     if given:
         if plaintext and given == same_user_token():
-            sys.exit("refusing to send this user's own token (the same-user token file in "
+            fail("refusing to send this user's own token (the same-user token file in "
                      "rcmd's configuration directory) with --plaintext: nothing proves who "
                      "listens on that port, and whoever does would read the token. Leave out "
                      "--plaintext, or give a --plaintext server a token of its own")
@@ -248,7 +263,7 @@ def tls_connect(sock, pinned):
     if seen != pinned and seen != own:
         tls.close()
         expected = f'not {pinned}, given with --fingerprint' if pinned else 'not known'
-        sys.exit(f'the server presented {seen}, {expected}; nothing was sent')
+        fail(f'the server presented {seen}, {expected}; nothing was sent')
     return tls, seen == own
 
 
@@ -260,14 +275,14 @@ def check_plaintext(host, port, allow_unauthenticated):
         return
     for *_, addr in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM):
         if not ipaddress.ip_address(addr[0]).is_loopback:
-            sys.exit(f'refusing --plaintext to {addr[0]}: the token, the commands and their '
+            fail(f'refusing --plaintext to {addr[0]}: the token, the commands and their '
                      f'output would cross the network readable by anyone on the path. Drop '
                      f'--plaintext (TLS is the default), or add --allow-unauthenticated if '
                      f'the network is trusted')
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = Parser(description=__doc__.splitlines()[0])
     ap.add_argument('host')
     ap.add_argument('port', type=int)
     ap.add_argument('command')
@@ -289,9 +304,9 @@ def main():
                   + token(own, args.plaintext))
         hello = conn.recv()
         if hello[:1] == b'!':
-            sys.exit(f'server: {printable(hello[1:])}')
+            fail(f'server: {printable(hello[1:])}')
         if hello[:5] != b'Hrcmd':
-            sys.exit('not an rcmd server')
+            fail('not an rcmd server')
         conn.send(b'R' + args.command.encode())
         while True:
             msg = conn.recv()
@@ -310,10 +325,13 @@ def main():
                 sys.stderr.write(printable(body[4:]) + '\n')
                 return struct.unpack('!i', body[:4])[0]
             elif tag == b'!':
-                sys.exit(f'server: {printable(body)}')
+                fail(f'server: {printable(body)}')
             else:
-                sys.exit(f'unknown message tag {tag!r}')
+                fail(f'unknown message tag {tag!r}')
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except (OSError, ValueError, struct.error) as e:  # ssl.SSLError is an OSError
+        fail(e)

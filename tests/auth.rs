@@ -482,6 +482,127 @@ async fn a_burst_of_a_hundred_one_shot_clients_is_served_in_full() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_running_at_once_are_not_bound_by_a_low_open_file_limit() {
+    // Many systems start a server with a soft limit of 1,024 open files; each running
+    // command takes several of the server's. Started with a soft limit of 64, the server
+    // still runs 30 commands at once (some 240 descriptors), and each command sees the
+    // limit the server was started with, not the raised one.
+    const COMMANDS: usize = 30;
+    const SOFT: u64 = 64;
+    let hard = rustix::process::getrlimit(rustix::process::Resource::Nofile).maximum;
+    if hard.is_some_and(|h| h < 1024) {
+        println!("skipped: the hard open-file limit here ({hard:?}) leaves no room to raise");
+        return;
+    }
+    let home = RcmdHome::new();
+    let mut cmd = common::rcmd_command();
+    cmd.env("RCMD_HOME", home.path())
+        .args(["server", "--listen", "127.0.0.1:0"]);
+    // SAFETY: setrlimit is a single system call, safe between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+            rustix::process::setrlimit(
+                rustix::process::Resource::Nofile,
+                rustix::process::Rlimit {
+                    current: Some(SOFT),
+                    maximum: limit.maximum,
+                },
+            )?;
+            Ok(())
+        });
+    }
+    let server = common::ServerProcess::start(cmd).await;
+    let addr = server.addr.to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let go = dir.path().join("go");
+    let ended = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut clients = tokio::task::JoinSet::new();
+    for i in 0..COMMANDS {
+        // Each says it started, then waits for all the others before it answers.
+        let line = format!(
+            "touch {dir}/started.{i}; while [ ! -e {go} ]; do sleep 0.01; done; ulimit -n",
+            dir = dir.path().display(),
+            go = go.display()
+        );
+        let (home_dir, addr, ended) = (
+            home.path().to_str().unwrap().to_string(),
+            addr.clone(),
+            ended.clone(),
+        );
+        clients.spawn(async move {
+            let r = common::run_env(
+                common::rcmd_bin(),
+                &["client", &addr, "-n", "--", &line],
+                b"",
+                &[("RCMD_HOME", &home_dir)],
+            )
+            .await;
+            ended.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            r
+        });
+    }
+    let started = || {
+        std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().file_name() != "go")
+            .count()
+    };
+    // All running at once, or one gave up early (the failure this test is about).
+    common::wait_until("every command started, or a client ended", || {
+        started() == COMMANDS || ended.load(std::sync::atomic::Ordering::SeqCst) > 0
+    })
+    .await;
+    std::fs::write(&go, b"").unwrap();
+    let mut failed = Vec::new();
+    while let Some(r) = clients.join_next().await {
+        let r = r.unwrap();
+        if r.code != Some(0) || r.stdout_str() != format!("{SOFT}\n") {
+            failed.push(r.to_string());
+        }
+    }
+    server.stop().await;
+    assert!(
+        failed.is_empty(),
+        "{} of {COMMANDS} commands failed; the first: {}",
+        failed.len(),
+        failed[0]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_whose_open_file_limit_cannot_be_raised_says_so_at_start() {
+    // Hard and soft limit both 100: room for a few commands, far below --max-conns.
+    let home = RcmdHome::new();
+    let mut cmd = common::rcmd_command();
+    cmd.env("RCMD_HOME", home.path()).args([
+        "server",
+        "--listen",
+        "127.0.0.1:0",
+        "--max-conns",
+        "20",
+    ]);
+    // SAFETY: setrlimit is a single system call, safe between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            let limit = rustix::process::Rlimit {
+                current: Some(100),
+                maximum: Some(100),
+            };
+            rustix::process::setrlimit(rustix::process::Resource::Nofile, limit)?;
+            Ok(())
+        });
+    }
+    let server = common::ServerProcess::start(cmd).await;
+    let banner = server.banner.join("\n");
+    server.stop().await;
+    assert!(
+        banner.contains("room for about 4 commands at once, fewer than --max-conns 20"),
+        "{banner}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_local_user_holding_connections_open_does_not_lock_us_out() {
     if let Some(why) = cannot_switch_user() {
         println!("skipped: {why}");

@@ -618,6 +618,82 @@ async fn a_sender_that_falls_silent_is_given_up_and_its_file_removed() {
     .await;
 }
 
+#[tokio::test]
+async fn a_receiver_that_stops_reading_is_given_up_and_frees_its_place() {
+    // The server's writes stall on a full socket.
+    receiver_falls_silent(true).await;
+}
+
+#[tokio::test]
+async fn a_receiver_that_never_sends_its_summary_is_given_up() {
+    // A sparse file goes as one hole message, so nothing stalls: the server waits for the
+    // receiver's summary, which never comes.
+    receiver_falls_silent(false).await;
+}
+
+/// Asks a server that lets one connection in at a time for a 64 MiB file (with data or
+/// all hole), then neither reads nor says anything; another client must get in.
+async fn receiver_falls_silent(with_data: bool) {
+    const SIZE: u64 = 64 << 20;
+    let remote = tempfile::tempdir().unwrap();
+    let big = remote.path().join("big");
+    if with_data {
+        std::fs::write(&big, vec![b'a'; SIZE as usize]).unwrap();
+    } else {
+        std::fs::File::create(&big).unwrap().set_len(SIZE).unwrap();
+    }
+    let addr = start_server(ServerConfig {
+        workdir: Some(remote.path().to_path_buf()),
+        limits: rcmd::server::Limits {
+            max_conns: 1,
+            idle_timeout: Some(std::time::Duration::from_millis(300)),
+            ..rcmd::server::Limits::default()
+        },
+        ..ServerConfig::new(Protocol::Framed)
+    })
+    .await;
+    let header = rcmd::wire::header::HeaderFormat::NETWORK_U32;
+    let (rd, wr) = TcpStream::connect(addr).await.unwrap().into_split();
+    let mut rd = FramedRead::new(rd, rcmd::wire::message::ClientCodec::new(header, 1 << 20));
+    let mut wr = FramedWrite::new(wr, rcmd::wire::message::ClientCodec::new(header, 1 << 20));
+    wr.send(ClientMessage::Hello(Hello::new(1 << 20, Bytes::new())))
+        .await
+        .unwrap();
+    let Some(Ok(ServerMessage::Hello(_))) = rd.next().await else {
+        panic!("no hello");
+    };
+    wr.send(ClientMessage::Copy(Transfer::Get {
+        flags: Default::default(),
+        sources: vec![Bytes::from("big")],
+    }))
+    .await
+    .unwrap();
+    // Nothing more from us. Another client gets the place once the server gives up.
+    let addr = addr.to_string();
+    common::eventually("another client is served", || async {
+        let r = rcmd(
+            &["client", "--plaintext", &addr, "-n", "--", "echo in"],
+            b"",
+        )
+        .await;
+        r.code == Some(0) && r.stdout_str() == "in\n"
+    })
+    .await;
+    // The server hung up: reading now ends (short of the whole file, with data).
+    let mut data = 0u64;
+    while let Some(Ok(m)) = rd.next().await {
+        if let ServerMessage::Copy(Transfer::Data(d)) = m {
+            data += d.len() as u64;
+        }
+    }
+    if with_data {
+        assert!(
+            data < SIZE,
+            "the whole file arrived: the server never gave up"
+        );
+    }
+}
+
 /// A proxy to `to` that passes the client's bytes until `hold_at` have gone, then holds
 /// the rest until `release` fires; `held` fires when it starts holding.
 async fn holding_proxy(

@@ -120,7 +120,7 @@ async fn the_fanout_summary_shows_server_errors_escaped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_python_client_shows_server_text_escaped() {
     let script = common::peer("scripts/rcmd_client.py");
-    for (answer, code) in [(Answer::Error, 1), (Answer::Failure { notice: false }, 3)] {
+    for (answer, code) in [(Answer::Error, 255), (Answer::Failure { notice: false }, 3)] {
         let addr = hostile_server(answer).await;
         let port = addr.port().to_string();
         let r = common::run(

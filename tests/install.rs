@@ -630,7 +630,8 @@ async fn the_debian_package_holds_everything_and_runs_from_a_throwaway_root() {
     for path in command_paths().await {
         let mut words = vec!["rcmd".to_string()];
         words.extend(path);
-        expected.push(format!("/usr/share/man/man1/{}.1", words.join("-")));
+        // Gzipped, as Debian policy asks of manual pages.
+        expected.push(format!("/usr/share/man/man1/{}.1.gz", words.join("-")));
     }
     for file in &expected {
         assert!(
@@ -653,6 +654,13 @@ async fn the_debian_package_holds_everything_and_runs_from_a_throwaway_root() {
     )
     .await
     .expect_code(0);
+    // The synopsis (Description's first line) fits lintian's 80 columns.
+    let fields = std::fs::read_to_string(control.join("control")).unwrap();
+    let synopsis = fields
+        .lines()
+        .find_map(|l| l.strip_prefix("Description: "))
+        .unwrap_or_else(|| panic!("no Description:\n{fields}"));
+    assert!(synopsis.len() < 80, "synopsis too long: {synopsis:?}");
     if let Ok(postinst) = std::fs::read_to_string(control.join("postinst")) {
         for word in ["deb-systemd-invoke start", "deb-systemd-helper enable"] {
             assert!(
@@ -680,4 +688,24 @@ async fn the_debian_package_holds_everything_and_runs_from_a_throwaway_root() {
     let page = run(bin.to_str().unwrap(), &["man", "server"], &[]).await;
     page.expect_code(0);
     assert!(page.stdout_str().contains("socket activation"), "{page}");
+    // And man finds the installed, gzipped page by name.
+    if have("man") {
+        let manpath = unpacked.join("usr/share/man");
+        let shown = run(
+            "man",
+            &["rcmd-server"],
+            &[
+                ("MANPATH", manpath.to_str().unwrap()),
+                ("MANPAGER", "cat"),
+                ("MANWIDTH", "80"),
+            ],
+        )
+        .await;
+        shown.expect_code(0);
+        let text = shown.stdout_str();
+        assert!(
+            text.starts_with("rcmd-server(1)") && text.contains("SYNOPSIS"),
+            "{shown}"
+        );
+    }
 }

@@ -58,7 +58,7 @@ async fn python_client_refuses_a_config_dir_others_may_write() {
     let touch = format!("touch {}", marker.display());
     std::fs::set_permissions(home.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
     let r = python(&home, server.addr.port(), &touch, &[]).await;
-    assert_ne!(r.code, Some(0), "{r}");
+    r.expect_code(255);
     assert!(
         r.stderr_str().contains("can be written by other users"),
         "{r}"
@@ -82,7 +82,7 @@ async fn python_client_refuses_a_token_file_another_user_owns() {
         return;
     }
     let r = python(&home, server.addr.port(), "echo ran", &[]).await;
-    assert_ne!(r.code, Some(0), "{r}");
+    r.expect_code(255);
     assert!(r.stdout.is_empty(), "{r}");
     assert!(r.stderr_str().contains("belongs to another user"), "{r}");
 }
@@ -116,7 +116,7 @@ async fn python_client_refuses_plaintext_beyond_loopback() {
         println!("skipped: cannot make a network namespace here (unshare -n needs root): {r}");
         return;
     }
-    assert_ne!(r.code, Some(0), "{r}");
+    r.expect_code(255);
     assert!(
         r.stderr_str()
             .contains("refusing --plaintext to 192.0.2.10"),
@@ -124,7 +124,7 @@ async fn python_client_refuses_plaintext_beyond_loopback() {
     );
     // With the explicit override it tries to connect (and finds no network at all).
     let r = run(&["--allow-unauthenticated"]).await;
-    assert_ne!(r.code, Some(0), "{r}");
+    r.expect_code(255);
     assert!(!r.stderr_str().contains("refusing --plaintext"), "{r}");
     assert!(r.stderr_str().contains("unreachable"), "{r}");
 }
@@ -158,7 +158,7 @@ async fn python_client_never_sends_the_same_user_token_in_the_clear() {
         ],
     )
     .await;
-    assert_ne!(r.code, Some(0), "{r}");
+    r.expect_code(255);
     assert!(
         r.stderr_str()
             .contains("refusing to send this user's own token"),
@@ -171,4 +171,35 @@ async fn python_client_never_sends_the_same_user_token_in_the_clear() {
             "the token reached the listener: {r}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_client_says_why_it_cannot_connect_and_exits_255() {
+    // 127.0.0.250 has no listener: the connection is refused at once. A caller must be
+    // able to tell that from the command's own exit status, as with rcmd and ssh.
+    let home = RcmdHome::new();
+    let script = common::peer("scripts/rcmd_client.py");
+    let r = common::run_env(
+        "python3",
+        &[&script, "127.0.0.250", "9", "true", "--plaintext"],
+        b"",
+        &[("RCMD_HOME", home.path().to_str().unwrap())],
+    )
+    .await;
+    r.expect_code(255);
+    let err = r.stderr_str();
+    assert!(
+        err.contains("rcmd_client.py: ") && err.contains("refused"),
+        "{r}"
+    );
+    assert!(!err.contains("Traceback"), "{r}");
+    // A usage mistake is rcmd's own failure too.
+    let r = common::run(
+        "python3",
+        &[&script, "127.0.0.1", "not-a-port", "true"],
+        b"",
+    )
+    .await;
+    r.expect_code(255);
+    assert!(r.stderr_str().contains("usage:"), "{r}");
 }

@@ -142,6 +142,11 @@ pub(super) fn run(args: ServerArgs) -> Result<i32, Failure> {
     }
     close_inherited_descriptors();
     init_logging("rcmd=info");
+    // Room for a socket per connection and the pipes of every command they run.
+    let command_nofile = crate::exec::fd_limit::raise().unwrap_or_else(|e| {
+        tracing::warn!("cannot raise the open-file limit (commands may fail under load): {e}");
+        None
+    });
     let mut wire = args.wire.wire();
     if let Some(order) = args.order {
         if matches!(wire.protocol, Protocol::Framed | Protocol::Naive) {
@@ -206,7 +211,9 @@ pub(super) fn run(args: ServerArgs) -> Result<i32, Failure> {
         },
         // The helper that forks every command's supervisor is this same executable;
         // /proc/self/exe still works if the file was replaced while the server runs.
-        supervisor: Some(crate::exec::Spawner::new("/proc/self/exe")),
+        supervisor: Some(
+            crate::exec::Spawner::new("/proc/self/exe").command_nofile(command_nofile),
+        ),
         allow_detach: args.allow_detach,
         workdir,
         accept_env,
@@ -216,6 +223,15 @@ pub(super) fn run(args: ServerArgs) -> Result<i32, Failure> {
         splice: !args.no_splice,
         splice_min: args.splice_min,
     };
+    if let Some(room) = crate::exec::fd_limit::room_for_commands() {
+        if room < config.limits.max_conns as u64 {
+            tracing::warn!(
+                "the open-file limit leaves room for about {room} commands at once, fewer \
+                 than --max-conns {}: raise it (ulimit -n, or LimitNOFILE= in a unit)",
+                config.limits.max_conns
+            );
+        }
+    }
     let runtime = tokio::runtime::Runtime::new().map_err(|e| fail(&e))?;
     runtime.block_on(async {
         // Decide on exposure before binding anything: a refused address is never opened.

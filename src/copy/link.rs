@@ -7,6 +7,8 @@
 //! head, straight from the buffer the file was read into; and when the wire is in the
 //! clear, straight from the file into the socket with `sendfile(2)`.
 
+use std::time::Duration;
+
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::StreamExt;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -106,6 +108,46 @@ pub struct Outbound<W, In, Out> {
     /// The same socket again, when the wire is in the clear: file data goes into it from
     /// the file, with `sendfile`.
     raw: Option<Socket>,
+    /// How long one write may wait on a peer that takes nothing before the copy is given
+    /// up: a receiver that stops reading would otherwise hold the connection forever.
+    stall: Option<Duration>,
+}
+
+/// `wait` given up once it has taken `limit` (none: forever), with a refusal saying that
+/// the peer was silent while `doing`.
+pub async fn patiently<T>(
+    limit: Option<Duration>,
+    doing: &str,
+    wait: impl std::future::Future<Output = Result<T, CopyError>>,
+) -> Result<T, CopyError> {
+    match limit {
+        None => wait.await,
+        Some(limit) => tokio::time::timeout(limit, wait).await.unwrap_or_else(|_| {
+            Err(CopyError::Refused(format!(
+                "the peer said nothing for {}s while {doing} (--idle-timeout)",
+                limit.as_secs_f64()
+            )))
+        }),
+    }
+}
+
+/// `io` given up with a `TimedOut` error once it has waited `limit` (none: forever).
+async fn within<T>(
+    limit: Option<Duration>,
+    io: impl std::future::Future<Output = std::io::Result<T>>,
+) -> std::io::Result<T> {
+    match limit {
+        None => io.await,
+        Some(limit) => tokio::time::timeout(limit, io).await.unwrap_or_else(|_| {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!(
+                    "the peer took nothing for {}s (--idle-timeout)",
+                    limit.as_secs_f64()
+                ),
+            ))
+        }),
+    }
 }
 
 impl<W: AsyncWrite + Unpin, In, Out: Carrier> Outbound<W, In, Out> {
@@ -116,7 +158,19 @@ impl<W: AsyncWrite + Unpin, In, Out: Carrier> Outbound<W, In, Out> {
             codec,
             gathered: BytesMut::new(),
             raw: None,
+            stall: None,
         }
+    }
+
+    /// Gives the copy up when a write waits `limit` on a peer that takes nothing.
+    pub fn with_stall_limit(mut self, limit: Option<Duration>) -> Self {
+        self.stall = limit;
+        self
+    }
+
+    /// The limit given to [`with_stall_limit`](Self::with_stall_limit).
+    pub fn stall_limit(&self) -> Option<Duration> {
+        self.stall
     }
 
     /// File data goes from the file into `raw` (a second handle on the socket written,
@@ -152,14 +206,15 @@ impl<W: AsyncWrite + Unpin, In, Out: Carrier> Outbound<W, In, Out> {
             .expect("only with a socket to send files into");
         self.codec.encode_copy_data_head(len, &mut self.gathered)?;
         let mut head = self.gathered.split().freeze();
-        self.socket.write_all_buf(&mut head).await?;
-        self.socket.flush().await?;
+        let stall = self.stall;
+        within(stall, self.socket.write_all_buf(&mut head)).await?;
+        within(stall, self.socket.flush()).await?;
         let mut at = i64::try_from(offset).map_err(std::io::Error::other)?;
         let mut left = len;
         let mut copying: Option<Vec<u8>> = None;
         while left > 0 {
             let moved = match &mut copying {
-                None => match raw.send_file(file.as_fd(), &mut at, left).await {
+                None => match within(stall, raw.send_file(file.as_fd(), &mut at, left)).await {
                     Ok(n) => n,
                     Err(e) if crate::splice::is_refusal(&e) => {
                         copying = Some(vec![0u8; left.min(1 << 20)]);
@@ -171,7 +226,7 @@ impl<W: AsyncWrite + Unpin, In, Out: Carrier> Outbound<W, In, Out> {
                     let want = left.min(buf.len());
                     match file.read_at(&mut buf[..want], at as u64) {
                         Ok(n) => {
-                            self.socket.write_all(&buf[..n]).await?;
+                            within(stall, self.socket.write_all(&buf[..n])).await?;
                             at += n as i64;
                             n
                         }
@@ -184,7 +239,7 @@ impl<W: AsyncWrite + Unpin, In, Out: Carrier> Outbound<W, In, Out> {
                 let zeros = vec![0u8; left.min(1 << 20)];
                 while left > 0 {
                     let n = left.min(zeros.len());
-                    self.socket.write_all(&zeros[..n]).await?;
+                    within(stall, self.socket.write_all(&zeros[..n])).await?;
                     left -= n;
                 }
                 return Ok(false);
@@ -232,7 +287,7 @@ impl<W: AsyncWrite + Unpin, In, Out: Carrier> Outbound<W, In, Out> {
         self.codec
             .encode_copy_data_head(data.len(), &mut self.gathered)?;
         let head = self.gathered.split().freeze();
-        self.socket.write_all_buf(&mut head.chain(data)).await?;
+        within(self.stall, self.socket.write_all_buf(&mut head.chain(data))).await?;
         Ok(())
     }
 
@@ -243,9 +298,9 @@ impl<W: AsyncWrite + Unpin, In, Out: Carrier> Outbound<W, In, Out> {
     pub async fn flush(&mut self) -> Result<(), CopyError> {
         if !self.gathered.is_empty() {
             let mut all = self.gathered.split().freeze();
-            self.socket.write_all_buf(&mut all).await?;
+            within(self.stall, self.socket.write_all_buf(&mut all)).await?;
         }
-        self.socket.flush().await?;
+        within(self.stall, self.socket.flush()).await?;
         Ok(())
     }
 
@@ -255,7 +310,7 @@ impl<W: AsyncWrite + Unpin, In, Out: Carrier> Outbound<W, In, Out> {
     /// The socket's error.
     pub async fn close(&mut self) -> Result<(), CopyError> {
         self.flush().await?;
-        self.socket.shutdown().await?;
+        within(self.stall, self.socket.shutdown()).await?;
         Ok(())
     }
 }

@@ -100,12 +100,24 @@ where
             }
         }
     };
-    let writing = async {
-        write_all(plan, flags, outbound, &mut answers, &watch).await?;
-        Ok::<(), CopyError>(())
-    };
-    let (summary, ()) = tokio::try_join!(reading, writing)?;
-    Ok(summary)
+    let limit = outbound.stall_limit();
+    let writing = write_all(plan, flags, outbound, &mut answers, &watch);
+    let (mut reading, mut writing) = (std::pin::pin!(reading), std::pin::pin!(writing));
+    // While files stream, the receiver may be silent for as long as they take: only a
+    // write that makes no progress is a stall (the outbound's own limit).
+    tokio::select! {
+        summary = &mut reading => {
+            let summary = summary?;
+            writing.await?;
+            Ok(summary)
+        }
+        written = &mut writing => {
+            written?;
+            // Everything is sent: the receiver's summary follows once it has written
+            // what is in flight. One that falls silent instead is given up.
+            super::link::patiently(limit, "its summary was awaited", reading).await
+        }
+    }
 }
 
 async fn write_all<W: AsyncWrite + Unpin, In, Out: Carrier>(
@@ -170,7 +182,10 @@ async fn send_file<W: AsyncWrite + Unpin, In, Out: Carrier>(
     let mut ctx = Context::new(&SHA256);
     let start = if flags.asks() {
         out.flush().await?;
-        let answer = answers.recv().await.ok_or(CopyError::Closed)?;
+        let answer = super::link::patiently(out.stall_limit(), "its answer was awaited", async {
+            answers.recv().await.ok_or(CopyError::Closed)
+        })
+        .await?;
         match answer {
             Answer::Skip => return Ok(()),
             Answer::All => 0,

@@ -23,9 +23,11 @@
 //! supervisor  the process between the server and each command
 //! tree        a process's descendants, found through /proc and killed through pidfds
 //! cgroup      a cgroup per command, where one can be had
+//! fd_limit    the server's open-file limit raised, the commands' kept as it was
 //! ```
 
 pub mod cgroup;
+pub mod fd_limit;
 pub mod helper;
 mod launch;
 mod process;

@@ -37,7 +37,10 @@ pub(super) async fn serve<S: AsyncRead + AsyncWrite>(
     stop: &Shutdown,
 ) -> Result<(), ConnError> {
     let inbound = Inbound::new(reader);
-    let mut outbound = Outbound::new(socket, codec).with_sendfile(raw);
+    // A receiver that stops reading is given up as a command's client would be.
+    let mut outbound = Outbound::new(socket, codec)
+        .with_sendfile(raw)
+        .with_stall_limit(config.limits.idle_timeout);
     let base = config.workdir.clone();
     let mut log = Log(peer);
     let copy = async {
@@ -55,6 +58,8 @@ pub(super) async fn serve<S: AsyncRead + AsyncWrite>(
                     .collect();
                 info!(%peer, sources = paths.len(), "copy: sending");
                 let plan = Plan::new(&paths, flags);
+                // Not `with_idle`: a receiver says nothing while a large file streams
+                // to it. The sender bounds the waits on it by the stall limit instead.
                 let mut inbound = inbound;
                 sender::send(plan, flags, &mut inbound, &mut outbound, &mut log).await
             }

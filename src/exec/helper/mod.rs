@@ -71,6 +71,9 @@ pub struct Spawner {
     helper: Arc<Mutex<Option<Helper>>>,
     /// Where each command gets a cgroup of its own, or why it cannot.
     cgroups: Result<Cgroups, String>,
+    /// The soft limit on open files the helper (and so every command) gets, where the
+    /// server raised its own (see [`super::fd_limit`]).
+    command_nofile: Option<u64>,
 }
 
 impl std::fmt::Debug for Spawner {
@@ -107,7 +110,16 @@ impl Spawner {
             exe: exe.into(),
             helper: Arc::new(Mutex::new(None)),
             cgroups: Err("not asked for".to_string()),
+            command_nofile: None,
         }
+    }
+
+    /// Starts the helper, and so every supervisor and command, with a soft limit of
+    /// `soft` open files: the limit the server started with, before
+    /// [`fd_limit::raise`](super::fd_limit::raise) raised its own.
+    pub fn command_nofile(mut self, soft: Option<u64>) -> Spawner {
+        self.command_nofile = soft;
+        self
     }
 
     /// The directory this server's commands' cgroups are made in, if it has one.
@@ -146,7 +158,7 @@ impl Spawner {
         let mut last = None;
         for _ in 0..2 {
             if helper.is_none() {
-                *helper = Some(Helper::start(&self.exe)?);
+                *helper = Some(Helper::start(&self.exe, self.command_nofile)?);
             }
             let h = helper.as_mut().expect("started above");
             match h.ask(&request, fds) {
@@ -256,7 +268,7 @@ struct Helper {
 }
 
 impl Helper {
-    fn start(exe: &std::path::Path) -> io::Result<Helper> {
+    fn start(exe: &std::path::Path, nofile: Option<u64>) -> io::Result<Helper> {
         let (ours, theirs) = UnixStream::pair()?;
         let theirs_fd = theirs.as_raw_fd();
         let mut cmd = std::process::Command::new(exe);
@@ -272,11 +284,17 @@ impl Helper {
             .stdout(std::process::Stdio::null())
             // A Ctrl-C meant for the server must not reach the helper or its supervisors.
             .process_group(0);
-        // SAFETY: only async-signal-safe calls between fork and exec.
+        // SAFETY: only async-signal-safe calls between fork and exec (dup2, and the
+        // getrlimit and setrlimit system calls).
         unsafe {
             cmd.pre_exec(move || {
                 if libc::dup2(theirs_fd, REQUEST_FD) < 0 {
                     return Err(io::Error::last_os_error());
+                }
+                // The helper holds a few descriptors at a time, whatever the load, so
+                // it can take the commands' limit itself: all it forks inherit it.
+                if let Some(soft) = nofile {
+                    super::fd_limit::lower_to(soft)?;
                 }
                 Ok(())
             });

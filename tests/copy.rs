@@ -600,6 +600,27 @@ async fn twenty_hosts_take_an_upload_and_give_downloads_into_their_own_dirs() {
     }
 }
 
+/// A client of our own making, past the hello with an in-process server that needs no
+/// token: for copies that misbehave as rcmd's own client never does.
+async fn hand_made_client(
+    addr: std::net::SocketAddr,
+) -> (
+    FramedRead<tokio::net::tcp::OwnedReadHalf, rcmd::wire::message::ClientCodec>,
+    FramedWrite<tokio::net::tcp::OwnedWriteHalf, rcmd::wire::message::ClientCodec>,
+) {
+    let header = rcmd::wire::header::HeaderFormat::NETWORK_U32;
+    let (rd, wr) = TcpStream::connect(addr).await.unwrap().into_split();
+    let mut rd = FramedRead::new(rd, rcmd::wire::message::ClientCodec::new(header, 1 << 20));
+    let mut wr = FramedWrite::new(wr, rcmd::wire::message::ClientCodec::new(header, 1 << 20));
+    wr.send(ClientMessage::Hello(Hello::new(1 << 20, Bytes::new())))
+        .await
+        .unwrap();
+    let Some(Ok(ServerMessage::Hello(_))) = rd.next().await else {
+        panic!("no hello");
+    };
+    (rd, wr)
+}
+
 #[tokio::test]
 async fn a_sender_that_falls_silent_is_given_up_and_its_file_removed() {
     let remote = tempfile::tempdir().unwrap();
@@ -612,16 +633,7 @@ async fn a_sender_that_falls_silent_is_given_up_and_its_file_removed() {
         ..ServerConfig::new(Protocol::Framed)
     })
     .await;
-    let header = rcmd::wire::header::HeaderFormat::NETWORK_U32;
-    let (rd, wr) = TcpStream::connect(addr).await.unwrap().into_split();
-    let mut rd = FramedRead::new(rd, rcmd::wire::message::ClientCodec::new(header, 1 << 20));
-    let mut wr = FramedWrite::new(wr, rcmd::wire::message::ClientCodec::new(header, 1 << 20));
-    wr.send(ClientMessage::Hello(Hello::new(1 << 20, Bytes::new())))
-        .await
-        .unwrap();
-    let Some(Ok(ServerMessage::Hello(_))) = rd.next().await else {
-        panic!("no hello");
-    };
+    let (mut rd, mut wr) = hand_made_client(addr).await;
     for t in [
         Transfer::Put {
             flags: Default::default(),
@@ -687,16 +699,7 @@ async fn receiver_falls_silent(with_data: bool) {
         ..ServerConfig::new(Protocol::Framed)
     })
     .await;
-    let header = rcmd::wire::header::HeaderFormat::NETWORK_U32;
-    let (rd, wr) = TcpStream::connect(addr).await.unwrap().into_split();
-    let mut rd = FramedRead::new(rd, rcmd::wire::message::ClientCodec::new(header, 1 << 20));
-    let mut wr = FramedWrite::new(wr, rcmd::wire::message::ClientCodec::new(header, 1 << 20));
-    wr.send(ClientMessage::Hello(Hello::new(1 << 20, Bytes::new())))
-        .await
-        .unwrap();
-    let Some(Ok(ServerMessage::Hello(_))) = rd.next().await else {
-        panic!("no hello");
-    };
+    let (mut rd, mut wr) = hand_made_client(addr).await;
     wr.send(ClientMessage::Copy(Transfer::Get {
         flags: Default::default(),
         sources: vec![Bytes::from("big")],

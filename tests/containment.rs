@@ -694,6 +694,96 @@ async fn a_fork_and_exit_chain_never_fills_the_process_table_with_a_cgroup() {
     fork_and_exit_chain_leaves_few_zombies(supervised()).await;
 }
 
+/// A spawner that contains each command in a cgroup, or `None` (said) where no cgroup v2
+/// hierarchy is writable here.
+fn with_cgroups(spawner: rcmd::Spawner) -> Option<(rcmd::Spawner, std::path::PathBuf)> {
+    match spawner.cgroup_dir().map(std::path::Path::to_path_buf) {
+        Some(dir) => Some((spawner, dir)),
+        None => {
+            eprintln!(
+                "skipped: no writable cgroup v2 hierarchy here ({})",
+                spawner.containment()
+            );
+            None
+        }
+    }
+}
+
+/// A spawner whose helper, and so every supervisor, runs with `clone3` refused (ENOSYS),
+/// as under container runtimes' older seccomp profiles: commands must then enter their
+/// cgroup the old way, the supervisor stepping in for the fork and out again.
+fn without_clone3() -> rcmd::Spawner {
+    use std::os::unix::fs::PermissionsExt;
+    let wrapper = common::sandbox_home().join("rcmd-without-clone3");
+    let script = format!(
+        "#!/bin/sh\nexec python3 '{}' '{}' \"$@\"\n",
+        common::peer("tests/peers/no_clone3.py"),
+        common::rcmd_bin()
+    );
+    std::fs::write(&wrapper, script).unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    rcmd::Spawner::new(wrapper)
+}
+
+/// The `0::` (cgroup v2) line of a `/proc/PID/cgroup`.
+fn v2_line(text: &str) -> &str {
+    text.lines()
+        .find(|l| l.starts_with("0::"))
+        .unwrap_or_else(|| panic!("no cgroup v2 line in {text:?}"))
+}
+
+/// Each command runs in a cgroup of its own under the server's directory, and its
+/// supervisor does not: it stays in the server's own cgroup, out of reach of the kill
+/// it deals the command's group.
+async fn each_command_has_a_cgroup_its_supervisor_is_not_in(spawner: rcmd::Spawner) {
+    let Some((spawner, dir)) = with_cgroups(spawner) else {
+        return;
+    };
+    let server_dir = dir.file_name().unwrap().to_string_lossy().into_owned();
+    let mut config = supervised();
+    config.supervisor = Some(spawner);
+    let addr = start_server(config).await.to_string();
+    let ours = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+    let ours = v2_line(&ours);
+    // The command's cgroup v2 line, then its supervisor's (the shell's parent).
+    let line = "grep '^0::' /proc/self/cgroup; grep '^0::' /proc/$PPID/cgroup";
+    // Twice on one connection: the connection's supervisor starts its second command too.
+    let stdin = format!("{line}\n{line}\n");
+    let r = rcmd(&["client", &addr, "--plaintext", "--"], stdin.as_bytes()).await;
+    r.expect_code(0);
+    let out = r.stdout_str();
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 4, "{out:?}");
+    let (commands, supervisors) = ([lines[0], lines[2]], [lines[1], lines[3]]);
+    for (i, command) in commands.iter().enumerate() {
+        let (group, n) = command
+            .rsplit_once("/cmd-")
+            .unwrap_or_else(|| panic!("command {i} is not in a command's group: {command}"));
+        assert!(
+            group.ends_with(&format!("/{server_dir}")) && n.parse::<u64>().is_ok(),
+            "command {i} is not in one of this server's groups: {command}"
+        );
+    }
+    assert_ne!(commands[0], commands[1], "two commands shared one group");
+    for supervisor in supervisors {
+        assert_eq!(
+            supervisor, ours,
+            "a supervisor is not in the server's cgroup"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_command_is_born_in_a_cgroup_of_its_own() {
+    each_command_has_a_cgroup_its_supervisor_is_not_in(rcmd::Spawner::new(common::rcmd_bin()))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_clone3_each_command_still_gets_a_cgroup_of_its_own() {
+    each_command_has_a_cgroup_its_supervisor_is_not_in(without_clone3()).await;
+}
+
 /// Where the server can have a cgroup per command (root here, or a delegated subtree), a
 /// command that stops the helper and then kills its own supervisor still leaves nothing
 /// behind: its orphans go to init, out of every subreaper's reach, but not out of its
@@ -701,12 +791,19 @@ async fn a_fork_and_exit_chain_never_fills_the_process_table_with_a_cgroup() {
 /// `a_timeout_ends_the_reply_even_when_the_kill_cannot_reach_everything`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_a_cgroup_stopping_the_helper_and_killing_the_supervisor_leaves_nothing() {
-    let spawner = rcmd::Spawner::new(common::rcmd_bin());
-    let Some(dir) = spawner.cgroup_dir().map(std::path::Path::to_path_buf) else {
-        eprintln!(
-            "skipped: no writable cgroup v2 hierarchy here ({})",
-            spawner.containment()
-        );
+    stopping_the_helper_and_killing_the_supervisor_leaves_nothing(rcmd::Spawner::new(
+        common::rcmd_bin(),
+    ))
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_clone3_stopping_the_helper_and_killing_the_supervisor_leaves_nothing() {
+    stopping_the_helper_and_killing_the_supervisor_leaves_nothing(without_clone3()).await;
+}
+
+async fn stopping_the_helper_and_killing_the_supervisor_leaves_nothing(spawner: rcmd::Spawner) {
+    let Some((spawner, dir)) = with_cgroups(spawner) else {
         return;
     };
     let mut config = supervised();

@@ -4,10 +4,10 @@
 //!
 //! The server makes one directory for itself under its own cgroup (found from
 //! `/proc/self/mountinfo` and `/proc/self/cgroup`: hybrid systems mount the v2 hierarchy at
-//! `/sys/fs/cgroup/unified`), and one below that for each command. The supervisor moves
-//! itself into the command's group just long enough to start the command, which inherits
-//! it, and back out, so it outlives a kill of the group it watches. Where no v2 hierarchy
-//! is writable (not root, and no delegated subtree), the server keeps the supervisor alone.
+//! `/sys/fs/cgroup/unified`), and one below that for each command. The supervisor starts
+//! the command born in that group and stays out of it itself, so it outlives a kill of the
+//! group it watches (see [`super::start`]). Where no v2 hierarchy is writable (not root,
+//! and no delegated subtree), the server keeps the supervisor alone.
 
 use std::io;
 use std::path::{Path, PathBuf};

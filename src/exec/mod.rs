@@ -31,6 +31,7 @@ pub mod fd_limit;
 pub mod helper;
 mod launch;
 mod process;
+mod start;
 mod streams;
 pub mod supervisor;
 mod tree;

@@ -21,7 +21,7 @@
 //! It is synchronous and single-threaded: it runs in a fresh process, waits in `poll(2)` on
 //! the control pipe and a `signalfd`, and does nothing else.
 
-use std::ffi::{CString, OsStr, OsString};
+use std::ffi::OsString;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, IntoRawFd, RawFd};
 
@@ -30,10 +30,7 @@ use rustix::event::{poll, PollFd, PollFlags};
 use rustix::fs::{Mode, OFlags};
 use rustix::io::{fcntl_setfd, FdFlags};
 use rustix::process::{wait, WaitOptions};
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
 use rustix::process::{Pid, RawPid};
@@ -102,19 +99,7 @@ pub fn run(plan: &Plan) -> Ended {
     for (name, value) in &plan.env {
         std::env::set_var(name, value);
     }
-    // The command starts in its cgroup by inheriting it from us, there for the moment
-    // it takes to start it: we must not be in it when it is killed.
-    let cgroup = plan
-        .cgroup
-        .as_deref()
-        .filter(|dir| cgroup::enter(dir).is_ok());
-    let started = if plan.tty {
-        spawn_in_terminal(plan)
-    } else {
-        spawn_in_group(&plan.program, &plan.args, &plan.env)
-    };
-    // Stuck in the command's group, we leave the killing of it to the server.
-    let cgroup = cgroup.filter(|dir| cgroup::leave(dir).is_ok());
+    let (started, cgroup) = super::start::start(plan);
     let pid = match started {
         Ok(pid) => pid,
         Err(e) => return Ended::clean(report_failure(&plan.program, &e)),
@@ -131,66 +116,6 @@ pub fn run(plan: &Plan) -> Ended {
         cgroup,
     };
     sup.watch(control, &signals, plan.detach)
-}
-
-/// Starts the command in a session of its own with the terminal on its stdin as its
-/// controlling terminal, and every signal unblocked.
-fn spawn_in_terminal(plan: &Plan) -> io::Result<RawPid> {
-    let mut cmd = Command::new(&plan.program);
-    cmd.args(&plan.args);
-    // SAFETY: only async-signal-safe calls between fork and exec.
-    unsafe {
-        cmd.pre_exec(|| {
-            SigSet::empty().thread_set_mask()?;
-            rustix::process::setsid()?;
-            rustix::process::ioctl_tiocsctty(std::io::stdin())?;
-            Ok(())
-        });
-    }
-    Ok(cmd.spawn()?.id() as RawPid)
-}
-
-/// Starts `program` (searched in `PATH`) in a process group of its own with
-/// `posix_spawnp`, which costs less than a fork, with the signal mask emptied and every
-/// standard signal back to its default (Rust programs ignore SIGPIPE, for one).
-/// std's own posix_spawn path passes the supervisor's blocked signals on to the command,
-/// which then could not be interrupted or terminated.
-fn spawn_in_group(
-    program: &OsStr,
-    args: &[OsString],
-    env: &[(OsString, OsString)],
-) -> io::Result<RawPid> {
-    use nix::spawn::{posix_spawnp, PosixSpawnAttr, PosixSpawnFileActions, PosixSpawnFlags};
-    let c = |s: Vec<u8>| {
-        CString::new(s)
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a NUL byte in an argument"))
-    };
-    let argv = std::iter::once(program)
-        .chain(args.iter().map(OsString::as_os_str))
-        .map(|a| c(a.as_bytes().to_vec()))
-        .collect::<io::Result<Vec<_>>>()?;
-    let envp = env
-        .iter()
-        .map(|(k, v)| c([k.as_bytes(), b"=", v.as_bytes()].concat()))
-        .collect::<io::Result<Vec<_>>>()?;
-    let mut attr = PosixSpawnAttr::init()?;
-    attr.set_sigmask(&SigSet::empty())?;
-    // Every standard signal to its default: what we watch, SIGPIPE, and whatever the
-    // server's own parent had ignored (a shell ignores SIGINT and SIGQUIT for a background
-    // job, nohup SIGHUP), or a Ctrl-C from the client would do nothing.
-    let mut defaults = SigSet::empty();
-    for sig in Signal::iterator().filter(|s| ![Signal::SIGKILL, Signal::SIGSTOP].contains(s)) {
-        defaults.add(sig);
-    }
-    attr.set_sigdefault(&defaults)?;
-    attr.set_pgroup(nix::unistd::Pid::from_raw(0))?;
-    attr.set_flags(
-        PosixSpawnFlags::POSIX_SPAWN_SETSIGMASK
-            | PosixSpawnFlags::POSIX_SPAWN_SETSIGDEF
-            | PosixSpawnFlags::POSIX_SPAWN_SETPGROUP,
-    )?;
-    let actions = PosixSpawnFileActions::init()?;
-    Ok(posix_spawnp(&argv[0], &actions, &attr, &argv, &envp)?.as_raw())
 }
 
 /// How a supervised command ended.

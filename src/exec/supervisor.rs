@@ -83,9 +83,9 @@ pub fn run(plan: &Plan) -> Ended {
         Err(e) => return Ended::clean(report_failure(&plan.program, &e)),
     };
     // The supervisor takes on the command's directory and environment itself, so the
-    // command inherits them: std starts a command given a directory or a PATH of its own
-    // by fork and exec, and one that inherits both by the cheaper posix_spawn. (This
-    // process is single-threaded, so changing its environment is safe.)
+    // command inherits them and its child after the fork only execs (see super::start),
+    // with the PATH search done on the command's own PATH. (This process is
+    // single-threaded, so changing its environment is safe.)
     if let Some(dir) = &plan.cwd {
         if let Err(e) = std::env::set_current_dir(dir) {
             let dir = crate::printable::printable(dir.as_os_str().as_encoded_bytes());

@@ -498,6 +498,47 @@ async fn hostile_names_from_a_peer_write_nothing_outside() {
     assert_eq!(std::fs::read(dest.join("fine")).unwrap(), b"good");
 }
 
+/// A file whose last bytes are a hole ends as long as it was offered, even when empty
+/// messages follow the hole: the receiver extends it only after a hole, so a peer must not be
+/// able to make it forget one.
+#[tokio::test]
+async fn a_file_ending_in_a_hole_is_as_long_as_offered_whatever_follows_the_hole() {
+    let dest = tempfile::tempdir().unwrap();
+    let whole = b"ab\0\0\0\0\0\0";
+    let sum = ring::digest::digest(&ring::digest::SHA256, whole);
+    let mut h = [0u8; 32];
+    h.copy_from_slice(sum.as_ref());
+    let mut msgs = vec![Transfer::Total {
+        top: 3,
+        files: 3,
+        bytes: 24,
+    }];
+    let endings: [&[Transfer]; 3] = [
+        &[Transfer::Hole(6)],
+        &[Transfer::Hole(6), Transfer::Data(Bytes::new())],
+        &[Transfer::Hole(3), Transfer::Hole(3), Transfer::Hole(0)],
+    ];
+    for (i, ending) in endings.into_iter().enumerate() {
+        msgs.push(entry(Kind::File, format!("f{i}").as_bytes(), 8));
+        msgs.push(Transfer::Start(0));
+        msgs.push(Transfer::Data(Bytes::from_static(b"ab")));
+        msgs.extend(ending.iter().cloned());
+        msgs.push(Transfer::Sum(h));
+    }
+    msgs.push(Transfer::Finish);
+    let port = hostile_server(msgs).await;
+    let run = cp(
+        port,
+        &[os("-r"), os("127.0.0.1:x"), dest.path().as_os_str()],
+    )
+    .await;
+    run.expect_code(0);
+    for i in 0..3 {
+        let got = std::fs::read(dest.path().join(format!("f{i}"))).unwrap();
+        assert_eq!(got, whole, "f{i}");
+    }
+}
+
 #[tokio::test]
 async fn a_server_without_copy_is_named_as_too_old() {
     let dir = tempfile::tempdir().unwrap();

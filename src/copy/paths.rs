@@ -145,7 +145,9 @@ impl Dir {
         let fd =
             rustix::fs::openat(&*self.0, name, flags, Mode::from_raw_mode(0o600)).map_err(io_at)?;
         let file = File::from(fd);
-        if !file.metadata()?.is_file() {
+        // A fresh open (`O_CREAT | O_EXCL | O_NOFOLLOW`) made a new regular file; only one
+        // that may have been there before needs looking at.
+        if !fresh && !file.metadata()?.is_file() {
             return Err(io::Error::other("not a regular file"));
         }
         Ok(file)

@@ -784,3 +784,38 @@ async fn collate_and_json_keep_outputs_larger_than_memory_whole() {
         assert_eq!(v["stderr"], "é\u{fffd}");
     }
 }
+
+/// A shell's soft limit on open files (often 1,024) is no cap on the hosts a fan-out can
+/// reach at once: the client raises it to the hard limit, as the server does. Started here
+/// with a soft limit of 32 for 50 hosts at once, every one of them must answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_hosts_at_once_than_the_soft_open_file_limit_all_answer() {
+    let (port, addrs) = start_servers_on_one_port(HOSTS, framed).await;
+    let hosts = list(&addrs, port);
+    let fanout = HOSTS.to_string();
+    let r = common::run(
+        "prlimit",
+        &[
+            "--nofile=32:",
+            "--",
+            common::rcmd_bin(),
+            "client",
+            "--plaintext",
+            "-f",
+            &fanout,
+            "-H",
+            &hosts,
+            "--",
+            "echo answered",
+        ],
+        b"",
+    )
+    .await;
+    r.expect_code(0);
+    let out = r.stdout_str();
+    let stdout = by_host(&out, &r);
+    assert_eq!(stdout.len(), HOSTS, "hosts that answered\n{r}");
+    for lines in stdout.values() {
+        assert_eq!(lines, &["answered"]);
+    }
+}

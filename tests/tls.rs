@@ -236,7 +236,7 @@ async fn a_changed_key_is_refused_with_the_line_to_remove() {
     let known = client.path().join("known_hosts");
     std::fs::write(
         &known,
-        format!("10.0.0.1:9000 {other_fp}\n{addr} {other_fp}\n"),
+        format!("127.0.0.9:9000 {other_fp}\n{addr} {other_fp}\n"),
     )
     .unwrap();
     let marker = tempfile::tempdir().unwrap().path().join("ran");

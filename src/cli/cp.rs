@@ -281,6 +281,7 @@ pub(super) fn run(mut args: CpArgs) -> Result<i32, Failure> {
             request: &request,
             clients: &clients,
         };
+        super::fanout::make_room_for_hosts();
         let results = runtime
             .block_on(fanout::run_job(&targets, &job, &options))
             .map_err(usage)?;

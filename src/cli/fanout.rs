@@ -167,6 +167,15 @@ fn looks_like_host(word: &str) -> bool {
 
 /// Runs `command` on every host in `-H`, and returns the exit status: the largest remote
 /// status, or 255 if any host was unreachable or failed in rcmd.
+/// Raises this process's soft limit on open files to its hard one, as the server does: a
+/// fan-out holds a socket for every host it runs on at once, and a shell's soft limit
+/// (often 1,024) would fail hosts past it with "Too many open files" while the hard limit
+/// allows far more. The client starts no commands of its own, so nothing inherits it.
+pub(super) fn make_room_for_hosts() {
+    // Refused, the limit stays as it was, and a host that then gets no socket says why.
+    let _unchanged = crate::exec::fd_limit::raise();
+}
+
 pub(super) fn run(
     args: &FanoutArgs,
     list: &str,
@@ -212,6 +221,7 @@ pub(super) fn run(
             None
         },
     };
+    make_room_for_hosts();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -892,8 +892,11 @@ async fn at_a_terminal_the_total_stays_once_the_bars_are_done() {
     std::fs::write(local.path().join("one"), vec![7u8; 300_000]).unwrap();
     std::fs::write(local.path().join("two"), b"2").unwrap();
     let addr = server_in(remote.path()).await;
+    // Run twice, the second time with -u: everything is already there, and the rate left
+    // on screen must not count bytes that did not move.
     let line = format!(
-        "{bin} cp --plaintext -P {port} one two 127.0.0.1:",
+        "{bin} cp --plaintext -P {port} one two 127.0.0.1: && \\\n\
+         {bin} cp -u --plaintext -P {port} one two 127.0.0.1:",
         bin = common::rcmd_bin(),
         port = addr.port()
     );
@@ -914,9 +917,16 @@ async fn at_a_terminal_the_total_stays_once_the_bars_are_done() {
     .await
     .unwrap();
     let Some(screen) = screen else { return };
-    assert!(
-        screen.contains("total: 2 files") && screen.contains("292.97 KiB/292.97 KiB in "),
-        "{screen}"
-    );
+    let totals: Vec<&str> = screen
+        .lines()
+        .map(str::trim_end)
+        .filter(|l| l.contains("total: 2 files"))
+        .collect();
+    assert_eq!(totals.len(), 2, "{screen}");
+    for total in &totals {
+        assert!(total.contains("292.97 KiB/292.97 KiB in "), "{screen}");
+    }
+    assert!(!totals[0].ends_with(", 0 B/s"), "{screen}");
+    assert!(totals[1].ends_with(", 0 B/s"), "{screen}");
     assert_eq!(std::fs::read(remote.path().join("two")).unwrap(), b"2");
 }

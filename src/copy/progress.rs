@@ -2,9 +2,11 @@
 //! time left) and one for the whole transfer; failures as lines of their own, escaped.
 
 use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
-use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{BinaryBytes, MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::Watch;
 use crate::printable::printable;
@@ -45,6 +47,9 @@ pub struct Bars {
     multi: MultiProgress,
     file: Option<ProgressBar>,
     total: ProgressBar,
+    /// Bytes counted in the total that this run did not move: kept by an earlier try, or
+    /// in files skipped with `-u`. The rate left on screen at the end leaves them out.
+    already_there: Arc<AtomicU64>,
 }
 
 impl Bars {
@@ -63,6 +68,7 @@ impl Bars {
             multi,
             file: None,
             total,
+            already_there: Arc::new(AtomicU64::new(0)),
         }
     }
 }
@@ -95,6 +101,12 @@ impl Watch for Bars {
         bar.set_message(printable(path).to_string());
         bar.set_position(done);
         self.total.inc(done);
+        if done > 0 {
+            // Bytes already there moved nothing now: the rates count from here.
+            bar.reset_eta();
+            self.total.reset_eta();
+            self.already_there.fetch_add(done, Ordering::Relaxed);
+        }
         if let Some(old) = self.file.replace(bar) {
             old.finish_and_clear();
         }
@@ -124,11 +136,23 @@ impl Drop for Bars {
             bar.finish_and_clear();
         }
         // The total stays, as scp leaves each file's last line: what moved, how fast.
+        let already_there = Arc::clone(&self.already_there);
         self.total.set_style(
             ProgressStyle::with_template(
-                "{msg:30!} {bytes:>10}/{total_bytes:10} in {elapsed}, {binary_bytes_per_sec}",
+                "{msg:30!} {bytes:>10}/{total_bytes:10} in {elapsed}, {moved_per_sec}",
             )
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .with_key(
+                "moved_per_sec",
+                move |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                    let moved = state
+                        .pos()
+                        .saturating_sub(already_there.load(Ordering::Relaxed));
+                    let secs = state.elapsed().as_secs_f64();
+                    let rate = if secs > 0.0 { moved as f64 / secs } else { 0.0 };
+                    let _ = write!(w, "{}/s", BinaryBytes(rate as u64));
+                },
+            ),
         );
         self.total.abandon();
     }

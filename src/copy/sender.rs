@@ -187,7 +187,14 @@ async fn send_file<W: AsyncWrite + Unpin, In, Out: Carrier>(
         })
         .await?;
         match answer {
-            Answer::Skip => return Ok(()),
+            Answer::Skip => {
+                // Already there (or refused there, which the receiver reports): counted as
+                // done, as a download counts the files it skips, so the total adds up.
+                let mut watch = watch.lock().expect("no panics");
+                watch.file(shown, size, size);
+                watch.file_done();
+                return Ok(());
+            }
             Answer::All => 0,
             Answer::Resume { have, sha256 } => {
                 let kept = have <= size && hash_prefix(file, have, &mut ctx)?;

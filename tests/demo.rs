@@ -518,8 +518,10 @@ async fn step_through_a_pipe_ends_each_prompt_line() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rtt_figures_are_ordered_as_the_round_trips_predict() {
-    // 60 ms each way: one round trip is 120 ms, far above scheduling noise.
-    let r = rcmd(&["demo", "rtt", "--delay", "60", "--json"], b"").await;
+    // 30 ms each way: one round trip is 60 ms. A command's own cost, 5 to 8 ms measured
+    // in this debug build with the rest of this file running alongside, stays well inside
+    // the 60 ms between one round trip and two. (60 ms each way took 3.5 s, this 1.8 s.)
+    let r = rcmd(&["demo", "rtt", "--delay", "30", "--json"], b"").await;
     r.expect_code(0);
     let v = parse(&r.stdout_str());
     let ms = |k: &str| v["per_command_ms"][k].as_f64().unwrap();
@@ -527,9 +529,9 @@ async fn rtt_figures_are_ordered_as_the_round_trips_predict() {
         assert!(ms("framed_pipelined") < ms(one), "{v}");
         assert!(ms(one) < ms("length_ack"), "{v}");
         // One round trip, not two.
-        assert!(ms(one) >= 120.0 && ms(one) < 240.0, "{v}");
+        assert!(ms(one) >= 60.0 && ms(one) < 120.0, "{v}");
     }
-    assert!(ms("length_ack") >= 240.0, "{v}");
+    assert!(ms("length_ack") >= 120.0, "{v}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -596,35 +596,49 @@ async fn connect_timeout_bounds_a_server_that_accepts_and_never_answers() {
             conns.push(conn); // accepted, never answered
         }
     });
-    for (args, says) in [
+    // The four clients wait out their timeouts at once rather than in turn: the listener
+    // holds every connection it accepts and answers none, so they cannot affect each other.
+    let one_host = [
         (vec!["--plaintext"], "did not answer within 0.5s"),
         (vec![], "no TLS answer within 0.5s"),
-    ] {
-        let mut all = vec!["client", addr.as_str(), "--connect-timeout", "0.5"];
-        all.extend(args);
-        all.extend(["-n", "--", "true"]);
-        let r = rcmd(&all, b"").await;
-        r.expect_code(255);
-        assert!(r.stderr_str().contains(says), "{r}");
-    }
+    ]
+    .map(|(args, says)| {
+        let addr = addr.clone();
+        async move {
+            let mut all = vec!["client", addr.as_str(), "--connect-timeout", "0.5"];
+            all.extend(args);
+            all.extend(["-n", "--", "true"]);
+            let r = rcmd(&all, b"").await;
+            r.expect_code(255);
+            assert!(r.stderr_str().contains(says), "{r}");
+        }
+    });
     // With many hosts, the silent one is reported unreachable, naming it once, and the run
     // ends.
-    for (args, says) in [
+    let many_hosts = [
         (vec!["--plaintext"], "unreachable: no answer within 0.5s"),
         (vec![], "unreachable: no TLS answer within 0.5s"),
-    ] {
-        let mut all = vec!["client", "--connect-timeout", "0.5", "-H", addr.as_str()];
-        all.extend(args);
-        all.extend(["--", "true"]);
-        let r = rcmd(&all, b"").await;
-        r.expect_code(255);
-        let stderr = r.stderr_str();
-        let line = stderr
-            .lines()
-            .find(|l| l.contains(says))
-            .unwrap_or_else(|| panic!("no {says:?}\n{r}"));
-        assert_eq!(line.matches("127.0.0.1").count(), 1, "{r}");
-    }
+    ]
+    .map(|(args, says)| {
+        let addr = addr.clone();
+        async move {
+            let mut all = vec!["client", "--connect-timeout", "0.5", "-H", addr.as_str()];
+            all.extend(args);
+            all.extend(["--", "true"]);
+            let r = rcmd(&all, b"").await;
+            r.expect_code(255);
+            let stderr = r.stderr_str();
+            let line = stderr
+                .lines()
+                .find(|l| l.contains(says))
+                .unwrap_or_else(|| panic!("no {says:?}\n{r}"));
+            assert_eq!(line.matches("127.0.0.1").count(), 1, "{r}");
+        }
+    });
+    tokio::join!(
+        futures_util::future::join_all(one_host),
+        futures_util::future::join_all(many_hosts)
+    );
     held.abort();
 }
 

@@ -15,9 +15,9 @@ use super::fanout::FANOUT_CONNECT_TIMEOUT;
 use super::tls::ClientTlsArgs;
 use super::token::TokenArgs;
 use super::{init_logging, seconds, Failure, WireArgs};
+use crate::client::copy::{Direction, Request};
 use crate::client::{ClientConfig, ClientError, Output};
-use crate::copy::client::{Direction, Request};
-use crate::copy::{progress, CopyError, Flags, Watch};
+use crate::copy::{progress, Flags, Watch};
 use crate::fanout::output::HostWriter;
 use crate::fanout::{self, hosts, Mode, Options, Target};
 use crate::settings::HostSettings;
@@ -296,7 +296,7 @@ pub(super) fn run(mut args: CpArgs) -> Result<i32, Failure> {
     } else {
         Box::new(progress::Quiet::new("rcmd: "))
     };
-    let result = runtime.block_on(crate::copy::client::run(
+    let result = runtime.block_on(crate::client::copy::run(
         &addr,
         &config,
         &request,
@@ -361,13 +361,12 @@ impl fanout::Job for CopyJob<'_> {
         }
         let mut watch = HostWatch(&mut out.stderr);
         let client = self.client(target);
-        match crate::copy::client::run_on(&target.addr(), stream, client, &request, &mut watch)
+        match crate::client::copy::run_on(&target.addr(), stream, client, &request, &mut watch)
             .await
         {
             Ok(s) if s.failed > 0 => Ok(SOME_FILES_FAILED),
             Ok(_) => Ok(0),
-            Err(CopyError::Connect(e)) => Err(e),
-            Err(e) => Err(ClientError::Usage(e.to_string())),
+            Err(e) => Err(e),
         }
     }
 }

@@ -4,6 +4,7 @@
 //! arrive. The exit code mirrors the last command's status (as ssh does); any failure of
 //! the connection or the protocol is a [`ClientError`], which the binary reports as 255.
 
+pub mod copy;
 mod framed;
 mod input;
 mod spliced;
@@ -179,6 +180,14 @@ pub enum ClientError {
         refusal: String,
         host: String,
     },
+    /// An `rcmd cp` transfer failed as a whole (a file failing is only counted).
+    Copy(crate::copy::CopyError),
+}
+
+impl From<crate::copy::CopyError> for ClientError {
+    fn from(e: crate::copy::CopyError) -> Self {
+        ClientError::Copy(e)
+    }
 }
 
 impl fmt::Display for ClientError {
@@ -236,6 +245,7 @@ impl fmt::Display for ClientError {
                 crate::printable::printable(refusal.as_bytes()),
                 held_back_advice(host)
             ),
+            ClientError::Copy(e) => write!(f, "{e}"),
         }
     }
 }
@@ -246,6 +256,7 @@ impl std::error::Error for ClientError {
             ClientError::Connect { source, .. } | ClientError::Io(source) => Some(source),
             ClientError::Protocol(e) => Some(e),
             ClientError::Trust(e) => Some(e),
+            ClientError::Copy(e) => Some(e),
             _ => None,
         }
     }

@@ -9,7 +9,6 @@
 //!                                                  └▶ watch (progress, failures)
 //! ```
 
-pub mod client;
 pub mod link;
 pub mod paths;
 pub mod plan;
@@ -35,8 +34,6 @@ pub enum CopyError {
     Refused(String),
     /// The connection closed before the transfer ended.
     Closed,
-    /// Connecting, trusting or authenticating failed.
-    Connect(crate::client::ClientError),
     /// The peer speaks an older protocol, without `rcmd cp`.
     OldPeer(u8),
 }
@@ -49,7 +46,6 @@ impl fmt::Display for CopyError {
             CopyError::Peer(m) => write!(f, "peer: {m}"),
             CopyError::Refused(m) => write!(f, "refused: {m}"),
             CopyError::Closed => f.write_str("the connection closed before the copy ended"),
-            CopyError::Connect(e) => write!(f, "{e}"),
             CopyError::OldPeer(v) => write!(
                 f,
                 "the server speaks protocol version {v}, and rcmd cp needs version {}: \
@@ -65,7 +61,6 @@ impl std::error::Error for CopyError {
         match self {
             CopyError::Io(e) => Some(e),
             CopyError::Protocol(e) => Some(e),
-            CopyError::Connect(e) => Some(e),
             _ => None,
         }
     }

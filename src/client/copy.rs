@@ -1,14 +1,15 @@
 //! A copy as the client runs it against one host: connect, ask, then send or receive.
+//! The transfer itself is `copy`'s, which knows nothing of which end connected.
 
 use std::path::PathBuf;
 
 use bytes::Bytes;
 use tokio::net::TcpStream;
 
-use super::link::{Inbound, Outbound};
-use super::plan::Plan;
-use super::{receiver, sender, CopyError, Flags, Summary, Watch};
-use crate::client::{self, ClientConfig};
+use super::{ClientConfig, ClientError};
+use crate::copy::link::{Inbound, Outbound};
+use crate::copy::plan::Plan;
+use crate::copy::{receiver, sender, CopyError, Flags, Summary, Watch};
 use crate::wire::transfer::{self, Transfer};
 
 /// Which way the files go.
@@ -38,13 +39,20 @@ pub async fn run_on(
     config: &ClientConfig,
     request: &Request,
     watch: &mut (dyn Watch + Send),
-) -> Result<Summary, CopyError> {
-    let conn = client::open_framed_on(host, stream, config)
-        .await
-        .map_err(CopyError::Connect)?;
+) -> Result<Summary, ClientError> {
+    let conn = super::open_framed_on(host, stream, config).await?;
     if conn.version < transfer::VERSION {
-        return Err(CopyError::OldPeer(conn.version));
+        return Err(CopyError::OldPeer(conn.version).into());
     }
+    Ok(transfer(conn, request, watch).await?)
+}
+
+/// The transfer on a connection that said hello.
+async fn transfer(
+    conn: super::FramedConnection,
+    request: &Request,
+    watch: &mut (dyn Watch + Send),
+) -> Result<Summary, CopyError> {
     let mut inbound = Inbound::new(conn.reader);
     let mut outbound = Outbound::new(conn.writer, conn.codec).with_sendfile(conn.raw);
     let flags = request.flags;
@@ -82,10 +90,8 @@ pub async fn run(
     config: &ClientConfig,
     request: &Request,
     watch: &mut (dyn Watch + Send),
-) -> Result<Summary, CopyError> {
-    let stream = client::connect(addr, config.connect_timeout)
-        .await
-        .map_err(CopyError::Connect)?;
+) -> Result<Summary, ClientError> {
+    let stream = super::connect(addr, config.connect_timeout).await?;
     run_on(
         &crate::wire::with_default_port(addr),
         stream,

@@ -153,6 +153,37 @@ impl Dir {
         Ok(file)
     }
 
+    /// A new file in this directory with no name yet (`O_TMPFILE`): nobody else can open
+    /// it, and it vanishes with its descriptor unless [`link_unnamed`](Self::link_unnamed)
+    /// names it. `Ok(None)` where the file system cannot make one.
+    ///
+    /// # Errors
+    /// The kernel refused it for another reason (permission, space).
+    pub fn open_unnamed(&self) -> io::Result<Option<File>> {
+        use rustix::io::Errno;
+        let flags = OFlags::RDWR | OFlags::TMPFILE | OFlags::CLOEXEC;
+        match rustix::fs::openat(&*self.0, ".", flags, Mode::from_raw_mode(0o600)) {
+            Ok(fd) => Ok(Some(File::from(fd))),
+            // Not every file system has O_TMPFILE; older kernels take it for O_DIRECTORY.
+            Err(Errno::OPNOTSUPP | Errno::ISDIR | Errno::INVAL | Errno::NOSYS) => Ok(None),
+            Err(e) => Err(io_at(e)),
+        }
+    }
+
+    /// Names here a file made by [`open_unnamed`](Self::open_unnamed): it appears whole,
+    /// in one step, and only where nothing is (an `AlreadyExists` error otherwise; never
+    /// through a link). Linked through `/proc/self/fd`, as open(2) describes, which needs
+    /// no privilege.
+    ///
+    /// # Errors
+    /// The name is taken, or /proc is not mounted.
+    pub fn link_unnamed(&self, file: &File, name: &OsStr) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let by_fd = format!("/proc/self/fd/{}", file.as_raw_fd());
+        rustix::fs::linkat(CWD, by_fd.as_str(), &*self.0, name, AtFlags::SYMLINK_FOLLOW)
+            .map_err(io_at)
+    }
+
     /// Renames `from` to `to` in this directory; replaces a file (or link) at `to`, never
     /// writing through a link.
     ///
@@ -302,6 +333,34 @@ mod tests {
         assert!(dir.open_file(OsStr::new("sub"), false).is_err());
         let (_, made) = dir.enter(OsStr::new("new")).unwrap();
         assert!(made && tmp.path().join("new").is_dir());
+    }
+
+    #[test]
+    fn an_unnamed_file_appears_whole_and_only_where_nothing_is() {
+        use std::io::Write;
+        let tmp = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let dir = Dir::open_user(tmp.path()).unwrap();
+        let Some(mut file) = dir.open_unnamed().unwrap() else {
+            println!("this file system has no O_TMPFILE: the named path is used");
+            return;
+        };
+        file.write_all(b"whole").unwrap();
+        assert_eq!(
+            std::fs::read_dir(tmp.path()).unwrap().count(),
+            0,
+            "seen unnamed"
+        );
+        std::fs::write(tmp.path().join("taken"), b"old").unwrap();
+        std::os::unix::fs::symlink(outside.path().join("x"), tmp.path().join("link")).unwrap();
+        for name in ["taken", "link"] {
+            let err = dir.link_unnamed(&file, OsStr::new(name)).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::AlreadyExists, "{name}");
+        }
+        assert_eq!(std::fs::read(tmp.path().join("taken")).unwrap(), b"old");
+        assert!(!outside.path().join("x").exists(), "written through a link");
+        dir.link_unnamed(&file, OsStr::new("new")).unwrap();
+        assert_eq!(std::fs::read(tmp.path().join("new")).unwrap(), b"whole");
     }
 
     #[test]

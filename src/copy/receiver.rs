@@ -42,11 +42,21 @@ type Place = (Dir, OsString, Vec<u8>);
 /// Why an entry has no place: a failure of that entry (`Ok`), or of the transfer.
 type NoPlace = Result<String, CopyError>;
 
+/// Where a file being received is written until it is whole.
+enum Staging {
+    /// A hidden name beside the target, renamed over it at the end.
+    Named(OsString),
+    /// A file with no name (`O_TMPFILE`), linked as the target at the end: one directory
+    /// change per file rather than a create and a rename, which many small files feel,
+    /// and nothing to clean up when a transfer is cut.
+    Unnamed,
+}
+
 /// A file being received.
 struct Incoming {
     dir: Dir,
     name: OsString,
-    temp: OsString,
+    staging: Staging,
     file: File,
     shown: Vec<u8>,
     entry: Entry,
@@ -68,8 +78,8 @@ struct Incoming {
 
 impl Drop for Incoming {
     fn drop(&mut self) {
-        if !self.keep {
-            self.dir.remove(&self.temp);
+        if let (false, Staging::Named(temp)) = (self.keep, &self.staging) {
+            self.dir.remove(temp);
         }
     }
 }
@@ -92,6 +102,10 @@ struct Receiver<'a> {
     current: Current,
     summary: Summary,
     watch: &'a mut (dyn Watch + Send),
+    /// New targets are written unnamed (`O_TMPFILE`) and linked into place; off once the
+    /// file system (or a missing /proc) refuses it, and with `--partial`, whose kept
+    /// bytes need a name to be found by the next try.
+    unnamed: bool,
 }
 
 /// One-line description of a message, for a refusal.
@@ -142,6 +156,7 @@ where
         current: Current::None,
         summary: Summary::default(),
         watch,
+        unnamed: !flags.partial && Path::new("/proc/self/fd").is_dir(),
     };
     loop {
         let msg = inbound.next().await?;
@@ -425,6 +440,7 @@ impl Receiver<'_> {
         e: Entry,
         out: &mut Outbound<W, In, Out>,
     ) -> Result<(), CopyError> {
+        let mut new_target = false;
         let why = match dir.existing(&name) {
             Ok(Existing::Link) => Some("a symbolic link is in the way; not replacing it".into()),
             Ok(Existing::Dir) => Some("is a directory".into()),
@@ -438,16 +454,20 @@ impl Receiver<'_> {
                 out.send(Transfer::Answer(Answer::Skip)).await?;
                 return Ok(());
             }
+            Ok(Existing::Nothing) => {
+                new_target = true;
+                None
+            }
             Ok(_) => None,
             Err(err) => Some(crate::text::io_reason(&err)),
         };
         let opened = match why {
             Some(why) => Err(why),
             None => self
-                .open_temp(&dir, &name)
+                .open_staging(&dir, &name, new_target)
                 .map_err(|e| crate::text::io_reason(&e)),
         };
-        let (temp, file, empty, have, kept) = match opened {
+        let (staging, file, empty, have, kept) = match opened {
             Ok(o) => o,
             Err(why) => {
                 self.fail(out, shown, why).await?;
@@ -467,7 +487,7 @@ impl Receiver<'_> {
         self.current = Current::Writing(Box::new(Incoming {
             dir,
             name,
-            temp,
+            staging,
             file,
             shown,
             entry: e,
@@ -483,13 +503,21 @@ impl Receiver<'_> {
         Ok(())
     }
 
-    /// The temporary file for `name`, whether this try made it (so it is empty), and what
-    /// an earlier try kept (`--partial`).
-    fn open_temp(
-        &self,
+    /// Where `name` is written until whole, whether this try made it (so it is empty), and
+    /// what an earlier try kept (`--partial`). Unnamed only where nothing is at `name`:
+    /// replacing a file takes a rename, which a link cannot do.
+    fn open_staging(
+        &mut self,
         dir: &Dir,
         name: &OsStr,
-    ) -> std::io::Result<(OsString, File, bool, u64, Context)> {
+        new_target: bool,
+    ) -> std::io::Result<(Staging, File, bool, u64, Context)> {
+        if self.unnamed && new_target {
+            match dir.open_unnamed()? {
+                Some(file) => return Ok((Staging::Unnamed, file, true, 0, Context::new(&SHA256))),
+                None => self.unnamed = false,
+            }
+        }
         let temp = paths::temp_name(name, self.flags.partial);
         let fresh = !self.flags.partial;
         let file = dir.open_file(&temp, fresh)?;
@@ -499,10 +527,10 @@ impl Receiver<'_> {
             have = 0;
             kept = Context::new(&SHA256);
         }
-        Ok((temp, file, fresh, have, kept))
+        Ok((Staging::Named(temp), file, fresh, have, kept))
     }
 
-    /// Checks a whole file, sets its mode and times and renames it into place.
+    /// Checks a whole file, sets its mode and times and puts it in place.
     fn complete(&self, mut f: Box<Incoming>, sum: [u8; 32]) -> Result<(), String> {
         let e = &f.entry;
         if f.received != e.size {
@@ -527,8 +555,27 @@ impl Receiver<'_> {
         let mode = self.mode(e.mode);
         let times = self.flags.preserve.then_some((e.atime, e.mtime));
         paths::set_meta(&f.file, Some(mode), times).map_err(io)?;
-        f.dir.rename(&f.temp, &f.name).map_err(io)?;
-        // Renamed: nothing left to remove.
+        if let Staging::Unnamed = f.staging {
+            match f.dir.link_unnamed(&f.file, &f.name) {
+                Ok(()) => {
+                    f.keep = true;
+                    return Ok(());
+                }
+                // Something appeared at the name since it was looked at: replace it as a
+                // named file would, through a hidden name and a rename.
+                Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let temp = paths::temp_name(&f.name, false);
+                    f.dir.link_unnamed(&f.file, &temp).map_err(io)?;
+                    // Named now, so removed if the rename fails.
+                    f.staging = Staging::Named(temp);
+                }
+                Err(err) => return Err(io(err)),
+            }
+        }
+        if let Staging::Named(temp) = &f.staging {
+            f.dir.rename(temp, &f.name).map_err(io)?;
+        }
+        // In place: nothing left to remove.
         f.keep = true;
         Ok(())
     }

@@ -811,22 +811,34 @@ async fn stopping_the_helper_and_killing_the_supervisor_leaves_nothing(spawner: 
     let addr = start_server(config).await.to_string();
     let marker = unique_marker();
     let line = format!(
-        "h=$(cut -d' ' -f4 /proc/$PPID/stat); \
+        "h=$(cut -d' ' -f4 /proc/$PPID/stat); echo helper $h; \
          setsid sleep {marker} </dev/null >/dev/null 2>&1 & \
          kill -STOP $h; kill -KILL $PPID"
     );
-    /// Lets the stopped helpers go on once the test is over, passed or not.
-    struct Resume;
+    /// Lets the helper the command stopped go on once the test is over, passed or not.
+    /// Only that one: the other tests of this process run servers of their own, some
+    /// with a supervisor stopped on purpose, which a SIGCONT would spoil.
+    struct Resume(Option<i32>);
     impl Drop for Resume {
         fn drop(&mut self) {
-            for helper in helpers_of(std::process::id()) {
-                // SAFETY: kill(2) on a helper this test process's servers started.
-                unsafe { libc::kill(helper as i32, libc::SIGCONT) };
+            if let Some(helper) = self.0 {
+                // SAFETY: kill(2) on the helper this test's server started, which its
+                // command named; it is stopped, so it cannot have exited and been reused.
+                unsafe { libc::kill(helper, libc::SIGCONT) };
             }
         }
     }
-    let _resume = Resume;
+    let mut resume = Resume(None);
     let r = rcmd(&["client", &addr, "--plaintext", "--", &line], b"").await;
+    resume.0 = r
+        .stdout_str()
+        .lines()
+        .find_map(|l| l.strip_prefix("helper "))
+        .and_then(|h| h.trim().parse().ok());
+    assert!(
+        resume.0.is_some(),
+        "the command did not name its helper: {r}"
+    );
     r.expect_code(128 + libc::SIGKILL);
     // The stopped helper, alive, is where the orphans went: only the cgroup reaches them.
     none_left(&marker).await;

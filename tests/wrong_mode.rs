@@ -50,6 +50,14 @@ async fn naive_client_names_a_framed_server_instead_of_printing_frames() {
     assert!(r.stdout.is_empty(), "{r}");
 }
 
+/// Reads the client's first frame after the hello (its command), whole.
+async fn command_came(conn: &mut tokio::net::TcpStream) {
+    let mut len = [0u8; 4];
+    conn.read_exact(&mut len).await.unwrap();
+    let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+    conn.read_exact(&mut body).await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frame_that_stops_half_way_is_explained() {
     // A server that answers the hello, then sends two bytes of a four-byte header and
@@ -60,9 +68,13 @@ async fn a_frame_that_stops_half_way_is_explained() {
         let (mut conn, _) = listener.accept().await.unwrap();
         let mut hello = [0u8; 14];
         conn.read_exact(&mut hello).await.unwrap();
-        conn.write_all(b"\x00\x00\x00\x0aHrcmd\x02\x00\x10\x00\x00\x00\x00")
+        conn.write_all(b"\x00\x00\x00\x0aHrcmd\x02\x00\x10\x00\x00")
             .await
             .unwrap();
+        // Only once the command came: the client is then waiting for its reply with
+        // nothing buffered, and the half header must still be noticed.
+        command_came(&mut conn).await;
+        conn.write_all(b"\x00\x00").await.unwrap();
         let mut rest = Vec::new();
         let _ = conn.read_to_end(&mut rest).await;
     });
@@ -96,6 +108,7 @@ async fn a_frame_that_stops_in_its_data_does_not_blame_the_header() {
         conn.write_all(b"\x00\x00\x00\x0aHrcmd\x02\x00\x10\x00\x00")
             .await
             .unwrap();
+        command_came(&mut conn).await;
         conn.write_all(b"\x00\x00\x00\x64Ohalf-a-fr").await.unwrap();
         let mut rest = Vec::new();
         let _ = conn.read_to_end(&mut rest).await;

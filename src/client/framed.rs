@@ -233,6 +233,10 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite, O: Write, E: Write>(
                 grace.get_or_insert(now + SIGNAL_GRACE);
                 last = 128 + sig;
             }
+            // Bytes of a frame can arrive while this select waits with no stall deadline
+            // (the buffer was empty when it began), and a frame that stops there wakes no
+            // branch: look again now and then, so a stall is seen within twice its limit.
+            _ = tokio::time::sleep(config.stall_timeout), if pending > 0 && stall_at.is_none() => {}
             _ = crate::deadline::until(stall_at) => {
                 if reader.read_buffer().len() == partial.0 {
                     let in_head = reader.decoder().frames().is_between_frames();

@@ -921,11 +921,22 @@ async fn at_a_terminal_the_total_stays_once_the_bars_are_done() {
     let remote = tempfile::tempdir().unwrap();
     std::fs::write(local.path().join("one"), vec![7u8; 300_000]).unwrap();
     std::fs::write(local.path().join("two"), b"2").unwrap();
+    // Old times, so only -p can make the copies' times equal to them.
+    let old = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000);
+    for name in ["one", "two"] {
+        std::fs::File::options()
+            .write(true)
+            .open(local.path().join(name))
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+    }
     let addr = server_in(remote.path()).await;
     // Run twice, the second time with -u: everything is already there, and the rate left
-    // on screen must not count bytes that did not move.
+    // on screen must not count bytes that did not move. The first keeps the times (-p), so
+    // the second finds them equal whatever second each copy ran in.
     let line = format!(
-        "{bin} cp --plaintext -P {port} one two 127.0.0.1: && \\\n\
+        "{bin} cp -p --plaintext -P {port} one two 127.0.0.1: && \\\n\
          {bin} cp -u --plaintext -P {port} one two 127.0.0.1:",
         bin = common::rcmd_bin(),
         port = addr.port()

@@ -37,7 +37,8 @@ pub(super) struct CpArgs {
     #[arg(short = 'p')]
     preserve: bool,
 
-    /// Skip files whose size and modification time already match
+    /// Skip files whose size and modification time already match (a copy keeps the time
+    /// only with -p, so copy with -p to skip next time)
     #[arg(short = 'u')]
     update: bool,
 

@@ -569,6 +569,30 @@ async fn a_file_ending_in_a_hole_is_as_long_as_offered_whatever_follows_the_hole
     }
 }
 
+/// A remote path that fails is named as the user wrote it, as scp does, not by where the
+/// server keeps it: the client's user has no use for the server's directory, and need not
+/// learn it.
+#[tokio::test]
+async fn a_missing_remote_file_is_named_as_the_user_wrote_it() {
+    let local = tempfile::tempdir().unwrap();
+    let remote = tempfile::tempdir().unwrap();
+    std::fs::create_dir(remote.path().join("sub")).unwrap();
+    let addr = server_in(remote.path()).await;
+    let dest = local.path().join("x");
+    let run = cp(
+        addr.port(),
+        &[os("127.0.0.1:sub/missing"), dest.as_os_str()],
+    )
+    .await;
+    run.expect_code(1);
+    let err = run.stderr_str();
+    assert!(
+        err.contains("sub/missing: no such file or directory"),
+        "{run}"
+    );
+    assert!(!err.contains(remote.path().to_str().unwrap()), "{run}");
+}
+
 #[tokio::test]
 async fn a_server_without_copy_is_named_as_too_old() {
     let dir = tempfile::tempdir().unwrap();

@@ -43,9 +43,22 @@ pub struct Plan {
 impl Plan {
     /// Walks `sources` as `flags` say.
     pub fn new(sources: &[PathBuf], flags: Flags) -> Plan {
+        Plan::new_under(sources, None, flags)
+    }
+
+    /// [`new`](Self::new) for sources found under `base` (the server's directory, for a
+    /// path the client gave relative to it): each is shown without `base/`, as the user
+    /// wrote it, so a failure names the user's path and not where the server keeps it.
+    pub fn new_under(sources: &[PathBuf], base: Option<&Path>, flags: Flags) -> Plan {
         let mut plan = Plan::default();
         for source in sources {
-            let shown = source.as_os_str().as_bytes().to_vec();
+            let relative = base.and_then(|b| source.strip_prefix(b).ok());
+            let shown = relative
+                .filter(|r| !r.as_os_str().is_empty())
+                .unwrap_or(source)
+                .as_os_str()
+                .as_bytes()
+                .to_vec();
             let meta = match std::fs::metadata(source) {
                 Ok(m) => m,
                 Err(e) => {

@@ -57,7 +57,7 @@ pub(super) async fn serve<S: AsyncRead + AsyncWrite>(
                     .flat_map(|s| plan::expand(s, base.as_deref()))
                     .collect();
                 info!(%peer, sources = paths.len(), "copy: sending");
-                let plan = Plan::new(&paths, flags);
+                let plan = Plan::new_under(&paths, base.as_deref(), flags);
                 // Not `with_idle`: a receiver says nothing while a large file streams
                 // to it. The sender bounds the waits on it by the stall limit instead.
                 let mut inbound = inbound;

@@ -50,6 +50,8 @@ pub struct Bars {
     /// Bytes counted in the total that this run did not move: kept by an earlier try, or
     /// in files skipped with `-u`. The rate left on screen at the end leaves them out.
     already_there: Arc<AtomicU64>,
+    /// Files the transfer holds: with none (every source failed) no total is left behind.
+    files: u64,
 }
 
 impl Bars {
@@ -69,6 +71,7 @@ impl Bars {
             file: None,
             total,
             already_there: Arc::new(AtomicU64::new(0)),
+            files: 0,
         }
     }
 }
@@ -81,6 +84,7 @@ impl Default for Bars {
 
 impl Watch for Bars {
     fn total(&mut self, files: u64, bytes: u64) {
+        self.files = files;
         self.total.set_length(bytes);
         let plural = if files == 1 { "" } else { "s" };
         self.total
@@ -134,6 +138,11 @@ impl Drop for Bars {
     fn drop(&mut self) {
         if let Some(bar) = self.file.take() {
             bar.finish_and_clear();
+        }
+        if self.files == 0 {
+            // Nothing was to move (the errors said why): a line of zeros adds nothing.
+            self.total.finish_and_clear();
+            return;
         }
         // The total stays, as scp leaves each file's last line: what moved, how fast.
         let already_there = Arc::clone(&self.already_there);

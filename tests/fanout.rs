@@ -825,3 +825,36 @@ async fn more_hosts_at_once_than_the_soft_open_file_limit_all_answer() {
         assert_eq!(lines, &["answered"]);
     }
 }
+
+/// Where even the hard limit on open files is too low for the hosts asked for at once,
+/// the hosts left without a socket are not called unreachable (nothing is wrong with them):
+/// the summary says this machine ran out, and what to change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hosts_left_without_a_socket_here_are_not_called_unreachable() {
+    let (port, addrs) = start_servers_on_one_port(HOSTS, framed).await;
+    let hosts = list(&addrs, port);
+    let fanout = HOSTS.to_string();
+    let r = common::run(
+        "prlimit",
+        &[
+            "--nofile=24:24",
+            "--",
+            common::rcmd_bin(),
+            "client",
+            "--plaintext",
+            "-f",
+            &fanout,
+            "-H",
+            &hosts,
+            "--",
+            "echo answered",
+        ],
+        b"",
+    )
+    .await;
+    r.expect_code(255);
+    let err = r.stderr_str();
+    assert!(err.contains("no socket for it here"), "{r}");
+    assert!(err.contains("ulimit -n"), "{r}");
+    assert!(!err.contains("unreachable"), "{r}");
+}

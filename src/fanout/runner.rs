@@ -389,6 +389,16 @@ async fn attempt(
     let stream =
         match tokio::time::timeout(connect_timeout, client::connect(&target.addr(), None)).await {
             Ok(Ok(stream)) => stream,
+            // Out of descriptors here is no fault of the host's, and the user can act on it.
+            Ok(Err(ClientError::Connect { source, .. }))
+                if matches!(source.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) =>
+            {
+                return Outcome::Failed(format!(
+                    "no socket for it here: {}; raise the open-file limit (ulimit -n) or run \
+                     on fewer hosts at once (-f)",
+                    crate::text::io_reason(&source)
+                ))
+            }
             Ok(Err(ClientError::Connect { source, .. })) => {
                 return Outcome::Unreachable(source.to_string())
             }

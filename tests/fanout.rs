@@ -791,18 +791,17 @@ async fn collate_and_json_keep_outputs_larger_than_memory_whole() {
     }
 }
 
-/// A shell's soft limit on open files (often 1,024) is no cap on the hosts a fan-out can
-/// reach at once: the client raises it to the hard limit, as the server does. Started here
-/// with a soft limit of 32 for 50 hosts at once, every one of them must answer.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn more_hosts_at_once_than_the_soft_open_file_limit_all_answer() {
+/// `echo answered` on all the test's hosts at once, from a client started under
+/// `prlimit --nofile=LIMIT` (`SOFT:` keeps the hard limit, `SOFT:HARD` sets both).
+async fn all_at_once_under_open_file_limit(limit: &str) -> Run {
     let (port, addrs) = start_servers_on_one_port(HOSTS, framed).await;
     let hosts = list(&addrs, port);
     let fanout = HOSTS.to_string();
-    let r = common::run(
+    let nofile = format!("--nofile={limit}");
+    common::run(
         "prlimit",
         &[
-            "--nofile=32:",
+            &nofile,
             "--",
             common::rcmd_bin(),
             "client",
@@ -816,7 +815,15 @@ async fn more_hosts_at_once_than_the_soft_open_file_limit_all_answer() {
         ],
         b"",
     )
-    .await;
+    .await
+}
+
+/// A shell's soft limit on open files (often 1,024) is no cap on the hosts a fan-out can
+/// reach at once: the client raises it to the hard limit, as the server does. Started here
+/// with a soft limit of 32 for 50 hosts at once, every one of them must answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_hosts_at_once_than_the_soft_open_file_limit_all_answer() {
+    let r = all_at_once_under_open_file_limit("32:").await;
     r.expect_code(0);
     let out = r.stdout_str();
     let stdout = by_host(&out, &r);
@@ -831,27 +838,7 @@ async fn more_hosts_at_once_than_the_soft_open_file_limit_all_answer() {
 /// the summary says this machine ran out, and what to change.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hosts_left_without_a_socket_here_are_not_called_unreachable() {
-    let (port, addrs) = start_servers_on_one_port(HOSTS, framed).await;
-    let hosts = list(&addrs, port);
-    let fanout = HOSTS.to_string();
-    let r = common::run(
-        "prlimit",
-        &[
-            "--nofile=24:24",
-            "--",
-            common::rcmd_bin(),
-            "client",
-            "--plaintext",
-            "-f",
-            &fanout,
-            "-H",
-            &hosts,
-            "--",
-            "echo answered",
-        ],
-        b"",
-    )
-    .await;
+    let r = all_at_once_under_open_file_limit("24:24").await;
     r.expect_code(255);
     let err = r.stderr_str();
     assert!(err.contains("no socket for it here"), "{r}");

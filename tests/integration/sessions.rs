@@ -1,7 +1,7 @@
 //! Sessions like ssh: stdin, signals, terminals, environment and directory, and peers
 //! that speak protocol version 1 on either side.
 
-mod common;
+use crate::common;
 
 use std::io::Read;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};

@@ -1,6 +1,6 @@
 //! `rcmd demo`, run as a new user runs it: the built binary.
 
-mod common;
+use crate::common;
 
 use common::{rcmd, run};
 

@@ -2,7 +2,7 @@
 //! with the server's token, then no token at all; removing the key shuts it out again,
 //! without restarting the server. Two configuration directories stand for two machines.
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::PermissionsExt;
 

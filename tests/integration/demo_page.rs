@@ -1,7 +1,7 @@
 //! `rcmd demo sticky --html`: the page rendered by a real browser (headless Chromium),
 //! checked for what a person would see.
 
-mod common;
+use crate::common;
 
 use common::{rcmd, run};
 

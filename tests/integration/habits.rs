@@ -1,6 +1,6 @@
 //! What an ssh or pdsh user types by habit works, or says clearly why not.
 
-mod common;
+use crate::common;
 
 use common::RcmdHome;
 

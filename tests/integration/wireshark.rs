@@ -1,6 +1,6 @@
 //! demos/wireshark/rcmd.lua: a real session captured on loopback and decoded by tshark.
 
-mod common;
+use crate::common;
 
 use std::process::Stdio;
 

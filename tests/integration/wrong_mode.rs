@@ -1,7 +1,7 @@
 //! A client pointed at a server of another mode says which mode it speaks, and a reply
 //! that stops part-way through a frame is explained, never waited on for ever.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! Safe by default: authentication, exposure, limits, timeouts and shutdown, each tried
 //! the way a hostile peer or a careless operator would, against the real server.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;

@@ -1,7 +1,7 @@
 //! The files rcmd trusts get sshd's StrictModes checks, the same-user token never goes out
 //! in the clear, and --plaintext stays on loopback for many hosts as for one.
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;

@@ -1,7 +1,7 @@
 //! TLS between the real `rcmd server` and `rcmd client` binaries (and the Python client):
 //! what someone on the path sees, and ssh's trust model (known_hosts, pinning, client keys).
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};

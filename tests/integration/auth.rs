@@ -1,7 +1,7 @@
 //! Same-user by default, and token hygiene, against the real `rcmd server` and `rcmd client`
 //! binaries, each test in an rcmd home of its own.
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::PermissionsExt;
 

@@ -1,7 +1,7 @@
 //! The tutorial's own Python client and server (tests/peers) against rcmd, both ways, in
 //! the length-ack, classic, json-header and naive modes.
 
-mod common;
+use crate::common;
 
 use std::process::Stdio;
 

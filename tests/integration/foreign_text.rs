@@ -2,7 +2,7 @@
 //! `--cwd`) reaches our terminal and the server's log escaped, on one line: a peer can
 //! neither move the cursor, retitle the terminal, ring its bell, nor forge a line of ours.
 
-mod common;
+use crate::common;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};

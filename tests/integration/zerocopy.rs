@@ -1,7 +1,7 @@
 //! Output spliced from the command's pipe to the socket and from the socket to stdout
 //! arrives exactly as the copy path delivers it: every check runs both ways.
 
-mod common;
+use crate::common;
 
 use std::process::Stdio;
 

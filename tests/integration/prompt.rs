@@ -2,7 +2,7 @@
 //! running command and gives the prompt back, as a shell does, even when the command
 //! ignores SIGINT.
 
-mod common;
+use crate::common;
 
 use common::tmux::Tmux;
 use common::{framed, rcmd_bin, start_server, RcmdHome};

@@ -3,7 +3,7 @@
 //! mode, never from the standard input the command gets; `y` is asked again; `no` and
 //! Ctrl-C abort with 255.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

@@ -2,7 +2,7 @@
 //! made is presented, a configuration directory or token that others control is refused,
 //! and `--plaintext` goes to loopback only unless explicitly allowed.
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::PermissionsExt;
 

@@ -1,6 +1,6 @@
 //! Nothing a command started outlives the client that asked for it.
 
-mod common;
+use crate::common;
 
 use std::process::Stdio;
 

@@ -1,6 +1,6 @@
 //! `--trace`: every frame on stderr as it passes, on both ends and in every mode.
 
-mod common;
+use crate::common;
 
 use common::RcmdHome;
 

@@ -1,7 +1,7 @@
 //! `rcmd client -H LIST`: one command on 50 in-process servers at once, each on its own
 //! loopback address (127.0.0.2 and up) and all on one port, through the real binary.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;

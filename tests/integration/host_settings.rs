@@ -1,6 +1,6 @@
 //! The per-host settings file, `config` in rcmd's configuration directory, as ssh's.
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::PermissionsExt;
 

@@ -1,7 +1,7 @@
 //! `rcmd cp`: trees both ways byte for byte, metadata with -p, sparse files, cut transfers
 //! and their resumption, hostile names from a peer, and twenty hosts at once.
 
-mod common;
+use crate::common;
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;

@@ -3,7 +3,7 @@
 //! each checked with the real tool (man, bash, zsh, fish, systemd-analyze,
 //! systemd-socket-activate, cargo-deb, dpkg).
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

@@ -1,7 +1,7 @@
 //! A client that stops reading defeats no limit, and a peer cannot move the server's
 //! bounds: each case as a hostile raw-TCP peer plays it.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,6 +1,6 @@
 //! `rcmd client` against an in-process `rcmd server`, in the default framed mode.
 
-mod common;
+use crate::common;
 
 use std::process::Stdio;
 

@@ -3,7 +3,7 @@
 //! another mode or one that stops part-way. Each refusal runs nothing and the server goes
 //! on serving.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::path::Path;

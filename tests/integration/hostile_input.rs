@@ -1,7 +1,7 @@
 //! Peers that send what no honest client sends. Each gets an error where the protocol has
 //! a way to say it, its connection closes, and the server keeps serving everyone else.
 
-mod common;
+use crate::common;
 
 use common::{hello, rcmd, send_raw_then_close, start_server, still_serves};
 use rcmd::server::ServerConfig;

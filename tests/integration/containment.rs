@@ -3,7 +3,7 @@
 //! process can try to escape its process group is tried, and survivors are counted
 //! through `/proc`.
 
-mod common;
+use crate::common;
 
 use std::process::Stdio;
 use std::time::Duration;

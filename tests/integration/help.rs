@@ -1,6 +1,6 @@
 //! `--help` and usage errors as a learner reads them: in 80 columns, even through a pipe.
 
-mod common;
+use crate::common;
 
 use common::{rcmd, subcommands};
 

@@ -237,7 +237,13 @@ pub(super) fn run(mut args: CpArgs) -> Result<i32, Failure> {
         update: args.update,
         partial: args.partial,
     };
-    let request = Request { flags, direction };
+    // Many hosts sent the same files hash each once between them.
+    let sums = (many && matches!(direction, Direction::Upload { .. })).then(Default::default);
+    let request = Request {
+        flags,
+        direction,
+        sums,
+    };
     let addr = match host {
         Some(h) => {
             let alias = h.trim_start_matches('[').trim_end_matches(']');

@@ -2,6 +2,7 @@
 //! The transfer itself is `copy`'s, which knows nothing of which end connected.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use tokio::net::TcpStream;
@@ -9,6 +10,7 @@ use tokio::net::TcpStream;
 use super::{ClientConfig, ClientError};
 use crate::copy::link::{Inbound, Outbound};
 use crate::copy::plan::Plan;
+use crate::copy::shared_sum::SharedSums;
 use crate::copy::{receiver, sender, CopyError, Flags, Summary, Watch};
 use crate::wire::transfer::{self, Transfer};
 
@@ -26,6 +28,8 @@ pub enum Direction {
 pub struct Request {
     pub flags: Flags,
     pub direction: Direction,
+    /// For an upload to many hosts: the files' hashing, shared between them.
+    pub sums: Option<Arc<SharedSums>>,
 }
 
 /// Runs `request` on a connection made to `host`.
@@ -65,7 +69,8 @@ async fn transfer(
                     dest: dest.clone(),
                 })
                 .await?;
-            sender::send(plan, flags, &mut inbound, &mut outbound, watch).await?
+            let sums = request.sums.as_deref();
+            sender::send(plan, flags, sums, &mut inbound, &mut outbound, watch).await?
         }
         Direction::Download { sources, dest } => {
             outbound

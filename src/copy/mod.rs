@@ -6,7 +6,8 @@
 //!
 //! ```text
 //! plan (walk, globs) ─▶ sender ─▶ link (messages) ─▶ receiver ─▶ paths (openat, rename)
-//!                                                  └▶ watch (progress, failures)
+//!                       │                          └▶ watch (progress, failures)
+//!                       └ shared_sum (one hash per file for many hosts)
 //! ```
 
 pub mod link;
@@ -15,6 +16,7 @@ pub mod plan;
 pub mod progress;
 pub mod receiver;
 pub mod sender;
+pub mod shared_sum;
 
 use std::fmt;
 use std::io;

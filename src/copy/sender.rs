@@ -15,18 +15,19 @@ use tokio::sync::mpsc;
 
 use super::link::{Carrier, Inbound, Outbound};
 use super::plan::{Item, Plan};
+use super::shared_sum::{SharedSum, SharedSums};
 use super::{CopyError, Flags, Summary, Watch};
 use crate::wire::transfer::{Answer, Entry, Transfer};
 
 /// Most bytes read from a file at once (and sent in one message).
-const CHUNK: usize = 1 << 20;
+pub(crate) const CHUNK: usize = 1 << 20;
 
 /// Data runs at least this long go from the file into the socket with `sendfile`, in the
 /// clear; shorter ones are gathered with the messages around them.
 const SENDFILE_MIN: usize = 64 * 1024;
 
 /// Why a file is abandoned when it ends before the size it was offered with.
-const SHRANK: &str = "the file shrank while it was being sent";
+pub(crate) const SHRANK: &str = "the file shrank while it was being sent";
 
 /// Zeros, to hash a hole as the bytes it stands for.
 static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
@@ -61,13 +62,16 @@ pub(crate) fn hash_prefix(file: &File, len: u64, ctx: &mut Context) -> std::io::
 
 type Shared<'a> = Mutex<&'a mut (dyn Watch + Send)>;
 
-/// Sends everything in `plan`, then waits for the receiver's summary.
+/// Sends everything in `plan`, then waits for the receiver's summary. `sums` is shared
+/// with the other connections sending the same files (`rcmd cp -H`), which then hash each
+/// file once between them.
 ///
 /// # Errors
 /// The connection failed, or the peer broke the protocol.
 pub async fn send<R, W, In, Out>(
     plan: Plan,
     flags: Flags,
+    sums: Option<&SharedSums>,
     inbound: &mut Inbound<R, In, Out>,
     outbound: &mut Outbound<W, In, Out>,
     watch: &mut (dyn Watch + Send),
@@ -101,7 +105,7 @@ where
         }
     };
     let limit = outbound.stall_limit();
-    let writing = write_all(plan, flags, outbound, &mut answers, &watch);
+    let writing = write_all(plan, flags, sums, outbound, &mut answers, &watch);
     let (mut reading, mut writing) = (std::pin::pin!(reading), std::pin::pin!(writing));
     // While files stream, the receiver may be silent for as long as they take: only a
     // write that makes no progress is a stall (the outbound's own limit).
@@ -123,6 +127,7 @@ where
 async fn write_all<W: AsyncWrite + Unpin, In, Out: Carrier>(
     plan: Plan,
     flags: Flags,
+    sums: Option<&SharedSums>,
     out: &mut Outbound<W, In, Out>,
     answers: &mut mpsc::UnboundedReceiver<Answer>,
     watch: &Shared<'_>,
@@ -145,7 +150,10 @@ async fn write_all<W: AsyncWrite + Unpin, In, Out: Carrier>(
             Item::Other { entry, .. } => out.queue(Transfer::Entry(entry)).await?,
             Item::Up => out.queue(Transfer::Up).await?,
             Item::File { path, shown, entry } => match File::open(&path) {
-                Ok(file) => send_file(&file, &shown, entry, flags, out, answers, watch).await?,
+                Ok(file) => {
+                    let to = Destination { flags, sums, out };
+                    send_file(&file, &shown, entry, to, answers, watch).await?
+                }
                 Err(e) => fail(out, watch, shown, crate::text::io_reason(&e)).await?,
             },
         }
@@ -168,15 +176,22 @@ async fn fail<W: AsyncWrite + Unpin, In, Out: Carrier>(
     .await
 }
 
+/// Where a file goes, and how it is hashed on the way.
+struct Destination<'a, 'o, W, In, Out> {
+    flags: Flags,
+    sums: Option<&'a SharedSums>,
+    out: &'o mut Outbound<W, In, Out>,
+}
+
 async fn send_file<W: AsyncWrite + Unpin, In, Out: Carrier>(
     file: &File,
     shown: &[u8],
     entry: Entry,
-    flags: Flags,
-    out: &mut Outbound<W, In, Out>,
+    to: Destination<'_, '_, W, In, Out>,
     answers: &mut mpsc::UnboundedReceiver<Answer>,
     watch: &Shared<'_>,
 ) -> Result<(), CopyError> {
+    let Destination { flags, sums, out } = to;
     let size = entry.size;
     out.queue(Transfer::Entry(entry)).await?;
     let mut ctx = Context::new(&SHA256);
@@ -211,13 +226,14 @@ async fn send_file<W: AsyncWrite + Unpin, In, Out: Carrier>(
     };
     out.queue(Transfer::Start(start)).await?;
     watch.lock().expect("no panics").file(shown, size, start);
-    let sent = stream(file, start, size, &mut ctx, out, watch).await?;
-    match sent {
-        Ok(()) => {
-            let mut sum = [0u8; 32];
-            sum.copy_from_slice(ctx.finish().as_ref());
-            out.queue(Transfer::Sum(sum)).await?;
-        }
+    // A resumed file's hash starts with the kept prefix: this connection's own.
+    let mut hashing = match sums.filter(|_| start == 0).and_then(|s| s.file(file, size)) {
+        Some(shared) => Hashing::Shared(shared),
+        None => Hashing::Own(ctx, None),
+    };
+    let sent = stream(file, start, size, &mut hashing, out, watch).await?;
+    match sent.and_then(|()| hashing.finish()) {
+        Ok(sum) => out.queue(Transfer::Sum(sum)).await?,
         Err(why) => {
             watch.lock().expect("no panics").failed(shown, &why);
             out.queue(Transfer::Abandon(why)).await?;
@@ -227,13 +243,78 @@ async fn send_file<W: AsyncWrite + Unpin, In, Out: Carrier>(
     Ok(())
 }
 
+/// How the bytes a connection sends are hashed.
+// One per file being sent, on the stack: boxing the larger variant would only add an
+// allocation per file.
+#[allow(clippy::large_enum_variant)]
+enum Hashing {
+    /// By this connection alone, reading into the buffer when the kernel sends the bytes.
+    Own(Context, Option<Vec<u8>>),
+    /// With the other connections sending the same file.
+    Shared(SharedSum),
+}
+
+impl Hashing {
+    /// Hashes `n` bytes at `pos` that the kernel is about to send from `file`, reading
+    /// them only if they must be; how many to send (fewer if the file ended early).
+    fn unread(&mut self, file: &File, pos: u64, n: usize) -> Result<usize, String> {
+        match self {
+            Hashing::Own(ctx, buf) => {
+                let buf = buf.get_or_insert_with(|| vec![0u8; CHUNK]);
+                let got = match file.read_at(&mut buf[..n], pos) {
+                    Ok(0) => return Err(SHRANK.into()),
+                    Ok(got) => got,
+                    Err(e) => return Err(crate::text::io_reason(&e)),
+                };
+                ctx.update(&buf[..got]);
+                Ok(got)
+            }
+            Hashing::Shared(shared) => shared.data(file, pos, n as u64, None).map(|()| n),
+        }
+    }
+
+    /// Hashes `held`, the bytes at `pos` this connection read to send.
+    fn held(&mut self, file: &File, pos: u64, held: &[u8]) -> Result<(), String> {
+        match self {
+            Hashing::Own(ctx, _) => {
+                ctx.update(held);
+                Ok(())
+            }
+            Hashing::Shared(shared) => shared.data(file, pos, held.len() as u64, Some(held)),
+        }
+    }
+
+    /// Hashes a hole of `n` bytes at `pos`.
+    fn zeros(&mut self, file: &File, pos: u64, n: u64) -> Result<(), String> {
+        match self {
+            Hashing::Own(ctx, _) => {
+                hash_zeros(ctx, n);
+                Ok(())
+            }
+            Hashing::Shared(shared) => shared.zeros(file, pos, n),
+        }
+    }
+
+    /// The whole file's SHA-256, once every byte was sent.
+    fn finish(self) -> Result<[u8; 32], String> {
+        match self {
+            Hashing::Own(ctx, _) => {
+                let mut sum = [0u8; 32];
+                sum.copy_from_slice(ctx.finish().as_ref());
+                Ok(sum)
+            }
+            Hashing::Shared(shared) => shared.sum(),
+        }
+    }
+}
+
 /// Streams `file` from `start` to `size`: data as data, holes as holes. The inner error
 /// says why the file itself could not be read to its end.
 async fn stream<W: AsyncWrite + Unpin, In, Out: Carrier>(
     file: &File,
     start: u64,
     size: u64,
-    ctx: &mut Context,
+    hashing: &mut Hashing,
     out: &mut Outbound<W, In, Out>,
     watch: &Shared<'_>,
 ) -> Result<Result<(), String>, CopyError> {
@@ -242,8 +323,6 @@ async fn stream<W: AsyncWrite + Unpin, In, Out: Carrier>(
     let mut pos = start;
     // Where the data run that `pos` is in ends (the next hole).
     let mut data_end = start;
-    // What is read to be hashed, when the kernel sends the bytes.
-    let mut hashed: Option<Vec<u8>> = None;
     while pos < size {
         if pos >= data_end {
             let data_at = match rustix::fs::seek(file.as_fd(), SeekFrom::Data(pos)) {
@@ -253,8 +332,10 @@ async fn stream<W: AsyncWrite + Unpin, In, Out: Carrier>(
             };
             if data_at > pos {
                 let n = data_at - pos;
+                if let Err(why) = hashing.zeros(file, pos, n) {
+                    return Ok(Err(why));
+                }
                 out.queue(Transfer::Hole(n)).await?;
-                hash_zeros(ctx, n);
                 watch.lock().expect("no panics").advance(n);
                 pos = data_at;
                 continue;
@@ -266,15 +347,13 @@ async fn stream<W: AsyncWrite + Unpin, In, Out: Carrier>(
         }
         let want = (data_end - pos).min(chunk as u64) as usize;
         if want >= SENDFILE_MIN && out.can_send_file() {
-            // Read here only to hash: the kernel sends the bytes from the page cache. If
-            // they change in between, the receiver's hash differs and it drops the file.
-            let buf = hashed.get_or_insert_with(|| vec![0u8; chunk]);
-            let n = match file.read_at(&mut buf[..want], pos) {
-                Ok(0) => return Ok(Err(SHRANK.into())),
+            // Read here only to hash, if at all: the kernel sends the bytes from the page
+            // cache. If they change in between, the receiver's hash differs and it drops
+            // the file.
+            let n = match hashing.unread(file, pos, want) {
                 Ok(n) => n,
-                Err(e) => return Ok(Err(crate::text::io_reason(&e))),
+                Err(why) => return Ok(Err(why)),
             };
-            ctx.update(&buf[..n]);
             if !out.file_data(file, pos, n).await? {
                 return Ok(Err(SHRANK.into()));
             }
@@ -290,7 +369,9 @@ async fn stream<W: AsyncWrite + Unpin, In, Out: Carrier>(
             Err(e) => return Ok(Err(crate::text::io_reason(&e))),
         };
         buf.truncate(n);
-        ctx.update(&buf);
+        if let Err(why) = hashing.held(file, pos, &buf) {
+            return Ok(Err(why));
+        }
         out.data(buf.freeze()).await?;
         watch.lock().expect("no panics").advance(n as u64);
         pos += n as u64;

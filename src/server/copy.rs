@@ -61,7 +61,7 @@ pub(super) async fn serve<S: AsyncRead + AsyncWrite>(
                 // Not `with_idle`: a receiver says nothing while a large file streams
                 // to it. The sender bounds the waits on it by the stall limit instead.
                 let mut inbound = inbound;
-                sender::send(plan, flags, &mut inbound, &mut outbound, &mut log).await
+                sender::send(plan, flags, None, &mut inbound, &mut outbound, &mut log).await
             }
             other => Err(CopyError::Refused(format!(
                 "{other:?} before a copy request"

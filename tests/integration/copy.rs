@@ -695,6 +695,88 @@ async fn twenty_hosts_take_an_upload_and_give_downloads_into_their_own_dirs() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_hosts_sharing_one_hash_per_file_each_get_every_byte() {
+    // Files of a MiB and more are hashed once for all hosts, by whichever connection is
+    // furthest along: in the clear each piece is sent by the kernel and read, if at all,
+    // only to hash it; under TLS each connection reads its own and one of them hashes it.
+    // Every host must get the same whole files, holes as holes, and none a wrong sum.
+    let identity = rcmd::Identity::generate("rcmd test").unwrap();
+    let tls = std::sync::Arc::new(rcmd::ServerTls::new(&identity, Vec::new(), false).unwrap());
+    let token = "shared-hash-test-token";
+    let dirs = std::sync::Mutex::new(std::collections::HashMap::new());
+    let workdir = |ip: std::net::Ipv4Addr| -> PathBuf {
+        let mut dirs = dirs.lock().unwrap();
+        let dir = dirs
+            .entry(ip)
+            .or_insert_with(|| tempfile::tempdir().unwrap());
+        dir.path().to_path_buf()
+    };
+    let (plain_port, plain) = start_servers_on_one_port(4, |ip| ServerConfig {
+        workdir: Some(workdir(ip)),
+        ..ServerConfig::new(Protocol::Framed)
+    })
+    .await;
+    let (tls_port, over_tls) = start_servers_on_one_port(4, |ip| ServerConfig {
+        workdir: Some(workdir(ip)),
+        tls: Some(std::sync::Arc::clone(&tls)),
+        token: Some(rcmd::Token::new(token.as_bytes()).unwrap()),
+        ..ServerConfig::new(Protocol::Framed)
+    })
+    .await;
+
+    let local = tempfile::tempdir().unwrap();
+    let tree = local.path().join("tree");
+    std::fs::create_dir(&tree).unwrap();
+    // Byte i is i % 251 (no piece repeats at a power of two), in a file of 3 MiB and 7.
+    let cycle = (0..=250u8).collect::<Vec<u8>>();
+    let mut big = cycle.repeat((3 << 20) / 251 + 1);
+    big.truncate((3 << 20) + 7);
+    std::fs::write(tree.join("big"), &big).unwrap();
+    // A MiB of data, a 5 MiB hole, a MiB and 3 of data.
+    let sparse = std::fs::File::create(tree.join("sparse")).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&sparse, &big[..1 << 20], 0).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&sparse, &big[5..(1 << 20) + 8], 6 << 20).unwrap();
+    drop(sparse);
+    std::fs::write(tree.join("small"), b"under a MiB: hashed by each").unwrap();
+    let expected: Vec<(&str, Vec<u8>)> = ["big", "sparse", "small"]
+        .into_iter()
+        .map(|name| (name, std::fs::read(tree.join(name)).unwrap()))
+        .collect();
+
+    let fingerprint = identity.fingerprint().to_string();
+    for (port, addrs, secure) in [(plain_port, &plain, false), (tls_port, &over_tls, true)] {
+        let hosts: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
+        let hosts = hosts.join(",");
+        let port = port.to_string();
+        let mut args = vec!["cp", "-r", "-P", &port, "-H", &hosts];
+        if secure {
+            args.extend(["--fingerprint", &fingerprint]);
+        } else {
+            args.push("--plaintext");
+        }
+        args.extend([tree.to_str().unwrap(), ":"]);
+        let run = common::run_env(common::rcmd_bin(), &args, b"", &[("RCMD_TOKEN", token)]).await;
+        run.expect_code(0);
+        for ip in addrs.iter() {
+            let at = workdir(*ip).join("tree");
+            for (name, bytes) in &expected {
+                let got = std::fs::read(at.join(name)).unwrap();
+                assert!(
+                    got == *bytes,
+                    "{name} on {ip} (TLS: {secure}) differs\n{run}"
+                );
+            }
+            // The hole arrived as a hole: fewer blocks than the file's length.
+            let meta = std::fs::metadata(at.join("sparse")).unwrap();
+            assert!(
+                meta.blocks() * 512 < meta.len(),
+                "no hole on {ip} (TLS: {secure})"
+            );
+        }
+    }
+}
+
 /// A client of our own making, past the hello with an in-process server that needs no
 /// token: for copies that misbehave as rcmd's own client never does.
 async fn hand_made_client(

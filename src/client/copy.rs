@@ -79,7 +79,9 @@ async fn transfer(
                     sources: sources.clone(),
                 })
                 .await?;
-            receiver::receive(dest, flags, &mut inbound, &mut outbound, watch).await?
+            // The server may send only what was asked for, not names of its choosing.
+            let asked = crate::copy::plan::asked_names(sources);
+            receiver::receive(dest, flags, asked, &mut inbound, &mut outbound, watch).await?
         }
     };
     let _ = outbound.close().await;

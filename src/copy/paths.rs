@@ -56,10 +56,24 @@ pub struct Dir(Arc<OwnedFd>);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Existing {
     Nothing,
-    File { size: u64, mtime: i64 },
+    File {
+        size: u64,
+        mtime: i64,
+        /// Who owns it and its permissions: what replacing it keeps, as scp, which writes
+        /// into the file it finds.
+        owner: Owner,
+    },
     Dir,
     Link,
     Other,
+}
+
+/// A file's owner, group and permission bits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Owner {
+    pub uid: u32,
+    pub gid: u32,
+    pub mode: u32,
 }
 
 fn io_at(e: rustix::io::Errno) -> io::Error {
@@ -97,6 +111,14 @@ impl Dir {
             Err(rustix::io::Errno::NOENT) => Ok(Existing::Nothing),
             Err(e) => Err(io_at(e)),
         }
+    }
+
+    /// Whether this process may write to the file `name` (as `access(2)` says, by its
+    /// effective ids): scp opens the file it replaces for writing, and so fails on one it
+    /// may not write, where a rename would replace it all the same.
+    pub fn writable(&self, name: &OsStr) -> bool {
+        use rustix::fs::Access;
+        rustix::fs::accessat(&*self.0, name, Access::WRITE_OK, AtFlags::EACCESS).is_ok()
     }
 
     /// The directory `name` in this one, made (with mode 0700 until its own is set) if
@@ -254,11 +276,27 @@ pub fn set_meta(fd: impl AsFd, mode: Option<u32>, times: Option<(i64, i64)>) -> 
     Ok(())
 }
 
+/// Gives the open file `fd` the owner and group of the file it replaces, as far as this
+/// process may: all of it as root, the group where the user is in it, else nothing (the
+/// file is then this user's, as a file rsync replaces).
+pub fn keep_owner(fd: impl AsFd, owner: Owner) {
+    use rustix::fs::{Gid, Uid};
+    let (uid, gid) = (Uid::from_raw(owner.uid), Gid::from_raw(owner.gid));
+    if rustix::fs::fchown(&fd, Some(uid), Some(gid)).is_err() {
+        let _not_a_member = rustix::fs::fchown(&fd, None, Some(gid));
+    }
+}
+
 fn classify(st: &Stat) -> Existing {
     match FileType::from_raw_mode(st.st_mode) {
         FileType::RegularFile => Existing::File {
             size: st.st_size as u64,
             mtime: st.st_mtime,
+            owner: Owner {
+                uid: st.st_uid,
+                gid: st.st_gid,
+                mode: st.st_mode & 0o7777,
+            },
         },
         FileType::Directory => Existing::Dir,
         FileType::Symlink => Existing::Link,

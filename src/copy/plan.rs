@@ -157,6 +157,47 @@ fn top_name(source: &Path) -> Option<std::ffi::OsString> {
     }
 }
 
+/// The names a download of `sources` may bring at its top level, as [`top_name`] names
+/// what the sending side offers: each source's last component (a glob where it is one).
+/// `None` when any source ends in `.`, `..` or `/`, whose names only the sender knows.
+///
+/// A receiver checks every top-level name against these, as scp has since OpenSSH 8.0
+/// (CVE-2019-6111): a hostile server must not choose what lands in the user's directory,
+/// `.bashrc` for `a.txt`. Inside a directory copied with `-r` the names are the sender's.
+pub fn asked_names(sources: &[impl AsRef<[u8]>]) -> Option<Vec<Vec<u8>>> {
+    sources
+        .iter()
+        .map(|s| {
+            match Path::new(OsStr::from_bytes(s.as_ref()))
+                .components()
+                .next_back()
+            {
+                Some(std::path::Component::Normal(n)) => Some(n.as_bytes().to_vec()),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+/// Whether `name` is one of `asked` ([`asked_names`]): the same bytes, or a match of it
+/// as a glob, as the sending side's glob(3) matches (a leading dot only by a dot).
+pub fn was_asked(asked: &[Vec<u8>], name: &[u8]) -> bool {
+    asked
+        .iter()
+        .any(|pattern| pattern == name || fnmatch(pattern, name))
+}
+
+fn fnmatch(pattern: &[u8], name: &[u8]) -> bool {
+    let (Ok(p), Ok(n)) = (
+        std::ffi::CString::new(pattern),
+        std::ffi::CString::new(name),
+    ) else {
+        return false;
+    };
+    // SAFETY: fnmatch only reads the two NUL-terminated strings, which we own.
+    unsafe { libc::fnmatch(p.as_ptr(), n.as_ptr(), libc::FNM_PERIOD) == 0 }
+}
+
 /// The paths `pattern` names on this side: its glob matches (as a shell expands them,
 /// `*`, `?`, `[...]`), or the pattern itself when nothing matches, so a missing file is
 /// reported as missing. A relative pattern is taken from `base`.
@@ -212,6 +253,36 @@ pub fn expand(pattern: &[u8], base: Option<&Path>) -> Vec<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_download_accepts_only_the_names_it_asked_for() {
+        let asked = asked_names(&[&b"logs/app.log"[..], b"/etc/*.conf", b"dir/", b"a[1]"])
+            .expect("every source has a last name");
+        assert_eq!(asked[0], b"app.log");
+        assert_eq!(asked[2], b"dir");
+        for name in [&b"app.log"[..], b"x.conf", b"dir", b"a[1]", b"a1"] {
+            assert!(was_asked(&asked, name), "{}", String::from_utf8_lossy(name));
+        }
+        // What a hostile server would send instead; a glob's * does not match a leading
+        // dot, as the glob that expanded it on the other side did not.
+        for name in [
+            &b".bashrc"[..],
+            b"app.log.bak",
+            b".x.conf",
+            b"x.conf/",
+            b"dirt",
+        ] {
+            assert!(
+                !was_asked(&asked, name),
+                "{}",
+                String::from_utf8_lossy(name)
+            );
+        }
+        // Names only the sender can know: any name goes.
+        assert!(asked_names(&[&b"logs/app.log"[..], b"."]).is_none());
+        assert!(asked_names(&[&b"a/.."[..]]).is_none());
+        assert!(asked_names(&[&b"/"[..]]).is_none());
+    }
 
     #[test]
     fn globs_expand_relative_to_the_base_and_misses_stay_literal() {

@@ -13,7 +13,7 @@ use ring::digest::{Context, SHA256};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::link::{Carrier, Inbound, Outbound};
-use super::paths::{self, check_name, Dir, Existing};
+use super::paths::{self, check_name, Dir, Existing, Owner};
 use super::sender::{hash_prefix, hash_zeros};
 use super::{join, CopyError, Flags, Summary, Watch};
 use crate::wire::transfer::{Answer, Entry, Kind, Transfer};
@@ -74,6 +74,9 @@ struct Incoming {
     tail_hole: bool,
     /// Keep the temporary file if this is cut short (`--partial`).
     keep: bool,
+    /// The file this one replaces: its owner, group and (without `-p`) permissions are
+    /// kept.
+    replacing: Option<Owner>,
 }
 
 impl Drop for Incoming {
@@ -98,6 +101,8 @@ struct Receiver<'a> {
     umask: u32,
     root: Option<Result<Root, ()>>,
     tops: u64,
+    /// The top-level names the receiving user asked for (a download); `None` takes any.
+    asked: Option<Vec<Vec<u8>>>,
     stack: Vec<Level>,
     current: Current,
     summary: Summary,
@@ -128,7 +133,9 @@ pub(crate) fn describe(t: &Transfer) -> String {
     format!("unexpected {name}")
 }
 
-/// Receives into `dest` until the sender's end, and answers with the summary.
+/// Receives into `dest` until the sender's end, and answers with the summary. Top-level
+/// entries not named in `asked` ([`plan::asked_names`](super::plan::asked_names)) are
+/// refused.
 ///
 /// # Errors
 /// The connection failed or the sender broke the protocol; what was written stays, and
@@ -136,6 +143,7 @@ pub(crate) fn describe(t: &Transfer) -> String {
 pub async fn receive<R, W, In, Out>(
     dest: &Path,
     flags: Flags,
+    asked: Option<Vec<Vec<u8>>>,
     inbound: &mut Inbound<R, In, Out>,
     outbound: &mut Outbound<W, In, Out>,
     watch: &mut (dyn Watch + Send),
@@ -152,6 +160,7 @@ where
         umask: paths::umask(),
         root: None,
         tops: 0,
+        asked,
         stack: Vec::new(),
         current: Current::None,
         summary: Summary::default(),
@@ -324,10 +333,17 @@ impl Receiver<'_> {
             )));
         }
         self.tops += 1;
+        let asked = |name: &[u8]| match &self.asked {
+            Some(asked) if !super::plan::was_asked(asked, name) => Err(Ok(
+                "refused from the peer: not a name that was asked for".to_string(),
+            )),
+            _ => Ok(()),
+        };
         let dest = self.dest.as_os_str().as_bytes();
         match &self.root {
             Some(Ok(Root::Into(dir))) => {
                 let checked = check_name(name).map_err(Ok)?;
+                asked(name)?;
                 Ok(Some((
                     dir.clone(),
                     checked.to_os_string(),
@@ -337,7 +353,10 @@ impl Receiver<'_> {
             Some(Ok(Root::As {
                 parent,
                 name: as_name,
-            })) if self.tops == 1 => Ok(Some((parent.clone(), as_name.clone(), dest.to_vec()))),
+            })) if self.tops == 1 => {
+                asked(name)?;
+                Ok(Some((parent.clone(), as_name.clone(), dest.to_vec())))
+            }
             Some(Ok(Root::As { .. })) => Err(Err(CopyError::Refused(
                 "more entries than the total said, for a destination that is not a directory"
                     .into(),
@@ -441,11 +460,12 @@ impl Receiver<'_> {
         out: &mut Outbound<W, In, Out>,
     ) -> Result<(), CopyError> {
         let mut new_target = false;
+        let mut replacing = None;
         let why = match dir.existing(&name) {
             Ok(Existing::Link) => Some("a symbolic link is in the way; not replacing it".into()),
             Ok(Existing::Dir) => Some("is a directory".into()),
             Ok(Existing::Other) => Some("exists and is not a regular file".into()),
-            Ok(Existing::File { size, mtime })
+            Ok(Existing::File { size, mtime, .. })
                 if self.flags.update && size == e.size && mtime == e.mtime =>
             {
                 self.summary.skipped += 1;
@@ -458,7 +478,15 @@ impl Receiver<'_> {
                 new_target = true;
                 None
             }
-            Ok(_) => None,
+            // A rename would replace a file this user may not write; scp, which writes
+            // into it, fails there, and so does this.
+            Ok(Existing::File { .. }) if !dir.writable(&name) => {
+                Some("permission denied: the file here is not writable; not replacing it".into())
+            }
+            Ok(Existing::File { owner, .. }) => {
+                replacing = Some(owner);
+                None
+            }
             Err(err) => Some(crate::text::io_reason(&err)),
         };
         let opened = match why {
@@ -499,6 +527,7 @@ impl Receiver<'_> {
             empty,
             tail_hole: false,
             keep: self.flags.partial,
+            replacing,
         }));
         Ok(())
     }
@@ -552,7 +581,20 @@ impl Receiver<'_> {
         if f.tail_hole {
             f.file.set_len(e.size).map_err(io)?;
         }
-        let mode = self.mode(e.mode);
+        let mode = match f.replacing {
+            Some(old) => {
+                // Before the mode: a change of owner clears set-user-ID bits that -p sets.
+                paths::keep_owner(&f.file, old);
+                if self.flags.preserve {
+                    self.mode(e.mode)
+                } else {
+                    // Its permissions, without the set-ID bits, which were given to other
+                    // contents.
+                    old.mode & 0o1777
+                }
+            }
+            None => self.mode(e.mode),
+        };
         let times = self.flags.preserve.then_some((e.atime, e.mtime));
         paths::set_meta(&f.file, Some(mode), times).map_err(io)?;
         if let Staging::Unnamed = f.staging {

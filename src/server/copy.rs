@@ -49,7 +49,7 @@ pub(super) async fn serve<S: AsyncRead + AsyncWrite>(
                 let dest = within(base.as_deref(), OsStr::from_bytes(&dest));
                 info!(%peer, dest = %printable(dest.as_os_str().as_bytes()), "copy: receiving");
                 let mut inbound = inbound.with_idle(config.limits.idle_timeout);
-                receiver::receive(&dest, flags, &mut inbound, &mut outbound, &mut log).await
+                receiver::receive(&dest, flags, None, &mut inbound, &mut outbound, &mut log).await
             }
             Transfer::Get { flags, sources } => {
                 let paths: Vec<PathBuf> = sources

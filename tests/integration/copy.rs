@@ -508,7 +508,8 @@ async fn hostile_names_from_a_peer_write_nothing_outside() {
     msgs.extend(body(b"good"));
     msgs.push(Transfer::Finish);
     let port = hostile_server(msgs).await;
-    let run = cp(port, &[os("-r"), os("127.0.0.1:x"), dest.as_os_str()]).await;
+    // Asked for everything without a leading dot: the names are the ones to refuse.
+    let run = cp(port, &[os("-r"), os("127.0.0.1:*"), dest.as_os_str()]).await;
     run.expect_code(1);
     let err = run.stderr_str();
     for want in [
@@ -526,6 +527,140 @@ async fn hostile_names_from_a_peer_write_nothing_outside() {
     assert!(!root.path().join("escaped").exists());
     assert!(!Path::new("/tmp/absolute").exists());
     assert_eq!(std::fs::read(dest.join("fine")).unwrap(), b"good");
+}
+
+/// A download takes only the names it asked for, as scp has since OpenSSH 8.0
+/// (CVE-2019-6111): a server answering `a.txt` with `.bashrc` must not be able to choose
+/// what lands in the user's directory, even inside it.
+#[tokio::test]
+async fn a_server_cannot_choose_the_names_of_what_is_downloaded() {
+    let dest = tempfile::tempdir().unwrap();
+    let mut msgs = vec![Transfer::Total {
+        top: 3,
+        files: 3,
+        bytes: 12,
+    }];
+    for name in [&b".bashrc"[..], b"a.txt", b"b.log"] {
+        msgs.push(entry(Kind::File, name, 4));
+        msgs.extend(body(b"data"));
+    }
+    msgs.push(Transfer::Finish);
+    let port = hostile_server(msgs.clone()).await;
+    let run = cp(port, &[os("127.0.0.1:a.txt"), dest.path().as_os_str()]).await;
+    run.expect_code(1);
+    assert!(
+        run.stderr_str()
+            .contains(".bashrc: refused from the peer: not a name that was asked for"),
+        "{run}"
+    );
+    assert!(!dest.path().join(".bashrc").exists());
+    assert!(!dest.path().join("b.log").exists());
+    assert_eq!(std::fs::read(dest.path().join("a.txt")).unwrap(), b"data");
+
+    // A glob takes what it matches, and its * no name with a leading dot, as the glob
+    // that the server expanded.
+    let dest = tempfile::tempdir().unwrap();
+    let port = hostile_server(msgs).await;
+    let run = cp(port, &[os("127.0.0.1:*.txt"), dest.path().as_os_str()]).await;
+    run.expect_code(1);
+    let names: Vec<_> = std::fs::read_dir(dest.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["a.txt"], "{run}");
+}
+
+/// Copying onto a file that is there keeps what scp keeps, which writes into it: its
+/// owner, group and permissions (unless -p gives the sender's). The name gets a new file,
+/// as with rsync, so another hard link to the old one keeps the old contents. A file the
+/// user may not write is not replaced, as scp fails to open it.
+#[tokio::test]
+async fn a_replaced_file_keeps_its_owner_and_mode_and_a_read_only_one_is_left() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 || !Path::new("/usr/bin/setpriv").exists() {
+        println!("skipped: needs root (chown) and setpriv (another user)");
+        return;
+    }
+    const NOBODY: u32 = 65534;
+    let remote = tempfile::tempdir().unwrap();
+    let local = tempfile::tempdir().unwrap();
+    let addr = server_in(remote.path()).await;
+    let kept = remote.path().join("kept");
+    std::fs::write(&kept, b"old").unwrap();
+    std::os::unix::fs::chown(&kept, Some(NOBODY), Some(NOBODY)).unwrap();
+    std::fs::set_permissions(&kept, std::fs::Permissions::from_mode(0o640)).unwrap();
+    std::fs::hard_link(&kept, remote.path().join("kept.link")).unwrap();
+    let src = local.path().join("kept");
+    std::fs::write(&src, b"new contents").unwrap();
+    std::fs::set_permissions(&src, std::fs::Permissions::from_mode(0o755)).unwrap();
+    cp(addr.port(), &[src.as_os_str(), os("127.0.0.1:kept")])
+        .await
+        .expect_code(0);
+    let meta = std::fs::metadata(&kept).unwrap();
+    assert_eq!(std::fs::read(&kept).unwrap(), b"new contents");
+    assert_eq!(
+        (meta.mode() & 0o7777, meta.uid(), meta.gid()),
+        (0o640, NOBODY, NOBODY)
+    );
+    assert_eq!(
+        std::fs::read(remote.path().join("kept.link")).unwrap(),
+        b"old"
+    );
+    // With -p the sender's mode; the owner is still the one that was there.
+    cp(
+        addr.port(),
+        &[os("-p"), src.as_os_str(), os("127.0.0.1:kept")],
+    )
+    .await
+    .expect_code(0);
+    let meta = std::fs::metadata(&kept).unwrap();
+    assert_eq!((meta.mode() & 0o7777, meta.uid()), (0o755, NOBODY));
+
+    // A user's own read-only file, downloaded onto by that user: refused, left as it
+    // was. A writable one beside it is replaced.
+    let theirs = tempfile::tempdir().unwrap();
+    for name in ["read-only", "writable"] {
+        let f = theirs.path().join(name);
+        std::fs::write(&f, b"theirs").unwrap();
+        std::os::unix::fs::chown(&f, Some(NOBODY), Some(NOBODY)).unwrap();
+        let mode = if name == "writable" { 0o644 } else { 0o444 };
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(mode)).unwrap();
+        std::fs::write(remote.path().join(name), b"from the server").unwrap();
+    }
+    let home = theirs.path().join("home");
+    std::fs::create_dir(&home).unwrap();
+    for d in [theirs.path(), home.as_path()] {
+        std::os::unix::fs::chown(d, Some(NOBODY), Some(NOBODY)).unwrap();
+    }
+    let port = addr.port().to_string();
+    let rcmd_home = home.join("rcmd");
+    let args = [
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "--",
+        common::rcmd_bin(),
+        "cp",
+        "--plaintext",
+        "-P",
+        &port,
+        "127.0.0.1:read-only",
+        "127.0.0.1:writable",
+        theirs.path().to_str().unwrap(),
+    ];
+    let env = [
+        ("HOME", home.to_str().unwrap()),
+        ("RCMD_HOME", rcmd_home.to_str().unwrap()),
+    ];
+    let run = common::run_env("setpriv", &args, b"", &env).await;
+    run.expect_code(1);
+    assert!(
+        run.stderr_str().contains("read-only: permission denied"),
+        "{run}"
+    );
+    let read = |name: &str| std::fs::read(theirs.path().join(name)).unwrap();
+    assert_eq!(read("read-only"), b"theirs");
+    assert_eq!(read("writable"), b"from the server");
 }
 
 /// A file whose last bytes are a hole ends as long as it was offered, even when empty
@@ -559,7 +694,7 @@ async fn a_file_ending_in_a_hole_is_as_long_as_offered_whatever_follows_the_hole
     let port = hostile_server(msgs).await;
     let run = cp(
         port,
-        &[os("-r"), os("127.0.0.1:x"), dest.path().as_os_str()],
+        &[os("-r"), os("127.0.0.1:f*"), dest.path().as_os_str()],
     )
     .await;
     run.expect_code(0);

@@ -14,7 +14,7 @@ use tokio::net::TcpStream;
 use super::fanout::FANOUT_CONNECT_TIMEOUT;
 use super::tls::ClientTlsArgs;
 use super::token::TokenArgs;
-use super::{init_logging, seconds, Failure, WireArgs};
+use super::{init_logging, seconds, Failure, FramedWireArgs};
 use crate::client::copy::{Direction, Request};
 use crate::client::{ClientConfig, ClientError, Output};
 use crate::copy::{progress, Flags, Watch};
@@ -75,7 +75,7 @@ pub(super) struct CpArgs {
     connect_timeout: Option<Duration>,
 
     #[command(flatten)]
-    wire: WireArgs,
+    wire: FramedWireArgs,
 
     #[command(flatten)]
     token: TokenArgs,

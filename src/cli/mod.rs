@@ -98,6 +98,42 @@ struct WireArgs {
     recv_size: Option<usize>,
 }
 
+/// The wire options of a command that speaks only the framed protocol (`rcmd cp`): the
+/// tutorial modes carry command lines and nothing else, so they are not offered.
+#[derive(Debug, Clone, Args)]
+struct FramedWireArgs {
+    /// Length header as a Python struct format for one integer, e.g. !I <H q i
+    /// [default: !I]
+    #[arg(long, value_name = "FMT")]
+    header: Option<HeaderFormat>,
+
+    /// Largest frame accepted from the peer, in bytes, 1024 to 4294967295
+    /// [default: 1048576]
+    #[arg(long, value_name = "BYTES",
+          value_parser = Whole { min: 1024, max: u32::MAX.into() }.map(|v| v as usize))]
+    max_frame: Option<usize>,
+}
+
+impl FramedWireArgs {
+    fn wire(&self) -> Wire {
+        let framed = WireArgs {
+            protocol: Some(Protocol::Framed),
+            naive: false,
+            header: self.header,
+            max_frame: self.max_frame,
+            recv_size: None,
+        };
+        framed.wire()
+    }
+
+    /// A settings file's header and frame limit, where the command line gave none (its
+    /// wire mode is for `rcmd client`).
+    fn default_to(&mut self, s: &crate::settings::HostSettings) {
+        self.header = self.header.or(s.header);
+        self.max_frame = self.max_frame.or(s.max_frame);
+    }
+}
+
 impl WireArgs {
     fn wire(&self) -> Wire {
         let protocol = if self.naive {

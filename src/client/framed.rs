@@ -392,7 +392,15 @@ async fn handshake<S: AsyncRead + AsyncWrite>(
         Some(Ok(other)) => Err(ClientError::Server(format!(
             "expected a hello, got {other:?}"
         ))),
-        Some(Err(e)) => Err(e.into()),
+        // No other mode's reply either: most often the two ends frame with different
+        // --header formats, and the frame read here is nonsense ("empty frame").
+        Some(Err(e)) => Err(ClientError::Usage(format!(
+            "the server's answer to the hello is not a message this client can read ({e}). \
+             The likely cause is different --header formats on the two ends: this client \
+             uses a {}-byte '{}' header, and rcmd's default is !I",
+            wire.header.size(),
+            wire.header
+        ))),
         None => Err(ClientError::Closed { unanswered: 0 }),
     }
 }

@@ -146,3 +146,25 @@ async fn client_help_says_host_may_be_an_alias_or_user_at_host() {
         assert!(host.contains(words), "{words:?} not in {host}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cp_offers_only_the_wire_options_a_copy_can_use() {
+    // A copy speaks the framed protocol only: the tutorial modes' options were listed,
+    // then refused after connecting.
+    let r = rcmd(&["cp", "--help"], b"").await;
+    r.expect_code(0);
+    let page = r.stdout_str();
+    for gone in ["--protocol", "--naive", "--recv-size"] {
+        assert!(!page.contains(gone), "{gone} in\n{page}");
+    }
+    for kept in ["--header <FMT>", "--max-frame <BYTES>"] {
+        assert!(page.contains(kept), "no {kept} in\n{page}");
+    }
+    // Refused by the parser, before any connection (nothing listens on this port).
+    let r = rcmd(&["cp", "--naive", "/etc/hostname", "127.0.0.1:x"], b"").await;
+    r.expect_code(255);
+    assert!(
+        r.stderr_str().contains("unexpected argument '--naive'"),
+        "{r}"
+    );
+}

@@ -311,3 +311,37 @@ async fn naive_client_names_classic_when_the_header_arrives_alone() {
     assert!(r.stderr_str().contains("try --protocol classic"), "{r}");
     server.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_with_another_header_than_the_server_is_told_so() {
+    // The server frames with !I; this client reads its answer with <H and finds an empty
+    // frame. It used to say only "protocol error: malformed message: empty frame".
+    let addr = start_server(common::framed()).await.to_string();
+    for args in [
+        vec![
+            "client",
+            "--plaintext",
+            "--header",
+            "<H",
+            &addr,
+            "--",
+            "true",
+        ],
+        vec![
+            "cp",
+            "--plaintext",
+            "--header",
+            "<H",
+            "-P",
+            addr.rsplit(':').next().unwrap(),
+            "/etc/hostname",
+            "127.0.0.1:x",
+        ],
+    ] {
+        let r = rcmd(&args, b"").await;
+        r.expect_code(255);
+        let err = r.stderr_str();
+        assert!(err.contains("different --header formats"), "{r}");
+        assert!(err.contains("2-byte '<H' header"), "{r}");
+    }
+}

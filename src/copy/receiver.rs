@@ -597,12 +597,10 @@ impl Receiver<'_> {
         };
         let times = self.flags.preserve.then_some((e.atime, e.mtime));
         paths::set_meta(&f.file, Some(mode), times).map_err(io)?;
+        let mut linked = false;
         if let Staging::Unnamed = f.staging {
             match f.dir.link_unnamed(&f.file, &f.name) {
-                Ok(()) => {
-                    f.keep = true;
-                    return Ok(());
-                }
+                Ok(()) => linked = true,
                 // Something appeared at the name since it was looked at: replace it as a
                 // named file would, through a hidden name and a rename.
                 Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
@@ -614,11 +612,16 @@ impl Receiver<'_> {
                 Err(err) => return Err(io(err)),
             }
         }
-        if let Staging::Named(temp) = &f.staging {
+        if let (false, Staging::Named(temp)) = (linked, &f.staging) {
             f.dir.rename(temp, &f.name).map_err(io)?;
         }
         // In place: nothing left to remove.
         f.keep = true;
+        if !self.flags.partial {
+            // What a cut `--partial` copy of this file kept is of no use now that it is
+            // whole (with --partial the kept file was this one, renamed into place).
+            f.dir.remove(&paths::temp_name(&f.name, true));
+        }
         Ok(())
     }
 

@@ -391,6 +391,24 @@ async fn a_cut_transfer_never_leaves_half_a_file_and_partial_resumes_it() {
         passed < data.len() as u64 * 3 / 4,
         "resumed, yet {passed} bytes were sent"
     );
+    // Cut again with --partial, then copied whole without it: what was kept goes too,
+    // rather than lie beside the file for ever.
+    std::fs::write(&target, b"the old file").unwrap();
+    let (port, _) = proxy(addr, Some(data.len() as u64 / 2)).await;
+    cp(
+        port,
+        &[os("--partial"), src.as_os_str(), os("127.0.0.1:big")],
+    )
+    .await;
+    wait_until("the cut file is kept", || {
+        std::fs::metadata(&kept).is_ok_and(|m| m.len() > 1_000_000)
+    })
+    .await;
+    cp(addr.port(), &[src.as_os_str(), os("127.0.0.1:big")])
+        .await
+        .expect_code(0);
+    assert!(std::fs::read(&target).unwrap() == data, "the copy differs");
+    assert!(!kept.exists(), "a whole copy left what --partial kept");
 }
 
 #[tokio::test]

@@ -65,6 +65,8 @@ pub enum Existing {
     },
     Dir,
     Link,
+    /// A character device, such as /dev/null.
+    Device,
     Other,
 }
 
@@ -171,6 +173,21 @@ impl Dir {
         // that may have been there before needs looking at.
         if !fresh && !file.metadata()?.is_file() {
             return Err(io::Error::other("not a regular file"));
+        }
+        Ok(file)
+    }
+
+    /// The character device `name` (such as /dev/null), opened to be written in place.
+    ///
+    /// # Errors
+    /// It cannot be opened for writing, or is no longer a character device.
+    pub fn open_device(&self, name: &OsStr) -> io::Result<File> {
+        let flags = OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let file =
+            File::from(rustix::fs::openat(&*self.0, name, flags, Mode::empty()).map_err(io_at)?);
+        use std::os::unix::fs::FileTypeExt;
+        if !file.metadata()?.file_type().is_char_device() {
+            return Err(io::Error::other("not a character device"));
         }
         Ok(file)
     }
@@ -300,6 +317,7 @@ fn classify(st: &Stat) -> Existing {
         },
         FileType::Directory => Existing::Dir,
         FileType::Symlink => Existing::Link,
+        FileType::CharacterDevice => Existing::Device,
         _ => Existing::Other,
     }
 }

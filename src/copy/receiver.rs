@@ -50,6 +50,9 @@ enum Staging {
     /// change per file rather than a create and a rename, which many small files feel,
     /// and nothing to clean up when a transfer is cut.
     Unnamed,
+    /// The character device the user named as the destination (`rcmd cp host:f
+    /// /dev/null`, as with scp): written in place; nothing is made, renamed or changed.
+    Device,
 }
 
 /// A file being received.
@@ -461,10 +464,19 @@ impl Receiver<'_> {
     ) -> Result<(), CopyError> {
         let mut new_target = false;
         let mut replacing = None;
+        let mut device = false;
+        // The destination the user named, not a name inside a tree the peer chose.
+        let named = self.stack.is_empty() && matches!(self.root, Some(Ok(Root::As { .. })));
         let why = match dir.existing(&name) {
             Ok(Existing::Link) => Some("a symbolic link is in the way; not replacing it".into()),
             Ok(Existing::Dir) => Some("is a directory".into()),
-            Ok(Existing::Other) => Some("exists and is not a regular file".into()),
+            Ok(Existing::Device) if named => {
+                device = true;
+                None
+            }
+            Ok(Existing::Device | Existing::Other) => {
+                Some("exists and is not a regular file".into())
+            }
             Ok(Existing::File { size, mtime, .. })
                 if self.flags.update && size == e.size && mtime == e.mtime =>
             {
@@ -491,6 +503,10 @@ impl Receiver<'_> {
         };
         let opened = match why {
             Some(why) => Err(why),
+            None if device => dir
+                .open_device(&name)
+                .map(|f| (Staging::Device, f, true, 0, Context::new(&SHA256)))
+                .map_err(|e| crate::text::io_reason(&e)),
             None => self
                 .open_staging(&dir, &name, new_target)
                 .map_err(|e| crate::text::io_reason(&e)),
@@ -575,6 +591,11 @@ impl Receiver<'_> {
             );
         }
         let io = |e: std::io::Error| crate::text::io_reason(&e);
+        if let Staging::Device = f.staging {
+            // Written in place, as it came: nothing to extend, set or put anywhere.
+            f.keep = true;
+            return Ok(());
+        }
         // Every other way of ending leaves the file exactly `size` long already (its data
         // ends at `received`, and a resumed file was kept `have` long): one syscall fewer
         // per file, which many small files feel.

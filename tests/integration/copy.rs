@@ -547,6 +547,62 @@ async fn hostile_names_from_a_peer_write_nothing_outside() {
     assert_eq!(std::fs::read(dest.join("fine")).unwrap(), b"good");
 }
 
+/// `scp host:f /dev/null` (and to /dev/null on the host) is how many test a link: the
+/// device named as the destination is written into, never replaced, as scp writes into it.
+/// A device where a file would go under the sender's name is still no place for it. On a
+/// null device of the test's own (`mknod c 1 3`), so no mistake can touch /dev/null.
+#[tokio::test]
+async fn a_copy_to_a_null_device_writes_into_it_and_leaves_it_a_device() {
+    use std::os::unix::fs::FileTypeExt;
+    let devices = tempfile::tempdir().unwrap();
+    let null = devices.path().join("null");
+    let made = std::process::Command::new("mknod")
+        .args([null.as_os_str(), os("c"), os("1"), os("3")])
+        .status();
+    if !made.is_ok_and(|s| s.success()) {
+        println!("skipped: mknod cannot make a device here (it needs root)");
+        return;
+    }
+    let local = tempfile::tempdir().unwrap();
+    let remote = tempfile::tempdir().unwrap();
+    let addr = server_in(remote.path()).await;
+    // Data, then a hole at the end: both go into the device as they would into a file.
+    let f = local.path().join("f");
+    std::fs::write(&f, vec![5u8; 300_000]).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&f)
+        .unwrap()
+        .set_len(5 << 20)
+        .unwrap();
+    std::fs::copy(&f, remote.path().join("f")).unwrap();
+    let is_device = || {
+        std::fs::metadata(&null)
+            .unwrap()
+            .file_type()
+            .is_char_device()
+    };
+    let remote_null = format!("127.0.0.1:{}", null.display());
+    for (from, to) in [
+        (os("127.0.0.1:f"), null.as_os_str()),
+        (f.as_os_str(), os(&remote_null)),
+    ] {
+        let run = cp(addr.port(), &[from, to]).await;
+        run.expect_code(0);
+        assert!(is_device(), "{run}");
+    }
+    // Into the device's directory under the sender's name: refused, as before (only the
+    // destination the user named is written into).
+    let also_null = local.path().join("null");
+    std::fs::write(&also_null, b"x").unwrap();
+    let into = format!("127.0.0.1:{}/", devices.path().display());
+    let run = cp(addr.port(), &[also_null.as_os_str(), os(&into)]).await;
+    run.expect_code(1);
+    assert!(run.stderr_str().contains("not a regular file"), "{run}");
+    assert!(is_device());
+    assert_eq!(std::fs::read_dir(devices.path()).unwrap().count(), 1);
+}
+
 /// A download takes only the names it asked for, as scp has since OpenSSH 8.0
 /// (CVE-2019-6111): a server answering `a.txt` with `.bashrc` must not be able to choose
 /// what lands in the user's directory, even inside it.

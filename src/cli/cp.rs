@@ -244,6 +244,7 @@ pub(super) fn run(mut args: CpArgs) -> Result<i32, Failure> {
         direction,
         sums,
     };
+    let shown_host = host.clone();
     let addr = match host {
         Some(h) => {
             let alias = h.trim_start_matches('[').trim_end_matches(']');
@@ -298,10 +299,11 @@ pub(super) fn run(mut args: CpArgs) -> Result<i32, Failure> {
         return Ok(super::fanout::exit_code(results.iter().map(|r| &r.outcome)));
     }
     let addr = addr.expect("one host without -H");
+    let host = shown_host.as_deref().unwrap_or_default();
     let mut watch: Box<dyn Watch + Send> = if bars {
-        Box::new(progress::Bars::new())
+        Box::new(progress::Bars::new().with_host(host))
     } else {
-        Box::new(progress::Quiet::new("rcmd: "))
+        Box::new(progress::Quiet::new("rcmd: ").with_host(host))
     };
     let result = runtime.block_on(crate::client::copy::run(
         &addr,

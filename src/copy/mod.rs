@@ -91,8 +91,12 @@ pub trait Watch {
     fn advance(&mut self, _n: u64) {}
     /// The current file is finished, whether written or not.
     fn file_done(&mut self) {}
-    /// One path failed, on either side.
+    /// One path failed on this side.
     fn failed(&mut self, path: &[u8], message: &str);
+    /// One path failed on the peer's side, which said so.
+    fn failed_there(&mut self, path: &[u8], message: &str) {
+        self.failed(path, message);
+    }
 }
 
 /// `a/b` from the path so far and one more name.

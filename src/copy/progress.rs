@@ -13,14 +13,34 @@ use crate::printable::printable;
 /// Prints failures to stderr, `PREFIX: path: why`, and shows nothing else.
 pub struct Quiet {
     prefix: String,
+    there: Vec<u8>,
 }
 
 impl Quiet {
     pub fn new(prefix: &str) -> Quiet {
         Quiet {
             prefix: prefix.to_string(),
+            there: Vec::new(),
         }
     }
+
+    /// Names the peer's paths `HOST:path`, as the user wrote them (`rcmd:
+    /// 127.0.0.1:nope: no such file or directory`), apart from this side's.
+    pub fn with_host(mut self, host: &str) -> Quiet {
+        self.there = there(host);
+        self
+    }
+}
+
+/// `HOST:`, before a path on the peer's side.
+fn there(host: &str) -> Vec<u8> {
+    let mut there = host.as_bytes().to_vec();
+    there.push(b':');
+    there
+}
+
+fn on(there: &[u8], path: &[u8]) -> Vec<u8> {
+    [there, path].concat()
 }
 
 fn failure_line(prefix: &str, path: &[u8], message: &str) -> String {
@@ -39,6 +59,11 @@ impl Watch for Quiet {
             failure_line(&self.prefix, path, message)
         );
     }
+
+    fn failed_there(&mut self, path: &[u8], message: &str) {
+        let path = on(&self.there, path);
+        self.failed(&path, message);
+    }
 }
 
 /// Bars on stderr: the current file and the total.
@@ -51,12 +76,20 @@ pub struct Bars {
     already_there: Arc<AtomicU64>,
     /// Files the transfer holds: with none (every source failed) no total is left behind.
     files: u64,
+    /// `HOST:`, before the peer's paths.
+    there: Vec<u8>,
 }
 
 impl Bars {
     /// Bars drawn on stderr (which the caller has found to be a terminal).
     pub fn new() -> Bars {
         Bars::drawn_on(ProgressDrawTarget::stderr())
+    }
+
+    /// As [`Quiet::with_host`].
+    pub fn with_host(mut self, host: &str) -> Bars {
+        self.there = there(host);
+        self
     }
 
     fn drawn_on(target: ProgressDrawTarget) -> Bars {
@@ -77,6 +110,7 @@ impl Bars {
             total,
             already_there: Arc::new(AtomicU64::new(0)),
             files: 0,
+            there: Vec::new(),
         }
     }
 }
@@ -136,6 +170,11 @@ impl Watch for Bars {
 
     fn failed(&mut self, path: &[u8], message: &str) {
         let _ = self.multi.println(failure_line("rcmd: ", path, message));
+    }
+
+    fn failed_there(&mut self, path: &[u8], message: &str) {
+        let path = on(&self.there, path);
+        self.failed(&path, message);
     }
 }
 

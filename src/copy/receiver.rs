@@ -195,7 +195,7 @@ impl Receiver<'_> {
         match (&mut self.current, msg) {
             (_, Transfer::Failed { path, message }) => {
                 self.summary.failed += 1;
-                self.watch.failed(&path, &message);
+                self.watch.failed_there(&path, &message);
             }
             (Current::None, Transfer::Total { top, files, bytes }) if self.root.is_none() => {
                 self.watch.total(files, bytes);

@@ -92,7 +92,10 @@ where
                     let _ = tx.send(a);
                 }
                 Transfer::Failed { path, message } => {
-                    watch.lock().expect("no panics").failed(&path, &message);
+                    watch
+                        .lock()
+                        .expect("no panics")
+                        .failed_there(&path, &message);
                 }
                 Transfer::Done(summary) => return Ok(summary),
                 other => {

@@ -795,11 +795,17 @@ async fn a_missing_remote_file_is_named_as_the_user_wrote_it() {
     .await;
     run.expect_code(1);
     let err = run.stderr_str();
+    // With the host, as written: a missing local file reads the same but for it.
     assert!(
-        err.contains("sub/missing: no such file or directory"),
+        err.contains("rcmd: 127.0.0.1:sub/missing: no such file or directory"),
         "{run}"
     );
     assert!(!err.contains(remote.path().to_str().unwrap()), "{run}");
+    let missing = local.path().join("nope");
+    let run = cp(addr.port(), &[missing.as_os_str(), os("127.0.0.1:")]).await;
+    run.expect_code(1);
+    let here = format!("rcmd: {}: no such file or directory", missing.display());
+    assert!(run.stderr_str().contains(&here), "{run}");
 }
 
 #[tokio::test]

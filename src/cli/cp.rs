@@ -25,6 +25,15 @@ use crate::settings::HostSettings;
 /// Exit code when some files failed and the rest were copied, as scp.
 const SOME_FILES_FAILED: i32 = 1;
 
+/// What `rcmd cp` exits with, for its help and manual page.
+pub(super) const EXIT_STATUS: &str = "\
+Exit status:
+  0    every file was copied (or skipped with -u)
+  1    some files failed, each named on stderr; the rest were copied (as scp)
+  255  rcmd itself failed: the command line, the connection, trust, or the
+       protocol. With -H: the largest of the hosts' statuses, 255 for a host
+       that could not be reached";
+
 #[derive(Debug, Clone, Args)]
 pub(super) struct CpArgs {
     /// Copy directories and what is in them; symbolic links inside them are copied as

@@ -40,6 +40,7 @@ enum Command {
     /// command on many servers at once.
     Client(client::ClientArgs),
     /// Copy files to or from a server (scp's grammar), or with -H to many at once.
+    #[command(after_help = cp::EXIT_STATUS)]
     Cp(cp::CpArgs),
     /// Make this user's client key (for servers with --authorized-keys) and print its
     /// fingerprint.

@@ -160,6 +160,13 @@ async fn cp_offers_only_the_wire_options_a_copy_can_use() {
     for kept in ["--header <FMT>", "--max-frame <BYTES>"] {
         assert!(page.contains(kept), "no {kept} in\n{page}");
     }
+    // What it exits with, in the help and in the manual page (which had no word of it).
+    let man = rcmd(&["man", "cp"], b"").await;
+    man.expect_code(0);
+    for text in [&page, &man.stdout_str()] {
+        assert!(text.contains("Exit status:"), "{text}");
+        assert!(text.contains("the rest were copied (as scp)"), "{text}");
+    }
     // Refused by the parser, before any connection (nothing listens on this port).
     let r = rcmd(&["cp", "--naive", "/etc/hostname", "127.0.0.1:x"], b"").await;
     r.expect_code(255);

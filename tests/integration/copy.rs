@@ -650,8 +650,7 @@ async fn a_server_cannot_choose_the_names_of_what_is_downloaded() {
 /// user may not write is not replaced, as scp fails to open it.
 #[tokio::test]
 async fn a_replaced_file_keeps_its_owner_and_mode_and_a_read_only_one_is_left() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 || !Path::new("/usr/bin/setpriv").exists() {
+    if !rustix::process::geteuid().is_root() || !Path::new("/usr/bin/setpriv").exists() {
         println!("skipped: needs root (chown) and setpriv (another user)");
         return;
     }

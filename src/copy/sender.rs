@@ -29,6 +29,15 @@ const SENDFILE_MIN: usize = 64 * 1024;
 /// Why a file is abandoned when it ends before the size it was offered with.
 pub(crate) const SHRANK: &str = "the file shrank while it was being sent";
 
+/// Why a file is abandoned when it was written to while it was sent.
+const CHANGED: &str = "the file changed while it was being sent";
+
+/// When `file` was last changed (its ctime, which every write moves), if it can be read.
+fn changed_at(file: &File) -> Option<(i64, i64)> {
+    use std::os::unix::fs::MetadataExt;
+    file.metadata().ok().map(|m| (m.ctime(), m.ctime_nsec()))
+}
+
 /// Zeros, to hash a hole as the bytes it stands for.
 static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
 
@@ -234,7 +243,15 @@ async fn send_file<W: AsyncWrite + Unpin, In, Out: Carrier>(
         Some(shared) => Hashing::Shared(shared),
         None => Hashing::Own(ctx, None),
     };
+    // A file written while it is read can be sent torn, part old and part new, with a
+    // sum that matches what was sent: its change time says so, as tar's "file changed as
+    // we read it".
+    let before = changed_at(file);
     let sent = stream(file, start, size, &mut hashing, out, watch).await?;
+    let sent = sent.and_then(|()| match changed_at(file) == before {
+        true => Ok(()),
+        false => Err(CHANGED.to_string()),
+    });
     match sent.and_then(|()| hashing.finish()) {
         Ok(sum) => out.queue(Transfer::Sum(sum)).await?,
         Err(why) => {

@@ -1191,7 +1191,13 @@ async fn a_file_that_shrinks_while_it_is_sent_is_refused_not_written() {
     // Byte i is i % 251, made by repeating one cycle (a per-byte loop is slow unoptimized).
     let mut data = (0..=250u8).collect::<Vec<u8>>().repeat(SIZE / 251 + 1);
     data.truncate(SIZE);
-    for (over_tls, to) in [(false, plain), (true, tls.addr)] {
+    // Then the same with the file rewritten in place instead, its size unchanged: over
+    // TLS the sender hashed what it read, so only the file's change time can tell.
+    let cases = [(false, plain), (true, tls.addr)];
+    for (rewrite, (over_tls, to)) in [false, true]
+        .into_iter()
+        .flat_map(|r| cases.map(|c| (r, c)))
+    {
         let src = local.path().join("shrinking");
         std::fs::write(&src, &data).unwrap();
         let (port, held, release) = holding_proxy(to, 2 << 20).await;
@@ -1212,18 +1218,20 @@ async fn a_file_that_shrinks_while_it_is_sent_is_refused_not_written() {
             })
         };
         held.await.unwrap();
-        // The sender is at most a few MiB in (what the sockets hold): cut to half.
-        std::fs::OpenOptions::new()
-            .write(true)
-            .open(&src)
-            .unwrap()
-            .set_len(SIZE as u64 / 2 + 12_345)
-            .unwrap();
+        // The sender is at most a few MiB in (what the sockets hold): cut to half, or
+        // write over the start it has sent.
+        let file = std::fs::OpenOptions::new().write(true).open(&src).unwrap();
+        if rewrite {
+            std::os::unix::fs::FileExt::write_all_at(&file, &[b'x'; 4096], 0).unwrap();
+        } else {
+            file.set_len(SIZE as u64 / 2 + 12_345).unwrap();
+        }
         release.send(()).unwrap();
         let run = copying.await.unwrap();
         assert_eq!(run.code, Some(1), "over TLS: {over_tls}\n{run}");
+        let why = if rewrite { "changed" } else { "shrank" };
         assert!(
-            run.stderr_str().contains("shrank"),
+            run.stderr_str().contains(why),
             "over TLS: {over_tls}\n{run}"
         );
         wait_until("the temporary file is removed", || {
